@@ -1,0 +1,205 @@
+//! Types and constants shared by the kernel programs (`proxy-ebpf`) and the userspace daemon
+//! (`proxy`). Everything that crosses the kernel/userspace boundary is defined here, once.
+//!
+//! Layout rules: every type is `#[repr(C)]`, has no implicit padding, and is `Copy`. The `user`
+//! feature adds the `aya::Pod` impls so userspace can use the types as map keys and values.
+#![no_std]
+
+/// bpffs directory under which every instance pins its maps: `<PIN_ROOT>/<instance>/<MAP>`.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/proxy";
+
+/// Map names. They are the ELF symbol names of the maps in `proxy-ebpf` and the file names of
+/// the pins, so the CLI can open them by name while the daemon runs.
+pub mod maps {
+    /// `LPM_TRIE` of IPv4 source prefixes to drop: key `Key<V4Addr>`, value [`crate::BlockEntry`].
+    pub const BLOCK_V4: &str = "BLOCK_V4";
+    /// `LPM_TRIE` of IPv6 source prefixes to drop: key `Key<V6Addr>`, value [`crate::BlockEntry`].
+    pub const BLOCK_V6: &str = "BLOCK_V6";
+    /// `LPM_TRIE` of IPv4 source prefixes that always pass: value [`crate::AllowEntry`].
+    pub const ALLOW_V4: &str = "ALLOW_V4";
+    /// `LPM_TRIE` of IPv6 source prefixes that always pass: value [`crate::AllowEntry`].
+    pub const ALLOW_V6: &str = "ALLOW_V6";
+    /// `PERCPU_ARRAY` of `u64` packet counters, indexed by [`crate::Counter`].
+    pub const COUNTERS: &str = "COUNTERS";
+
+    /// Every map that is pinned per instance.
+    pub const PINNED: [&str; 5] = [BLOCK_V4, BLOCK_V6, ALLOW_V4, ALLOW_V6, COUNTERS];
+}
+
+/// Program names (ELF symbol names of the entry points).
+pub mod programs {
+    /// XDP entry point.
+    pub const XDP_FILTER: &str = "xdp_filter";
+    /// TC ingress classifier entry point (same decision as XDP).
+    pub const TC_FILTER: &str = "tc_filter";
+}
+
+/// Capacity of the IPv4 blocklist (prefixes). LPM tries allocate on demand, so a large bound
+/// costs nothing until used.
+pub const BLOCK_V4_MAX: u32 = 1 << 20;
+/// Capacity of the IPv6 blocklist (prefixes).
+pub const BLOCK_V6_MAX: u32 = 1 << 18;
+/// Capacity of each allowlist (prefixes).
+pub const ALLOW_MAX: u32 = 1 << 16;
+
+/// `BPF_F_NO_PREALLOC`: required for `LPM_TRIE` maps.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// Address part of an IPv4 LPM key, in network byte order. The map key is
+/// `lpm_trie::Key<V4Addr>` (aya's on both sides: `u32` prefix length, then the address).
+pub type V4Addr = [u8; 4];
+/// Address part of an IPv6 LPM key, in network byte order.
+pub type V6Addr = [u8; 16];
+
+/// Value of a blocklist entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// `CLOCK_MONOTONIC` time in ns (`bpf_ktime_get_ns`) after which the entry counts as absent;
+    /// 0 = never expires.
+    pub expires_at_ns: u64,
+    /// Why the entry exists: a [`Reason`] code.
+    pub reason: u32,
+    /// Reserved, must be 0.
+    pub flags: u32,
+}
+
+impl BlockEntry {
+    /// Whether the entry is still in force at monotonic time `now_ns`.
+    #[inline(always)]
+    #[must_use]
+    pub fn is_active(&self, now_ns: u64) -> bool {
+        self.expires_at_ns == 0 || now_ns < self.expires_at_ns
+    }
+}
+
+/// Value of an allowlist entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AllowEntry {
+    /// Reserved, must be 0.
+    pub flags: u32,
+}
+
+/// Reason codes stored in [`BlockEntry::reason`]. The free text an operator gives is kept in
+/// the userspace state file; the kernel only needs the class.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// No reason recorded.
+    Unspecified = 0,
+    /// Added by an operator (`proxy blocklist add`).
+    Manual = 1,
+    /// Loaded from a list file (`proxy blocklist import`).
+    Import = 2,
+    /// Added automatically by the layer-7 defenses.
+    L7Abuse = 3,
+}
+
+impl Reason {
+    /// The code's name as shown by the CLI.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Manual => "manual",
+            Self::Import => "import",
+            Self::L7Abuse => "l7-abuse",
+        }
+    }
+
+    /// Decodes a code read from a map; unknown codes read as `Unspecified`.
+    #[must_use]
+    pub const fn from_code(code: u32) -> Self {
+        match code {
+            1 => Self::Manual,
+            2 => Self::Import,
+            3 => Self::L7Abuse,
+            _ => Self::Unspecified,
+        }
+    }
+}
+
+/// Indexes of the per-CPU packet counters in the `COUNTERS` map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Every packet the program ran on.
+    Seen = 0,
+    /// Packets passed on to the stack (includes the three kinds below).
+    Passed = 1,
+    /// Packets dropped because the source matched an active blocklist entry.
+    DroppedBlocklist = 2,
+    /// Packets passed because the source matched the allowlist.
+    PassedAllowlist = 3,
+    /// Truncated or malformed IP packets (passed, never dropped on a guess).
+    Malformed = 4,
+    /// Packets that are not IPv4/IPv6 (ARP, LLDP, ...): passed.
+    NonIp = 5,
+}
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::Seen,
+        Counter::Passed,
+        Counter::DroppedBlocklist,
+        Counter::PassedAllowlist,
+        Counter::Malformed,
+        Counter::NonIp,
+    ];
+
+    /// Stable snake-case name, used by `proxy stats` and metrics.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Seen => "packets_seen",
+            Self::Passed => "packets_passed",
+            Self::DroppedBlocklist => "packets_dropped_blocklist",
+            Self::PassedAllowlist => "packets_passed_allowlist",
+            Self::Malformed => "packets_malformed",
+            Self::NonIp => "packets_non_ip",
+        }
+    }
+}
+
+/// Number of entries in the `COUNTERS` map.
+pub const COUNTER_COUNT: u32 = 6;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)] plain data (u64 + u32 + u32), no padding, every bit pattern valid,
+    // which is what aya::Pod requires.
+    unsafe impl aya::Pod for super::BlockEntry {}
+    // SAFETY: as above (one u32).
+    unsafe impl aya::Pod for super::AllowEntry {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_padding() {
+        assert_eq!(core::mem::size_of::<BlockEntry>(), 16);
+        assert_eq!(core::mem::size_of::<AllowEntry>(), 4);
+    }
+
+    #[test]
+    fn expiry() {
+        let never = BlockEntry { expires_at_ns: 0, reason: 1, flags: 0 };
+        assert!(never.is_active(u64::MAX));
+        let e = BlockEntry { expires_at_ns: 100, reason: 1, flags: 0 };
+        assert!(e.is_active(99));
+        assert!(!e.is_active(100));
+    }
+
+    #[test]
+    fn counters_are_indexed_in_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        assert_eq!(Reason::from_code(Reason::Import as u32), Reason::Import);
+        assert_eq!(Reason::from_code(99), Reason::Unspecified);
+    }
+}

@@ -1,0 +1,23 @@
+//! XDP entry point: the earliest place a denied source can be dropped.
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+use crate::{
+    filter::{Verdict, decide},
+    packet::Packet,
+};
+
+#[xdp]
+pub fn xdp_filter(ctx: XdpContext) -> u32 {
+    match try_xdp_filter(&ctx) {
+        Ok(action) => action,
+        Err(()) => xdp_action::XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn try_xdp_filter(ctx: &XdpContext) -> Result<u32, ()> {
+    Ok(match decide(&Packet::new(ctx.data(), ctx.data_end())) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    })
+}
