@@ -5,8 +5,11 @@
 //! feature adds the `aya::Pod` impls so userspace can use the types as map keys and values.
 #![no_std]
 
-/// bpffs directory under which every instance pins its maps: `<PIN_ROOT>/<instance>/<MAP>`.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/proxy";
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// Directory below [`BPFFS`] under which every instance pins its maps:
+/// `<BPFFS>/<PIN_SUBDIR>/<instance>/<MAP>`.
+pub const PIN_SUBDIR: &str = "proxy";
 
 /// Map names. They are the ELF symbol names of the maps in `proxy-ebpf` and the file names of
 /// the pins, so the CLI can open them by name while the daemon runs.

@@ -84,6 +84,11 @@ impl Packet {
 
     #[inline(always)]
     fn ipv4(&self, l3: usize) -> Source {
+        // Read the source address first: a bound check at a fixed offset that LLVM cannot
+        // fold into the variable-length check below (the verifier needs to see it).
+        let Ok(saddr) = self.load::<[u8; 4]>(l3 + 12) else {
+            return Source::Malformed;
+        };
         let Ok(version_ihl) = self.load::<u8>(l3) else {
             return Source::Malformed;
         };
@@ -91,23 +96,20 @@ impl Packet {
         if version_ihl >> 4 != 4 || header_len < IPV4_MIN_HLEN || !self.has(l3, header_len) {
             return Source::Malformed;
         }
-        match self.load::<[u8; 4]>(l3 + 12) {
-            Ok(saddr) => Source::V4(saddr),
-            Err(()) => Source::Malformed,
-        }
+        Source::V4(saddr)
     }
 
     #[inline(always)]
     fn ipv6(&self, l3: usize) -> Source {
+        let Ok(saddr) = self.load::<[u8; 16]>(l3 + 8) else {
+            return Source::Malformed;
+        };
         let Ok(first) = self.load::<u8>(l3) else {
             return Source::Malformed;
         };
         if first >> 4 != 6 || !self.has(l3, IPV6_HLEN) {
             return Source::Malformed;
         }
-        match self.load::<[u8; 16]>(l3 + 8) {
-            Ok(saddr) => Source::V6(saddr),
-            Err(()) => Source::Malformed,
-        }
+        Source::V6(saddr)
     }
 }

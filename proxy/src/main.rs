@@ -1,1 +1,38 @@
-fn main(){}
+use std::process::ExitCode;
+
+use clap::Parser;
+use proxy::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(&args),
+        other => proxy::cli::manage(other),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &proxy::cli::RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = proxy::cli::run_config(args)?;
+    proxy::daemon::check_not_running(&config.instance)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let result = runtime.block_on(proxy::daemon::run(config));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    result
+}

@@ -1,0 +1,321 @@
+//! The command line: `proxy run`, and the commands that manage a running instance through its
+//! pinned maps and state file.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use proxy_common::{Counter, Reason};
+use serde_json::json;
+
+use crate::{
+    config::{AttachMode, Config, default_state_file, validate_instance},
+    daemon,
+    defense::{Cidr, ListStore, parse_list, state::StateFile, state::now_ms},
+    kernel::{self, KernelMaps},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "proxy", version, about = "eBPF-accelerated layer-4/7 reverse proxy")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy: attach the kernel packet filter, restore the lists, serve HTTP.
+    Run(RunArgs),
+    /// Validate a config file without running anything.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Manage the source-address blocklist of a running instance (takes effect at once).
+    Blocklist {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: BlocklistAction,
+    },
+    /// Manage the allowlist: sources that are never dropped, even when blocklisted.
+    Allowlist {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: AllowlistAction,
+    },
+    /// Show the kernel packet counters of an instance.
+    Stats {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The TOML config file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Override kernel.attach from the config.
+    #[arg(long, value_enum)]
+    pub attach: Option<AttachMode>,
+    /// Override the instance name from the config.
+    #[arg(long)]
+    pub instance: Option<String>,
+}
+
+/// Which instance a management command acts on.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Instance name: its maps are pinned in /sys/fs/bpf/proxy/<instance>/.
+    #[arg(long, global = true, default_value = "default", env = "PROXY_INSTANCE")]
+    pub instance: String,
+    /// State file to keep in step (default: the running instance's, else
+    /// /var/lib/proxy/<instance>/state.json).
+    #[arg(long, global = true)]
+    pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlocklistAction {
+    /// Block an address or CIDR (replaces an existing entry for the same prefix).
+    Add {
+        /// e.g. 192.0.2.7, 198.51.100.0/24, 2001:db8::/32
+        cidr: String,
+        /// Remove the entry by itself after this long (e.g. 90s, 10m, 12h).
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+        /// Free text kept with the entry.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Unblock a prefix (exactly as it was added).
+    Remove { cidr: String },
+    /// List the entries.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Block every address or CIDR in a file: one per line, `#` and `;` start comments
+    /// (the Spamhaus DROP format loads as is). Nothing is applied if any line is invalid.
+    Import {
+        file: PathBuf,
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove every entry.
+    Flush,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AllowlistAction {
+    /// Always pass this address or CIDR.
+    Add {
+        cidr: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove a prefix from the allowlist.
+    Remove { cidr: String },
+    /// List the entries.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e}; write e.g. 90s, 10m, 12h"))?;
+    if d.is_zero() {
+        return Err("must be greater than 0".into());
+    }
+    Ok(d)
+}
+
+fn parse_cidr(text: &str) -> anyhow::Result<Cidr> {
+    text.parse::<Cidr>().map_err(anyhow::Error::from)
+}
+
+/// Runs a management command (everything but `run`).
+pub fn manage(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(_) => unreachable!("main dispatches run"),
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            println!(
+                "{}: ok (instance {:?}, {} listener(s), {} upstream(s), attach {})",
+                file.display(),
+                config.instance,
+                config.listener.len(),
+                config.upstream.len(),
+                config.kernel.attach.as_str()
+            );
+            Ok(())
+        }
+        Command::Blocklist { target, action } => blocklist(&target, action),
+        Command::Allowlist { target, action } => allowlist(&target, action),
+        Command::Stats { target, json } => stats(&target, json),
+    }
+}
+
+/// Opens the pinned maps of the target instance, with the checks that give clear errors.
+fn open_maps(target: &Target) -> anyhow::Result<KernelMaps> {
+    validate_instance(&target.instance).map_err(anyhow::Error::msg)?;
+    kernel::require_root()?;
+    kernel::require_bpffs()?;
+    let pin_dir = kernel::pin_dir(&target.instance);
+    if !pin_dir.is_dir() {
+        return Err(kernel::KernelError::UnknownInstance {
+            instance: target.instance.clone(),
+            path: pin_dir,
+        }
+        .into());
+    }
+    Ok(KernelMaps::open(&pin_dir)?)
+}
+
+/// The state file: `--state-file`, else the running instance's, else the default.
+fn state_file(target: &Target) -> PathBuf {
+    if let Some(p) = &target.state_file {
+        return p.clone();
+    }
+    std::fs::read_to_string(daemon::runtime_file(&target.instance))
+        .ok()
+        .and_then(|t| serde_json::from_str::<daemon::RuntimeInfo>(&t).ok())
+        .map_or_else(|| default_state_file(&target.instance), |info| info.state_file)
+}
+
+fn open_store(target: &Target) -> anyhow::Result<ListStore> {
+    let maps = open_maps(target)?;
+    Ok(ListStore::new(maps, StateFile::new(state_file(target))))
+}
+
+fn blocklist(target: &Target, action: BlocklistAction) -> anyhow::Result<()> {
+    match action {
+        BlocklistAction::Add { cidr, ttl, reason } => {
+            let cidr = parse_cidr(&cidr)?;
+            let mut store = open_store(target)?;
+            let report = store.block(&[cidr], ttl, Reason::Manual, reason.as_deref())?;
+            let verb = if report.updated > 0 { "updated" } else { "blocked" };
+            match ttl {
+                Some(t) => println!("{verb} {cidr} for {}", humantime::format_duration(t)),
+                None => println!("{verb} {cidr}"),
+            }
+        }
+        BlocklistAction::Remove { cidr } => {
+            let cidr = parse_cidr(&cidr)?;
+            open_store(target)?.unblock(&cidr)?;
+            println!("unblocked {cidr}");
+        }
+        BlocklistAction::List { json } => {
+            let entries = open_store(target)?.blocked()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                let now = now_ms();
+                println!("{:<43} {:<10} {:<12} NOTE", "PREFIX", "REASON", "EXPIRES IN");
+                for e in &entries {
+                    let expires = e.expires_at_ms.map_or_else(
+                        || "never".to_owned(),
+                        |t| humantime::format_duration(Duration::from_secs(t.saturating_sub(now).div_ceil(1000))).to_string(),
+                    );
+                    let note = e.note.as_deref().unwrap_or("");
+                    let flag = if e.in_kernel { "" } else { " (not in kernel)" };
+                    println!("{:<43} {:<10} {:<12} {note}{flag}", e.cidr.to_string(), e.reason, expires);
+                }
+                println!("{} entr{}", entries.len(), if entries.len() == 1 { "y" } else { "ies" });
+            }
+        }
+        BlocklistAction::Import { file, ttl, reason } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read list file {}", file.display()))?;
+            let cidrs = parse_list(&file, &text)?;
+            let report = open_store(target)?.block(&cidrs, ttl, Reason::Import, reason.as_deref())?;
+            println!("imported {} prefixes from {} ({} new, {} updated)", cidrs.len(), file.display(), report.added, report.updated);
+        }
+        BlocklistAction::Flush => {
+            let n = open_store(target)?.flush_blocklist()?;
+            println!("removed {n} entries");
+        }
+    }
+    Ok(())
+}
+
+fn allowlist(target: &Target, action: AllowlistAction) -> anyhow::Result<()> {
+    match action {
+        AllowlistAction::Add { cidr, reason } => {
+            let cidr = parse_cidr(&cidr)?;
+            open_store(target)?.allow(&cidr, reason.as_deref())?;
+            println!("allowed {cidr}");
+        }
+        AllowlistAction::Remove { cidr } => {
+            let cidr = parse_cidr(&cidr)?;
+            open_store(target)?.disallow(&cidr)?;
+            println!("removed {cidr} from the allowlist");
+        }
+        AllowlistAction::List { json } => {
+            let entries = open_store(target)?.allowed()?;
+            if json {
+                let list: Vec<_> = entries
+                    .iter()
+                    .map(|(c, r)| json!({ "cidr": c, "added_at_ms": r.added_at_ms, "note": r.note }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for (cidr, r) in &entries {
+                    println!("{:<43} {}", cidr.to_string(), r.note.as_deref().unwrap_or(""));
+                }
+                println!("{} entr{}", entries.len(), if entries.len() == 1 { "y" } else { "ies" });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
+    let maps = open_maps(target)?;
+    let counters = maps.counters()?;
+    let blocked = maps.blocked()?.len();
+    let allowed = maps.allowed()?.len();
+    if json {
+        let mut c = serde_json::Map::new();
+        for counter in Counter::ALL {
+            c.insert(counter.name().to_owned(), counters.get(counter).into());
+        }
+        let out = json!({
+            "instance": target.instance,
+            "counters": c,
+            "blocklist_entries": blocked,
+            "allowlist_entries": allowed,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("instance {} ({})", target.instance, kernel::pin_dir(&target.instance).display());
+        for counter in Counter::ALL {
+            println!("  {:<28} {}", counter.name(), counters.get(counter));
+        }
+        println!("  {:<28} {blocked}", "blocklist_entries");
+        println!("  {:<28} {allowed}", "allowlist_entries");
+    }
+    Ok(())
+}
+
+/// Loads the config for `proxy run`, with the command-line overrides applied and checked.
+pub fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(instance) = &args.instance {
+        validate_instance(instance).map_err(|e| anyhow::anyhow!("--instance: {e}"))?;
+        config.instance.clone_from(instance);
+    }
+    if let Some(attach) = args.attach {
+        if attach != AttachMode::None && config.kernel.interfaces.is_empty() {
+            anyhow::bail!("--attach {}: kernel.interfaces in {} is empty", attach.as_str(), args.config.display());
+        }
+        config.kernel.attach = attach;
+    }
+    Ok(config)
+}

@@ -1,0 +1,326 @@
+//! The configuration file (TOML): parsing, defaults and validation.
+//!
+//! Every error names the file and the key (`listener[1].upstream`), and says what is wrong.
+//! See `docs/configuration.md` for each key and `examples/demo.toml` for a full file.
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Where the state file lives when the config does not say: `<dir>/<instance>/state.json`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/proxy";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: `{key}` {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+/// How the kernel programs are attached to the configured interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachMode {
+    /// Native XDP, else generic XDP, else TC; the log says which one won and why.
+    #[default]
+    Auto,
+    /// Native (driver) XDP only.
+    Xdp,
+    /// Generic (skb) XDP only.
+    XdpGeneric,
+    /// TC ingress classifier only (tcx where the kernel has it, else clsact).
+    Tc,
+    /// No kernel programs: the proxy enforces the blocklist at accept().
+    None,
+}
+
+impl AttachMode {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Xdp => "xdp",
+            Self::XdpGeneric => "xdp-generic",
+            Self::Tc => "tc",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Names this proxy's pinned maps (`/sys/fs/bpf/proxy/<instance>/`) and its state.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+    /// Blocklist/allowlist state file; default `/var/lib/proxy/<instance>/state.json`.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+    #[serde(default)]
+    pub kernel: KernelConfig,
+    #[serde(default)]
+    pub listener: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub upstream: BTreeMap<String, UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    #[serde(default)]
+    pub attach: AttachMode,
+    /// Interfaces the packet filter is attached to.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// How often expired blocklist entries are removed from the maps and the state file.
+    #[serde(default = "default_sweep", with = "duration")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            attach: AttachMode::default(),
+            interfaces: Vec::new(),
+            sweep_interval: default_sweep(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `IP:PORT` to listen on.
+    pub address: SocketAddr,
+    /// Name of the `[upstream.NAME]` pool requests are forwarded to.
+    pub upstream: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `IP:PORT` of each origin server.
+    pub servers: Vec<SocketAddr>,
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers.
+    #[serde(default = "default_response_timeout", with = "duration")]
+    pub response_timeout: Duration,
+}
+
+fn default_instance() -> String {
+    "default".to_owned()
+}
+fn default_sweep() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Durations are written as humantime strings: `"500ms"`, `"10s"`, `"5m"`.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| D::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. \"500ms\", \"10s\", \"5m\"")))
+    }
+}
+
+/// Checks an instance name: it becomes a directory name under bpffs and /var/lib.
+pub fn validate_instance(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("instance name {name:?} must be 1 to 64 characters"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("instance name {name:?} may only contain letters, digits, '-' and '_'"));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// The state file path, with the default applied.
+    #[must_use]
+    pub fn state_file(&self) -> PathBuf {
+        self.state_file
+            .clone()
+            .unwrap_or_else(|| default_state_file(&self.instance))
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            problem,
+        };
+        validate_instance(&self.instance).map_err(|p| invalid("instance".into(), p))?;
+        if self.listener.is_empty() {
+            return Err(invalid(
+                "listener".into(),
+                "is missing: add at least one [[listener]] with address and upstream".into(),
+            ));
+        }
+        for (i, listener) in self.listener.iter().enumerate() {
+            if !self.upstream.contains_key(&listener.upstream) {
+                let known: Vec<&str> = self.upstream.keys().map(String::as_str).collect();
+                return Err(invalid(
+                    format!("listener[{i}].upstream"),
+                    format!(
+                        "names upstream {:?}, which is not defined (defined: {})",
+                        listener.upstream,
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                ));
+            }
+            if let Some(j) = self.listener[..i].iter().position(|l| l.address == listener.address) {
+                return Err(invalid(
+                    format!("listener[{i}].address"),
+                    format!("{} is already used by listener[{j}]", listener.address),
+                ));
+            }
+        }
+        for (name, upstream) in &self.upstream {
+            if upstream.servers.is_empty() {
+                return Err(invalid(
+                    format!("upstream.{name}.servers"),
+                    "is empty: list at least one \"IP:PORT\"".into(),
+                ));
+            }
+            if upstream.connect_timeout.is_zero() {
+                return Err(invalid(format!("upstream.{name}.connect_timeout"), "must be greater than 0".into()));
+            }
+            if upstream.response_timeout.is_zero() {
+                return Err(invalid(format!("upstream.{name}.response_timeout"), "must be greater than 0".into()));
+            }
+        }
+        if self.kernel.attach != AttachMode::None && self.kernel.interfaces.is_empty() {
+            return Err(invalid(
+                "kernel.interfaces".into(),
+                format!(
+                    "is empty but kernel.attach is {:?}: list the interfaces to filter on, or set attach = \"none\"",
+                    self.kernel.attach.as_str()
+                ),
+            ));
+        }
+        for (i, iface) in self.kernel.interfaces.iter().enumerate() {
+            if iface.is_empty() || iface.len() >= libc::IF_NAMESIZE || iface.contains(['/', ' ']) {
+                return Err(invalid(format!("kernel.interfaces[{i}]"), format!("{iface:?} is not a valid interface name")));
+            }
+        }
+        if self.kernel.sweep_interval < Duration::from_millis(100) {
+            return Err(invalid("kernel.sweep_interval".into(), "must be at least 100ms".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `/var/lib/proxy/<instance>/state.json`.
+#[must_use]
+pub fn default_state_file(instance: &str) -> PathBuf {
+    Path::new(DEFAULT_STATE_DIR).join(instance).join("state.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [kernel]
+        attach = "tc"
+        interfaces = ["lo"]
+
+        [[listener]]
+        address = "127.0.0.1:8080"
+        upstream = "app"
+
+        [upstream.app]
+        servers = ["127.0.0.1:9000", "127.0.0.1:9001"]
+        connect_timeout = "2s"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn parses_a_good_config_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.instance, "default");
+        assert_eq!(c.kernel.attach, AttachMode::Tc);
+        assert_eq!(c.kernel.sweep_interval, Duration::from_secs(1));
+        assert_eq!(c.upstream["app"].servers.len(), 2);
+        assert_eq!(c.upstream["app"].connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.state_file(), PathBuf::from("/var/lib/proxy/default/state.json"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse(&GOOD.replace("upstream = \"app\"", "upstream = \"nope\"")).unwrap_err();
+        assert!(e.contains("listener[0].upstream") && e.contains("\"nope\""), "{e}");
+
+        let e = parse(&GOOD.replace("connect_timeout = \"2s\"", "connect_timeout = \"two\"")).unwrap_err();
+        assert!(e.contains("connect_timeout") && e.contains("invalid duration"), "{e}");
+
+        let e = parse(&GOOD.replace("attach = \"tc\"", "attach = \"xdp-turbo\"")).unwrap_err();
+        assert!(e.contains("attach") && e.contains("xdp-turbo"), "{e}");
+
+        let e = parse(&GOOD.replace("[kernel]", "[kernel]\nbogus = 1")).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+
+        let e = parse(&GOOD.replace("interfaces = [\"lo\"]", "interfaces = []")).unwrap_err();
+        assert!(e.contains("kernel.interfaces"), "{e}");
+
+        let e = parse(&format!("instance = \"a/b\"\n{GOOD}")).unwrap_err();
+        assert!(e.contains("`instance`"), "{e}");
+
+        let e = parse(&GOOD.replace("\"127.0.0.1:9000\", ", "\"127.0.0.1\", ")).unwrap_err();
+        assert!(e.contains("servers"), "{e}");
+    }
+
+    #[test]
+    fn none_mode_needs_no_interfaces() {
+        let c = parse(&GOOD.replace("attach = \"tc\"\n        interfaces = [\"lo\"]", "attach = \"none\"")).unwrap();
+        assert_eq!(c.kernel.attach, AttachMode::None);
+    }
+}

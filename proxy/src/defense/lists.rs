@@ -1,0 +1,379 @@
+//! One code path for every change to the blocklist and allowlist, used by the CLI and the
+//! daemon alike: validate, change the kernel map, write the state file; if the state file
+//! cannot be written, the map change is undone, so nothing is ever half-written.
+use std::{
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use proxy_common::{BlockEntry, Reason};
+use serde::Serialize;
+
+use super::{
+    Cidr, DefenseError,
+    state::{AllowRecord, BlockRecord, StateFile, now_ms},
+};
+use crate::kernel::{KernelMaps, monotonic_now_ns};
+
+/// The lists of one instance: its pinned maps and its state file.
+pub struct ListStore {
+    maps: KernelMaps,
+    file: StateFile,
+    /// Sweep bookkeeping: the state file's mtime when last read, and its earliest expiry.
+    seen: Option<(SystemTime, Option<u64>)>,
+}
+
+/// A blocklist entry as shown by `proxy blocklist list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockView {
+    pub cidr: Cidr,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub added_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    /// Whether the kernel map holds the entry (it should, unless it expired moments ago).
+    pub in_kernel: bool,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub added: usize,
+    pub updated: usize,
+}
+
+/// What a start-up sync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub blocked: usize,
+    pub allowed: usize,
+    pub expired: usize,
+    pub stray_removed: usize,
+}
+
+/// Monotonic expiry for the kernel from a wall-clock expiry.
+fn kernel_expiry(expires_at_ms: Option<u64>, now_ms: u64, now_mono_ns: u64) -> u64 {
+    match expires_at_ms {
+        None => 0,
+        // Never 0 (which means "never expires"), even for an entry that is already due.
+        Some(e) => now_mono_ns.saturating_add(e.saturating_sub(now_ms).saturating_mul(1_000_000)).max(1),
+    }
+}
+
+/// The kernel entry for a stored record.
+fn kernel_entry(record: &BlockRecord, now_ms: u64, now_mono_ns: u64) -> BlockEntry {
+    BlockEntry {
+        expires_at_ns: kernel_expiry(record.expires_at_ms, now_ms, now_mono_ns),
+        reason: reason_code(&record.reason),
+        flags: 0,
+    }
+}
+
+fn reason_code(name: &str) -> u32 {
+    [Reason::Manual, Reason::Import, Reason::L7Abuse]
+        .into_iter()
+        .find(|r| r.name() == name)
+        .unwrap_or(Reason::Unspecified) as u32
+}
+
+/// Parses a list file: one address or CIDR per line; `#` and `;` start comments (so the
+/// Spamhaus DROP format loads as is: `1.10.16.0/20 ; SBL256894`). Every bad line is an error
+/// that names the file and line; nothing is applied unless all lines parse.
+pub fn parse_list(path: &Path, text: &str) -> Result<Vec<Cidr>, DefenseError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let content = line.split(['#', ';']).next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let cidr = content.parse().map_err(|source| DefenseError::ListLine {
+            path: path.to_owned(),
+            line: i + 1,
+            source,
+        })?;
+        out.push(cidr);
+    }
+    Ok(out)
+}
+
+impl ListStore {
+    #[must_use]
+    pub fn new(maps: KernelMaps, file: StateFile) -> Self {
+        Self { maps, file, seen: None }
+    }
+
+    #[must_use]
+    pub fn state_path(&self) -> &Path {
+        self.file.path()
+    }
+
+    #[must_use]
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    /// Blocks each prefix (adding or replacing), with an optional TTL.
+    pub fn block(
+        &mut self,
+        cidrs: &[Cidr],
+        ttl: Option<Duration>,
+        reason: Reason,
+        note: Option<&str>,
+    ) -> Result<ImportReport, DefenseError> {
+        let lock = self.file.lock()?;
+        let mut state = self.file.read()?;
+        let now = now_ms();
+        let now_mono = monotonic_now_ns();
+        let expires_at_ms = ttl.map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
+        let entry = BlockEntry {
+            expires_at_ns: kernel_expiry(expires_at_ms, now, now_mono),
+            reason: reason as u32,
+            flags: 0,
+        };
+        let mut report = ImportReport::default();
+        // Undo log: the previous record of every prefix changed so far (the state file and
+        // the kernel agree, so the record is enough to restore the kernel entry).
+        let mut undo: Vec<(Cidr, Option<BlockRecord>)> = Vec::new();
+        let mut result = Ok(());
+        for cidr in cidrs {
+            if let Err(e) = self.maps.block(cidr, entry) {
+                result = Err(e.into());
+                break;
+            }
+            let record = BlockRecord {
+                reason: reason.name().to_owned(),
+                note: note.map(str::to_owned),
+                added_at_ms: now,
+                expires_at_ms,
+            };
+            let previous = state.blocklist.insert(*cidr, record);
+            if previous.is_some() {
+                report.updated += 1;
+            } else {
+                report.added += 1;
+            }
+            undo.push((*cidr, previous));
+        }
+        if result.is_ok() {
+            result = self.file.write(&lock, &state);
+        }
+        if let Err(e) = result {
+            for (cidr, previous) in undo.into_iter().rev() {
+                let _ = match previous {
+                    Some(r) => self.maps.block(&cidr, kernel_entry(&r, now, now_mono)),
+                    None => self.maps.unblock(&cidr).map(|_| ()),
+                };
+            }
+            return Err(e);
+        }
+        Ok(report)
+    }
+
+    /// Removes a prefix from the blocklist.
+    pub fn unblock(&mut self, cidr: &Cidr) -> Result<(), DefenseError> {
+        let lock = self.file.lock()?;
+        let mut state = self.file.read()?;
+        let previous = state.blocklist.remove(cidr);
+        let was_in_kernel = self.maps.unblock(cidr)?;
+        if previous.is_none() && !was_in_kernel {
+            return Err(DefenseError::NotListed { list: "blocklist", cidr: *cidr });
+        }
+        if let Err(e) = self.file.write(&lock, &state) {
+            if let Some(r) = previous.filter(|_| was_in_kernel) {
+                let _ = self.maps.block(cidr, kernel_entry(&r, now_ms(), monotonic_now_ns()));
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Empties the blocklist; returns how many entries were removed.
+    pub fn flush_blocklist(&mut self) -> Result<usize, DefenseError> {
+        let lock = self.file.lock()?;
+        let mut state = self.file.read()?;
+        let before = self.maps.blocked()?;
+        let count = before.len().max(state.blocklist.len());
+        state.blocklist.clear();
+        // Write the state first: if that fails, the kernel is untouched.
+        self.file.write(&lock, &state)?;
+        for (cidr, _) in &before {
+            self.maps.unblock(cidr)?;
+        }
+        Ok(count)
+    }
+
+    /// The blocklist, from the state file, each entry checked against the kernel map.
+    pub fn blocked(&self) -> Result<Vec<BlockView>, DefenseError> {
+        let state = self.file.read()?;
+        let kernel: std::collections::HashSet<Cidr> = self.maps.blocked()?.into_iter().map(|(c, _)| c).collect();
+        let mut out: Vec<BlockView> = state
+            .blocklist
+            .into_iter()
+            .map(|(cidr, r)| BlockView {
+                cidr,
+                in_kernel: kernel.contains(&cidr),
+                reason: r.reason,
+                note: r.note,
+                added_at_ms: r.added_at_ms,
+                expires_at_ms: r.expires_at_ms,
+            })
+            .collect();
+        // Entries only the kernel has (added by another tool, or a state file put back).
+        let listed: std::collections::HashSet<Cidr> = out.iter().map(|v| v.cidr).collect();
+        for (cidr, entry) in self.maps.blocked()? {
+            if !listed.contains(&cidr) {
+                out.push(BlockView {
+                    cidr,
+                    reason: Reason::from_code(entry.reason).name().to_owned(),
+                    note: Some("in the kernel map only, not in the state file".into()),
+                    added_at_ms: 0,
+                    expires_at_ms: None,
+                    in_kernel: true,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a prefix to the allowlist.
+    pub fn allow(&mut self, cidr: &Cidr, note: Option<&str>) -> Result<bool, DefenseError> {
+        let lock = self.file.lock()?;
+        let mut state = self.file.read()?;
+        let existed = self.maps.allowed()?.contains(cidr);
+        self.maps.allow(cidr)?;
+        let new = state
+            .allowlist
+            .insert(
+                *cidr,
+                AllowRecord {
+                    added_at_ms: now_ms(),
+                    note: note.map(str::to_owned),
+                },
+            )
+            .is_none();
+        if let Err(e) = self.file.write(&lock, &state) {
+            if !existed {
+                let _ = self.maps.disallow(cidr);
+            }
+            return Err(e);
+        }
+        Ok(new)
+    }
+
+    /// Removes a prefix from the allowlist.
+    pub fn disallow(&mut self, cidr: &Cidr) -> Result<(), DefenseError> {
+        let lock = self.file.lock()?;
+        let mut state = self.file.read()?;
+        let existed = self.maps.allowed()?.contains(cidr);
+        if state.allowlist.remove(cidr).is_none() && !existed {
+            return Err(DefenseError::NotListed { list: "allowlist", cidr: *cidr });
+        }
+        self.maps.disallow(cidr)?;
+        if let Err(e) = self.file.write(&lock, &state) {
+            if existed {
+                let _ = self.maps.allow(cidr);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The allowlist from the state file.
+    pub fn allowed(&self) -> Result<Vec<(Cidr, AllowRecord)>, DefenseError> {
+        Ok(self.file.read()?.allowlist.into_iter().collect())
+    }
+
+    /// Makes the kernel maps equal to the state file (daemon start): the state file is the
+    /// durable truth; expired entries are dropped from both.
+    pub fn sync_kernel_from_state(&mut self) -> Result<SyncReport, DefenseError> {
+        let lock = self.file.lock()?;
+        let mut state = self.file.read()?;
+        let now = now_ms();
+        let now_mono = monotonic_now_ns();
+        let mut report = SyncReport::default();
+        let before = state.blocklist.len();
+        state.blocklist.retain(|_, r| !r.is_expired(now));
+        report.expired = before - state.blocklist.len();
+        for (cidr, _) in self.maps.blocked()? {
+            if !state.blocklist.contains_key(&cidr) {
+                self.maps.unblock(&cidr)?;
+                report.stray_removed += 1;
+            }
+        }
+        for cidr in self.maps.allowed()? {
+            if !state.allowlist.contains_key(&cidr) {
+                self.maps.disallow(&cidr)?;
+                report.stray_removed += 1;
+            }
+        }
+        for (cidr, r) in &state.blocklist {
+            self.maps.block(cidr, kernel_entry(r, now, now_mono))?;
+            report.blocked += 1;
+        }
+        for cidr in state.allowlist.keys() {
+            self.maps.allow(cidr)?;
+            report.allowed += 1;
+        }
+        if report.expired > 0 {
+            self.file.write(&lock, &state)?;
+        }
+        Ok(report)
+    }
+
+    /// Removes expired entries from the maps and the state file. Cheap when nothing is due:
+    /// the state file is only re-read when it changed, and only rewritten when an entry expired.
+    pub fn sweep(&mut self) -> Result<usize, DefenseError> {
+        let now = now_ms();
+        let modified = self.file.modified();
+        if let (Some((seen_mtime, next_expiry)), Some(mtime)) = (self.seen, modified) {
+            if seen_mtime == mtime && next_expiry.is_none_or(|e| now < e) {
+                return Ok(0);
+            }
+        }
+        let lock = self.file.lock()?;
+        let mut state = self.file.read()?;
+        let expired: Vec<Cidr> = state
+            .blocklist
+            .iter()
+            .filter(|(_, r)| r.is_expired(now))
+            .map(|(c, _)| *c)
+            .collect();
+        if !expired.is_empty() {
+            for cidr in &expired {
+                state.blocklist.remove(cidr);
+            }
+            self.file.write(&lock, &state)?;
+            for cidr in &expired {
+                self.maps.unblock(cidr)?;
+            }
+        }
+        let next = state.blocklist.values().filter_map(|r| r.expires_at_ms).min();
+        self.seen = self.file.modified().map(|m| (m, next));
+        Ok(expired.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_files_take_comments_and_name_bad_lines() {
+        let text = "; Spamhaus DROP List\n1.10.16.0/20 ; SBL256894\n# a comment\n\n 192.0.2.7 \n2001:db8::/32\n";
+        let list = parse_list(Path::new("drop.txt"), text).unwrap();
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["1.10.16.0/20", "192.0.2.7/32", "2001:db8::/32"]);
+
+        let e = parse_list(Path::new("drop.txt"), "10.0.0.0/8\n10.0.0.1/8\n").unwrap_err();
+        assert!(e.to_string().starts_with("drop.txt:2: "), "{e}");
+    }
+
+    #[test]
+    fn kernel_expiry_is_never_zero_for_a_ttl() {
+        assert_eq!(kernel_expiry(None, 1000, 5), 0);
+        assert_eq!(kernel_expiry(Some(3000), 1000, 5), 5 + 2_000_000_000);
+        assert_eq!(kernel_expiry(Some(10), 1000, 0), 1);
+    }
+}

@@ -1,0 +1,204 @@
+//! The state file: the durable copy of the blocklist and allowlist, with the operator's notes.
+//!
+//! JSON, written atomically (temporary file + rename) under an exclusive lock on
+//! `<state>.lock`, so concurrent CLI calls and the daemon's sweep never lose an update.
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions},
+    io::Write,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Cidr, DefenseError};
+
+pub const STATE_VERSION: u32 = 1;
+
+/// One blocklist entry as stored on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRecord {
+    /// Reason class (`manual`, `import`, `l7-abuse`).
+    pub reason: String,
+    /// Free text from `--reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Wall-clock time the entry was added, in ms since the Unix epoch.
+    pub added_at_ms: u64,
+    /// Wall-clock expiry in ms since the Unix epoch; absent = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+impl BlockRecord {
+    #[must_use]
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|e| now_ms >= e)
+    }
+}
+
+/// One allowlist entry as stored on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRecord {
+    pub added_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub version: u32,
+    pub blocklist: BTreeMap<Cidr, BlockRecord>,
+    pub allowlist: BTreeMap<Cidr, AllowRecord>,
+}
+
+/// Wall-clock now in ms since the Unix epoch.
+#[must_use]
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Holds the exclusive lock on a state file; released on drop.
+pub struct StateLock {
+    _file: File,
+}
+
+/// The state file at one path.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    #[must_use]
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".lock");
+        PathBuf::from(p)
+    }
+
+    fn write_err(&self, source: std::io::Error) -> DefenseError {
+        DefenseError::StateWrite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Takes the exclusive lock (blocking), creating the directory if needed.
+    pub fn lock(&self) -> Result<StateLock, DefenseError> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.write_err(e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path())
+            .map_err(|e| self.write_err(e))?;
+        file.lock().map_err(|e| self.write_err(e))?;
+        Ok(StateLock { _file: file })
+    }
+
+    /// Reads the file; a missing file is an empty state.
+    pub fn read(&self) -> Result<State, DefenseError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State {
+                    version: STATE_VERSION,
+                    ..State::default()
+                });
+            }
+            Err(source) => {
+                return Err(DefenseError::StateRead {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let state: State = serde_json::from_str(&text).map_err(|e| DefenseError::StateParse {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        if state.version != STATE_VERSION {
+            return Err(DefenseError::StateParse {
+                path: self.path.clone(),
+                message: format!("version {} is not supported (expected {STATE_VERSION})", state.version),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Replaces the file atomically. Call with the lock held.
+    pub fn write(&self, _lock: &StateLock, state: &State) -> Result<(), DefenseError> {
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let text = serde_json::to_vec_pretty(state).expect("state serializes");
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.write_err(e));
+        }
+        Ok(())
+    }
+
+    /// The file's modification time, to notice changes cheaply.
+    #[must_use]
+    pub fn modified(&self) -> Option<SystemTime> {
+        std::fs::metadata(&self.path).and_then(|m| m.modified()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_missing_file() {
+        let dir = std::env::temp_dir().join(format!("proxy-state-test-{}", std::process::id()));
+        let file = StateFile::new(dir.join("state.json"));
+        let mut state = file.read().unwrap();
+        assert!(state.blocklist.is_empty());
+        state.blocklist.insert(
+            "10.0.0.0/8".parse().unwrap(),
+            BlockRecord {
+                reason: "manual".into(),
+                note: Some("scanner".into()),
+                added_at_ms: 1,
+                expires_at_ms: Some(5),
+            },
+        );
+        let lock = file.lock().unwrap();
+        file.write(&lock, &state).unwrap();
+        assert_eq!(file.read().unwrap(), state);
+        assert!(state.blocklist.values().next().unwrap().is_expired(5));
+
+        std::fs::write(file.path(), "{ \"version\": 1, \"blocklist\": { \"10.0.0.1/8\": {} } }").unwrap();
+        let e = file.read().unwrap_err().to_string();
+        assert!(e.contains("state.json") && e.contains("host bits"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

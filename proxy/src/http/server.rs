@@ -1,0 +1,94 @@
+//! Accepting client connections on a listener and serving HTTP/1.1 on them.
+use std::{sync::Arc, time::Duration};
+
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
+use tracing::{debug, info, warn};
+
+use super::forward::Forwarder;
+use crate::kernel::{KernelMaps, monotonic_now_ns};
+
+/// How long a client may take to send its request headers (slowloris bound).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests may run on after a stop signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `listener` until `shutdown` turns true, then drains open connections.
+///
+/// `deny` is set when no kernel program filters the traffic (attach mode `none`): each new
+/// connection's source is then checked against the same maps the kernel would use.
+pub async fn serve(
+    listener: TcpListener,
+    forwarder: Arc<Forwarder>,
+    deny: Option<Arc<KernelMaps>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let local = listener.local_addr().ok();
+    // Every connection task holds a clone of `open_tx`; when all are gone, `open_rx` closes.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(?local, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        if let Some(maps) = &deny {
+            match maps.is_denied(peer.ip(), monotonic_now_ns()) {
+                Ok(true) => {
+                    debug!(%peer, "connection refused: source is on the blocklist");
+                    drop(stream);
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => warn!(%peer, "blocklist lookup failed, letting the connection in: {e}"),
+            }
+        }
+        let _ = stream.set_nodelay(true);
+        let forwarder = forwarder.clone();
+        let service = service_fn(move |req| {
+            let forwarder = forwarder.clone();
+            async move { forwarder.forward(req, peer).await }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stop = shutdown.clone();
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            let _open = open;
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    // Finish the request in flight, then close (keep-alive ends here).
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, "connection ended with an error: {e}");
+            }
+        });
+    }
+    drop(listener);
+    drop(open_tx);
+    if open_rx.try_recv().is_err() && !open_rx.is_closed() {
+        info!(?local, "draining open connections");
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, open_rx.recv()).await.is_err() {
+        warn!(?local, "connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}

@@ -1,0 +1,255 @@
+//! Loads the embedded eBPF object, pins (or reuses) the instance's maps, and attaches the
+//! packet filter to interfaces.
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        tc::{self, NlOptions, TcAttachOptions},
+    },
+};
+use proxy_common::{maps, programs};
+use tracing::{info, warn};
+
+use super::KernelError;
+use crate::config::AttachMode;
+
+/// The kernel programs, built by `build.rs` (empty when built with `PROXY_SKIP_EBPF`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proxy-ebpf.o"));
+
+/// How the filter ended up attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachedAs {
+    XdpNative,
+    XdpGeneric,
+    TcTcx,
+    TcClsact,
+}
+
+impl fmt::Display for AttachedAs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::XdpNative => "xdp (native)",
+            Self::XdpGeneric => "xdp (generic)",
+            Self::TcTcx => "tc (tcx)",
+            Self::TcClsact => "tc (clsact)",
+        })
+    }
+}
+
+/// The loaded programs and maps of one instance. Dropping it detaches every program it
+/// attached; the pinned maps stay.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    attached: Vec<(String, AttachedAs)>,
+}
+
+impl Datapath {
+    /// Whether this binary carries kernel programs.
+    #[must_use]
+    pub fn available() -> bool {
+        !OBJECT.is_empty()
+    }
+
+    /// Loads the object; maps already pinned in `pin_dir` are reused (so their contents survive
+    /// a restart), missing ones are created and pinned there.
+    pub fn load(pin_dir: &Path) -> Result<Self, KernelError> {
+        if !Self::available() {
+            return Err(KernelError::NoKernelPrograms);
+        }
+        std::fs::create_dir_all(pin_dir).map_err(|source| KernelError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+        let paths: Vec<(&'static str, PathBuf)> = maps::PINNED.iter().map(|m| (*m, pin_dir.join(m))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let ebpf = loader.load(OBJECT).map_err(|source| KernelError::Load {
+            pin_dir: pin_dir.to_owned(),
+            source: Box::new(source),
+        })?;
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+            attached: Vec::new(),
+        })
+    }
+
+    #[must_use]
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Interfaces attached so far, and how.
+    #[must_use]
+    pub fn attached(&self) -> &[(String, AttachedAs)] {
+        &self.attached
+    }
+
+    /// The XDP program, loaded into the kernel on first use.
+    pub fn xdp(&mut self) -> Result<&mut Xdp, KernelError> {
+        let name = programs::XDP_FILTER;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing { kind: "XDP program", name })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| load_error(name, &e))?;
+        }
+        Ok(prog)
+    }
+
+    /// The TC classifier, loaded into the kernel on first use.
+    pub fn tc(&mut self) -> Result<&mut SchedClassifier, KernelError> {
+        let name = programs::TC_FILTER;
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing { kind: "TC classifier", name })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| load_error(name, &e))?;
+        }
+        Ok(prog)
+    }
+
+    /// Attaches the filter to `iface` in `mode`. `Auto` tries native XDP, then generic XDP,
+    /// then TC, and logs why each earlier one failed.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedAs, KernelError> {
+        let attached = match mode {
+            AttachMode::None => {
+                return Err(KernelError::Attach {
+                    iface: iface.to_owned(),
+                    reason: "attach mode is none".into(),
+                });
+            }
+            AttachMode::Xdp => self.attach_xdp(iface, XdpMode::Driver)?,
+            AttachMode::XdpGeneric => self.attach_xdp(iface, XdpMode::Skb)?,
+            AttachMode::Tc => self.attach_tc(iface)?,
+            AttachMode::Auto => {
+                let mut reasons = Vec::new();
+                let mut result = None;
+                for (label, attempt) in [
+                    ("native XDP", AttachMode::Xdp),
+                    ("generic XDP", AttachMode::XdpGeneric),
+                    ("TC", AttachMode::Tc),
+                ] {
+                    let outcome = match attempt {
+                        AttachMode::Xdp => self.attach_xdp(iface, XdpMode::Driver),
+                        AttachMode::XdpGeneric => self.attach_xdp(iface, XdpMode::Skb),
+                        _ => self.attach_tc(iface),
+                    };
+                    match outcome {
+                        Ok(a) => {
+                            result = Some(a);
+                            break;
+                        }
+                        Err(e) => {
+                            info!(iface, "attach: {label} not possible: {e}");
+                            reasons.push(format!("{label}: {e}"));
+                        }
+                    }
+                }
+                result.ok_or_else(|| KernelError::Attach {
+                    iface: iface.to_owned(),
+                    reason: reasons.join("; "),
+                })?
+            }
+        };
+        info!(iface, mode = mode.as_str(), attached = %attached, "packet filter attached");
+        self.attached.push((iface.to_owned(), attached));
+        Ok(attached)
+    }
+
+    fn attach_xdp(&mut self, iface: &str, mode: XdpMode) -> Result<AttachedAs, KernelError> {
+        let err = |reason: String| KernelError::Attach {
+            iface: iface.to_owned(),
+            reason,
+        };
+        self.xdp()?
+            .attach(iface, mode)
+            .map_err(|e| err(format!("{}: {}", if mode == XdpMode::Driver { "native XDP" } else { "generic XDP" }, chain(&e))))?;
+        Ok(if mode == XdpMode::Driver { AttachedAs::XdpNative } else { AttachedAs::XdpGeneric })
+    }
+
+    fn attach_tc(&mut self, iface: &str) -> Result<AttachedAs, KernelError> {
+        let prog = self.tc()?;
+        match prog.attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(Default::default())) {
+            Ok(_) => return Ok(AttachedAs::TcTcx),
+            Err(e) => info!(iface, "tcx attach not possible ({}); trying clsact", chain(&e)),
+        }
+        if let Err(e) = tc::qdisc_add_clsact(iface) {
+            // EEXIST: a clsact qdisc is already there, which is what we need.
+            if !matches!(&e, tc::TcError::IoError(io) if io.kind() == std::io::ErrorKind::AlreadyExists) {
+                warn!(iface, "adding clsact qdisc: {e}");
+            }
+        }
+        prog.attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::Netlink(NlOptions::default()))
+            .map_err(|e| KernelError::Attach {
+                iface: iface.to_owned(),
+                reason: format!("tc (clsact): {}", chain(&e)),
+            })?;
+        Ok(AttachedAs::TcClsact)
+    }
+
+    /// Runs the XDP program once on `packet` (BPF_PROG_TEST_RUN) and returns its action.
+    pub fn test_run_xdp(&mut self, packet: &[u8]) -> Result<u32, KernelError> {
+        let name = programs::XDP_FILTER;
+        let prog = self.xdp()?;
+        run_once(prog, packet).map_err(|source| KernelError::TestRun { name, source })
+    }
+
+    /// Runs the TC classifier once on `packet` and returns its action.
+    pub fn test_run_tc(&mut self, packet: &[u8]) -> Result<u32, KernelError> {
+        let name = programs::TC_FILTER;
+        let prog = self.tc()?;
+        run_once(prog, packet).map_err(|source| KernelError::TestRun { name, source })
+    }
+}
+
+fn run_once<P>(prog: &P, packet: &[u8]) -> Result<u32, aya::programs::ProgramError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
+    let mut out = vec![0u8; packet.len() + 256];
+    let result = prog.test_run(TestRunOptions {
+        data_in: Some(packet),
+        data_out: Some(&mut out),
+        ..TestRunOptions::default()
+    })?;
+    Ok(result.return_value)
+}
+
+/// A load error with the verifier's verdict (the last lines of its log) rather than the whole
+/// log, which goes to the debug log.
+fn load_error(name: &'static str, e: &aya::programs::ProgramError) -> KernelError {
+    let full = chain(e);
+    tracing::debug!(program = name, "program load failed: {full}");
+    let lines: Vec<&str> = full.lines().collect();
+    let detail = if lines.len() <= 6 {
+        lines.join(" | ")
+    } else {
+        format!("{} | ... | {}", lines[0], lines[lines.len() - 5..].join(" | "))
+    };
+    KernelError::ProgramLoad { name, detail }
+}
+
+/// An error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,202 @@
+//! Typed access to an instance's pinned maps. The daemon and the CLI both go through here.
+use std::{net::IpAddr, path::Path};
+
+use aya::maps::{Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie};
+use proxy_common::{AllowEntry, BlockEntry, COUNTER_COUNT, Counter, V4Addr, V6Addr, maps};
+
+use super::KernelError;
+use crate::defense::Cidr;
+
+/// The maps of one instance, opened from their pins.
+pub struct KernelMaps {
+    block_v4: LpmTrie<MapData, V4Addr, BlockEntry>,
+    block_v6: LpmTrie<MapData, V6Addr, BlockEntry>,
+    allow_v4: LpmTrie<MapData, V4Addr, AllowEntry>,
+    allow_v6: LpmTrie<MapData, V6Addr, AllowEntry>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// Kernel packet counters, summed over CPUs, indexed by [`Counter`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters(pub [u64; COUNTER_COUNT as usize]);
+
+impl Counters {
+    #[must_use]
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0[counter as usize]
+    }
+}
+
+fn open<T: TryFrom<Map, Error = MapError>>(pin_dir: &Path, name: &'static str) -> Result<T, KernelError> {
+    let path = pin_dir.join(name);
+    let err = |source| KernelError::OpenMap { path: path.clone(), source };
+    let data = MapData::from_pin(&path).map_err(err)?;
+    let map = Map::from_map_data(data).map_err(err)?;
+    T::try_from(map).map_err(err)
+}
+
+fn v4(cidr: &Cidr) -> Key<V4Addr> {
+    match cidr.addr() {
+        IpAddr::V4(a) => Key::new(u32::from(cidr.len()), a.octets()),
+        IpAddr::V6(_) => unreachable!("caller checked the family"),
+    }
+}
+
+fn v6(cidr: &Cidr) -> Key<V6Addr> {
+    match cidr.addr() {
+        IpAddr::V6(a) => Key::new(u32::from(cidr.len()), a.octets()),
+        IpAddr::V4(_) => unreachable!("caller checked the family"),
+    }
+}
+
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// Removes a key; `Ok(false)` when it was not there.
+fn remove_key<K: aya::Pod, V: aya::Pod>(
+    map: &mut LpmTrie<MapData, K, V>,
+    key: &Key<K>,
+    name: &'static str,
+) -> Result<bool, KernelError> {
+    match map.remove(key) {
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(source) => Err(KernelError::Map { op: "remove", map: name, source }),
+    }
+}
+
+fn collect<K: aya::Pod, V: aya::Pod>(
+    map: &LpmTrie<MapData, K, V>,
+    name: &'static str,
+    to_addr: impl Fn(K) -> IpAddr,
+) -> Result<Vec<(Cidr, V)>, KernelError> {
+    let mut out = Vec::new();
+    for item in map.iter() {
+        let (key, value) = item.map_err(|source| KernelError::Map { op: "iterate", map: name, source })?;
+        let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
+        out.push((Cidr::new_truncating(to_addr(key.data()), len), value));
+    }
+    Ok(out)
+}
+
+/// Looks up `key`; `None` when no prefix matches.
+fn lookup<K: aya::Pod, V: aya::Pod>(
+    map: &LpmTrie<MapData, K, V>,
+    key: &Key<K>,
+    name: &'static str,
+) -> Result<Option<V>, KernelError> {
+    match map.get(key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(source) => Err(KernelError::Map { op: "lookup", map: name, source }),
+    }
+}
+
+impl KernelMaps {
+    /// Opens the maps pinned in `pin_dir`.
+    pub fn open(pin_dir: &Path) -> Result<Self, KernelError> {
+        Ok(Self {
+            block_v4: open(pin_dir, maps::BLOCK_V4)?,
+            block_v6: open(pin_dir, maps::BLOCK_V6)?,
+            allow_v4: open(pin_dir, maps::ALLOW_V4)?,
+            allow_v6: open(pin_dir, maps::ALLOW_V6)?,
+            counters: open(pin_dir, maps::COUNTERS)?,
+        })
+    }
+
+    /// Inserts or replaces a blocklist entry.
+    pub fn block(&mut self, cidr: &Cidr, entry: BlockEntry) -> Result<(), KernelError> {
+        let result = if cidr.is_ipv4() {
+            self.block_v4.insert(&v4(cidr), entry, 0).map_err(|s| (maps::BLOCK_V4, s))
+        } else {
+            self.block_v6.insert(&v6(cidr), entry, 0).map_err(|s| (maps::BLOCK_V6, s))
+        };
+        result.map_err(|(map, source)| KernelError::Map { op: "insert", map, source })
+    }
+
+    /// Removes a blocklist entry; `Ok(false)` when there was none.
+    pub fn unblock(&mut self, cidr: &Cidr) -> Result<bool, KernelError> {
+        if cidr.is_ipv4() {
+            remove_key(&mut self.block_v4, &v4(cidr), maps::BLOCK_V4)
+        } else {
+            remove_key(&mut self.block_v6, &v6(cidr), maps::BLOCK_V6)
+        }
+    }
+
+    /// Every blocklist entry in the kernel, v4 then v6.
+    pub fn blocked(&self) -> Result<Vec<(Cidr, BlockEntry)>, KernelError> {
+        let mut all = collect(&self.block_v4, maps::BLOCK_V4, |a| IpAddr::from(a))?;
+        all.extend(collect(&self.block_v6, maps::BLOCK_V6, |a| IpAddr::from(a))?);
+        Ok(all)
+    }
+
+    /// Inserts an allowlist entry.
+    pub fn allow(&mut self, cidr: &Cidr) -> Result<(), KernelError> {
+        let entry = AllowEntry::default();
+        let result = if cidr.is_ipv4() {
+            self.allow_v4.insert(&v4(cidr), entry, 0).map_err(|s| (maps::ALLOW_V4, s))
+        } else {
+            self.allow_v6.insert(&v6(cidr), entry, 0).map_err(|s| (maps::ALLOW_V6, s))
+        };
+        result.map_err(|(map, source)| KernelError::Map { op: "insert", map, source })
+    }
+
+    /// Removes an allowlist entry; `Ok(false)` when there was none.
+    pub fn disallow(&mut self, cidr: &Cidr) -> Result<bool, KernelError> {
+        if cidr.is_ipv4() {
+            remove_key(&mut self.allow_v4, &v4(cidr), maps::ALLOW_V4)
+        } else {
+            remove_key(&mut self.allow_v6, &v6(cidr), maps::ALLOW_V6)
+        }
+    }
+
+    /// Every allowlist entry in the kernel.
+    pub fn allowed(&self) -> Result<Vec<Cidr>, KernelError> {
+        let mut all: Vec<Cidr> = collect(&self.allow_v4, maps::ALLOW_V4, |a| IpAddr::from(a))?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        all.extend(collect(&self.allow_v6, maps::ALLOW_V6, |a| IpAddr::from(a))?.into_iter().map(|(c, _)| c));
+        Ok(all)
+    }
+
+    /// The kernel's decision for a source address, for enforcement in userspace (attach mode
+    /// `none`): allowlist first, then an active blocklist entry.
+    pub fn is_denied(&self, ip: IpAddr, now_ns: u64) -> Result<bool, KernelError> {
+        let entry = match ip {
+            IpAddr::V4(a) => {
+                let key = Key::new(32, a.octets());
+                if lookup(&self.allow_v4, &key, maps::ALLOW_V4)?.is_some() {
+                    return Ok(false);
+                }
+                lookup(&self.block_v4, &key, maps::BLOCK_V4)?
+            }
+            IpAddr::V6(a) => {
+                let key = Key::new(128, a.octets());
+                if lookup(&self.allow_v6, &key, maps::ALLOW_V6)?.is_some() {
+                    return Ok(false);
+                }
+                lookup(&self.block_v6, &key, maps::BLOCK_V6)?
+            }
+        };
+        Ok(entry.is_some_and(|e| e.is_active(now_ns)))
+    }
+
+    /// The packet counters summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, KernelError> {
+        let mut out = Counters::default();
+        for counter in Counter::ALL {
+            let per_cpu = self
+                .counters
+                .get(&(counter as u32), 0)
+                .map_err(|source| KernelError::Map { op: "read", map: maps::COUNTERS, source })?;
+            out.0[counter as usize] = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+}

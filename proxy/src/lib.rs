@@ -1,0 +1,12 @@
+//! proxy: an eBPF-accelerated layer-4/7 reverse proxy.
+//!
+//! Modules by concern: `config`, `kernel` (loading, attaching, maps), `http` (server,
+//! forwarding), `upstream` (pools), `defense` (blocklist, allowlist, state), `daemon` (`proxy
+//! run`), `cli` (the management commands).
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod defense;
+pub mod http;
+pub mod kernel;
+pub mod upstream;
