@@ -1,0 +1,85 @@
+//! Network namespaces made by the test itself, removed on drop even when the test fails.
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd,
+    process::Command,
+};
+
+use crate::unique_id;
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip (package iproute2)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Two namespaces, `srv` (where the proxy and the origin run) and `cli` (the client), joined by
+/// a veth pair: `srv_if` 10.250.N.1/24 + fd00:250:N::1/64, `cli_if` 10.250.N.2/24 + fd00:250:N::2/64.
+pub struct Topology {
+    pub srv_ns: String,
+    pub cli_ns: String,
+    pub srv_if: String,
+    pub cli_if: String,
+    pub srv_ip: Ipv4Addr,
+    pub cli_ip: Ipv4Addr,
+    pub srv_ip6: Ipv6Addr,
+    pub cli_ip6: Ipv6Addr,
+}
+
+impl Topology {
+    /// `subnet` picks 10.250.<subnet>.0/24, so tests never share addresses.
+    pub fn new(subnet: u8) -> Self {
+        let id = unique_id();
+        let t = Self {
+            srv_ns: format!("pxt-{id}-srv"),
+            cli_ns: format!("pxt-{id}-cli"),
+            srv_if: format!("pxs{id}"),
+            cli_if: format!("pxc{id}"),
+            srv_ip: Ipv4Addr::new(10, 250, subnet, 1),
+            cli_ip: Ipv4Addr::new(10, 250, subnet, 2),
+            srv_ip6: format!("fd00:250:{subnet}::1").parse().unwrap(),
+            cli_ip6: format!("fd00:250:{subnet}::2").parse().unwrap(),
+        };
+        assert!(t.srv_if.len() < 16, "interface name {} too long", t.srv_if);
+        ip(&["netns", "add", &t.srv_ns]);
+        // From here on, Drop removes what exists.
+        ip(&["netns", "add", &t.cli_ns]);
+        ip(&["link", "add", &t.srv_if, "netns", &t.srv_ns, "type", "veth", "peer", "name", &t.cli_if, "netns", &t.cli_ns]);
+        for (ns, dev, v4, v6) in [(&t.srv_ns, &t.srv_if, t.srv_ip, t.srv_ip6), (&t.cli_ns, &t.cli_if, t.cli_ip, t.cli_ip6)] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        t
+    }
+
+    /// A command that runs inside `ns`, keeping the host's mount namespace (so the pins under
+    /// /sys/fs/bpf stay visible; `ip netns exec` would remount /sys and hide them).
+    pub fn command_in(ns: &str, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+        c
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in [&self.cli_ns, &self.srv_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`; sockets made there belong to it.
+pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd; it only changes this thread's namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
