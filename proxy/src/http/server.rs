@@ -43,6 +43,8 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; use the plain form.
+        let peer = std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port());
         if let Some(maps) = &deny {
             match maps.is_denied(peer.ip(), monotonic_now_ns()) {
                 Ok(true) => {

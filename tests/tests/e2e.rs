@@ -1,0 +1,266 @@
+//! End to end, in network namespaces the test makes: a client namespace sends HTTP through the
+//! real proxy binary to a real origin; `proxy blocklist` changes what the kernel drops while the
+//! proxy runs; the lists survive a kill -9 and a restart. Run one at a time (`--test-threads=1`):
+//! the tests attach programs and pin maps.
+use std::{
+    io::ErrorKind,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use proxy_tests::{
+    client::{Reply, get_in},
+    netns::Topology,
+    process::{ChildGuard, Output, proxy_bin, run},
+    require_root, unique_id,
+};
+
+const PORT: u16 = 8080;
+const ORIGIN: &str = "127.0.0.1:9000";
+
+/// One test's world: namespaces, an origin, a config, an instance name; all removed on drop.
+struct World {
+    topo: Topology,
+    dir: tempfile::TempDir,
+    instance: String,
+    config: PathBuf,
+    _origin: ChildGuard,
+}
+
+impl World {
+    fn new(subnet: u8, attach: &str) -> Self {
+        require_root();
+        let topo = Topology::new(subnet);
+        let dir = tempfile::tempdir().unwrap();
+        let instance = format!("e2e-{}", unique_id());
+        let mut origin_cmd = Topology::command_in(&topo.srv_ns, env!("CARGO_BIN_EXE_demo-origin"));
+        origin_cmd.args(["--listen", ORIGIN, "--name", "origin-1"]);
+        let origin = ChildGuard::spawn("origin", origin_cmd, dir.path().join("origin.log"));
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+instance = "{instance}"
+state_file = "{state}"
+
+[kernel]
+attach = "{attach}"
+interfaces = ["{iface}"]
+
+[[listener]]
+address = "{v4}:{PORT}"
+upstream = "origin"
+
+[[listener]]
+address = "[{v6}]:{PORT}"
+upstream = "origin"
+
+[[listener]]
+address = "127.0.0.1:{PORT}"
+upstream = "origin"
+
+[upstream.origin]
+servers = ["{ORIGIN}"]
+"#,
+                state = dir.path().join("state.json").display(),
+                iface = topo.srv_if,
+                v4 = topo.srv_ip,
+                v6 = topo.srv_ip6,
+            ),
+        )
+        .unwrap();
+        Self { topo, dir, instance, config, _origin: origin }
+    }
+
+    /// Starts `proxy run` inside the server namespace and waits until it serves (checked over
+    /// the namespace's loopback, which the filter does not see).
+    fn start_proxy(&self, extra: &[&str]) -> ChildGuard {
+        let mut cmd = Topology::command_in(&self.topo.srv_ns, proxy_bin().to_str().unwrap());
+        cmd.args(["run", "--config", self.config.to_str().unwrap()]).args(extra);
+        let log = self.dir.path().join(format!("proxy-{}.log", unique_id()));
+        let mut proxy = ChildGuard::spawn("proxy", cmd, log);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let local: SocketAddr = format!("127.0.0.1:{PORT}").parse().unwrap();
+        loop {
+            if let Ok(r) = get_in(&self.topo.srv_ns, local, "/", Duration::from_millis(500)) {
+                assert_eq!(r.status, 200, "proxy answered {r:?}");
+                return proxy;
+            }
+            assert!(!proxy.exited(), "proxy exited during start:\n{}", proxy.log());
+            assert!(Instant::now() < deadline, "proxy not serving after 20 s:\n{}", proxy.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `proxy <args> --instance <this instance>`.
+    fn cli(&self, args: &[&str]) -> Output {
+        run(Command::new(proxy_bin()).args(args).args(["--instance", &self.instance]))
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert_eq!(out.code, 0, "proxy {args:?} failed: {}{}", out.stdout, out.stderr);
+        out.stdout
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["stats", "--json"])).unwrap()
+    }
+
+    /// A request on a new connection from the client namespace, over IPv4 or IPv6.
+    fn request(&self, v6: bool, path: &str) -> std::io::Result<Reply> {
+        let ip: IpAddr = if v6 { self.topo.srv_ip6.into() } else { self.topo.srv_ip.into() };
+        get_in(&self.topo.cli_ns, SocketAddr::new(ip, PORT), path, Duration::from_secs(1))
+    }
+
+    fn expect_ok(&self, v6: bool) -> Reply {
+        let r = self.request(v6, "/").unwrap_or_else(|e| panic!("request (v6={v6}) failed: {e}"));
+        assert_eq!(r.status, 200, "{r:?}");
+        r
+    }
+
+    /// The kernel drops the SYN: the connect times out (no reset, no answer).
+    fn expect_dropped(&self, v6: bool) {
+        match self.request(v6, "/") {
+            Err(e) if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("expected the connection to be dropped (v6={v6}), got {other:?}"),
+        }
+    }
+
+    fn xdp_attached(&self) -> bool {
+        let out = run(Command::new("ip").args(["-n", &self.topo.srv_ns, "link", "show", "dev", &self.topo.srv_if]));
+        out.stdout.contains("xdp")
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(proxy::kernel::pin_dir(&self.instance));
+        let _ = std::fs::remove_file(proxy::daemon::runtime_file(&self.instance));
+    }
+}
+
+fn counter(stats: &serde_json::Value, name: &str) -> u64 {
+    stats["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {stats}"))
+}
+
+/// The whole blocklist life cycle against one attach mode.
+fn blocklist_life_cycle(subnet: u8, attach: &str) {
+    let w = World::new(subnet, attach);
+    let mut proxy = w.start_proxy(&["--attach", attach]);
+    let cli_v4 = w.topo.cli_ip.to_string();
+
+    // Forwarding works, with X-Forwarded-For and hop-by-hop headers stripped.
+    let r = w.expect_ok(false);
+    assert!(r.body.contains("Hello from origin-1"), "{r:?}");
+    assert!(r.header("x-origin-private").is_none(), "Connection-named header leaked: {r:?}");
+    let echo = w.request(false, "/echo").unwrap();
+    assert!(echo.body.contains(&format!("x-forwarded-for: {cli_v4}")), "{}", echo.body);
+    w.expect_ok(true);
+
+    // Block the client: new connections are dropped in the kernel, at once.
+    let out = w.cli_ok(&["blocklist", "add", &cli_v4, "--reason", "e2e test"]);
+    assert!(out.contains(&format!("blocked {cli_v4}/32")), "{out}");
+    let dropped_before = counter(&w.stats(), "packets_dropped_blocklist");
+    w.expect_dropped(false);
+    w.expect_ok(true); // IPv6 from the same client is another source
+    assert!(counter(&w.stats(), "packets_dropped_blocklist") > dropped_before, "stats show no drops");
+    let list = w.cli_ok(&["blocklist", "list"]);
+    assert!(list.contains(&format!("{cli_v4}/32")) && list.contains("e2e test"), "{list}");
+
+    // Remove: traffic flows again.
+    w.cli_ok(&["blocklist", "remove", &cli_v4]);
+    w.expect_ok(false);
+
+    // IPv6 prefix blocking.
+    let v6_prefix = proxy::defense::Cidr::new_truncating(w.topo.cli_ip6.into(), 64).to_string();
+    w.cli_ok(&["blocklist", "add", &v6_prefix]);
+    w.expect_dropped(true);
+    w.expect_ok(false);
+    w.cli_ok(&["blocklist", "remove", &v6_prefix]);
+    w.expect_ok(true);
+
+    // A TTL entry expires by itself: in the kernel at once, and the sweep removes it.
+    let added = Instant::now();
+    w.cli_ok(&["blocklist", "add", &cli_v4, "--ttl", "2s"]);
+    w.expect_dropped(false);
+    loop {
+        if w.request(false, "/").is_ok_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(added.elapsed() < Duration::from_secs(8), "TTL entry did not expire");
+    }
+    assert!(added.elapsed() >= Duration::from_millis(1500), "TTL entry expired early: {:?}", added.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while w.cli_ok(&["blocklist", "list", "--json"]).trim() != "[]" {
+        assert!(Instant::now() < deadline, "sweep did not remove the expired entry");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // kill -9, restart: the list is still there and enforced.
+    w.cli_ok(&["blocklist", "add", &cli_v4, "--reason", "survives restarts"]);
+    proxy.kill9();
+    let proxy2 = w.start_proxy(&["--attach", attach]);
+    let list = w.cli_ok(&["blocklist", "list"]);
+    assert!(list.contains("survives restarts"), "{list}");
+    w.expect_dropped(false);
+    w.cli_ok(&["blocklist", "remove", &cli_v4]);
+    w.expect_ok(false);
+
+    // A graceful stop detaches the programs.
+    let mut proxy2 = proxy2;
+    assert_eq!(proxy2.interrupt(Duration::from_secs(15)), Some(0), "proxy did not stop cleanly:\n{}", proxy2.log());
+    assert!(!w.xdp_attached(), "XDP still attached after stop");
+}
+
+#[test]
+fn blocklist_with_native_xdp() {
+    blocklist_life_cycle(11, "xdp");
+}
+
+#[test]
+fn blocklist_with_tc() {
+    blocklist_life_cycle(12, "tc");
+}
+
+#[test]
+fn auto_attach_picks_native_xdp_on_veth() {
+    let w = World::new(13, "auto");
+    let proxy = w.start_proxy(&[]);
+    assert!(w.xdp_attached(), "no XDP program on the veth:\n{}", proxy.log());
+    assert!(proxy.log().contains("xdp (native)"), "{}", proxy.log());
+}
+
+#[test]
+fn userspace_only_mode_refuses_blocked_clients_at_accept() {
+    let w = World::new(14, "none");
+    let _proxy = w.start_proxy(&["--attach", "none"]);
+    assert!(!w.xdp_attached());
+    w.expect_ok(false);
+    w.cli_ok(&["blocklist", "add", &w.topo.cli_ip.to_string()]);
+    // The handshake completes (no kernel filter), then the proxy closes the connection unserved.
+    let r = w.request(false, "/");
+    assert!(r.is_err(), "blocked client was served: {r:?}");
+    w.cli_ok(&["allowlist", "add", &w.topo.cli_ip.to_string()]);
+    w.expect_ok(false); // the allowlist wins over the blocklist
+}
+
+#[test]
+fn allowlist_overrides_the_blocklist_in_the_kernel() {
+    let w = World::new(15, "xdp");
+    let _proxy = w.start_proxy(&[]);
+    let subnet = proxy::defense::Cidr::new_truncating(w.topo.cli_ip.into(), 24).to_string();
+    w.cli_ok(&["blocklist", "add", &subnet]);
+    w.expect_dropped(false);
+    w.cli_ok(&["allowlist", "add", &w.topo.cli_ip.to_string(), "--reason", "monitoring"]);
+    let passed_before = counter(&w.stats(), "packets_passed_allowlist");
+    w.expect_ok(false);
+    assert!(counter(&w.stats(), "packets_passed_allowlist") > passed_before);
+    let list = w.cli_ok(&["allowlist", "list", "--json"]);
+    assert!(list.contains("monitoring"), "{list}");
+    w.cli_ok(&["allowlist", "remove", &w.topo.cli_ip.to_string()]);
+    w.expect_dropped(false);
+}
