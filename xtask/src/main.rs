@@ -1,1 +1,54 @@
-fn main(){}
+//! `cargo xtask`: the project's one entry point for setting up a machine, building, running the
+//! demo and running every test. Each command does its own set-up and is quick when all is there.
+mod run;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test the proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing: Debian's Rust 1.96 with library source, bpf-linker, bpffs.
+    Setup,
+    /// Build the kernel programs and the proxy (runs setup first when something is missing).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the proxy on examples/demo.toml in front of a demo origin, until Ctrl-C.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Stop by itself after this long (e.g. 10s); for scripted checks of the demo.
+        #[arg(long, value_parser = util::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Run every test: unit tests, BPF packet tests, end-to-end tests in network namespaces.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::setup(),
+        Command::Build { release } => setup::setup().and_then(|()| run::build(release)),
+        Command::Run { release, duration } => run::demo(release, duration),
+        Command::Test => run::test(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
