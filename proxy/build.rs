@@ -20,11 +20,18 @@ const TARGET: &str = "bpfel-unknown-none";
 
 fn main() -> ExitCode {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest_dir.parent().expect("proxy/ is inside the workspace");
+    let workspace = manifest_dir
+        .parent()
+        .expect("proxy/ is inside the workspace");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("proxy-ebpf.o");
 
     println!("cargo:rerun-if-env-changed=PROXY_SKIP_EBPF");
-    for path in ["proxy-ebpf/src", "proxy-ebpf/Cargo.toml", "proxy-common/src", "Cargo.lock"] {
+    for path in [
+        "proxy-ebpf/src",
+        "proxy-ebpf/Cargo.toml",
+        "proxy-common/src",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
 
@@ -39,7 +46,9 @@ fn main() -> ExitCode {
         None => return missing("bpf-linker is not on PATH nor in /opt/proxy-toolchain/bin"),
     };
     if !Path::new(EBPF_RUSTC).exists() || !Path::new(EBPF_CARGO).exists() {
-        return missing("Debian's rustc-web/cargo-web (/usr/bin/rustc, /usr/bin/cargo) are not installed");
+        return missing(
+            "Debian's rustc-web/cargo-web (/usr/bin/rustc, /usr/bin/cargo) are not installed",
+        );
     }
     if !Path::new(LIBRARY_SOURCE).exists() {
         return missing("the Rust library source (package rust-web-src) is not installed");
@@ -47,19 +56,31 @@ fn main() -> ExitCode {
 
     let target_dir = workspace.join("target").join("ebpf");
     let path = env::join_paths(
-        std::iter::once(linker_dir).chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())),
+        std::iter::once(linker_dir)
+            .chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())),
     )
     .expect("PATH entries contain no separator");
     let mut cmd = Command::new(EBPF_CARGO);
     cmd.current_dir(workspace)
-        .args(["build", "--release", "--locked", "--package", "proxy-ebpf", "--bin", "proxy-ebpf"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--package",
+            "proxy-ebpf",
+            "--bin",
+            "proxy-ebpf",
+        ])
         .args(["--target", TARGET, "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTC", EBPF_RUSTC)
         .env("RUSTC_BOOTSTRAP", "1")
         .env("PATH", path)
-        .env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf");
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        );
     // Nothing of the outer (host) build may leak into the nested one.
     for key in [
         "RUSTC_WRAPPER",
@@ -75,7 +96,9 @@ fn main() -> ExitCode {
     match cmd.status() {
         Ok(status) if status.success() => {}
         Ok(status) => {
-            eprintln!("error: building the kernel programs (proxy-ebpf) failed with {status}; see the compiler output above");
+            eprintln!(
+                "error: building the kernel programs (proxy-ebpf) failed with {status}; see the compiler output above"
+            );
             return ExitCode::FAILURE;
         }
         Err(err) => {
@@ -85,7 +108,11 @@ fn main() -> ExitCode {
     }
     let built = target_dir.join(TARGET).join("release").join("proxy-ebpf");
     if let Err(err) = std::fs::copy(&built, &out) {
-        eprintln!("error: copying {} to {}: {err}", built.display(), out.display());
+        eprintln!(
+            "error: copying {} to {}: {err}",
+            built.display(),
+            out.display()
+        );
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

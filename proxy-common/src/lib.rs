@@ -190,9 +190,17 @@ mod tests {
 
     #[test]
     fn expiry() {
-        let never = BlockEntry { expires_at_ns: 0, reason: 1, flags: 0 };
+        let never = BlockEntry {
+            expires_at_ns: 0,
+            reason: 1,
+            flags: 0,
+        };
         assert!(never.is_active(u64::MAX));
-        let e = BlockEntry { expires_at_ns: 100, reason: 1, flags: 0 };
+        let e = BlockEntry {
+            expires_at_ns: 100,
+            reason: 1,
+            flags: 0,
+        };
         assert!(e.is_active(99));
         assert!(!e.is_active(100));
     }

@@ -15,7 +15,11 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "proxy", version, about = "eBPF-accelerated layer-4/7 reverse proxy")]
+#[command(
+    name = "proxy",
+    version,
+    about = "eBPF-accelerated layer-4/7 reverse proxy"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -130,7 +134,8 @@ pub enum AllowlistAction {
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("{e}; write e.g. 90s, 10m, 12h"))?;
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("{e}; write e.g. 90s, 10m, 12h"))?;
     if d.is_zero() {
         return Err("must be greater than 0".into());
     }
@@ -187,7 +192,10 @@ fn state_file(target: &Target) -> PathBuf {
     std::fs::read_to_string(daemon::runtime_file(&target.instance))
         .ok()
         .and_then(|t| serde_json::from_str::<daemon::RuntimeInfo>(&t).ok())
-        .map_or_else(|| default_state_file(&target.instance), |info| info.state_file)
+        .map_or_else(
+            || default_state_file(&target.instance),
+            |info| info.state_file,
+        )
 }
 
 fn open_store(target: &Target) -> anyhow::Result<ListStore> {
@@ -201,7 +209,11 @@ fn blocklist(target: &Target, action: BlocklistAction) -> anyhow::Result<()> {
             let cidr = parse_cidr(&cidr)?;
             let mut store = open_store(target)?;
             let report = store.block(&[cidr], ttl, Reason::Manual, reason.as_deref())?;
-            let verb = if report.updated > 0 { "updated" } else { "blocked" };
+            let verb = if report.updated > 0 {
+                "updated"
+            } else {
+                "blocked"
+            };
             match ttl {
                 Some(t) => println!("{verb} {cidr} for {}", humantime::format_duration(t)),
                 None => println!("{verb} {cidr}"),
@@ -218,24 +230,49 @@ fn blocklist(target: &Target, action: BlocklistAction) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
                 let now = now_ms();
-                println!("{:<43} {:<10} {:<12} NOTE", "PREFIX", "REASON", "EXPIRES IN");
+                println!(
+                    "{:<43} {:<10} {:<12} NOTE",
+                    "PREFIX", "REASON", "EXPIRES IN"
+                );
                 for e in &entries {
                     let expires = e.expires_at_ms.map_or_else(
                         || "never".to_owned(),
-                        |t| humantime::format_duration(Duration::from_secs(t.saturating_sub(now).div_ceil(1000))).to_string(),
+                        |t| {
+                            humantime::format_duration(Duration::from_secs(
+                                t.saturating_sub(now).div_ceil(1000),
+                            ))
+                            .to_string()
+                        },
                     );
                     let note = e.note.as_deref().unwrap_or("");
                     let flag = if e.in_kernel { "" } else { " (not in kernel)" };
-                    println!("{:<43} {:<10} {:<12} {note}{flag}", e.cidr.to_string(), e.reason, expires);
+                    println!(
+                        "{:<43} {:<10} {:<12} {note}{flag}",
+                        e.cidr.to_string(),
+                        e.reason,
+                        expires
+                    );
                 }
-                println!("{} entr{}", entries.len(), if entries.len() == 1 { "y" } else { "ies" });
+                println!(
+                    "{} entr{}",
+                    entries.len(),
+                    if entries.len() == 1 { "y" } else { "ies" }
+                );
             }
         }
         BlocklistAction::Import { file, ttl, reason } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read list file {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read list file {}", file.display()))?;
             let cidrs = parse_list(&file, &text)?;
-            let report = open_store(target)?.block(&cidrs, ttl, Reason::Import, reason.as_deref())?;
-            println!("imported {} prefixes from {} ({} new, {} updated)", cidrs.len(), file.display(), report.added, report.updated);
+            let report =
+                open_store(target)?.block(&cidrs, ttl, Reason::Import, reason.as_deref())?;
+            println!(
+                "imported {} prefixes from {} ({} new, {} updated)",
+                cidrs.len(),
+                file.display(),
+                report.added,
+                report.updated
+            );
         }
         BlocklistAction::Flush => {
             let n = open_store(target)?.flush_blocklist()?;
@@ -262,14 +299,24 @@ fn allowlist(target: &Target, action: AllowlistAction) -> anyhow::Result<()> {
             if json {
                 let list: Vec<_> = entries
                     .iter()
-                    .map(|(c, r)| json!({ "cidr": c, "added_at_ms": r.added_at_ms, "note": r.note }))
+                    .map(
+                        |(c, r)| json!({ "cidr": c, "added_at_ms": r.added_at_ms, "note": r.note }),
+                    )
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 for (cidr, r) in &entries {
-                    println!("{:<43} {}", cidr.to_string(), r.note.as_deref().unwrap_or(""));
+                    println!(
+                        "{:<43} {}",
+                        cidr.to_string(),
+                        r.note.as_deref().unwrap_or("")
+                    );
                 }
-                println!("{} entr{}", entries.len(), if entries.len() == 1 { "y" } else { "ies" });
+                println!(
+                    "{} entr{}",
+                    entries.len(),
+                    if entries.len() == 1 { "y" } else { "ies" }
+                );
             }
         }
     }
@@ -294,7 +341,11 @@ fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("instance {} ({})", target.instance, kernel::pin_dir(&target.instance).display());
+        println!(
+            "instance {} ({})",
+            target.instance,
+            kernel::pin_dir(&target.instance).display()
+        );
         for counter in Counter::ALL {
             println!("  {:<28} {}", counter.name(), counters.get(counter));
         }
@@ -313,7 +364,11 @@ pub fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
     }
     if let Some(attach) = args.attach {
         if attach != AttachMode::None && config.kernel.interfaces.is_empty() {
-            anyhow::bail!("--attach {}: kernel.interfaces in {} is empty", attach.as_str(), args.config.display());
+            anyhow::bail!(
+                "--attach {}: kernel.interfaces in {} is empty",
+                attach.as_str(),
+                args.config.display()
+            );
         }
         config.kernel.attach = attach;
     }

@@ -144,8 +144,11 @@ mod duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| D::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. \"500ms\", \"10s\", \"5m\"")))
+        humantime::parse_duration(&text).map_err(|e| {
+            D::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write e.g. \"500ms\", \"10s\", \"5m\""
+            ))
+        })
     }
 }
 
@@ -154,8 +157,13 @@ pub fn validate_instance(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err(format!("instance name {name:?} must be 1 to 64 characters"));
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(format!("instance name {name:?} may only contain letters, digits, '-' and '_'"));
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "instance name {name:?} may only contain letters, digits, '-' and '_'"
+        ));
     }
     Ok(())
 }
@@ -209,11 +217,18 @@ impl Config {
                     format!(
                         "names upstream {:?}, which is not defined (defined: {})",
                         listener.upstream,
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 ));
             }
-            if let Some(j) = self.listener[..i].iter().position(|l| l.address == listener.address) {
+            if let Some(j) = self.listener[..i]
+                .iter()
+                .position(|l| l.address == listener.address)
+            {
                 return Err(invalid(
                     format!("listener[{i}].address"),
                     format!("{} is already used by listener[{j}]", listener.address),
@@ -228,10 +243,16 @@ impl Config {
                 ));
             }
             if upstream.connect_timeout.is_zero() {
-                return Err(invalid(format!("upstream.{name}.connect_timeout"), "must be greater than 0".into()));
+                return Err(invalid(
+                    format!("upstream.{name}.connect_timeout"),
+                    "must be greater than 0".into(),
+                ));
             }
             if upstream.response_timeout.is_zero() {
-                return Err(invalid(format!("upstream.{name}.response_timeout"), "must be greater than 0".into()));
+                return Err(invalid(
+                    format!("upstream.{name}.response_timeout"),
+                    "must be greater than 0".into(),
+                ));
             }
         }
         if self.kernel.attach != AttachMode::None && self.kernel.interfaces.is_empty() {
@@ -245,11 +266,17 @@ impl Config {
         }
         for (i, iface) in self.kernel.interfaces.iter().enumerate() {
             if iface.is_empty() || iface.len() >= libc::IF_NAMESIZE || iface.contains(['/', ' ']) {
-                return Err(invalid(format!("kernel.interfaces[{i}]"), format!("{iface:?} is not a valid interface name")));
+                return Err(invalid(
+                    format!("kernel.interfaces[{i}]"),
+                    format!("{iface:?} is not a valid interface name"),
+                ));
             }
         }
         if self.kernel.sweep_interval < Duration::from_millis(100) {
-            return Err(invalid("kernel.sweep_interval".into(), "must be at least 100ms".into()));
+            return Err(invalid(
+                "kernel.sweep_interval".into(),
+                "must be at least 100ms".into(),
+            ));
         }
         Ok(())
     }
@@ -258,7 +285,9 @@ impl Config {
 /// `/var/lib/proxy/<instance>/state.json`.
 #[must_use]
 pub fn default_state_file(instance: &str) -> PathBuf {
-    Path::new(DEFAULT_STATE_DIR).join(instance).join("state.json")
+    Path::new(DEFAULT_STATE_DIR)
+        .join(instance)
+        .join("state.json")
 }
 
 #[cfg(test)]
@@ -291,16 +320,26 @@ mod tests {
         assert_eq!(c.kernel.sweep_interval, Duration::from_secs(1));
         assert_eq!(c.upstream["app"].servers.len(), 2);
         assert_eq!(c.upstream["app"].connect_timeout, Duration::from_secs(2));
-        assert_eq!(c.state_file(), PathBuf::from("/var/lib/proxy/default/state.json"));
+        assert_eq!(
+            c.state_file(),
+            PathBuf::from("/var/lib/proxy/default/state.json")
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         let e = parse(&GOOD.replace("upstream = \"app\"", "upstream = \"nope\"")).unwrap_err();
-        assert!(e.contains("listener[0].upstream") && e.contains("\"nope\""), "{e}");
+        assert!(
+            e.contains("listener[0].upstream") && e.contains("\"nope\""),
+            "{e}"
+        );
 
-        let e = parse(&GOOD.replace("connect_timeout = \"2s\"", "connect_timeout = \"two\"")).unwrap_err();
-        assert!(e.contains("connect_timeout") && e.contains("invalid duration"), "{e}");
+        let e = parse(&GOOD.replace("connect_timeout = \"2s\"", "connect_timeout = \"two\""))
+            .unwrap_err();
+        assert!(
+            e.contains("connect_timeout") && e.contains("invalid duration"),
+            "{e}"
+        );
 
         let e = parse(&GOOD.replace("attach = \"tc\"", "attach = \"xdp-turbo\"")).unwrap_err();
         assert!(e.contains("attach") && e.contains("xdp-turbo"), "{e}");
@@ -320,7 +359,11 @@ mod tests {
 
     #[test]
     fn none_mode_needs_no_interfaces() {
-        let c = parse(&GOOD.replace("attach = \"tc\"\n        interfaces = [\"lo\"]", "attach = \"none\"")).unwrap();
+        let c = parse(&GOOD.replace(
+            "attach = \"tc\"\n        interfaces = [\"lo\"]",
+            "attach = \"none\"",
+        ))
+        .unwrap();
         assert_eq!(c.kernel.attach, AttachMode::None);
     }
 }

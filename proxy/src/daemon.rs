@@ -46,9 +46,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let attach = config.kernel.attach;
     if attach != AttachMode::None {
         for iface in &config.kernel.interfaces {
-            datapath
-                .attach(iface, attach)
-                .with_context(|| format!("kernel.attach = {:?} on interface {iface:?}", attach.as_str()))?;
+            datapath.attach(iface, attach).with_context(|| {
+                format!(
+                    "kernel.attach = {:?} on interface {iface:?}",
+                    attach.as_str()
+                )
+            })?;
         }
     } else {
         info!("kernel.attach = none: the blocklist is enforced in userspace at accept()");
@@ -56,7 +59,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Lists: the state file is the durable truth; make the maps match it.
     let state_file = config.state_file();
-    let mut store = ListStore::new(KernelMaps::open(&pin_dir)?, StateFile::new(state_file.clone()));
+    let mut store = ListStore::new(
+        KernelMaps::open(&pin_dir)?,
+        StateFile::new(state_file.clone()),
+    );
     let report = store.sync_kernel_from_state()?;
     info!(
         state_file = %state_file.display(),
@@ -69,27 +75,45 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(Mutex::new(store));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sweeper = tokio::spawn(sweep_loop(store.clone(), config.kernel.sweep_interval, stop_rx.clone()));
+    let sweeper = tokio::spawn(sweep_loop(
+        store.clone(),
+        config.kernel.sweep_interval,
+        stop_rx.clone(),
+    ));
 
     // Userspace side.
-    let deny = if attach == AttachMode::None { Some(Arc::new(KernelMaps::open(&pin_dir)?)) } else { None };
+    let deny = if attach == AttachMode::None {
+        Some(Arc::new(KernelMaps::open(&pin_dir)?))
+    } else {
+        None
+    };
     let mut servers = Vec::new();
     for (i, l) in config.listener.iter().enumerate() {
         let pool = Arc::new(Pool::new(&l.upstream, &config.upstream[&l.upstream]));
-        let listener = bind(l.address).with_context(|| format!("listener[{i}]: cannot listen on {}", l.address))?;
+        let listener = bind(l.address)
+            .with_context(|| format!("listener[{i}]: cannot listen on {}", l.address))?;
         info!(address = %l.address, upstream = l.upstream, "listening");
-        servers.push(tokio::spawn(server::serve(listener, Arc::new(Forwarder::new(pool)), deny.clone(), stop_rx.clone())));
+        servers.push(tokio::spawn(server::serve(
+            listener,
+            Arc::new(Forwarder::new(pool)),
+            deny.clone(),
+            stop_rx.clone(),
+        )));
     }
 
     let runtime = runtime_file(&instance);
-    write_runtime_info(&runtime, &RuntimeInfo {
-        pid: std::process::id(),
-        state_file,
-        attach: attach.as_str().to_owned(),
-    });
+    write_runtime_info(
+        &runtime,
+        &RuntimeInfo {
+            pid: std::process::id(),
+            state_file,
+            attach: attach.as_str().to_owned(),
+        },
+    );
     info!(instance, "proxy ready");
 
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
         _ = term.recv() => info!("SIGTERM: stopping"),
@@ -109,7 +133,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn bind(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
     socket.bind(address)?;
@@ -124,7 +152,11 @@ fn write_runtime_info(path: &Path, info: &RuntimeInfo) {
     }
 }
 
-async fn sweep_loop(store: Arc<Mutex<ListStore>>, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
+async fn sweep_loop(
+    store: Arc<Mutex<ListStore>>,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -133,7 +165,8 @@ async fn sweep_loop(store: Arc<Mutex<ListStore>>, every: std::time::Duration, mu
             _ = stop.changed() => return,
         }
         let store = store.clone();
-        let swept = tokio::task::spawn_blocking(move || store.lock().expect("sweep lock").sweep()).await;
+        let swept =
+            tokio::task::spawn_blocking(move || store.lock().expect("sweep lock").sweep()).await;
         match swept {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => info!(removed = n, "expired blocklist entries removed"),
@@ -146,12 +179,20 @@ async fn sweep_loop(store: Arc<Mutex<ListStore>>, every: std::time::Duration, mu
 /// Refuses to start a second daemon on the same instance.
 pub fn check_not_running(instance: &str) -> anyhow::Result<()> {
     let path = runtime_file(instance);
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
-    let Ok(info) = serde_json::from_str::<RuntimeInfo>(&text) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let Ok(info) = serde_json::from_str::<RuntimeInfo>(&text) else {
+        return Ok(());
+    };
     if Path::new(&format!("/proc/{}", info.pid)).exists() && info.pid != std::process::id() {
         let comm = std::fs::read_to_string(format!("/proc/{}/comm", info.pid)).unwrap_or_default();
         if comm.trim() == "proxy" {
-            bail!("instance {instance:?} is already running as pid {} ({}); stop it first or pick another instance", info.pid, path.display());
+            bail!(
+                "instance {instance:?} is already running as pid {} ({}); stop it first or pick another instance",
+                info.pid,
+                path.display()
+            );
         }
     }
     Ok(())

@@ -10,7 +10,10 @@ pub mod process;
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "kernel tests need root (they load eBPF programs and make network namespaces); run `cargo xtask test` as root");
+    assert_eq!(
+        euid, 0,
+        "kernel tests need root (they load eBPF programs and make network namespaces); run `cargo xtask test` as root"
+    );
 }
 
 /// A short id unique to this test process and call, for namespace, interface and instance names.

@@ -8,8 +8,16 @@ use std::{
 use crate::unique_id;
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip (package iproute2)");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (package iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Two namespaces, `srv` (where the proxy and the origin run) and `cli` (the client), joined by
@@ -43,10 +51,25 @@ impl Topology {
         ip(&["netns", "add", &t.srv_ns]);
         // From here on, Drop removes what exists.
         ip(&["netns", "add", &t.cli_ns]);
-        ip(&["link", "add", &t.srv_if, "netns", &t.srv_ns, "type", "veth", "peer", "name", &t.cli_if, "netns", &t.cli_ns]);
-        for (ns, dev, v4, v6) in [(&t.srv_ns, &t.srv_if, t.srv_ip, t.srv_ip6), (&t.cli_ns, &t.cli_if, t.cli_ip, t.cli_ip6)] {
+        ip(&[
+            "link", "add", &t.srv_if, "netns", &t.srv_ns, "type", "veth", "peer", "name",
+            &t.cli_if, "netns", &t.cli_ns,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&t.srv_ns, &t.srv_if, t.srv_ip, t.srv_ip6),
+            (&t.cli_ns, &t.cli_if, t.cli_ip, t.cli_ip6),
+        ] {
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
-            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
@@ -57,7 +80,9 @@ impl Topology {
     /// /sys/fs/bpf stay visible; `ip netns exec` would remount /sys and hide them).
     pub fn command_in(ns: &str, program: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+        c.arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .arg(program);
         c
     }
 }

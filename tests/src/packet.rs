@@ -64,19 +64,39 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
 
 /// Frame helpers for the fixtures.
 pub fn v4_frame(src: &str) -> Vec<u8> {
-    ethernet(&[], ETH_P_IP, &ipv4(src.parse().unwrap(), Ipv4Addr::new(10, 255, 0, 1), 0))
+    ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(src.parse().unwrap(), Ipv4Addr::new(10, 255, 0, 1), 0),
+    )
 }
 
 pub fn v4_frame_with_options(src: &str, options_words: u8) -> Vec<u8> {
-    ethernet(&[], ETH_P_IP, &ipv4(src.parse().unwrap(), Ipv4Addr::new(10, 255, 0, 1), options_words))
+    ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4(
+            src.parse().unwrap(),
+            Ipv4Addr::new(10, 255, 0, 1),
+            options_words,
+        ),
+    )
 }
 
 pub fn v6_frame(src: &str) -> Vec<u8> {
-    ethernet(&[], ETH_P_IPV6, &ipv6(src.parse().unwrap(), "2001:db8:ff::1".parse().unwrap()))
+    ethernet(
+        &[],
+        ETH_P_IPV6,
+        &ipv6(src.parse().unwrap(), "2001:db8:ff::1".parse().unwrap()),
+    )
 }
 
 pub fn vlan_v4_frame(src: &str) -> Vec<u8> {
-    ethernet(&[(ETH_P_8021Q, 100)], ETH_P_IP, &ipv4(src.parse().unwrap(), Ipv4Addr::new(10, 255, 0, 1), 0))
+    ethernet(
+        &[(ETH_P_8021Q, 100)],
+        ETH_P_IP,
+        &ipv4(src.parse().unwrap(), Ipv4Addr::new(10, 255, 0, 1), 0),
+    )
 }
 
 pub fn qinq_v4_frame(src: &str) -> Vec<u8> {

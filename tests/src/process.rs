@@ -11,7 +11,11 @@ pub fn proxy_bin() -> PathBuf {
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/proxy"),
         PathBuf::from,
     );
-    assert!(path.is_file(), "proxy binary not found at {}: run the tests with `cargo xtask test` (it builds it)", path.display());
+    assert!(
+        path.is_file(),
+        "proxy binary not found at {}: run the tests with `cargo xtask test` (it builds it)",
+        path.display()
+    );
     path
 }
 
@@ -67,7 +71,13 @@ impl ChildGuard {
         self.signal(libc::SIGINT);
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().expect("running").try_wait().expect("wait") {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .expect("running")
+                .try_wait()
+                .expect("wait")
+            {
                 self.child = None;
                 return status.code();
             }

@@ -72,14 +72,21 @@ servers = ["{ORIGIN}"]
             ),
         )
         .unwrap();
-        Self { topo, dir, instance, config, _origin: origin }
+        Self {
+            topo,
+            dir,
+            instance,
+            config,
+            _origin: origin,
+        }
     }
 
     /// Starts `proxy run` inside the server namespace and waits until it serves (checked over
     /// the namespace's loopback, which the filter does not see).
     fn start_proxy(&self, extra: &[&str]) -> ChildGuard {
         let mut cmd = Topology::command_in(&self.topo.srv_ns, proxy_bin().to_str().unwrap());
-        cmd.args(["run", "--config", self.config.to_str().unwrap()]).args(extra);
+        cmd.args(["run", "--config", self.config.to_str().unwrap()])
+            .args(extra);
         let log = self.dir.path().join(format!("proxy-{}.log", unique_id()));
         let mut proxy = ChildGuard::spawn("proxy", cmd, log);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -89,20 +96,34 @@ servers = ["{ORIGIN}"]
                 assert_eq!(r.status, 200, "proxy answered {r:?}");
                 return proxy;
             }
-            assert!(!proxy.exited(), "proxy exited during start:\n{}", proxy.log());
-            assert!(Instant::now() < deadline, "proxy not serving after 20 s:\n{}", proxy.log());
+            assert!(
+                !proxy.exited(),
+                "proxy exited during start:\n{}",
+                proxy.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "proxy not serving after 20 s:\n{}",
+                proxy.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// `proxy <args> --instance <this instance>`.
     fn cli(&self, args: &[&str]) -> Output {
-        run(Command::new(proxy_bin()).args(args).args(["--instance", &self.instance]))
+        run(Command::new(proxy_bin())
+            .args(args)
+            .args(["--instance", &self.instance]))
     }
 
     fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert_eq!(out.code, 0, "proxy {args:?} failed: {}{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, 0,
+            "proxy {args:?} failed: {}{}",
+            out.stdout, out.stderr
+        );
         out.stdout
     }
 
@@ -112,12 +133,23 @@ servers = ["{ORIGIN}"]
 
     /// A request on a new connection from the client namespace, over IPv4 or IPv6.
     fn request(&self, v6: bool, path: &str) -> std::io::Result<Reply> {
-        let ip: IpAddr = if v6 { self.topo.srv_ip6.into() } else { self.topo.srv_ip.into() };
-        get_in(&self.topo.cli_ns, SocketAddr::new(ip, PORT), path, Duration::from_secs(1))
+        let ip: IpAddr = if v6 {
+            self.topo.srv_ip6.into()
+        } else {
+            self.topo.srv_ip.into()
+        };
+        get_in(
+            &self.topo.cli_ns,
+            SocketAddr::new(ip, PORT),
+            path,
+            Duration::from_secs(1),
+        )
     }
 
     fn expect_ok(&self, v6: bool) -> Reply {
-        let r = self.request(v6, "/").unwrap_or_else(|e| panic!("request (v6={v6}) failed: {e}"));
+        let r = self
+            .request(v6, "/")
+            .unwrap_or_else(|e| panic!("request (v6={v6}) failed: {e}"));
         assert_eq!(r.status, 200, "{r:?}");
         r
     }
@@ -131,7 +163,14 @@ servers = ["{ORIGIN}"]
     }
 
     fn xdp_attached(&self) -> bool {
-        let out = run(Command::new("ip").args(["-n", &self.topo.srv_ns, "link", "show", "dev", &self.topo.srv_if]));
+        let out = run(Command::new("ip").args([
+            "-n",
+            &self.topo.srv_ns,
+            "link",
+            "show",
+            "dev",
+            &self.topo.srv_if,
+        ]));
         out.stdout.contains("xdp")
     }
 }
@@ -144,7 +183,9 @@ impl Drop for World {
 }
 
 fn counter(stats: &serde_json::Value, name: &str) -> u64 {
-    stats["counters"][name].as_u64().unwrap_or_else(|| panic!("no counter {name} in {stats}"))
+    stats["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in {stats}"))
 }
 
 /// The whole blocklist life cycle against one attach mode.
@@ -156,9 +197,16 @@ fn blocklist_life_cycle(subnet: u8, attach: &str) {
     // Forwarding works, with X-Forwarded-For and hop-by-hop headers stripped.
     let r = w.expect_ok(false);
     assert!(r.body.contains("Hello from origin-1"), "{r:?}");
-    assert!(r.header("x-origin-private").is_none(), "Connection-named header leaked: {r:?}");
+    assert!(
+        r.header("x-origin-private").is_none(),
+        "Connection-named header leaked: {r:?}"
+    );
     let echo = w.request(false, "/echo").unwrap();
-    assert!(echo.body.contains(&format!("x-forwarded-for: {cli_v4}")), "{}", echo.body);
+    assert!(
+        echo.body.contains(&format!("x-forwarded-for: {cli_v4}")),
+        "{}",
+        echo.body
+    );
     w.expect_ok(true);
 
     // Block the client: new connections are dropped in the kernel, at once.
@@ -167,9 +215,15 @@ fn blocklist_life_cycle(subnet: u8, attach: &str) {
     let dropped_before = counter(&w.stats(), "packets_dropped_blocklist");
     w.expect_dropped(false);
     w.expect_ok(true); // IPv6 from the same client is another source
-    assert!(counter(&w.stats(), "packets_dropped_blocklist") > dropped_before, "stats show no drops");
+    assert!(
+        counter(&w.stats(), "packets_dropped_blocklist") > dropped_before,
+        "stats show no drops"
+    );
     let list = w.cli_ok(&["blocklist", "list"]);
-    assert!(list.contains(&format!("{cli_v4}/32")) && list.contains("e2e test"), "{list}");
+    assert!(
+        list.contains(&format!("{cli_v4}/32")) && list.contains("e2e test"),
+        "{list}"
+    );
 
     // Remove: traffic flows again.
     w.cli_ok(&["blocklist", "remove", &cli_v4]);
@@ -191,12 +245,22 @@ fn blocklist_life_cycle(subnet: u8, attach: &str) {
         if w.request(false, "/").is_ok_and(|r| r.status == 200) {
             break;
         }
-        assert!(added.elapsed() < Duration::from_secs(8), "TTL entry did not expire");
+        assert!(
+            added.elapsed() < Duration::from_secs(8),
+            "TTL entry did not expire"
+        );
     }
-    assert!(added.elapsed() >= Duration::from_millis(1500), "TTL entry expired early: {:?}", added.elapsed());
+    assert!(
+        added.elapsed() >= Duration::from_millis(1500),
+        "TTL entry expired early: {:?}",
+        added.elapsed()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while w.cli_ok(&["blocklist", "list", "--json"]).trim() != "[]" {
-        assert!(Instant::now() < deadline, "sweep did not remove the expired entry");
+        assert!(
+            Instant::now() < deadline,
+            "sweep did not remove the expired entry"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -212,7 +276,12 @@ fn blocklist_life_cycle(subnet: u8, attach: &str) {
 
     // A graceful stop detaches the programs.
     let mut proxy2 = proxy2;
-    assert_eq!(proxy2.interrupt(Duration::from_secs(15)), Some(0), "proxy did not stop cleanly:\n{}", proxy2.log());
+    assert_eq!(
+        proxy2.interrupt(Duration::from_secs(15)),
+        Some(0),
+        "proxy did not stop cleanly:\n{}",
+        proxy2.log()
+    );
     assert!(!w.xdp_attached(), "XDP still attached after stop");
 }
 
@@ -230,7 +299,11 @@ fn blocklist_with_tc() {
 fn auto_attach_picks_native_xdp_on_veth() {
     let w = World::new(13, "auto");
     let proxy = w.start_proxy(&[]);
-    assert!(w.xdp_attached(), "no XDP program on the veth:\n{}", proxy.log());
+    assert!(
+        w.xdp_attached(),
+        "no XDP program on the veth:\n{}",
+        proxy.log()
+    );
     assert!(proxy.log().contains("xdp (native)"), "{}", proxy.log());
 }
 
@@ -255,7 +328,13 @@ fn allowlist_overrides_the_blocklist_in_the_kernel() {
     let subnet = proxy::defense::Cidr::new_truncating(w.topo.cli_ip.into(), 24).to_string();
     w.cli_ok(&["blocklist", "add", &subnet]);
     w.expect_dropped(false);
-    w.cli_ok(&["allowlist", "add", &w.topo.cli_ip.to_string(), "--reason", "monitoring"]);
+    w.cli_ok(&[
+        "allowlist",
+        "add",
+        &w.topo.cli_ip.to_string(),
+        "--reason",
+        "monitoring",
+    ]);
     let passed_before = counter(&w.stats(), "packets_passed_allowlist");
     w.expect_ok(false);
     assert!(counter(&w.stats(), "packets_passed_allowlist") > passed_before);

@@ -39,37 +39,177 @@ struct Fixture {
 fn fixtures() -> Vec<Fixture> {
     use Class::*;
     use Expect::*;
-    let f = |what, frame, expect, class| Fixture { what, frame, expect, class };
+    let f = |what, frame, expect, class| Fixture {
+        what,
+        frame,
+        expect,
+        class,
+    };
     vec![
         f("IPv4 source not listed", v4_frame("192.0.3.1"), Pass, Plain),
-        f("IPv4 source inside a blocked /8", v4_frame("10.200.1.1"), Drop, Blocked),
-        f("IPv4 source inside a blocked /24", v4_frame("192.0.2.77"), Drop, Blocked),
-        f("IPv4 neighbour of a blocked /24", v4_frame("192.0.1.255"), Pass, Plain),
-        f("IPv4 source equal to a blocked /32", v4_frame("198.51.100.7"), Drop, Blocked),
-        f("IPv4 next to a blocked /32", v4_frame("198.51.100.8"), Pass, Plain),
-        f("IPv4 allowlisted inside a blocked /8", v4_frame("10.1.2.3"), Pass, Allowed),
-        f("IPv4 in an expired entry", v4_frame("203.0.113.9"), Pass, Plain),
-        f("IPv4 in an entry expiring in an hour", v4_frame("203.0.114.9"), Drop, Blocked),
-        f("IPv4 with options, blocked", v4_frame_with_options("10.9.9.9", 3), Drop, Blocked),
-        f("IPv4 with 40 bytes of options, not listed", v4_frame_with_options("192.0.3.1", 10), Pass, Plain),
-        f("IPv6 source inside a blocked /48", v6_frame("2001:db8:0:1::5"), Drop, Blocked),
-        f("IPv6 source outside the blocked /48", v6_frame("2001:db8:1::5"), Pass, Plain),
-        f("IPv6 source equal to a blocked /128", v6_frame("2001:db8:ffff::1"), Drop, Blocked),
-        f("IPv6 next to a blocked /128", v6_frame("2001:db8:ffff::2"), Pass, Plain),
-        f("IPv6 allowlisted inside a blocked /48", v6_frame("2001:db8:0:2::1"), Pass, Allowed),
-        f("802.1Q-tagged IPv4, blocked", vlan_v4_frame("10.0.0.1"), Drop, Blocked),
-        f("802.1Q-tagged IPv4, not listed", vlan_v4_frame("192.0.3.1"), Pass, Plain),
-        f("QinQ-tagged IPv4, blocked", qinq_v4_frame("192.0.2.1"), Drop, Blocked),
-        f("QinQ-tagged IPv6, blocked", qinq_v6_frame("2001:db8::1"), Drop, Blocked),
-        f("three VLAN tags: not parsed, passed", triple_tagged_v4_frame("10.0.0.1"), Pass, NonIp),
+        f(
+            "IPv4 source inside a blocked /8",
+            v4_frame("10.200.1.1"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv4 source inside a blocked /24",
+            v4_frame("192.0.2.77"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv4 neighbour of a blocked /24",
+            v4_frame("192.0.1.255"),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv4 source equal to a blocked /32",
+            v4_frame("198.51.100.7"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv4 next to a blocked /32",
+            v4_frame("198.51.100.8"),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv4 allowlisted inside a blocked /8",
+            v4_frame("10.1.2.3"),
+            Pass,
+            Allowed,
+        ),
+        f(
+            "IPv4 in an expired entry",
+            v4_frame("203.0.113.9"),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv4 in an entry expiring in an hour",
+            v4_frame("203.0.114.9"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv4 with options, blocked",
+            v4_frame_with_options("10.9.9.9", 3),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv4 with 40 bytes of options, not listed",
+            v4_frame_with_options("192.0.3.1", 10),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv6 source inside a blocked /48",
+            v6_frame("2001:db8:0:1::5"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 source outside the blocked /48",
+            v6_frame("2001:db8:1::5"),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv6 source equal to a blocked /128",
+            v6_frame("2001:db8:ffff::1"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 next to a blocked /128",
+            v6_frame("2001:db8:ffff::2"),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv6 allowlisted inside a blocked /48",
+            v6_frame("2001:db8:0:2::1"),
+            Pass,
+            Allowed,
+        ),
+        f(
+            "802.1Q-tagged IPv4, blocked",
+            vlan_v4_frame("10.0.0.1"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "802.1Q-tagged IPv4, not listed",
+            vlan_v4_frame("192.0.3.1"),
+            Pass,
+            Plain,
+        ),
+        f(
+            "QinQ-tagged IPv4, blocked",
+            qinq_v4_frame("192.0.2.1"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "QinQ-tagged IPv6, blocked",
+            qinq_v6_frame("2001:db8::1"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "three VLAN tags: not parsed, passed",
+            triple_tagged_v4_frame("10.0.0.1"),
+            Pass,
+            NonIp,
+        ),
         f("ARP", arp_frame(), Pass, NonIp),
-        f("IPv4 cut inside the header", truncated(v4_frame("10.0.0.1"), 14 + 10), Pass, Malformed),
-        f("IPv4 header claims options beyond the frame", truncated(v4_frame_with_options("10.0.0.1", 5), 14 + 24), Pass, Malformed),
-        f("IPv6 cut inside the header", truncated(v6_frame("2001:db8::1"), 14 + 30), Pass, Malformed),
-        f("Ethernet header only, IPv4 type", truncated(v4_frame("10.0.0.1"), 14), Pass, Malformed),
-        f("VLAN tag cut short", truncated(vlan_v4_frame("10.0.0.1"), 16), Pass, Malformed),
-        f("IPv4 ethertype with version 5", bad_version_v4_frame("10.0.0.1"), Pass, Malformed),
-        f("IPv4 with IHL 4", bad_ihl_v4_frame("10.0.0.1"), Pass, Malformed),
+        f(
+            "IPv4 cut inside the header",
+            truncated(v4_frame("10.0.0.1"), 14 + 10),
+            Pass,
+            Malformed,
+        ),
+        f(
+            "IPv4 header claims options beyond the frame",
+            truncated(v4_frame_with_options("10.0.0.1", 5), 14 + 24),
+            Pass,
+            Malformed,
+        ),
+        f(
+            "IPv6 cut inside the header",
+            truncated(v6_frame("2001:db8::1"), 14 + 30),
+            Pass,
+            Malformed,
+        ),
+        f(
+            "Ethernet header only, IPv4 type",
+            truncated(v4_frame("10.0.0.1"), 14),
+            Pass,
+            Malformed,
+        ),
+        f(
+            "VLAN tag cut short",
+            truncated(vlan_v4_frame("10.0.0.1"), 16),
+            Pass,
+            Malformed,
+        ),
+        f(
+            "IPv4 ethertype with version 5",
+            bad_version_v4_frame("10.0.0.1"),
+            Pass,
+            Malformed,
+        ),
+        f(
+            "IPv4 with IHL 4",
+            bad_ihl_v4_frame("10.0.0.1"),
+            Pass,
+            Malformed,
+        ),
     ]
 }
 
@@ -89,7 +229,11 @@ fn cidr(s: &str) -> Cidr {
 }
 
 fn block(maps: &mut KernelMaps, prefix: &str, expires_at_ns: u64) {
-    let entry = BlockEntry { expires_at_ns, reason: Reason::Manual as u32, flags: 0 };
+    let entry = BlockEntry {
+        expires_at_ns,
+        reason: Reason::Manual as u32,
+        flags: 0,
+    };
     maps.block(&cidr(prefix), entry).unwrap();
 }
 
@@ -98,11 +242,19 @@ fn xdp_and_tc_verdicts_match_the_table() {
     require_root();
     proxy::kernel::ensure_bpffs().unwrap();
     let pin_dir = proxy::kernel::pin_dir(&format!("packet-test-{}", unique_id()));
-    let mut t = TestDatapath { datapath: Datapath::load(&pin_dir).expect("load the kernel programs") };
+    let mut t = TestDatapath {
+        datapath: Datapath::load(&pin_dir).expect("load the kernel programs"),
+    };
     let mut maps = KernelMaps::open(&pin_dir).unwrap();
 
     let now = monotonic_now_ns();
-    for p in ["10.0.0.0/8", "192.0.2.0/24", "198.51.100.7/32", "2001:db8::/48", "2001:db8:ffff::1/128"] {
+    for p in [
+        "10.0.0.0/8",
+        "192.0.2.0/24",
+        "198.51.100.7/32",
+        "2001:db8::/48",
+        "2001:db8:ffff::1/128",
+    ] {
         block(&mut maps, p, 0);
     }
     block(&mut maps, "203.0.113.0/24", now.saturating_sub(1)); // already expired
@@ -117,11 +269,17 @@ fn xdp_and_tc_verdicts_match_the_table() {
     // refuses the frame, which it does for IP frames shorter than an IP header).
     let mut runs = Vec::new();
     for fx in &fixtures {
-        let xdp = t.datapath.test_run_xdp(&fx.frame).unwrap_or_else(|e| panic!("{}: XDP test run: {e}", fx.what));
+        let xdp = t
+            .datapath
+            .test_run_xdp(&fx.frame)
+            .unwrap_or_else(|e| panic!("{}: XDP test run: {e}", fx.what));
         let tc = match t.datapath.test_run_tc(&fx.frame) {
             Ok(v) => Some(v),
             Err(e) if fx.class == Class::Malformed => {
-                eprintln!("{}: TC test run refused by the kernel ({e}); XDP verdict checked", fx.what);
+                eprintln!(
+                    "{}: TC test run refused by the kernel ({e}); XDP verdict checked",
+                    fx.what
+                );
                 None
             }
             Err(e) => panic!("{}: TC test run: {e}", fx.what),
@@ -132,16 +290,33 @@ fn xdp_and_tc_verdicts_match_the_table() {
             Expect::Drop => (XDP_DROP, TC_ACT_SHOT),
         };
         if xdp != want_xdp || tc.is_some_and(|tc| tc != want_tc) {
-            failures.push(format!("{}: expected {:?}, XDP returned {xdp}, TC returned {tc:?}", fx.what, fx.expect));
+            failures.push(format!(
+                "{}: expected {:?}, XDP returned {xdp}, TC returned {tc:?}",
+                fx.what, fx.expect
+            ));
         }
     }
-    assert!(failures.is_empty(), "verdicts differ from the table:\n{}", failures.join("\n"));
-    assert!(runs.iter().filter(|&&r| r == 2).count() > fixtures.len() / 2, "TC ran on too few fixtures");
+    assert!(
+        failures.is_empty(),
+        "verdicts differ from the table:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        runs.iter().filter(|&&r| r == 2).count() > fixtures.len() / 2,
+        "TC ran on too few fixtures"
+    );
 
     // Every run is counted once as seen and once by its class, in both programs.
     let after = maps.counters().unwrap();
     let delta = |c: Counter| after.get(c) - before.get(c);
-    let n = |class: Class| fixtures.iter().zip(&runs).filter(|(f, _)| f.class == class).map(|(_, r)| *r).sum::<u64>();
+    let n = |class: Class| {
+        fixtures
+            .iter()
+            .zip(&runs)
+            .filter(|(f, _)| f.class == class)
+            .map(|(_, r)| *r)
+            .sum::<u64>()
+    };
     let total: u64 = runs.iter().sum();
     assert_eq!(delta(Counter::Seen), total);
     assert_eq!(delta(Counter::DroppedBlocklist), n(Class::Blocked));
@@ -156,7 +331,9 @@ fn removing_an_entry_takes_effect_on_the_next_packet() {
     require_root();
     proxy::kernel::ensure_bpffs().unwrap();
     let pin_dir = proxy::kernel::pin_dir(&format!("packet-test-{}", unique_id()));
-    let mut t = TestDatapath { datapath: Datapath::load(&pin_dir).unwrap() };
+    let mut t = TestDatapath {
+        datapath: Datapath::load(&pin_dir).unwrap(),
+    };
     let mut maps = KernelMaps::open(&pin_dir).unwrap();
     let frame = v4_frame("172.16.5.5");
     assert_eq!(t.datapath.test_run_xdp(&frame).unwrap(), XDP_PASS);
@@ -164,5 +341,8 @@ fn removing_an_entry_takes_effect_on_the_next_packet() {
     assert_eq!(t.datapath.test_run_xdp(&frame).unwrap(), XDP_DROP);
     assert!(maps.unblock(&cidr("172.16.0.0/12")).unwrap());
     assert_eq!(t.datapath.test_run_xdp(&frame).unwrap(), XDP_PASS);
-    assert!(!maps.unblock(&cidr("172.16.0.0/12")).unwrap(), "second removal finds nothing");
+    assert!(
+        !maps.unblock(&cidr("172.16.0.0/12")).unwrap(),
+        "second removal finds nothing"
+    );
 }

@@ -23,36 +23,72 @@ const DEMO_LISTEN: &str = "127.0.0.1:8080";
 const DEMO_ORIGIN: &str = "127.0.0.1:9080";
 
 fn profile_dir(release: bool) -> PathBuf {
-    workspace().join("target").join(if release { "release" } else { "debug" })
+    workspace()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
 }
 
 /// Builds the proxy (its build script builds the kernel programs) and the demo origin.
 pub fn build(release: bool) -> anyhow::Result<()> {
-    step(&format!("build proxy and its kernel programs ({})", if release { "release" } else { "debug" }), || {
-        let mut c = cargo();
-        c.args(["build", "--locked", "-p", "proxy", "-p", "proxy-tests", "--bins"]);
-        if release {
-            c.arg("--release");
-        }
-        run(&mut c)
-    })
+    step(
+        &format!(
+            "build proxy and its kernel programs ({})",
+            if release { "release" } else { "debug" }
+        ),
+        || {
+            let mut c = cargo();
+            c.args([
+                "build",
+                "--locked",
+                "-p",
+                "proxy",
+                "-p",
+                "proxy-tests",
+                "--bins",
+            ]);
+            if release {
+                c.arg("--release");
+            }
+            run(&mut c)
+        },
+    )
 }
 
 /// Every test. Kernel tests need root and are never skipped: without root this fails.
 pub fn test() -> anyhow::Result<()> {
     if !is_root() {
-        bail!("the tests load eBPF programs and make network namespaces: run `cargo xtask test` as root (kernel tests are never skipped)");
+        bail!(
+            "the tests load eBPF programs and make network namespaces: run `cargo xtask test` as root (kernel tests are never skipped)"
+        );
     }
     setup()?;
     build(false)?;
     step("unit tests (host)", || {
-        run(cargo().args(["test", "--locked", "--workspace", "--exclude", "proxy-tests"]))
+        run(cargo().args([
+            "test",
+            "--locked",
+            "-p",
+            "proxy-common",
+            "-p",
+            "proxy",
+            "-p",
+            "xtask",
+        ]))
     })?;
     // Last, so the run closes on cargo's own summary line. One test at a time: the tests
     // attach programs, pin maps and make namespaces.
-    eprintln!("==> kernel tests: BPF_PROG_TEST_RUN packet tables, CLI, end to end in network namespaces");
+    eprintln!(
+        "==> kernel tests: BPF_PROG_TEST_RUN packet tables, CLI, end to end in network namespaces"
+    );
     run(cargo()
-        .args(["test", "--locked", "-p", "proxy-tests", "--", "--test-threads=1"])
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "proxy-tests",
+            "--",
+            "--test-threads=1",
+        ])
         .env("PROXY_BIN", profile_dir(false).join("proxy")))
 }
 
@@ -114,9 +150,13 @@ pub fn demo(release: bool, duration: Option<Duration>) -> anyhow::Result<()> {
     let bin = profile_dir(release);
     let stop_flag = Arc::new(AtomicBool::new(false));
     let flag = stop_flag.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
 
-    let mut demo = Demo { origin: None, proxy: None };
+    let mut demo = Demo {
+        origin: None,
+        proxy: None,
+    };
     demo.origin = Some(
         Command::new(bin.join("demo-origin"))
             .args(["--listen", DEMO_ORIGIN, "--name", "demo-origin"])
@@ -133,7 +173,11 @@ pub fn demo(release: bool, duration: Option<Duration>) -> anyhow::Result<()> {
     let listen: SocketAddr = DEMO_LISTEN.parse().expect("valid address");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !serving(listen) {
-        if let Some(status) = demo.proxy.as_mut().and_then(|p| p.try_wait().ok().flatten()) {
+        if let Some(status) = demo
+            .proxy
+            .as_mut()
+            .and_then(|p| p.try_wait().ok().flatten())
+        {
             bail!("the proxy exited during start ({status}); its log is above");
         }
         if Instant::now() > deadline {
@@ -163,7 +207,11 @@ pub fn demo(release: bool, duration: Option<Duration>) -> anyhow::Result<()> {
             eprintln!("==> --duration reached; stopping the demo");
             break;
         }
-        if let Some(status) = demo.proxy.as_mut().and_then(|p| p.try_wait().ok().flatten()) {
+        if let Some(status) = demo
+            .proxy
+            .as_mut()
+            .and_then(|p| p.try_wait().ok().flatten())
+        {
             bail!("the proxy exited unexpectedly ({status}); its log is above");
         }
         std::thread::sleep(Duration::from_millis(100));

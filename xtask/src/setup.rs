@@ -15,12 +15,19 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LIBRARY_SOURCE: &str = "/usr/lib/rustlib/src/rust/library/Cargo.lock";
 /// Debian packages: the eBPF compiler, and the tools the tests and the demo use
 /// (ip, nsenter, setpriv).
-const PACKAGES: [&str; 5] = ["rustc-web", "cargo-web", "rust-web-src", "iproute2", "util-linux"];
+const PACKAGES: [&str; 5] = [
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "iproute2",
+    "util-linux",
+];
 /// Only needed to build bpf-linker.
 const LLVM_DEV: &str = "llvm-22-dev";
 
 fn installed(package: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", package])).is_some_and(|s| s.trim() == "installed")
+    output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", package]))
+        .is_some_and(|s| s.trim() == "installed")
 }
 
 fn bpf_linker() -> String {
@@ -28,22 +35,35 @@ fn bpf_linker() -> String {
 }
 
 fn bpf_linker_ok() -> bool {
-    output(&mut Command::new(bpf_linker()).arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+    output(Command::new(bpf_linker()).arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
 }
 
 fn bpffs_mounted() -> bool {
-    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("bpf")))
+    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some("bpf"))
+    })
 }
 
 /// apt-get install, with one `apt-get update` first in this run.
 fn apt_install(packages: &[&str], updated: &mut bool) -> anyhow::Result<()> {
     if !*updated {
-        step("apt-get update", || run(Command::new("apt-get").args(["update", "-q", "-o", "DPkg::Lock::Timeout=300"])))?;
+        step("apt-get update", || {
+            run(Command::new("apt-get").args(["update", "-q", "-o", "DPkg::Lock::Timeout=300"]))
+        })?;
         *updated = true;
     }
     step(&format!("apt-get install {}", packages.join(" ")), || {
         run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300"])
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "-o",
+                "DPkg::Lock::Timeout=300",
+            ])
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"))
     })
@@ -58,13 +78,20 @@ pub fn setup() -> anyhow::Result<()> {
         if need_bpffs && is_root() {
             mount_bpffs()?;
         }
-        eprintln!("==> setup: eBPF toolchain ready (rustc-web, rust-web-src, bpf-linker {BPF_LINKER_VERSION})");
+        eprintln!(
+            "==> setup: eBPF toolchain ready (rustc-web, rust-web-src, bpf-linker {BPF_LINKER_VERSION})"
+        );
         return Ok(());
     }
     if !is_root() {
         bail!(
             "setup must install {} but is not running as root; run `cargo xtask setup` as root",
-            missing.iter().copied().chain(need_linker.then_some("bpf-linker")).collect::<Vec<_>>().join(", ")
+            missing
+                .iter()
+                .copied()
+                .chain(need_linker.then_some("bpf-linker"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let mut updated = false;
@@ -72,24 +99,47 @@ pub fn setup() -> anyhow::Result<()> {
         apt_install(&missing, &mut updated)?;
     }
     if !Path::new(LIBRARY_SOURCE).exists() {
-        bail!("{LIBRARY_SOURCE} is missing although rust-web-src is installed; reinstall it with `apt-get install --reinstall rust-web-src`");
+        bail!(
+            "{LIBRARY_SOURCE} is missing although rust-web-src is installed; reinstall it with `apt-get install --reinstall rust-web-src`"
+        );
     }
     if need_linker {
         if !installed(LLVM_DEV) {
             apt_install(&[LLVM_DEV], &mut updated)?;
         }
-        step(&format!("cargo install bpf-linker {BPF_LINKER_VERSION} (LLVM 22) into {TOOLCHAIN_ROOT}; about 90 s on 2 cores"), || {
-            run(Command::new("/usr/bin/cargo")
-                .args(["install", "--locked", &format!("bpf-linker@{BPF_LINKER_VERSION}")])
-                .args(["--no-default-features", "--features", "llvm-22", "--root", TOOLCHAIN_ROOT])
-                .env("LLVM_PREFIX", "/usr/lib/llvm-22")
-                .env("RUSTC", "/usr/bin/rustc")
-                .env("CARGO_BUILD_JOBS", std::env::var("CARGO_BUILD_JOBS").unwrap_or_else(|_| "2".into()))
-                .env_remove("RUSTUP_TOOLCHAIN")
-                .env_remove("CARGO"))
-        })?;
+        step(
+            &format!(
+                "cargo install bpf-linker {BPF_LINKER_VERSION} (LLVM 22) into {TOOLCHAIN_ROOT}; about 90 s on 2 cores"
+            ),
+            || {
+                run(Command::new("/usr/bin/cargo")
+                    .args([
+                        "install",
+                        "--locked",
+                        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                    ])
+                    .args([
+                        "--no-default-features",
+                        "--features",
+                        "llvm-22",
+                        "--root",
+                        TOOLCHAIN_ROOT,
+                    ])
+                    .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+                    .env("RUSTC", "/usr/bin/rustc")
+                    .env(
+                        "CARGO_BUILD_JOBS",
+                        std::env::var("CARGO_BUILD_JOBS").unwrap_or_else(|_| "2".into()),
+                    )
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .env_remove("CARGO"))
+            },
+        )?;
         if !bpf_linker_ok() {
-            bail!("{} does not report version {BPF_LINKER_VERSION} after installing it", bpf_linker());
+            bail!(
+                "{} does not report version {BPF_LINKER_VERSION} after installing it",
+                bpf_linker()
+            );
         }
     }
     if need_bpffs {
@@ -100,5 +150,7 @@ pub fn setup() -> anyhow::Result<()> {
 }
 
 fn mount_bpffs() -> anyhow::Result<()> {
-    step("mount bpffs at /sys/fs/bpf", || run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])))
+    step("mount bpffs at /sys/fs/bpf", || {
+        run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+    })
 }

@@ -9,7 +9,10 @@ use anyhow::{Context, bail};
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_owned()
 }
 
 /// Prints a step header, runs it, prints how long it took.
@@ -36,8 +39,14 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Runs a command and returns its stdout, or `None` if it cannot run or fails.
 pub fn output(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The cargo that runs us (rustup's), for the host builds.
@@ -56,8 +65,13 @@ pub fn is_root() -> bool {
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration like 10s or 2m"))?;
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s or 2m"))?;
     match unit {
         "s" | "" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),

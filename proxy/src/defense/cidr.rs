@@ -54,7 +54,7 @@ impl Cidr {
     }
 
     #[must_use]
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -78,12 +78,20 @@ fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
             IpAddr::V4((bits & m).into())
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
             IpAddr::V6((bits & m).into())
         }
     }
@@ -157,11 +165,20 @@ mod tests {
 
     #[test]
     fn parses_prefixes_and_hosts() {
-        assert_eq!("10.0.0.0/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!("192.0.2.7".parse::<Cidr>().unwrap().to_string(), "192.0.2.7/32");
-        assert_eq!("2001:db8::/32".parse::<Cidr>().unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(
+            "10.0.0.0/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            "192.0.2.7".parse::<Cidr>().unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            "2001:db8::/32".parse::<Cidr>().unwrap().to_string(),
+            "2001:db8::/32"
+        );
         assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
-        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().len(), 0);
+        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().prefix_len(), 0);
     }
 
     #[test]
@@ -171,9 +188,23 @@ mod tests {
             e.to_string(),
             "\"10.0.0.1/8\" has host bits set after the /8 prefix; did you mean 10.0.0.0/8?"
         );
-        assert!(matches!("10.0.0.0/33".parse::<Cidr>(), Err(CidrError::PrefixTooLong { .. })));
-        assert!(matches!("::/129".parse::<Cidr>(), Err(CidrError::PrefixTooLong { .. })));
-        for bad in ["", "10.0.0", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8", "host.example", "1.2.3.4/8/9"] {
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong { .. })
+        ));
+        assert!(matches!(
+            "::/129".parse::<Cidr>(),
+            Err(CidrError::PrefixTooLong { .. })
+        ));
+        for bad in [
+            "",
+            "10.0.0",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            "host.example",
+            "1.2.3.4/8/9",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?} parsed");
         }
     }

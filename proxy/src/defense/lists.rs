@@ -58,7 +58,9 @@ fn kernel_expiry(expires_at_ms: Option<u64>, now_ms: u64, now_mono_ns: u64) -> u
     match expires_at_ms {
         None => 0,
         // Never 0 (which means "never expires"), even for an entry that is already due.
-        Some(e) => now_mono_ns.saturating_add(e.saturating_sub(now_ms).saturating_mul(1_000_000)).max(1),
+        Some(e) => now_mono_ns
+            .saturating_add(e.saturating_sub(now_ms).saturating_mul(1_000_000))
+            .max(1),
     }
 }
 
@@ -101,7 +103,11 @@ pub fn parse_list(path: &Path, text: &str) -> Result<Vec<Cidr>, DefenseError> {
 impl ListStore {
     #[must_use]
     pub fn new(maps: KernelMaps, file: StateFile) -> Self {
-        Self { maps, file, seen: None }
+        Self {
+            maps,
+            file,
+            seen: None,
+        }
     }
 
     #[must_use]
@@ -126,7 +132,8 @@ impl ListStore {
         let mut state = self.file.read()?;
         let now = now_ms();
         let now_mono = monotonic_now_ns();
-        let expires_at_ms = ttl.map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
+        let expires_at_ms =
+            ttl.map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
         let entry = BlockEntry {
             expires_at_ns: kernel_expiry(expires_at_ms, now, now_mono),
             reason: reason as u32,
@@ -178,11 +185,16 @@ impl ListStore {
         let previous = state.blocklist.remove(cidr);
         let was_in_kernel = self.maps.unblock(cidr)?;
         if previous.is_none() && !was_in_kernel {
-            return Err(DefenseError::NotListed { list: "blocklist", cidr: *cidr });
+            return Err(DefenseError::NotListed {
+                list: "blocklist",
+                cidr: *cidr,
+            });
         }
         if let Err(e) = self.file.write(&lock, &state) {
             if let Some(r) = previous.filter(|_| was_in_kernel) {
-                let _ = self.maps.block(cidr, kernel_entry(&r, now_ms(), monotonic_now_ns()));
+                let _ = self
+                    .maps
+                    .block(cidr, kernel_entry(&r, now_ms(), monotonic_now_ns()));
             }
             return Err(e);
         }
@@ -207,7 +219,8 @@ impl ListStore {
     /// The blocklist, from the state file, each entry checked against the kernel map.
     pub fn blocked(&self) -> Result<Vec<BlockView>, DefenseError> {
         let state = self.file.read()?;
-        let kernel: std::collections::HashSet<Cidr> = self.maps.blocked()?.into_iter().map(|(c, _)| c).collect();
+        let kernel: std::collections::HashSet<Cidr> =
+            self.maps.blocked()?.into_iter().map(|(c, _)| c).collect();
         let mut out: Vec<BlockView> = state
             .blocklist
             .into_iter()
@@ -268,7 +281,10 @@ impl ListStore {
         let mut state = self.file.read()?;
         let existed = self.maps.allowed()?.contains(cidr);
         if state.allowlist.remove(cidr).is_none() && !existed {
-            return Err(DefenseError::NotListed { list: "allowlist", cidr: *cidr });
+            return Err(DefenseError::NotListed {
+                list: "allowlist",
+                cidr: *cidr,
+            });
         }
         self.maps.disallow(cidr)?;
         if let Err(e) = self.file.write(&lock, &state) {
@@ -327,10 +343,11 @@ impl ListStore {
     pub fn sweep(&mut self) -> Result<usize, DefenseError> {
         let now = now_ms();
         let modified = self.file.modified();
-        if let (Some((seen_mtime, next_expiry)), Some(mtime)) = (self.seen, modified) {
-            if seen_mtime == mtime && next_expiry.is_none_or(|e| now < e) {
-                return Ok(0);
-            }
+        if let (Some((seen_mtime, next_expiry)), Some(mtime)) = (self.seen, modified)
+            && seen_mtime == mtime
+            && next_expiry.is_none_or(|e| now < e)
+        {
+            return Ok(0);
         }
         let lock = self.file.lock()?;
         let mut state = self.file.read()?;
@@ -349,7 +366,11 @@ impl ListStore {
                 self.maps.unblock(cidr)?;
             }
         }
-        let next = state.blocklist.values().filter_map(|r| r.expires_at_ms).min();
+        let next = state
+            .blocklist
+            .values()
+            .filter_map(|r| r.expires_at_ms)
+            .min();
         self.seen = self.file.modified().map(|m| (m, next));
         Ok(expired.len())
     }

@@ -139,7 +139,10 @@ impl StateFile {
         if state.version != STATE_VERSION {
             return Err(DefenseError::StateParse {
                 path: self.path.clone(),
-                message: format!("version {} is not supported (expected {STATE_VERSION})", state.version),
+                message: format!(
+                    "version {} is not supported (expected {STATE_VERSION})",
+                    state.version
+                ),
             });
         }
         Ok(state)
@@ -168,7 +171,9 @@ impl StateFile {
     /// The file's modification time, to notice changes cheaply.
     #[must_use]
     pub fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path).and_then(|m| m.modified()).ok()
+        std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok()
     }
 }
 
@@ -196,7 +201,11 @@ mod tests {
         assert_eq!(file.read().unwrap(), state);
         assert!(state.blocklist.values().next().unwrap().is_expired(5));
 
-        std::fs::write(file.path(), "{ \"version\": 1, \"blocklist\": { \"10.0.0.1/8\": {} } }").unwrap();
+        std::fs::write(
+            file.path(),
+            "{ \"version\": 1, \"blocklist\": { \"10.0.0.1/8\": {} } }",
+        )
+        .unwrap();
         let e = file.read().unwrap_err().to_string();
         assert!(e.contains("state.json") && e.contains("host bits"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();

@@ -35,19 +35,28 @@ impl Forwarder {
     }
 
     /// Forwards `req` from `client_addr`; never fails: upstream trouble becomes 502 or 504.
-    pub async fn forward(&self, mut req: Request<Incoming>, client_addr: SocketAddr) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        client_addr: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let server = self.pool.pick();
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let uri: Uri = match format!("http://{server}{path}").parse() {
             Ok(u) => u,
-            Err(_) => return Ok(error_response(StatusCode::BAD_REQUEST, "invalid request target")),
-        };
-        if !req.headers().contains_key(header::HOST) {
-            if let Some(authority) = req.uri().authority().cloned() {
-                if let Ok(v) = header::HeaderValue::from_str(authority.as_str()) {
-                    req.headers_mut().insert(header::HOST, v);
-                }
+            Err(_) => {
+                return Ok(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid request target",
+                ));
             }
+        };
+        // An absolute-form request target carries the host; keep it as the Host header.
+        if !req.headers().contains_key(header::HOST)
+            && let Some(authority) = req.uri().authority().cloned()
+            && let Ok(v) = header::HeaderValue::from_str(authority.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
         }
         *req.uri_mut() = uri;
         strip_hop_by_hop(req.headers_mut());
@@ -61,11 +70,17 @@ impl Forwarder {
             }
             Ok(Err(e)) => {
                 warn!(upstream = self.pool.name(), %server, "upstream request failed: {e}");
-                Ok(error_response(StatusCode::BAD_GATEWAY, "the upstream server could not be reached or sent an invalid response"))
+                Ok(error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream server could not be reached or sent an invalid response",
+                ))
             }
             Err(_) => {
                 debug!(upstream = self.pool.name(), %server, "upstream response timed out");
-                Ok(error_response(StatusCode::GATEWAY_TIMEOUT, "the upstream server did not answer in time"))
+                Ok(error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the upstream server did not answer in time",
+                ))
             }
         }
     }
@@ -74,11 +89,19 @@ impl Forwarder {
 /// A short plain-text error page; it never names the upstream's address.
 #[must_use]
 pub fn error_response(status: StatusCode, detail: &str) -> Response<ProxyBody> {
-    let body = format!("{} {}: {detail}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let body = format!(
+        "{} {}: {detail}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
-        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
         .expect("static parts are valid")
 }

@@ -38,13 +38,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// header, comma-separated, the nearest hop last.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     const XFF: &str = "x-forwarded-for";
-    let prior: Vec<&str> = headers.get_all(XFF).iter().filter_map(|v| v.to_str().ok()).collect();
+    let prior: Vec<&str> = headers
+        .get_all(XFF)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     let value = if prior.is_empty() {
         client.to_string()
     } else {
         format!("{}, {client}", prior.join(", "))
     };
-    headers.insert(XFF, HeaderValue::from_str(&value).expect("addresses and commas are valid header text"));
+    headers.insert(
+        XFF,
+        HeaderValue::from_str(&value).expect("addresses and commas are valid header text"),
+    );
 }
 
 #[cfg(test)]
@@ -54,7 +61,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));

@@ -90,7 +90,13 @@ pub async fn serve(
     if open_rx.try_recv().is_err() && !open_rx.is_closed() {
         info!(?local, "draining open connections");
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, open_rx.recv()).await.is_err() {
-        warn!(?local, "connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    if tokio::time::timeout(DRAIN_TIMEOUT, open_rx.recv())
+        .await
+        .is_err()
+    {
+        warn!(
+            ?local,
+            "connections still open after {DRAIN_TIMEOUT:?}; closing them"
+        );
     }
 }

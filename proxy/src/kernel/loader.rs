@@ -66,7 +66,8 @@ impl Datapath {
             path: pin_dir.to_owned(),
             source,
         })?;
-        let paths: Vec<(&'static str, PathBuf)> = maps::PINNED.iter().map(|m| (*m, pin_dir.join(m))).collect();
+        let paths: Vec<(&'static str, PathBuf)> =
+            maps::PINNED.iter().map(|m| (*m, pin_dir.join(m))).collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
@@ -100,7 +101,10 @@ impl Datapath {
             .ebpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
-            .ok_or(KernelError::Missing { kind: "XDP program", name })?;
+            .ok_or(KernelError::Missing {
+                kind: "XDP program",
+                name,
+            })?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| load_error(name, &e))?;
         }
@@ -114,7 +118,10 @@ impl Datapath {
             .ebpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
-            .ok_or(KernelError::Missing { kind: "TC classifier", name })?;
+            .ok_or(KernelError::Missing {
+                kind: "TC classifier",
+                name,
+            })?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| load_error(name, &e))?;
         }
@@ -174,29 +181,54 @@ impl Datapath {
             iface: iface.to_owned(),
             reason,
         };
-        self.xdp()?
-            .attach(iface, mode)
-            .map_err(|e| err(format!("{}: {}", if mode == XdpMode::Driver { "native XDP" } else { "generic XDP" }, chain(&e))))?;
-        Ok(if mode == XdpMode::Driver { AttachedAs::XdpNative } else { AttachedAs::XdpGeneric })
+        self.xdp()?.attach(iface, mode).map_err(|e| {
+            err(format!(
+                "{}: {}",
+                if mode == XdpMode::Driver {
+                    "native XDP"
+                } else {
+                    "generic XDP"
+                },
+                chain(&e)
+            ))
+        })?;
+        Ok(if mode == XdpMode::Driver {
+            AttachedAs::XdpNative
+        } else {
+            AttachedAs::XdpGeneric
+        })
     }
 
     fn attach_tc(&mut self, iface: &str) -> Result<AttachedAs, KernelError> {
         let prog = self.tc()?;
-        match prog.attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(Default::default())) {
+        match prog.attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(Default::default()),
+        ) {
             Ok(_) => return Ok(AttachedAs::TcTcx),
-            Err(e) => info!(iface, "tcx attach not possible ({}); trying clsact", chain(&e)),
+            Err(e) => info!(
+                iface,
+                "tcx attach not possible ({}); trying clsact",
+                chain(&e)
+            ),
         }
         if let Err(e) = tc::qdisc_add_clsact(iface) {
             // EEXIST: a clsact qdisc is already there, which is what we need.
-            if !matches!(&e, tc::TcError::IoError(io) if io.kind() == std::io::ErrorKind::AlreadyExists) {
+            if !matches!(&e, tc::TcError::IoError(io) if io.kind() == std::io::ErrorKind::AlreadyExists)
+            {
                 warn!(iface, "adding clsact qdisc: {e}");
             }
         }
-        prog.attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::Netlink(NlOptions::default()))
-            .map_err(|e| KernelError::Attach {
-                iface: iface.to_owned(),
-                reason: format!("tc (clsact): {}", chain(&e)),
-            })?;
+        prog.attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .map_err(|e| KernelError::Attach {
+            iface: iface.to_owned(),
+            reason: format!("tc (clsact): {}", chain(&e)),
+        })?;
         Ok(AttachedAs::TcClsact)
     }
 
@@ -237,7 +269,11 @@ fn load_error(name: &'static str, e: &aya::programs::ProgramError) -> KernelErro
     let detail = if lines.len() <= 6 {
         lines.join(" | ")
     } else {
-        format!("{} | ... | {}", lines[0], lines[lines.len() - 5..].join(" | "))
+        format!(
+            "{} | ... | {}",
+            lines[0],
+            lines[lines.len() - 5..].join(" | ")
+        )
     };
     KernelError::ProgramLoad { name, detail }
 }

@@ -27,9 +27,15 @@ impl Counters {
     }
 }
 
-fn open<T: TryFrom<Map, Error = MapError>>(pin_dir: &Path, name: &'static str) -> Result<T, KernelError> {
+fn open<T: TryFrom<Map, Error = MapError>>(
+    pin_dir: &Path,
+    name: &'static str,
+) -> Result<T, KernelError> {
     let path = pin_dir.join(name);
-    let err = |source| KernelError::OpenMap { path: path.clone(), source };
+    let err = |source| KernelError::OpenMap {
+        path: path.clone(),
+        source,
+    };
     let data = MapData::from_pin(&path).map_err(err)?;
     let map = Map::from_map_data(data).map_err(err)?;
     T::try_from(map).map_err(err)
@@ -37,14 +43,14 @@ fn open<T: TryFrom<Map, Error = MapError>>(pin_dir: &Path, name: &'static str) -
 
 fn v4(cidr: &Cidr) -> Key<V4Addr> {
     match cidr.addr() {
-        IpAddr::V4(a) => Key::new(u32::from(cidr.len()), a.octets()),
+        IpAddr::V4(a) => Key::new(u32::from(cidr.prefix_len()), a.octets()),
         IpAddr::V6(_) => unreachable!("caller checked the family"),
     }
 }
 
 fn v6(cidr: &Cidr) -> Key<V6Addr> {
     match cidr.addr() {
-        IpAddr::V6(a) => Key::new(u32::from(cidr.len()), a.octets()),
+        IpAddr::V6(a) => Key::new(u32::from(cidr.prefix_len()), a.octets()),
         IpAddr::V4(_) => unreachable!("caller checked the family"),
     }
 }
@@ -66,7 +72,11 @@ fn remove_key<K: aya::Pod, V: aya::Pod>(
     match map.remove(key) {
         Ok(()) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
-        Err(source) => Err(KernelError::Map { op: "remove", map: name, source }),
+        Err(source) => Err(KernelError::Map {
+            op: "remove",
+            map: name,
+            source,
+        }),
     }
 }
 
@@ -77,7 +87,11 @@ fn collect<K: aya::Pod, V: aya::Pod>(
 ) -> Result<Vec<(Cidr, V)>, KernelError> {
     let mut out = Vec::new();
     for item in map.iter() {
-        let (key, value) = item.map_err(|source| KernelError::Map { op: "iterate", map: name, source })?;
+        let (key, value) = item.map_err(|source| KernelError::Map {
+            op: "iterate",
+            map: name,
+            source,
+        })?;
         let len = u8::try_from(key.prefix_len()).unwrap_or(u8::MAX);
         out.push((Cidr::new_truncating(to_addr(key.data()), len), value));
     }
@@ -93,7 +107,11 @@ fn lookup<K: aya::Pod, V: aya::Pod>(
     match map.get(key, 0) {
         Ok(v) => Ok(Some(v)),
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(source) => Err(KernelError::Map { op: "lookup", map: name, source }),
+        Err(source) => Err(KernelError::Map {
+            op: "lookup",
+            map: name,
+            source,
+        }),
     }
 }
 
@@ -112,11 +130,19 @@ impl KernelMaps {
     /// Inserts or replaces a blocklist entry.
     pub fn block(&mut self, cidr: &Cidr, entry: BlockEntry) -> Result<(), KernelError> {
         let result = if cidr.is_ipv4() {
-            self.block_v4.insert(&v4(cidr), entry, 0).map_err(|s| (maps::BLOCK_V4, s))
+            self.block_v4
+                .insert(&v4(cidr), entry, 0)
+                .map_err(|s| (maps::BLOCK_V4, s))
         } else {
-            self.block_v6.insert(&v6(cidr), entry, 0).map_err(|s| (maps::BLOCK_V6, s))
+            self.block_v6
+                .insert(&v6(cidr), entry, 0)
+                .map_err(|s| (maps::BLOCK_V6, s))
         };
-        result.map_err(|(map, source)| KernelError::Map { op: "insert", map, source })
+        result.map_err(|(map, source)| KernelError::Map {
+            op: "insert",
+            map,
+            source,
+        })
     }
 
     /// Removes a blocklist entry; `Ok(false)` when there was none.
@@ -130,8 +156,10 @@ impl KernelMaps {
 
     /// Every blocklist entry in the kernel, v4 then v6.
     pub fn blocked(&self) -> Result<Vec<(Cidr, BlockEntry)>, KernelError> {
-        let mut all = collect(&self.block_v4, maps::BLOCK_V4, |a| IpAddr::from(a))?;
-        all.extend(collect(&self.block_v6, maps::BLOCK_V6, |a| IpAddr::from(a))?);
+        let mut all = collect(&self.block_v4, maps::BLOCK_V4, IpAddr::from)?;
+        all.extend(collect(&self.block_v6, maps::BLOCK_V6, |a| {
+            IpAddr::from(a)
+        })?);
         Ok(all)
     }
 
@@ -139,11 +167,19 @@ impl KernelMaps {
     pub fn allow(&mut self, cidr: &Cidr) -> Result<(), KernelError> {
         let entry = AllowEntry::default();
         let result = if cidr.is_ipv4() {
-            self.allow_v4.insert(&v4(cidr), entry, 0).map_err(|s| (maps::ALLOW_V4, s))
+            self.allow_v4
+                .insert(&v4(cidr), entry, 0)
+                .map_err(|s| (maps::ALLOW_V4, s))
         } else {
-            self.allow_v6.insert(&v6(cidr), entry, 0).map_err(|s| (maps::ALLOW_V6, s))
+            self.allow_v6
+                .insert(&v6(cidr), entry, 0)
+                .map_err(|s| (maps::ALLOW_V6, s))
         };
-        result.map_err(|(map, source)| KernelError::Map { op: "insert", map, source })
+        result.map_err(|(map, source)| KernelError::Map {
+            op: "insert",
+            map,
+            source,
+        })
     }
 
     /// Removes an allowlist entry; `Ok(false)` when there was none.
@@ -157,11 +193,15 @@ impl KernelMaps {
 
     /// Every allowlist entry in the kernel.
     pub fn allowed(&self) -> Result<Vec<Cidr>, KernelError> {
-        let mut all: Vec<Cidr> = collect(&self.allow_v4, maps::ALLOW_V4, |a| IpAddr::from(a))?
+        let mut all: Vec<Cidr> = collect(&self.allow_v4, maps::ALLOW_V4, IpAddr::from)?
             .into_iter()
             .map(|(c, _)| c)
             .collect();
-        all.extend(collect(&self.allow_v6, maps::ALLOW_V6, |a| IpAddr::from(a))?.into_iter().map(|(c, _)| c));
+        all.extend(
+            collect(&self.allow_v6, maps::ALLOW_V6, IpAddr::from)?
+                .into_iter()
+                .map(|(c, _)| c),
+        );
         Ok(all)
     }
 
@@ -191,10 +231,14 @@ impl KernelMaps {
     pub fn counters(&self) -> Result<Counters, KernelError> {
         let mut out = Counters::default();
         for counter in Counter::ALL {
-            let per_cpu = self
-                .counters
-                .get(&(counter as u32), 0)
-                .map_err(|source| KernelError::Map { op: "read", map: maps::COUNTERS, source })?;
+            let per_cpu =
+                self.counters
+                    .get(&(counter as u32), 0)
+                    .map_err(|source| KernelError::Map {
+                        op: "read",
+                        map: maps::COUNTERS,
+                        source,
+                    })?;
             out.0[counter as usize] = per_cpu.iter().sum();
         }
         Ok(out)

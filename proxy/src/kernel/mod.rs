@@ -14,20 +14,26 @@ pub use maps::{Counters, KernelMaps};
 use proxy_common::{BPFFS, PIN_SUBDIR};
 
 /// `statfs` magic number of bpffs.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("this needs root (it loads kernel programs and opens pinned eBPF maps); run it with sudo")]
+    #[error(
+        "this needs root (it loads kernel programs and opens pinned eBPF maps); run it with sudo"
+    )]
     NotRoot,
-    #[error("no bpffs is mounted at {path}; mount it with `mount -t bpf bpf {path}` (proxy run does this itself)")]
+    #[error(
+        "no bpffs is mounted at {path}; mount it with `mount -t bpf bpf {path}` (proxy run does this itself)"
+    )]
     NoBpffs { path: PathBuf },
     #[error("mounting bpffs at {path} failed: {source}")]
     MountBpffs {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no instance {instance:?}: {path} does not exist; is `proxy run` started with instance = {instance:?}?")]
+    #[error(
+        "no instance {instance:?}: {path} does not exist; is `proxy run` started with instance = {instance:?}?"
+    )]
     UnknownInstance { instance: String, path: PathBuf },
     #[error(
         "this binary was built without kernel programs (PROXY_SKIP_EBPF); rebuild with `cargo xtask build`, or set kernel.attach = \"none\""
@@ -46,7 +52,10 @@ pub enum KernelError {
         source: Box<aya::EbpfError>,
     },
     #[error("the eBPF object has no {kind} named {name}")]
-    Missing { kind: &'static str, name: &'static str },
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
     #[error("opening pinned map {path}: {source}")]
     OpenMap {
         path: PathBuf,
@@ -84,7 +93,11 @@ pub fn pin_dir(instance: &str) -> PathBuf {
 /// Fails unless the process runs as root.
 pub fn require_root() -> Result<(), KernelError> {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 { Ok(()) } else { Err(KernelError::NotRoot) }
+    if unsafe { libc::geteuid() } == 0 {
+        Ok(())
+    } else {
+        Err(KernelError::NotRoot)
+    }
 }
 
 /// Whether `path` is a mounted bpffs.
@@ -97,14 +110,18 @@ pub fn is_bpffs(path: &Path) -> bool {
     // NUL-terminated string that outlives the call.
     unsafe {
         let mut buf: libc::statfs = std::mem::zeroed();
-        libc::statfs(c_path.as_ptr(), &raw mut buf) == 0 && i64::from(buf.f_type) == BPF_FS_MAGIC
+        libc::statfs(c_path.as_ptr(), &raw mut buf) == 0 && buf.f_type == BPF_FS_MAGIC
     }
 }
 
 /// Fails with a clear message unless bpffs is mounted (the CLI never mounts it).
 pub fn require_bpffs() -> Result<(), KernelError> {
     let root = bpffs_root();
-    if is_bpffs(&root) { Ok(()) } else { Err(KernelError::NoBpffs { path: root }) }
+    if is_bpffs(&root) {
+        Ok(())
+    } else {
+        Err(KernelError::NoBpffs { path: root })
+    }
 }
 
 /// Mounts bpffs at its root if it is not mounted yet (the daemon does this at start).
@@ -117,10 +134,17 @@ pub fn ensure_bpffs() -> Result<(), KernelError> {
         path: root.clone(),
         source,
     })?;
-    let c_root = CString::new(root.as_os_str().as_bytes()).map_err(|_| KernelError::NoBpffs { path: root.clone() })?;
+    let c_root = CString::new(root.as_os_str().as_bytes())
+        .map_err(|_| KernelError::NoBpffs { path: root.clone() })?;
     // SAFETY: all pointers are NUL-terminated strings that outlive the call; data is null.
     let rc = unsafe {
-        libc::mount(c"bpf".as_ptr(), c_root.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"bpf".as_ptr(),
+            c_root.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(KernelError::MountBpffs {
@@ -135,7 +159,10 @@ pub fn ensure_bpffs() -> Result<(), KernelError> {
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`, used for blocklist expiry.
 #[must_use]
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into `ts`, a valid timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)

@@ -22,7 +22,10 @@ impl Pool {
     /// A pool from its config (validated: at least one server).
     #[must_use]
     pub fn new(name: &str, config: &UpstreamConfig) -> Self {
-        assert!(!config.servers.is_empty(), "config validation guarantees a server");
+        assert!(
+            !config.servers.is_empty(),
+            "config validation guarantees a server"
+        );
         Self {
             name: name.to_owned(),
             servers: config.servers.clone(),
@@ -51,7 +54,11 @@ mod tests {
     #[test]
     fn round_robin_visits_every_server_equally() {
         let config = UpstreamConfig {
-            servers: vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap(), "127.0.0.1:3".parse().unwrap()],
+            servers: vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+                "127.0.0.1:3".parse().unwrap(),
+            ],
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
         };

@@ -21,7 +21,10 @@ struct Args {
     name: String,
 }
 
-async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    name: &'static str,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = if req.uri().path() == "/echo" {
         let mut text = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
         for (k, v) in req.headers() {
@@ -50,7 +53,9 @@ async fn main() -> anyhow::Result<()> {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(req, name));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
