@@ -36,7 +36,7 @@ pub enum KernelError {
     )]
     UnknownInstance { instance: String, path: PathBuf },
     #[error(
-        "this binary was built without kernel programs (PROXY_SKIP_EBPF); rebuild with `cargo xtask build`, or set kernel.attach = \"none\""
+        "this binary was built without kernel programs (PROXY_SKIP_EBPF); rebuild it with `cargo xtask build`"
     )]
     NoKernelPrograms,
     #[error("creating pin directory {path} failed: {source}")]
