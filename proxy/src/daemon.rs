@@ -123,7 +123,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = s.await;
     }
     let _ = sweeper.await;
-    let _ = std::fs::remove_file(&runtime);
+    // The runtime file stays: while the pins exist, it tells the CLI which state file to keep
+    // in step. A stale PID in it is harmless (check_not_running looks the PID up).
     for (iface, how) in datapath.attached() {
         info!(iface, attached = %how, "detaching packet filter");
     }

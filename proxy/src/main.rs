@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use proxy::cli::{Cli, Command};
@@ -25,6 +25,7 @@ fn run(args: &proxy::cli::RunArgs) -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = proxy::cli::run_config(args)?;
     proxy::daemon::check_not_running(&config.instance)?;
