@@ -1,6 +1,9 @@
 //! The one decision both attach points share: allowlist first, then blocklist.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
-use proxy_common::Counter;
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    maps::{LpmTrie, lpm_trie::Key},
+};
+use proxy_common::{AllowEntry, BlockEntry, Counter};
 
 use crate::{
     maps::{ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6, COUNTERS},
@@ -23,39 +26,30 @@ fn count(counter: Counter) {
     }
 }
 
+/// Allowlist first, then an active blocklist entry: the same rule for both address families.
+#[inline(always)]
+fn classify<K>(
+    allow: &LpmTrie<K, AllowEntry>,
+    block: &LpmTrie<K, BlockEntry>,
+    key: &Key<K>,
+) -> Counter {
+    if allow.get(key).is_some() {
+        return Counter::PassedAllowlist;
+    }
+    match block.get(key) {
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        Some(entry) if entry.is_active(unsafe { bpf_ktime_get_ns() }) => Counter::DroppedBlocklist,
+        _ => Counter::Passed,
+    }
+}
+
 /// Decides the fate of one packet and counts it.
 #[inline(always)]
 pub fn decide(packet: &Packet) -> Verdict {
     count(Counter::Seen);
     let outcome = match packet.source() {
-        Source::V4(addr) => {
-            let key = Key::new(32, addr);
-            if ALLOW_V4.get(&key).is_some() {
-                Counter::PassedAllowlist
-            } else if BLOCK_V4
-                .get(&key)
-                // SAFETY: bpf_ktime_get_ns has no preconditions.
-                .is_some_and(|entry| entry.is_active(unsafe { bpf_ktime_get_ns() }))
-            {
-                Counter::DroppedBlocklist
-            } else {
-                Counter::Passed
-            }
-        }
-        Source::V6(addr) => {
-            let key = Key::new(128, addr);
-            if ALLOW_V6.get(&key).is_some() {
-                Counter::PassedAllowlist
-            } else if BLOCK_V6
-                .get(&key)
-                // SAFETY: bpf_ktime_get_ns has no preconditions.
-                .is_some_and(|entry| entry.is_active(unsafe { bpf_ktime_get_ns() }))
-            {
-                Counter::DroppedBlocklist
-            } else {
-                Counter::Passed
-            }
-        }
+        Source::V4(addr) => classify(&ALLOW_V4, &BLOCK_V4, &Key::new(32, addr)),
+        Source::V6(addr) => classify(&ALLOW_V6, &BLOCK_V6, &Key::new(128, addr)),
         Source::NonIp => Counter::NonIp,
         Source::Malformed => Counter::Malformed,
     };
