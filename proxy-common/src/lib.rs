@@ -25,8 +25,26 @@ pub mod maps {
     /// `PERCPU_ARRAY` of `u64` packet counters, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
 
+    /// `ARRAY` (mmapable) of [`crate::WorkerLoad`], one per worker: written by the workers
+    /// through shared memory, read by the `sk_reuseport` program and by `proxy stats`.
+    pub const WORKER_LOAD: &str = "WORKER_LOAD";
+    /// `ARRAY` of one [`crate::SpreadConfig`]: the spreading policy, set by the daemon.
+    pub const SPREAD_CONFIG: &str = "SPREAD_CONFIG";
+    /// `HASH` from [`crate::ListenerKey`] to the listener's slot (`u32`).
+    pub const LISTENER_SLOTS: &str = "LISTENER_SLOTS";
+    /// `REUSEPORT_SOCKARRAY` of worker sockets at `slot * MAX_WORKERS + worker`.
+    pub const WORKER_SOCKETS: &str = "WORKER_SOCKETS";
+
     /// Every map that is pinned per instance.
-    pub const PINNED: [&str; 5] = [BLOCK_V4, BLOCK_V6, ALLOW_V4, ALLOW_V6, COUNTERS];
+    pub const PINNED: [&str; 7] = [
+        BLOCK_V4,
+        BLOCK_V6,
+        ALLOW_V4,
+        ALLOW_V6,
+        COUNTERS,
+        WORKER_LOAD,
+        SPREAD_CONFIG,
+    ];
 }
 
 /// Program names (ELF symbol names of the entry points).
@@ -35,6 +53,61 @@ pub mod programs {
     pub const XDP_FILTER: &str = "xdp_filter";
     /// TC ingress classifier entry point (same decision as XDP).
     pub const TC_FILTER: &str = "tc_filter";
+    /// `sk_reuseport` program that picks the worker socket for each new connection.
+    pub const REUSEPORT_SELECT: &str = "reuseport_select";
+}
+
+/// Most workers (threads) one instance runs.
+pub const MAX_WORKERS: u32 = 64;
+/// Most listeners whose connections are spread by the `sk_reuseport` program.
+pub const MAX_LISTENERS: u32 = 32;
+
+/// Load of one worker, as the kernel sees it. Each worker writes only its own entry, through
+/// an mmap of the map (no syscall per connection).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerLoad {
+    /// Open client connections.
+    pub connections: u32,
+    /// Requests being forwarded right now.
+    pub inflight: u32,
+    /// 1 while the worker accepts connections; 0 before it starts and once it stops.
+    pub alive: u32,
+    /// Reserved, 0.
+    pub flags: u32,
+}
+
+/// How the `sk_reuseport` program picks a worker for a new connection.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpreadPolicy {
+    /// The 4-tuple hash modulo the worker count: the kernel's own behaviour.
+    Hash = 0,
+    /// The live worker with the fewest connections + in-flight requests.
+    LeastLoaded = 1,
+    /// Power of two choices: two workers from the hash, the less loaded wins.
+    P2c = 2,
+}
+
+/// The one entry of `SPREAD_CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpreadConfig {
+    /// A [`SpreadPolicy`] code.
+    pub policy: u32,
+    /// Number of workers (at most [`MAX_WORKERS`]).
+    pub workers: u32,
+}
+
+/// Identifies a listener from its listening socket as the `sk_reuseport` program sees it
+/// (`struct bpf_sock`): family, local port (host order), local address (network order; all
+/// zero for a wildcard bind; IPv4 in `addr[0]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub family: u32,
+    pub port: u32,
+    pub addr: [u32; 4],
 }
 
 /// Capacity of the IPv4 blocklist (prefixes). LPM tries allocate on demand, so a large bound
@@ -47,6 +120,8 @@ pub const ALLOW_MAX: u32 = 1 << 16;
 
 /// `BPF_F_NO_PREALLOC`: required for `LPM_TRIE` maps.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
+/// `BPF_F_MMAPABLE`: an `ARRAY` userspace can mmap.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Address part of an IPv4 LPM key, in network byte order. The map key is
 /// `lpm_trie::Key<V4Addr>` (aya's on both sides: `u32` prefix length, then the address).
@@ -176,6 +251,12 @@ mod pod {
     unsafe impl aya::Pod for super::BlockEntry {}
     // SAFETY: as above (one u32).
     unsafe impl aya::Pod for super::AllowEntry {}
+    // SAFETY: as above (four u32).
+    unsafe impl aya::Pod for super::WorkerLoad {}
+    // SAFETY: as above (two u32).
+    unsafe impl aya::Pod for super::SpreadConfig {}
+    // SAFETY: as above (six u32).
+    unsafe impl aya::Pod for super::ListenerKey {}
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod filter;
 mod maps;
 mod packet;
+mod reuseport;
 mod tc;
 mod xdp;
 

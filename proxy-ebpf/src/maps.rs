@@ -2,11 +2,12 @@
 //! under `/sys/fs/bpf/proxy/<instance>/` when it loads the object.
 use aya_ebpf::{
     macros::map,
-    maps::{LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, ReusePortSockArray},
 };
 use proxy_common::{
-    ALLOW_MAX, AllowEntry, BLOCK_V4_MAX, BLOCK_V6_MAX, BPF_F_NO_PREALLOC, BlockEntry,
-    COUNTER_COUNT, V4Addr, V6Addr,
+    ALLOW_MAX, AllowEntry, BLOCK_V4_MAX, BLOCK_V6_MAX, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
+    BlockEntry, COUNTER_COUNT, ListenerKey, MAX_LISTENERS, MAX_WORKERS, SpreadConfig, V4Addr,
+    V6Addr, WorkerLoad,
 };
 
 #[map]
@@ -27,3 +28,16 @@ pub static ALLOW_V6: LpmTrie<V6Addr, AllowEntry> =
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[map]
+pub static WORKER_LOAD: Array<WorkerLoad> = Array::with_max_entries(MAX_WORKERS, BPF_F_MMAPABLE);
+
+#[map]
+pub static SPREAD_CONFIG: Array<SpreadConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static LISTENER_SLOTS: HashMap<ListenerKey, u32> = HashMap::with_max_entries(MAX_LISTENERS, 0);
+
+#[map]
+pub static WORKER_SOCKETS: ReusePortSockArray =
+    ReusePortSockArray::with_max_entries(MAX_LISTENERS * MAX_WORKERS, 0);

@@ -11,7 +11,7 @@ use crate::{
     config::{AttachMode, Config, default_state_file, validate_instance},
     daemon,
     defense::{Cidr, ListStore, parse_list, state::StateFile, state::now_ms},
-    kernel::{self, KernelMaps},
+    kernel::{self, KernelMaps, spread},
 };
 
 #[derive(Debug, Parser)]
@@ -328,6 +328,10 @@ fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
     let counters = maps.counters()?;
     let blocked = maps.blocked()?.len();
     let allowed = maps.allowed()?.len();
+    let pin_dir = kernel::pin_dir(&target.instance);
+    let spread = spread::read_spread_config(&pin_dir)?;
+    let loads = spread::LoadTable::open(&pin_dir)?.snapshot();
+    let workers: Vec<_> = loads.iter().take(spread.workers as usize).collect();
     if json {
         let mut c = serde_json::Map::new();
         for counter in Counter::ALL {
@@ -338,6 +342,13 @@ fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
             "counters": c,
             "blocklist_entries": blocked,
             "allowlist_entries": allowed,
+            "spread_policy": spread::policy_name(spread.policy),
+            "workers": workers.iter().enumerate().map(|(i, w)| json!({
+                "worker": i,
+                "alive": w.alive != 0,
+                "connections": w.connections,
+                "inflight": w.inflight,
+            })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -351,6 +362,17 @@ fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
         }
         println!("  {:<28} {blocked}", "blocklist_entries");
         println!("  {:<28} {allowed}", "allowlist_entries");
+        println!(
+            "workers ({} connection spreading)",
+            spread::policy_name(spread.policy)
+        );
+        for (i, w) in workers.iter().enumerate() {
+            let state = if w.alive != 0 { "alive" } else { "stopped" };
+            println!(
+                "  worker {i:<3} {state:<8} connections {:<6} inflight {}",
+                w.connections, w.inflight
+            );
+        }
     }
     Ok(())
 }

@@ -71,6 +71,10 @@ pub struct Config {
     /// Blocklist/allowlist state file; default `/var/lib/proxy/<instance>/state.json`.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Worker threads, each with its own runtime and its own socket per listener; default: the
+    /// number of CPUs.
+    #[serde(default)]
+    pub workers: Option<u32>,
     #[serde(default)]
     pub kernel: KernelConfig,
     #[serde(default)]
@@ -90,6 +94,33 @@ pub struct KernelConfig {
     /// How often expired blocklist entries are removed from the maps and the state file.
     #[serde(default = "default_sweep", with = "duration")]
     pub sweep_interval: Duration,
+    /// How new connections are spread over the workers.
+    #[serde(default)]
+    pub spread: SpreadMode,
+}
+
+/// How the `sk_reuseport` program picks a worker for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpreadMode {
+    /// Hash of the 4-tuple (the kernel's own behaviour; a baseline).
+    Hash,
+    /// The live worker with the fewest connections and in-flight requests.
+    LeastLoaded,
+    /// Power of two choices: two workers from the hash, the less loaded wins.
+    #[default]
+    P2c,
+}
+
+impl SpreadMode {
+    #[must_use]
+    pub fn policy(self) -> proxy_common::SpreadPolicy {
+        match self {
+            Self::Hash => proxy_common::SpreadPolicy::Hash,
+            Self::LeastLoaded => proxy_common::SpreadPolicy::LeastLoaded,
+            Self::P2c => proxy_common::SpreadPolicy::P2c,
+        }
+    }
 }
 
 impl Default for KernelConfig {
@@ -98,6 +129,7 @@ impl Default for KernelConfig {
             attach: AttachMode::default(),
             interfaces: Vec::new(),
             sweep_interval: default_sweep(),
+            spread: SpreadMode::default(),
         }
     }
 }
@@ -188,6 +220,18 @@ impl Config {
         Ok(config)
     }
 
+    /// The number of workers, with the default (one per CPU) applied.
+    #[must_use]
+    pub fn workers(&self) -> u32 {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| {
+                u32::try_from(n.get())
+                    .unwrap_or(1)
+                    .min(proxy_common::MAX_WORKERS)
+            })
+        })
+    }
+
     /// The state file path, with the default applied.
     #[must_use]
     pub fn state_file(&self) -> PathBuf {
@@ -203,6 +247,24 @@ impl Config {
             problem,
         };
         validate_instance(&self.instance).map_err(|p| invalid("instance".into(), p))?;
+        if let Some(w) = self.workers
+            && !(1..=proxy_common::MAX_WORKERS).contains(&w)
+        {
+            return Err(invalid(
+                "workers".into(),
+                format!("is {w}; it must be from 1 to {}", proxy_common::MAX_WORKERS),
+            ));
+        }
+        if self.listener.len() > proxy_common::MAX_LISTENERS as usize {
+            return Err(invalid(
+                "listener".into(),
+                format!(
+                    "has {} entries; at most {} are supported",
+                    self.listener.len(),
+                    proxy_common::MAX_LISTENERS
+                ),
+            ));
+        }
         if self.listener.is_empty() {
             return Err(invalid(
                 "listener".into(),

@@ -6,15 +6,18 @@ use std::{
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use tokio::{net::TcpSocket, signal::unix::SignalKind, sync::watch};
+use tokio::{signal::unix::SignalKind, sync::watch};
 use tracing::{error, info, warn};
 
 use crate::{
     config::{AttachMode, Config},
     defense::{ListStore, state::StateFile},
-    http::{forward::Forwarder, server},
-    kernel::{self, Datapath, KernelMaps},
+    kernel::{
+        self, Datapath, KernelMaps,
+        spread::{LoadTable, WorkerLoadHandle, listener_key},
+    },
     upstream::Pool,
+    workers,
 };
 
 /// Where a running instance describes itself for the CLI: `<RUNTIME_DIR>/<instance>.json`.
@@ -33,10 +36,45 @@ pub fn runtime_file(instance: &str) -> PathBuf {
     Path::new(RUNTIME_DIR).join(format!("{instance}.json"))
 }
 
+/// Failures the tests inject through `PROXY_TEST_FAULTS` (comma-separated):
+/// `no-reuseport-prog` (act as if the sk_reuseport program cannot load) and
+/// `stop-worker=W@MS` (worker W stops by itself after MS milliseconds).
+#[derive(Debug, Default)]
+struct Faults {
+    no_reuseport_prog: bool,
+    stop_worker: Option<(u32, std::time::Duration)>,
+}
+
+impl Faults {
+    fn from_env() -> Self {
+        let mut faults = Self::default();
+        let Ok(text) = std::env::var("PROXY_TEST_FAULTS") else {
+            return faults;
+        };
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "no-reuseport-prog" {
+                faults.no_reuseport_prog = true;
+            } else if let Some((w, ms)) = item
+                .strip_prefix("stop-worker=")
+                .and_then(|r| r.split_once('@'))
+            {
+                if let (Ok(w), Ok(ms)) = (w.parse(), ms.trim_end_matches("ms").parse()) {
+                    faults.stop_worker = Some((w, std::time::Duration::from_millis(ms)));
+                }
+            } else {
+                warn!("PROXY_TEST_FAULTS: unknown fault {item:?} ignored");
+            }
+        }
+        warn!(?faults, "test faults injected");
+        faults
+    }
+}
+
 /// Runs the proxy until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config) -> anyhow::Result<()> {
     kernel::require_root()?;
     kernel::ensure_bpffs()?;
+    let faults = Faults::from_env();
     let instance = config.instance.clone();
     let pin_dir = kernel::pin_dir(&instance);
 
@@ -74,55 +112,92 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let store = Arc::new(Mutex::new(store));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let sweeper = tokio::spawn(sweep_loop(
-        store.clone(),
-        config.kernel.sweep_interval,
-        stop_rx.clone(),
-    ));
+    // Workers: one socket per listener per worker, all bound before any worker starts.
+    let workers = config.workers();
+    let load = Arc::new(LoadTable::open(&pin_dir)?);
+    load.reset();
+    let mut sockets: Vec<Vec<std::net::TcpListener>> = Vec::new();
+    for (i, l) in config.listener.iter().enumerate() {
+        let group = (0..workers)
+            .map(|_| workers::reuseport_socket(l.address))
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("listener[{i}]: cannot listen on {}", l.address))?;
+        info!(address = %l.address, upstream = l.upstream, workers, "listening");
+        sockets.push(group);
+    }
+    spread_connections(&mut datapath, &config, &sockets, workers, &faults);
 
-    // Userspace side.
+    let (stop_tx, stop_rx) = watch::channel(false);
     let deny = if attach == AttachMode::None {
         Some(Arc::new(KernelMaps::open(&pin_dir)?))
     } else {
         None
     };
-    let mut servers = Vec::new();
-    for (i, l) in config.listener.iter().enumerate() {
-        let pool = Arc::new(Pool::new(&l.upstream, &config.upstream[&l.upstream]));
-        let listener = bind(l.address)
-            .with_context(|| format!("listener[{i}]: cannot listen on {}", l.address))?;
-        info!(address = %l.address, upstream = l.upstream, "listening");
-        servers.push(tokio::spawn(server::serve(
-            listener,
-            Arc::new(Forwarder::new(pool)),
-            deny.clone(),
-            stop_rx.clone(),
-        )));
+    let pools: Vec<Arc<Pool>> = config
+        .listener
+        .iter()
+        .map(|l| Arc::new(Pool::new(&l.upstream, &config.upstream[&l.upstream])))
+        .collect();
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<Pool>)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for (group, pool) in sockets.into_iter().zip(&pools) {
+        for (w, socket) in group.into_iter().enumerate() {
+            per_worker[w].push((socket, pool.clone()));
+        }
+    }
+    let mut threads = Vec::new();
+    for (w, listeners) in (0u32..).zip(per_worker) {
+        let plan = workers::WorkerPlan {
+            index: w,
+            listeners,
+            load: WorkerLoadHandle::new(load.clone(), w),
+            stop_after: faults
+                .stop_worker
+                .filter(|(fw, _)| *fw == w)
+                .map(|(_, after)| after),
+        };
+        threads.push(
+            workers::spawn(plan, deny.clone(), stop_rx.clone())
+                .context("starting a worker thread")?,
+        );
     }
 
-    let runtime = runtime_file(&instance);
     write_runtime_info(
-        &runtime,
+        &runtime_file(&instance),
         &RuntimeInfo {
             pid: std::process::id(),
             state_file,
             attach: attach.as_str().to_owned(),
         },
     );
-    info!(instance, "proxy ready");
+    info!(instance, workers, "proxy ready");
 
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
-        _ = term.recv() => info!("SIGTERM: stopping"),
+    // The control runtime: signals and the sweep. The request path runs on the workers.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    control.block_on(async {
+        let sweeper = tokio::spawn(sweep_loop(
+            store.clone(),
+            config.kernel.sweep_interval,
+            stop_rx.clone(),
+        ));
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
+            _ = term.recv() => info!("SIGTERM: stopping"),
+        }
+        let _ = stop_tx.send(true);
+        let _ = sweeper.await;
+        anyhow::Ok(())
+    })?;
+    for t in threads {
+        if t.join().is_err() {
+            error!("a worker thread panicked");
+        }
     }
-    let _ = stop_tx.send(true);
-    for s in servers {
-        let _ = s.await;
-    }
-    let _ = sweeper.await;
     // The runtime file stays: while the pins exist, it tells the CLI which state file to keep
     // in step. A stale PID in it is harmless (check_not_running looks the PID up).
     for (iface, how) in datapath.attached() {
@@ -133,16 +208,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bind(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
+/// Attaches the sk_reuseport program to every listener group. If that is not possible the
+/// kernel's own hash spreads connections; the operator asked for spreading, so say so, once.
+fn spread_connections(
+    datapath: &mut Datapath,
+    config: &Config,
+    sockets: &[Vec<std::net::TcpListener>],
+    workers: u32,
+    faults: &Faults,
+) {
+    let policy = config.kernel.spread;
+    let result = if faults.no_reuseport_prog {
+        Err(kernel::KernelError::Spread(
+            "program load disabled by PROXY_TEST_FAULTS".into(),
+        ))
     } else {
-        TcpSocket::new_v6()?
+        datapath
+            .set_spread_policy(policy.policy(), workers)
+            .and_then(|()| {
+                for (slot, (group, l)) in (0u32..).zip(sockets.iter().zip(&config.listener)) {
+                    let addr = group[0].local_addr().unwrap_or(l.address);
+                    datapath.spread_listener(slot, listener_key(addr), group)?;
+                }
+                Ok(())
+            })
     };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(address)?;
-    socket.listen(4096)
+    match result {
+        Ok(()) => {
+            info!(policy = ?policy, workers, "connections spread in the kernel (sk_reuseport)")
+        }
+        Err(e) => warn!(
+            policy = ?policy,
+            "connection spreading unavailable, the kernel's 4-tuple hash spreads connections instead: {e}"
+        ),
+    }
 }
 
 fn write_runtime_info(path: &Path, info: &RuntimeInfo) {

@@ -10,3 +10,4 @@ pub mod defense;
 pub mod http;
 pub mod kernel;
 pub mod upstream;
+pub mod workers;

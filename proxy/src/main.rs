@@ -29,11 +29,7 @@ fn run(args: &proxy::cli::RunArgs) -> anyhow::Result<()> {
         .init();
     let config = proxy::cli::run_config(args)?;
     proxy::daemon::check_not_running(&config.instance)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(proxy::daemon::run(config));
+    let result = proxy::daemon::run(config);
     if let Err(e) = &result {
         tracing::error!("{e:#}");
     }

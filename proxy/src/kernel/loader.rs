@@ -5,14 +5,19 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::os::fd::AsFd;
+
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{Array, HashMap, ReusePortSockArray},
     programs::{
-        SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        SchedClassifier, SkReuseport, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
         tc::{self, NlOptions, TcAttachOptions},
     },
 };
-use proxy_common::{maps, programs};
+use proxy_common::{
+    ListenerKey, MAX_LISTENERS, MAX_WORKERS, SpreadConfig, SpreadPolicy, maps, programs,
+};
 use tracing::{info, warn};
 
 use super::KernelError;
@@ -230,6 +235,129 @@ impl Datapath {
             reason: format!("tc (clsact): {}", chain(&e)),
         })?;
         Ok(AttachedAs::TcClsact)
+    }
+
+    /// Sets the spreading policy (live: the program reads it for every new connection).
+    pub fn set_spread_policy(
+        &mut self,
+        policy: SpreadPolicy,
+        workers: u32,
+    ) -> Result<(), KernelError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::SPREAD_CONFIG)
+            .ok_or(KernelError::Missing {
+                kind: "map",
+                name: maps::SPREAD_CONFIG,
+            })?;
+        let mut config: Array<_, SpreadConfig> =
+            Array::try_from(map).map_err(|source| KernelError::Map {
+                op: "open",
+                map: maps::SPREAD_CONFIG,
+                source,
+            })?;
+        config
+            .set(
+                0,
+                SpreadConfig {
+                    policy: policy as u32,
+                    workers,
+                },
+                0,
+            )
+            .map_err(|source| KernelError::Map {
+                op: "write",
+                map: maps::SPREAD_CONFIG,
+                source,
+            })
+    }
+
+    /// Registers one listener's worker sockets (index = worker) under `slot` and attaches the
+    /// `sk_reuseport` program to their group. The sockets must already be bound with
+    /// SO_REUSEPORT.
+    pub fn spread_listener<S: AsFd + std::os::fd::AsRawFd>(
+        &mut self,
+        slot: u32,
+        key: ListenerKey,
+        sockets: &[S],
+    ) -> Result<(), KernelError> {
+        let fail = |what: String| KernelError::Spread(what);
+        if slot >= MAX_LISTENERS {
+            return Err(fail(format!("more than {MAX_LISTENERS} listeners")));
+        }
+        if sockets.len() > MAX_WORKERS as usize {
+            return Err(fail(format!("more than {MAX_WORKERS} workers")));
+        }
+        {
+            let map = self
+                .ebpf
+                .map_mut(maps::LISTENER_SLOTS)
+                .ok_or(KernelError::Missing {
+                    kind: "map",
+                    name: maps::LISTENER_SLOTS,
+                })?;
+            let mut slots: HashMap<_, ListenerKey, u32> =
+                HashMap::try_from(map).map_err(|source| KernelError::Map {
+                    op: "open",
+                    map: maps::LISTENER_SLOTS,
+                    source,
+                })?;
+            slots
+                .insert(key, slot, 0)
+                .map_err(|source| KernelError::Map {
+                    op: "insert",
+                    map: maps::LISTENER_SLOTS,
+                    source,
+                })?;
+        }
+        {
+            let map = self
+                .ebpf
+                .map_mut(maps::WORKER_SOCKETS)
+                .ok_or(KernelError::Missing {
+                    kind: "map",
+                    name: maps::WORKER_SOCKETS,
+                })?;
+            let mut array: ReusePortSockArray<_> =
+                ReusePortSockArray::try_from(map).map_err(|source| KernelError::Map {
+                    op: "open",
+                    map: maps::WORKER_SOCKETS,
+                    source,
+                })?;
+            for (worker, socket) in sockets.iter().enumerate() {
+                let index =
+                    slot * MAX_WORKERS + u32::try_from(worker).expect("at most MAX_WORKERS");
+                array
+                    .set(index, socket, 0)
+                    .map_err(|source| KernelError::Map {
+                        op: "insert",
+                        map: maps::WORKER_SOCKETS,
+                        source,
+                    })?;
+            }
+        }
+        let name = programs::REUSEPORT_SELECT;
+        let prog: &mut SkReuseport = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing {
+                kind: "sk_reuseport program",
+                name,
+            })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| load_error(name, &e))?;
+        }
+        let first = sockets
+            .first()
+            .ok_or_else(|| fail("a listener without sockets".into()))?;
+        prog.attach(first.as_fd()).map_err(|e| {
+            fail(format!(
+                "attaching {name} to the listener's SO_REUSEPORT group: {}",
+                chain(&e)
+            ))
+        })?;
+        Ok(())
     }
 
     /// Runs the XDP program once on `packet` (BPF_PROG_TEST_RUN) and returns its action.

@@ -2,6 +2,7 @@
 //! pinned maps (`maps`), and the bpffs they are pinned in.
 mod loader;
 mod maps;
+pub mod spread;
 
 use std::{
     ffi::CString,
@@ -71,6 +72,13 @@ pub enum KernelError {
     ProgramLoad { name: &'static str, detail: String },
     #[error("attaching to interface {iface:?} failed: {reason}")]
     Attach { iface: String, reason: String },
+    #[error("mapping {path} into memory failed: {source}")]
+    Mmap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("setting up connection spreading failed: {0}")]
+    Spread(String),
     #[error("running program {name} on a test packet failed: {source}")]
     TestRun {
         name: &'static str,
