@@ -237,10 +237,16 @@ fn spread_connections(
         Ok(()) => {
             info!(policy = ?policy, workers, "connections spread in the kernel (sk_reuseport)")
         }
-        Err(e) => warn!(
-            policy = ?policy,
-            "connection spreading unavailable, the kernel's 4-tuple hash spreads connections instead: {e}"
-        ),
+        Err(e) => {
+            warn!(
+                policy = ?policy,
+                "connection spreading unavailable, the kernel's 4-tuple hash spreads connections instead: {e}"
+            );
+            // `proxy stats` reads the worker count and the policy in effect from here.
+            if let Err(e) = datapath.set_spread_policy(proxy_common::SpreadPolicy::Hash, workers) {
+                warn!("recording the spreading policy for `proxy stats` failed: {e}");
+            }
+        }
     }
 }
 

@@ -66,3 +66,40 @@ pub fn get_in(ns: &str, addr: SocketAddr, path: &str, timeout: Duration) -> std:
     let path = path.to_owned();
     run_in(ns, move || get(addr, &path, timeout))
 }
+
+/// Opens a keep-alive connection from namespace `ns`, completes one `GET /` on it, and returns
+/// it still open (a long-lived, idle client connection).
+pub fn open_keepalive_in(ns: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    run_in(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET / HTTP/1.1\r\nHost: test.example\r\n\r\n")?;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed before the response ended",
+                ));
+            }
+            raw.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&raw);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>())
+                    })
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return Ok(s);
+                }
+            }
+        }
+    })
+}

@@ -12,40 +12,33 @@ use std::{
 
 use proxy_tests::{
     client::{Reply, get_in},
-    netns::Topology,
-    process::{ChildGuard, Output, proxy_bin, run},
-    require_root, unique_id,
+    harness::{self, ORIGIN},
+    process::{ChildGuard, run},
 };
 
 const PORT: u16 = 8080;
-const ORIGIN: &str = "127.0.0.1:9000";
 
-/// One test's world: namespaces, an origin, a config, an instance name; all removed on drop.
+/// The harness world plus this file's config: a listener on the veth address (v4 and v6) and
+/// on the namespace's loopback (for readiness checks the filter does not see).
 struct World {
-    topo: Topology,
-    dir: tempfile::TempDir,
-    instance: String,
+    w: harness::World,
     config: PathBuf,
-    _origin: ChildGuard,
+}
+
+impl std::ops::Deref for World {
+    type Target = harness::World;
+    fn deref(&self) -> &harness::World {
+        &self.w
+    }
 }
 
 impl World {
     fn new(subnet: u8, attach: &str) -> Self {
-        require_root();
-        let topo = Topology::new(subnet);
-        let dir = tempfile::tempdir().unwrap();
-        let instance = format!("e2e-{}", unique_id());
-        let mut origin_cmd = Topology::command_in(&topo.srv_ns, env!("CARGO_BIN_EXE_demo-origin"));
-        origin_cmd.args(["--listen", ORIGIN, "--name", "origin-1"]);
-        let origin = ChildGuard::spawn("origin", origin_cmd, dir.path().join("origin.log"));
-        let config = dir.path().join("proxy.toml");
-        std::fs::write(
-            &config,
-            format!(
+        let w = harness::World::new(subnet, env!("CARGO_BIN_EXE_demo-origin"));
+        let config = w.write_config(
+            "proxy.toml",
+            &format!(
                 r#"
-instance = "{instance}"
-state_file = "{state}"
-
 [kernel]
 attach = "{attach}"
 interfaces = ["{iface}"]
@@ -65,70 +58,17 @@ upstream = "origin"
 [upstream.origin]
 servers = ["{ORIGIN}"]
 "#,
-                state = dir.path().join("state.json").display(),
-                iface = topo.srv_if,
-                v4 = topo.srv_ip,
-                v6 = topo.srv_ip6,
+                iface = w.topo.srv_if,
+                v4 = w.topo.srv_ip,
+                v6 = w.topo.srv_ip6,
             ),
-        )
-        .unwrap();
-        Self {
-            topo,
-            dir,
-            instance,
-            config,
-            _origin: origin,
-        }
-    }
-
-    /// Starts `proxy run` inside the server namespace and waits until it serves (checked over
-    /// the namespace's loopback, which the filter does not see).
-    fn start_proxy(&self, extra: &[&str]) -> ChildGuard {
-        let mut cmd = Topology::command_in(&self.topo.srv_ns, proxy_bin().to_str().unwrap());
-        cmd.args(["run", "--config", self.config.to_str().unwrap()])
-            .args(extra);
-        let log = self.dir.path().join(format!("proxy-{}.log", unique_id()));
-        let mut proxy = ChildGuard::spawn("proxy", cmd, log);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let local: SocketAddr = format!("127.0.0.1:{PORT}").parse().unwrap();
-        loop {
-            if let Ok(r) = get_in(&self.topo.srv_ns, local, "/", Duration::from_millis(500)) {
-                assert_eq!(r.status, 200, "proxy answered {r:?}");
-                return proxy;
-            }
-            assert!(
-                !proxy.exited(),
-                "proxy exited during start:\n{}",
-                proxy.log()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "proxy not serving after 20 s:\n{}",
-                proxy.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `proxy <args> --instance <this instance>`.
-    fn cli(&self, args: &[&str]) -> Output {
-        run(Command::new(proxy_bin())
-            .args(args)
-            .args(["--instance", &self.instance]))
-    }
-
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert_eq!(
-            out.code, 0,
-            "proxy {args:?} failed: {}{}",
-            out.stdout, out.stderr
         );
-        out.stdout
+        Self { w, config }
     }
 
-    fn stats(&self) -> serde_json::Value {
-        serde_json::from_str(&self.cli_ok(&["stats", "--json"])).unwrap()
+    fn start_proxy(&self, extra: &[&str]) -> ChildGuard {
+        let ready: SocketAddr = format!("127.0.0.1:{PORT}").parse().unwrap();
+        self.w.start_proxy(&self.config, extra, &[], ready)
     }
 
     /// A request on a new connection from the client namespace, over IPv4 or IPv6.
@@ -172,13 +112,6 @@ servers = ["{ORIGIN}"]
             &self.topo.srv_if,
         ]));
         out.stdout.contains("xdp")
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(proxy::kernel::pin_dir(&self.instance));
-        let _ = std::fs::remove_file(proxy::daemon::runtime_file(&self.instance));
     }
 }
 
