@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's one entry point for setting up a machine, building, running the
 //! demo and running every test. Each command does its own set-up and is quick when all is there.
+mod bench;
 mod run;
 mod setup;
 mod util;
@@ -34,6 +35,11 @@ enum Command {
     },
     /// Run every test: unit tests, BPF packet tests, end-to-end tests in network namespaces.
     Test,
+    /// Run benchmarks (default: all implemented scenarios) and write docs/benchmarks.md.
+    Bench {
+        /// Scenarios to run: spread.
+        scenarios: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,7 @@ fn main() -> ExitCode {
         Command::Build { release } => setup::setup().and_then(|()| run::build(release)),
         Command::Run { release, duration } => run::demo(release, duration),
         Command::Test => run::test(),
+        Command::Bench { scenarios } => bench::bench(&scenarios),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

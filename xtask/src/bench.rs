@@ -1,0 +1,358 @@
+//! `cargo xtask bench [SCENARIO...]`: benchmarks that compare, in one run, on this machine.
+//!
+//! Implemented scenarios:
+//! - `spread`: per-worker imbalance and short-request latency under a skewed mix of heavy
+//!   keep-alive connections and short connections, for the three spreading policies.
+//!
+//! Every load is bounded in time and stays on 127.0.0.1. Results go to `docs/benchmarks.md`
+//! (a section per scenario) and `docs/benchmarks.json`.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::{
+    run::build,
+    setup::setup,
+    util::{is_root, step, workspace},
+};
+
+const SCENARIOS: [&str; 1] = ["spread"];
+
+pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!(
+            "the benchmarks run the proxy, which loads kernel programs: run `cargo xtask bench` as root"
+        );
+    }
+    let chosen: Vec<&str> = if scenarios.is_empty() {
+        SCENARIOS.to_vec()
+    } else {
+        scenarios.iter().map(String::as_str).collect()
+    };
+    for s in &chosen {
+        if !SCENARIOS.contains(s) {
+            bail!(
+                "unknown scenario {s:?}; implemented: {}",
+                SCENARIOS.join(", ")
+            );
+        }
+    }
+    setup()?;
+    build(true)?;
+    let mut sections = Vec::new();
+    for s in chosen {
+        if s == "spread" {
+            sections.push(step(
+                "bench spread (3 policies x 3 repetitions, about 2 minutes)",
+                spread,
+            )?);
+        }
+    }
+    let machine = machine();
+    let mut md = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench` on {} ({}).\n\n",
+        Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d %H:%M UTC")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default(),
+        machine
+    );
+    let mut json = Vec::new();
+    for (text, data) in sections {
+        md.push_str(&text);
+        json.push(data);
+    }
+    md.push_str(
+        "Numbers from a shared 2-core virtual machine drift between runs: compare figures within one run only, \
+         and claim a difference only when it exceeds about twice the spread.\n",
+    );
+    std::fs::write(workspace().join("docs/benchmarks.md"), md)
+        .context("writing docs/benchmarks.md")?;
+    std::fs::write(
+        workspace().join("docs/benchmarks.json"),
+        format!(
+            "{{\"machine\": {machine:?}, \"scenarios\": [{}]}}\n",
+            json.join(",")
+        ),
+    )
+    .context("writing docs/benchmarks.json")?;
+    eprintln!("==> results written to docs/benchmarks.md and docs/benchmarks.json");
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
+/// Children stopped by PID on drop.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let pid = i32::try_from(c.id()).expect("pid fits");
+            // SAFETY: kill on the PID of a child we started and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        for c in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const ORIGIN: &str = "127.0.0.1:19080";
+const LISTEN: &str = "127.0.0.1:18080";
+const INSTANCE: &str = "bench-spread";
+const WORKERS: u32 = 4;
+const HEAVY: usize = 12;
+const SHORT: usize = 4;
+const RUN: Duration = Duration::from_secs(8);
+
+/// One GET on an open keep-alive connection; reads the whole response.
+fn get(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+struct SpreadRun {
+    imbalance: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    heavy_rps: f64,
+}
+
+fn spread_once(bin: &Path, policy: &str, dir: &Path) -> anyhow::Result<SpreadRun> {
+    let config = dir.join(format!("spread-{policy}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "instance = \"{INSTANCE}\"\nstate_file = \"{}\"\nworkers = {WORKERS}\n[kernel]\nattach = \"none\"\nspread = \"{policy}\"\n[[listener]]\naddress = \"{LISTEN}\"\nupstream = \"o\"\n[upstream.o]\nservers = [\"{ORIGIN}\"]\n",
+            dir.join("state.json").display()
+        ),
+    )?;
+    let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{INSTANCE}"));
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        Command::new(bin.join("demo-origin"))
+            .args(["--listen", ORIGIN])
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the origin")?,
+    );
+    procs.0.push(
+        Command::new(bin.join("proxy"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .context("starting the proxy")?,
+    );
+    let listen: SocketAddr = LISTEN.parse()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&listen, Duration::from_millis(100)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the proxy did not start listening on {LISTEN}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let heavy_done = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    // Heavy: long keep-alive connections issuing requests back to back (CPU on their worker).
+    for _ in 0..HEAVY {
+        let (stop, done) = (stop.clone(), heavy_done.clone());
+        threads.push(std::thread::spawn(move || -> Vec<f64> {
+            let Ok(mut s) = TcpStream::connect(listen) else {
+                return Vec::new();
+            };
+            let mut buf = Vec::new();
+            while !stop.load(Ordering::Relaxed) && get(&mut s, &mut buf).is_ok() {
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Vec::new()
+        }));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Short: a new connection per request; their latency is what a skewed worker hurts.
+    for _ in 0..SHORT {
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || -> Vec<f64> {
+            let mut lat = Vec::new();
+            let mut buf = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if let Ok(mut s) = TcpStream::connect(listen)
+                    && get(&mut s, &mut buf).is_ok()
+                {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            lat
+        }));
+    }
+    // Sample the per-worker connection counts.
+    let started = Instant::now();
+    let mut ratios = Vec::new();
+    while started.elapsed() < RUN {
+        std::thread::sleep(Duration::from_millis(250));
+        let out = Command::new(bin.join("proxy"))
+            .args(["stats", "--json", "--instance", INSTANCE])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let counts: Vec<f64> = text
+            .split("\"connections\":")
+            .skip(1)
+            .filter_map(|s| {
+                s.trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let total: f64 = counts.iter().sum();
+        if counts.len() == WORKERS as usize && total > 0.0 {
+            let max = counts.iter().copied().fold(0.0, f64::max);
+            ratios.push(max / (total / counts.len() as f64));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in threads {
+        latencies.extend(t.join().unwrap_or_default());
+    }
+    let heavy = heavy_done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    drop(procs);
+    let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{INSTANCE}"));
+    latencies.sort_by(f64::total_cmp);
+    ratios.sort_by(f64::total_cmp);
+    Ok(SpreadRun {
+        imbalance: percentile(&ratios, 0.5),
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        heavy_rps: heavy,
+    })
+}
+
+fn median_range(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 0.5), v[0], v[v.len() - 1])
+}
+
+fn spread() -> anyhow::Result<(String, String)> {
+    let bin = workspace().join("target/release");
+    let dir = tempdir()?;
+    let policies = ["hash", "least-loaded", "p2c"];
+    let mut runs: Vec<Vec<SpreadRun>> = policies.iter().map(|_| Vec::new()).collect();
+    for rep in 0..3 {
+        for (i, policy) in policies.iter().enumerate() {
+            let r = spread_once(&bin, policy, &dir)?;
+            eprintln!(
+                "    rep {} {policy:<13} imbalance {:.2}  short p50 {:.2} ms  p99 {:.2} ms  heavy {:.0} req/s",
+                rep + 1,
+                r.imbalance,
+                r.p50_ms,
+                r.p99_ms,
+                r.heavy_rps
+            );
+            runs[i].push(r);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut md = format!(
+        "## spread: connection spreading policies\n\n\
+         {WORKERS} workers behind one listener on 127.0.0.1, `attach = \"none\"`; the demo origin behind it. Load for {} s per run: \
+         {HEAVY} heavy keep-alive connections issuing requests back to back, and {SHORT} loops of short connections (one request each). \
+         Imbalance = max/mean of the workers' open connections, sampled every 250 ms (median of the samples). \
+         Latency is that of the short requests. Policies interleaved, 3 repetitions; median (min..max).\n\n\
+         | policy | imbalance (max/mean) | short p50 ms | short p99 ms | heavy req/s |\n|---|---|---|---|---|\n",
+        RUN.as_secs()
+    );
+    let mut json = Vec::new();
+    for (policy, rs) in policies.iter().zip(&runs) {
+        let f = |get: fn(&SpreadRun) -> f64| median_range(&rs.iter().map(get).collect::<Vec<_>>());
+        let (im, im_lo, im_hi) = f(|r| r.imbalance);
+        let (p50, p50_lo, p50_hi) = f(|r| r.p50_ms);
+        let (p99, p99_lo, p99_hi) = f(|r| r.p99_ms);
+        let (rps, rps_lo, rps_hi) = f(|r| r.heavy_rps);
+        md.push_str(&format!(
+            "| {policy} | {im:.2} ({im_lo:.2}..{im_hi:.2}) | {p50:.2} ({p50_lo:.2}..{p50_hi:.2}) | {p99:.2} ({p99_lo:.2}..{p99_hi:.2}) | {rps:.0} ({rps_lo:.0}..{rps_hi:.0}) |\n"
+        ));
+        json.push(format!(
+            "{{\"policy\": \"{policy}\", \"imbalance\": {im:.3}, \"short_p50_ms\": {p50:.3}, \"short_p99_ms\": {p99:.3}, \"heavy_rps\": {rps:.0}}}"
+        ));
+    }
+    md.push('\n');
+    Ok((
+        md,
+        format!(
+            "{{\"scenario\": \"spread\", \"results\": [{}]}}",
+            json.join(", ")
+        ),
+    ))
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("proxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
