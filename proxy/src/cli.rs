@@ -48,6 +48,17 @@ pub enum Command {
         #[command(subcommand)]
         action: AllowlistAction,
     },
+    /// Re-read the config of a running instance (same as SIGHUP); prints whether it was
+    /// applied or why it was rejected (the running config then stays).
+    Reload {
+        /// Instance name.
+        #[arg(long, default_value = "default", env = "PROXY_INSTANCE")]
+        instance: String,
+    },
+    /// Hash a password for `[route.auth] type = "basic"` (reads it from stdin).
+    HashPassword,
+    /// Hash a bearer token for `[route.auth] type = "bearer"` (reads it from stdin).
+    HashToken,
     /// Show the kernel packet counters of an instance.
     Stats {
         #[command(flatten)]
@@ -165,7 +176,79 @@ pub fn manage(command: Command) -> anyhow::Result<()> {
         Command::Blocklist { target, action } => blocklist(&target, action),
         Command::Allowlist { target, action } => allowlist(&target, action),
         Command::Stats { target, json } => stats(&target, json),
+        Command::Reload { instance } => reload(&instance),
+        Command::HashPassword => {
+            let secret = read_secret()?;
+            println!(
+                "{}",
+                crate::http::access::hash_password(&secret).map_err(anyhow::Error::msg)?
+            );
+            Ok(())
+        }
+        Command::HashToken => {
+            println!("{}", crate::http::access::token_digest(&read_secret()?));
+            Ok(())
+        }
     }
+}
+
+/// One line from stdin, without its line end; empty is an error.
+fn read_secret() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the secret from stdin")?;
+    let secret = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "no secret on stdin: pipe it in, e.g. `printf %s 's3cret' | proxy hash-password`"
+    );
+    Ok(secret)
+}
+
+/// Sends SIGHUP to the running instance and waits for its verdict.
+fn reload(instance: &str) -> anyhow::Result<()> {
+    validate_instance(instance).map_err(anyhow::Error::msg)?;
+    let runtime = daemon::runtime_file(instance);
+    let info: daemon::RuntimeInfo = std::fs::read_to_string(&runtime)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .with_context(|| {
+            format!(
+                "instance {instance:?} is not running ({} is missing)",
+                runtime.display()
+            )
+        })?;
+    let alive = std::fs::read_to_string(format!("/proc/{}/comm", info.pid))
+        .is_ok_and(|c| c.trim() == "proxy");
+    anyhow::ensure!(
+        alive,
+        "instance {instance:?} is not running (pid {} is gone)",
+        info.pid
+    );
+    let result_file = daemon::reload_result_file(instance);
+    let read = || -> Option<daemon::ReloadResult> {
+        serde_json::from_str(&std::fs::read_to_string(&result_file).ok()?).ok()
+    };
+    let before = read().map_or(0, |r| r.serial);
+    let pid = i32::try_from(info.pid).context("pid out of range")?;
+    // SAFETY: kill(2) with a PID read from the instance's runtime file, checked to be a proxy.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        anyhow::bail!(
+            "cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Some(r) = read().filter(|r| r.serial > before) {
+            anyhow::ensure!(r.ok, "{}", r.message);
+            println!("{}", r.message);
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("instance {instance:?} did not report a reload result within 15 s")
 }
 
 /// Opens the pinned maps of the target instance, with the checks that give clear errors.

@@ -9,14 +9,19 @@ use serde::{Deserialize, Serialize};
 use tokio::{signal::unix::SignalKind, sync::watch};
 use tracing::{error, info, warn};
 
+use arc_swap::ArcSwap;
+
 use crate::{
     config::{AttachMode, Config},
     defense::{ListStore, state::StateFile},
+    http::server::ListenerCtx,
     kernel::{
         self, Datapath, KernelMaps,
         spread::{LoadTable, WorkerLoadHandle, listener_key},
     },
-    upstream::Pool,
+    runtime::{self, Generation, Shared},
+    tls,
+    upstream::{HealthBoard, health},
     workers,
 };
 
@@ -71,7 +76,7 @@ impl Faults {
 }
 
 /// Runs the proxy until SIGINT or SIGTERM.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     kernel::require_root()?;
     kernel::ensure_bpffs()?;
     let faults = Faults::from_env();
@@ -122,10 +127,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .map(|_| workers::reuseport_socket(l.address))
             .collect::<std::io::Result<Vec<_>>>()
             .with_context(|| format!("listener[{i}]: cannot listen on {}", l.address))?;
-        info!(address = %l.address, upstream = l.upstream, workers, "listening");
+        info!(address = %l.address, tls = l.tls.is_some(), workers, "listening");
         sockets.push(group);
     }
     spread_connections(&mut datapath, &config, &sockets, workers, &faults);
+
+    // The first config generation (reading certificates, building pools) and its TLS.
+    let board = Arc::new(HealthBoard::default());
+    let config = Arc::new(config);
+    let generation = runtime::build(1, config.clone(), &board)?;
+    let tls = runtime::build_tls(&config.listener)?;
+    let shared = Arc::new(Shared {
+        generation: ArcSwap::from_pointee(generation),
+        tls: ArcSwap::from_pointee(tls),
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let deny = if attach == AttachMode::None {
@@ -133,16 +148,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let pools: Vec<Arc<Pool>> = config
+    let lctxs: Vec<Arc<ListenerCtx>> = config
         .listener
         .iter()
-        .map(|l| Arc::new(Pool::new(&l.upstream, &config.upstream[&l.upstream])))
+        .enumerate()
+        .map(|(index, l)| {
+            Arc::new(ListenerCtx {
+                index,
+                proxy_protocol: l.proxy_protocol,
+                h2c: l.h2c,
+                tls: l.tls.is_some(),
+                deny: deny.clone(),
+            })
+        })
         .collect();
-    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<Pool>)>> =
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<ListenerCtx>)>> =
         (0..workers).map(|_| Vec::new()).collect();
-    for (group, pool) in sockets.into_iter().zip(&pools) {
+    for (group, lctx) in sockets.into_iter().zip(&lctxs) {
         for (w, socket) in group.into_iter().enumerate() {
-            per_worker[w].push((socket, pool.clone()));
+            per_worker[w].push((socket, lctx.clone()));
         }
     }
     let mut threads = Vec::new();
@@ -150,16 +174,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let plan = workers::WorkerPlan {
             index: w,
             listeners,
+            shared: shared.clone(),
             load: WorkerLoadHandle::new(load.clone(), w),
             stop_after: faults
                 .stop_worker
                 .filter(|(fw, _)| *fw == w)
                 .map(|(_, after)| after),
         };
-        threads.push(
-            workers::spawn(plan, deny.clone(), stop_rx.clone())
-                .context("starting a worker thread")?,
-        );
+        threads.push(workers::spawn(plan, stop_rx.clone()).context("starting a worker thread")?);
     }
 
     write_runtime_info(
@@ -172,7 +194,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     info!(instance, workers, "proxy ready");
 
-    // The control runtime: signals and the sweep. The request path runs on the workers.
+    // The control runtime: signals, reloads, health checks, certificate watch, the sweep.
+    // The request path runs on the workers.
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -183,14 +206,35 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             config.kernel.sweep_interval,
             stop_rx.clone(),
         ));
+        let mut checks = start_health_checks(&shared.generation.load());
+        let watcher = tokio::spawn(watch_certificates(shared.clone(), stop_rx.clone()));
         let mut term = tokio::signal::unix::signal(SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
-            _ = term.recv() => info!("SIGTERM: stopping"),
+        let mut hup = tokio::signal::unix::signal(SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
+                _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+                _ = hup.recv() => {
+                    info!(config = %config_path.display(), "SIGHUP: reloading the config");
+                    let outcome = reload(&shared, &board, &config_path);
+                    match &outcome {
+                        Ok(id) => {
+                            let _ = checks.send(true);
+                            checks = start_health_checks(&shared.generation.load());
+                            info!(generation = id, "config reloaded");
+                        }
+                        Err(e) => error!("reload rejected, the running config stays: {e}"),
+                    }
+                    write_reload_result(&instance, &outcome);
+                }
+            }
         }
         let _ = stop_tx.send(true);
+        let _ = checks.send(true);
         let _ = sweeper.await;
+        let _ = watcher.await;
         anyhow::Ok(())
     })?;
     for t in threads {
@@ -206,6 +250,116 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     drop(datapath);
     info!("stopped; the pinned maps and the state file keep the lists");
     Ok(())
+}
+
+/// Starts the active health checks of a generation; sending `true` stops them.
+fn start_health_checks(generation: &Generation) -> watch::Sender<bool> {
+    let (tx, rx) = watch::channel(false);
+    for up in generation.upstreams.values() {
+        if up.health.is_some() {
+            tokio::spawn(health::run_checks(up.clone(), rx.clone()));
+        }
+    }
+    tx
+}
+
+/// Loads, validates and builds a new generation, then swaps it in. Any error leaves the
+/// running generation in place.
+fn reload(shared: &Shared, board: &HealthBoard, path: &Path) -> Result<u64, String> {
+    let new = Config::load(path).map_err(|e| e.to_string())?;
+    let current = shared.generation.load();
+    runtime::listeners_compatible(&current.config, &new)?;
+    let tls = runtime::build_tls(&new.listener).map_err(|e| e.to_string())?;
+    let id = current.id + 1;
+    let generation = runtime::build(id, Arc::new(new), board).map_err(|e| e.to_string())?;
+    shared.tls.store(Arc::new(tls));
+    shared.generation.store(Arc::new(generation));
+    Ok(id)
+}
+
+/// The outcome of the last reload, for `proxy reload`: `<RUNTIME_DIR>/<instance>.reload.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReloadResult {
+    /// Increases with every SIGHUP handled.
+    pub serial: u64,
+    pub ok: bool,
+    pub generation: Option<u64>,
+    pub message: String,
+}
+
+#[must_use]
+pub fn reload_result_file(instance: &str) -> PathBuf {
+    Path::new(RUNTIME_DIR).join(format!("{instance}.reload.json"))
+}
+
+fn write_reload_result(instance: &str, outcome: &Result<u64, String>) {
+    let path = reload_result_file(instance);
+    let serial = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<ReloadResult>(&t).ok())
+        .map_or(1, |r| r.serial + 1);
+    let result = match outcome {
+        Ok(id) => ReloadResult {
+            serial,
+            ok: true,
+            generation: Some(*id),
+            message: format!("config reloaded (generation {id})"),
+        },
+        Err(e) => ReloadResult {
+            serial,
+            ok: false,
+            generation: None,
+            message: format!("reload rejected, the running config stays: {e}"),
+        },
+    };
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::write(&tmp, serde_json::to_vec(&result).expect("serializes"))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        warn!(path = %path.display(), "cannot write the reload result: {e}");
+    }
+}
+
+/// Rebuilds the TLS configs when a certificate or key file changes (new handshakes use the
+/// new files; open connections keep theirs).
+async fn watch_certificates(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let stamp = |config: &Config| -> Vec<Option<std::time::SystemTime>> {
+        config
+            .listener
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(tls::files)
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect()
+    };
+    let mut seen = (
+        shared.generation.load().id,
+        stamp(&shared.generation.load().config),
+    );
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let generation = shared.generation.load_full();
+        let now = (generation.id, stamp(&generation.config));
+        if now.0 != seen.0 {
+            seen = now; // a reload rebuilt the TLS configs already
+            continue;
+        }
+        if now.1 != seen.1 {
+            match runtime::build_tls(&generation.config.listener) {
+                Ok(tls) => {
+                    shared.tls.store(Arc::new(tls));
+                    info!("certificate files changed: TLS reloaded");
+                    seen = now;
+                }
+                // Files may be half-written; try again on the next tick.
+                Err(e) => warn!("certificate files changed but cannot be loaded yet: {e}"),
+            }
+        }
+    }
 }
 
 /// Attaches the sk_reuseport program to every listener group. If that is not possible the

@@ -9,5 +9,8 @@ pub mod daemon;
 pub mod defense;
 pub mod http;
 pub mod kernel;
+pub mod proxy_protocol;
+pub mod runtime;
+pub mod tls;
 pub mod upstream;
 pub mod workers;

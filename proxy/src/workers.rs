@@ -8,9 +8,13 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::{
-    http::{forward::Forwarder, server},
-    kernel::{KernelMaps, spread::WorkerLoadHandle},
-    upstream::Pool,
+    http::{
+        proxy::WorkerCtx,
+        server::{self, ListenerCtx},
+    },
+    kernel::spread::WorkerLoadHandle,
+    runtime::Shared,
+    upstream::client::ClientPool,
 };
 
 /// A listening socket for one worker: SO_REUSEPORT is set before bind, so every worker's socket
@@ -26,10 +30,11 @@ pub fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListen
     Ok(socket.into())
 }
 
-/// What one worker serves: its socket of each listener, and the pool each forwards to.
+/// What one worker serves: its socket of each listener.
 pub struct WorkerPlan {
     pub index: u32,
-    pub listeners: Vec<(std::net::TcpListener, Arc<Pool>)>,
+    pub listeners: Vec<(std::net::TcpListener, Arc<ListenerCtx>)>,
+    pub shared: Arc<Shared>,
     pub load: WorkerLoadHandle,
     /// Test fault: the worker stops by itself after this long.
     pub stop_after: Option<Duration>,
@@ -37,14 +42,10 @@ pub struct WorkerPlan {
 
 /// Starts a worker thread. It marks itself alive once serving and dead before its sockets
 /// close (on stop, on error, and when unwinding from a panic).
-pub fn spawn(
-    plan: WorkerPlan,
-    deny: Option<Arc<KernelMaps>>,
-    stop: watch::Receiver<bool>,
-) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(plan: WorkerPlan, stop: watch::Receiver<bool>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("proxy-worker-{}", plan.index))
-        .spawn(move || worker_main(plan, deny, stop))
+        .spawn(move || worker_main(plan, stop))
 }
 
 /// Marks the worker dead when dropped, so the kernel stops picking it even if the thread
@@ -57,11 +58,7 @@ impl Drop for AliveGuard {
     }
 }
 
-fn worker_main(
-    plan: WorkerPlan,
-    deny: Option<Arc<KernelMaps>>,
-    mut global_stop: watch::Receiver<bool>,
-) {
+fn worker_main(plan: WorkerPlan, mut global_stop: watch::Receiver<bool>) {
     let index = plan.index;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -95,8 +92,13 @@ fn worker_main(
             load.set_alive(false);
             let _ = stop_tx.send(true);
         });
+        let wctx = Arc::new(WorkerCtx {
+            shared: plan.shared.clone(),
+            pool: Arc::new(ClientPool::default()),
+            load: plan.load.clone(),
+        });
         let mut tasks = Vec::new();
-        for (listener, pool) in plan.listeners {
+        for (listener, lctx) in plan.listeners {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -104,8 +106,7 @@ fn worker_main(
                     return;
                 }
             };
-            let forwarder = Arc::new(Forwarder::new(pool));
-            tasks.push(tokio::spawn(server::serve(listener, forwarder, deny.clone(), stop_rx.clone(), plan.load.clone())));
+            tasks.push(tokio::spawn(server::serve(listener, lctx, wctx.clone(), stop_rx.clone())));
         }
         plan.load.set_alive(true);
         for t in tasks {

@@ -43,6 +43,35 @@ impl World {
         }
     }
 
+    /// Starts another origin in the server namespace (killed on drop of the guard).
+    pub fn spawn_origin(
+        &self,
+        origin_bin: &str,
+        listen: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> ChildGuard {
+        let mut cmd = Topology::command_in(&self.topo.srv_ns, origin_bin);
+        cmd.args(["--listen", listen, "--name", name]).args(extra);
+        let guard = ChildGuard::spawn(name, cmd, self.dir.path().join(format!("{name}.log")));
+        // Wait until it accepts connections.
+        let addr: SocketAddr = listen.parse().expect("origin address");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::netns::run_in(&self.topo.srv_ns, move || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        })
+        .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "origin {name} did not start:\n{}",
+                guard.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        guard
+    }
+
     /// Writes a config file: `instance` and `state_file` for this world, then `body`.
     pub fn write_config(&self, name: &str, body: &str) -> PathBuf {
         let path = self.dir.path().join(name);

@@ -3,6 +3,7 @@
 //! HTTP client that runs inside a namespace.
 pub mod client;
 pub mod harness;
+pub mod http;
 pub mod netns;
 pub mod packet;
 pub mod process;

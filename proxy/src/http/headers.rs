@@ -84,3 +84,357 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 198.51.100.9, 2001:db8::1");
     }
 }
+
+// ---------------------------------------------------------------- header rules with variables
+
+use crate::{config::HeaderOps, defense::Cidr};
+
+/// Values a header rule may use.
+pub struct Vars<'a> {
+    pub client_ip: IpAddr,
+    pub host: &'a str,
+    pub scheme: &'a str,
+    pub request_id: &'a str,
+}
+
+#[derive(Debug, Clone)]
+enum Piece {
+    Text(String),
+    ClientIp,
+    Host,
+    Scheme,
+    RequestId,
+}
+
+/// A header value with `$variables`, parsed once at config load.
+#[derive(Debug, Clone)]
+pub struct Template(Vec<Piece>);
+
+impl Template {
+    /// Parses `$client_ip`, `$host`, `$scheme`, `$request_id`; `$$` is a literal `$`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(format!("value {text:?} contains CR, LF or NUL"));
+        }
+        if HeaderValue::from_str(&text.replace('$', "")).is_err() {
+            return Err(format!("value {text:?} is not a valid header value"));
+        }
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while let Some(pos) = rest.find('$') {
+            if pos > 0 {
+                pieces.push(Piece::Text(rest[..pos].to_owned()));
+            }
+            let after = &rest[pos + 1..];
+            if let Some(r) = after.strip_prefix('$') {
+                pieces.push(Piece::Text("$".into()));
+                rest = r;
+                continue;
+            }
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            pieces.push(match &after[..end] {
+                "client_ip" => Piece::ClientIp,
+                "host" => Piece::Host,
+                "scheme" => Piece::Scheme,
+                "request_id" => Piece::RequestId,
+                other => {
+                    return Err(format!(
+                        "unknown variable ${other} in {text:?} (known: $client_ip, $host, $scheme, $request_id; $$ for a dollar)"
+                    ));
+                }
+            });
+            rest = &after[end..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Ok(Self(pieces))
+    }
+
+    /// The value for one request; `None` if a variable made it invalid (never CR/LF/NUL).
+    #[must_use]
+    pub fn render(&self, vars: &Vars<'_>) -> Option<HeaderValue> {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::ClientIp => out.push_str(&vars.client_ip.to_string()),
+                Piece::Host => out.push_str(vars.host),
+                Piece::Scheme => out.push_str(vars.scheme),
+                Piece::RequestId => out.push_str(vars.request_id),
+            }
+        }
+        HeaderValue::from_str(&out).ok()
+    }
+}
+
+/// `set` / `add` / `remove` rules, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledOps {
+    set: Vec<(HeaderName, Template)>,
+    add: Vec<(HeaderName, Template)>,
+    remove: Vec<HeaderName>,
+}
+
+fn header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))
+}
+
+/// Checks the rules of a config section.
+pub fn validate_ops(ops: &HeaderOps) -> Result<(), String> {
+    CompiledOps::compile(ops).map(|_| ())
+}
+
+impl CompiledOps {
+    pub fn compile(ops: &HeaderOps) -> Result<Self, String> {
+        let pairs = |m: &std::collections::BTreeMap<String, String>| -> Result<Vec<(HeaderName, Template)>, String> {
+            m.iter().map(|(k, v)| Ok((header_name(k)?, Template::parse(v)?))).collect()
+        };
+        Ok(Self {
+            set: pairs(&ops.set)?,
+            add: pairs(&ops.add)?,
+            remove: ops
+                .remove
+                .iter()
+                .map(|n| header_name(n))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Applies remove, then set, then add.
+    pub fn apply(&self, headers: &mut HeaderMap, vars: &Vars<'_>) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, t) in &self.set {
+            if let Some(v) = t.render(vars) {
+                headers.insert(name.clone(), v);
+            }
+        }
+        for (name, t) in &self.add {
+            if let Some(v) = t.render(vars) {
+                headers.append(name.clone(), v);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- forwarding headers
+
+fn trusted(ip: IpAddr, list: &[Cidr]) -> bool {
+    list.iter().any(|c| c.contains(ip))
+}
+
+/// The real client address: the peer, unless the peer is a trusted proxy, in which case the
+/// nearest `X-Forwarded-For` address that is not trusted.
+#[must_use]
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[Cidr]) -> IpAddr {
+    if !trusted(peer, trusted_proxies) {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    while let Some(ip) = chain.pop() {
+        if !trusted(ip, trusted_proxies) {
+            return ip;
+        }
+    }
+    peer
+}
+
+/// What the forwarding headers say about one request.
+pub struct Forwarding<'a> {
+    /// The TCP peer (after the PROXY protocol).
+    pub peer: IpAddr,
+    pub scheme: &'a str,
+    pub host: &'a str,
+    /// "1.0", "1.1" or "2".
+    pub version: &'a str,
+    pub via_name: &'a str,
+    pub request_id: &'a str,
+    pub trusted_proxies: &'a [Cidr],
+}
+
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("\"[{a}]\""),
+    }
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host, RFC 7239 `Forwarded`, `Via` and `X-Request-Id`. Values
+/// that arrived from a peer that is not a trusted proxy are dropped first (they are spoofable).
+pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    if !trusted(f.peer, f.trusted_proxies) {
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+        ] {
+            headers.remove(name);
+        }
+    }
+    append_forwarded_for(headers, f.peer);
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_str(f.scheme).expect("http or https"),
+        );
+    }
+    if !headers.contains_key("x-forwarded-host")
+        && let Ok(v) = HeaderValue::from_str(f.host)
+    {
+        headers.insert("x-forwarded-host", v);
+    }
+    let mut element = format!("for={};proto={}", forwarded_node(f.peer), f.scheme);
+    if !f.host.is_empty()
+        && f.host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
+    {
+        element.push_str(";host=");
+        element.push_str(f.host);
+    }
+    append_list(headers, "forwarded", &element);
+    append_list(headers, "via", &format!("{} {}", f.version, f.via_name));
+    if !headers.contains_key("x-request-id")
+        && let Ok(v) = HeaderValue::from_str(f.request_id)
+    {
+        headers.insert("x-request-id", v);
+    }
+}
+
+/// Appends `item` to a comma-separated list header (one header line).
+pub fn append_list(headers: &mut HeaderMap, name: &'static str, item: &str) {
+    let prior: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if prior.is_empty() {
+        item.to_owned()
+    } else {
+        format!("{}, {item}", prior.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+
+    fn vars() -> Vars<'static> {
+        Vars {
+            client_ip: "192.0.2.9".parse().unwrap(),
+            host: "a.test",
+            scheme: "https",
+            request_id: "r1",
+        }
+    }
+
+    #[test]
+    fn templates_render_variables() {
+        let t = Template::parse("ip=$client_ip host=$host $scheme $request_id $$5").unwrap();
+        assert_eq!(
+            t.render(&vars()).unwrap(),
+            "ip=192.0.2.9 host=a.test https r1 $5"
+        );
+        assert!(
+            Template::parse("$nope")
+                .unwrap_err()
+                .contains("unknown variable $nope")
+        );
+        assert!(
+            Template::parse("a\r\nInjected: 1")
+                .unwrap_err()
+                .contains("CR, LF or NUL")
+        );
+        assert!(Template::parse("a\0b").is_err());
+    }
+
+    #[test]
+    fn ops_apply_in_order() {
+        let ops = HeaderOps {
+            set: [("x-env".to_owned(), "prod".to_owned())].into(),
+            add: [("x-client".to_owned(), "$client_ip".to_owned())].into(),
+            remove: vec!["x-debug".into()],
+        };
+        let c = CompiledOps::compile(&ops).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-debug", HeaderValue::from_static("1"));
+        h.insert("x-env", HeaderValue::from_static("dev"));
+        c.apply(&mut h, &vars());
+        assert!(!h.contains_key("x-debug"));
+        assert_eq!(h["x-env"], "prod");
+        assert_eq!(h["x-client"], "192.0.2.9");
+        let bad = HeaderOps {
+            set: [("bad name".to_owned(), "x".to_owned())].into(),
+            ..HeaderOps::default()
+        };
+        assert!(
+            validate_ops(&bad)
+                .unwrap_err()
+                .contains("not a valid header name")
+        );
+    }
+
+    #[test]
+    fn client_ip_trusts_only_listed_proxies() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.5, 10.1.1.1"),
+        );
+        assert_eq!(
+            client_ip("10.2.2.2".parse().unwrap(), &h, &trusted),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip("198.51.100.1".parse().unwrap(), &h, &trusted),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn forwarding_headers_drop_spoofed_values() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        let f = Forwarding {
+            peer: "2001:db8::7".parse().unwrap(),
+            scheme: "http",
+            host: "a.test",
+            version: "1.1",
+            via_name: "proxy",
+            request_id: "abc",
+            trusted_proxies: &[],
+        };
+        set_forwarding(&mut h, &f);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::7]\";proto=http;host=a.test"
+        );
+        assert_eq!(h["via"], "1.1 proxy");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "a.test");
+        assert_eq!(h["x-request-id"], "abc");
+    }
+}

@@ -1,36 +1,111 @@
-//! Accepting client connections on a listener and serving HTTP/1.1 on them.
-use std::{sync::Arc, time::Duration};
+//! Accepting client connections on a listener: the PROXY header when expected, TLS when
+//! configured, then HTTP/1.1 or HTTP/2 (ALPN over TLS, prior knowledge on plain listeners).
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use hyper::{server::conn::http1, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
 use tokio::{
-    net::TcpListener,
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
 };
 use tracing::{debug, warn};
 
-use super::forward::Forwarder;
-use crate::kernel::{KernelMaps, monotonic_now_ns, spread::WorkerLoadHandle};
+use super::proxy::{ConnInfo, WorkerCtx, handle};
+use crate::{
+    kernel::{KernelMaps, monotonic_now_ns},
+    proxy_protocol::{self, ProxyHeader},
+    upstream::health::now_ms,
+};
 
-/// How long a client may take to send its request headers (slowloris bound).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long in-flight requests may run on after a stop signal.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a stop signal, how long connections already steered to this socket are still
 /// accepted before it closes (the worker is marked dead first, so no new ones arrive).
 const ACCEPT_GRACE: Duration = Duration::from_millis(50);
 
-/// Serves `listener` until `shutdown` turns true, then drains open connections. `load` counts
-/// this worker's connections and requests for the `sk_reuseport` program.
-///
-/// `deny` is set when no kernel program filters the traffic (attach mode `none`): each new
-/// connection's source is then checked against the same maps the kernel would use.
+/// One listener as a worker serves it.
+pub struct ListenerCtx {
+    pub index: usize,
+    pub proxy_protocol: bool,
+    pub h2c: bool,
+    pub tls: bool,
+    /// Set when no kernel program filters the traffic (attach mode `none`): each new
+    /// connection's source is then checked against the same maps the kernel would use.
+    pub deny: Option<Arc<KernelMaps>>,
+}
+
+/// A stream that notes the time of its last read or write, for the idle timeout.
+struct Activity<S> {
+    inner: S,
+    last: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Serves `listener` until `shutdown` turns true, then drains open connections.
 pub async fn serve(
     listener: TcpListener,
-    forwarder: Arc<Forwarder>,
-    deny: Option<Arc<KernelMaps>>,
+    lctx: Arc<ListenerCtx>,
+    wctx: Arc<WorkerCtx>,
     mut shutdown: watch::Receiver<bool>,
-    load: WorkerLoadHandle,
 ) {
     let local = listener.local_addr().ok();
     // Every connection task holds a clone of `open_tx`; when all are gone, `open_rx` closes.
@@ -60,12 +135,11 @@ pub async fn serve(
             }
         };
         // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; use the plain form.
-        let peer = std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        if let Some(maps) = &deny {
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        if let Some(maps) = &lctx.deny {
             match maps.is_denied(peer.ip(), monotonic_now_ns()) {
                 Ok(true) => {
                     debug!(%peer, "connection refused: source is on the blocklist");
-                    drop(stream);
                     continue;
                 }
                 Ok(false) => {}
@@ -73,55 +147,150 @@ pub async fn serve(
             }
         }
         let _ = stream.set_nodelay(true);
-        let connection_guard = load.connection();
-        let forwarder = forwarder.clone();
-        let request_load = load.clone();
-        let service = service_fn(move |req| {
-            let forwarder = forwarder.clone();
-            let in_flight = request_load.request();
-            async move {
-                let response = forwarder.forward(req, peer).await;
-                drop(in_flight);
-                response
-            }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let mut stop = shutdown.clone();
-        let open = open_tx.clone();
-        tokio::spawn(async move {
-            let _open = open;
-            let _counted = connection_guard;
-            let mut conn = std::pin::pin!(conn);
-            // Accepted during the stop grace: serve one request, then close.
-            if *stop.borrow_and_update() {
-                conn.as_mut().graceful_shutdown();
-            }
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    // Finish the request in flight, then close (keep-alive ends here).
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%peer, "connection ended with an error: {e}");
-            }
-        });
+        let local = stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let task = connection(
+            stream,
+            peer,
+            local,
+            lctx.clone(),
+            wctx.clone(),
+            shutdown.clone(),
+            open_tx.clone(),
+        );
+        tokio::spawn(task);
     }
     drop(listener);
     drop(open_tx);
-    if tokio::time::timeout(DRAIN_TIMEOUT, open_rx.recv())
-        .await
-        .is_err()
-    {
+    let drain = wctx.shared.generation.load().config.server.drain_timeout;
+    if tokio::time::timeout(drain, open_rx.recv()).await.is_err() {
         warn!(
             ?local,
-            "connections still open after {DRAIN_TIMEOUT:?}; closing them"
+            "connections still open after {drain:?}; closing them"
         );
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    lctx: Arc<ListenerCtx>,
+    wctx: Arc<WorkerCtx>,
+    stop: watch::Receiver<bool>,
+    open: mpsc::Sender<()>,
+) {
+    let _open = open;
+    let _counted = wctx.load.connection();
+    let server = wctx.shared.generation.load().config.server.clone();
+    let (peer, local) = if lctx.proxy_protocol {
+        match tokio::time::timeout(
+            server.header_read_timeout,
+            proxy_protocol::read_header(&mut stream),
+        )
+        .await
+        {
+            Ok(Ok(ProxyHeader::Proxied {
+                source,
+                destination,
+            })) => (source, destination),
+            Ok(Ok(ProxyHeader::Local)) => (peer, local),
+            Ok(Err(e)) => {
+                debug!(%peer, "bad PROXY protocol header: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "no PROXY protocol header in time");
+                return;
+            }
+        }
+    } else {
+        (peer, local)
+    };
+    let info = Arc::new(ConnInfo {
+        listener: lctx.index,
+        peer,
+        local,
+        tls: lctx.tls,
+    });
+    if lctx.tls {
+        let Some(config) = wctx.shared.tls.load().get(lctx.index).cloned().flatten() else {
+            warn!(listener = lctx.index, "no TLS config for a TLS listener");
+            return;
+        };
+        let accepted = tokio::time::timeout(
+            server.tls_handshake_timeout,
+            tokio_rustls::TlsAcceptor::from(config).accept(stream),
+        )
+        .await;
+        match accepted {
+            Ok(Ok(tls)) => serve_http(tls, info, &lctx, wctx, stop, &server).await,
+            Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
+            Err(_) => debug!(%peer, "TLS handshake timed out"),
+        }
+    } else {
+        serve_http(stream, info, &lctx, wctx, stop, &server).await;
+    }
+}
+
+async fn serve_http<S>(
+    io: S,
+    info: Arc<ConnInfo>,
+    lctx: &ListenerCtx,
+    wctx: Arc<WorkerCtx>,
+    mut stop: watch::Receiver<bool>,
+    server: &crate::config::ServerConfig,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let last = Arc::new(AtomicU64::new(now_ms()));
+    let io = TokioIo::new(Activity {
+        inner: io,
+        last: last.clone(),
+    });
+    let peer = info.peer;
+    let service = service_fn(move |req| handle(req, info.clone(), wctx.clone()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250);
+    if !lctx.tls && !lctx.h2c {
+        builder = builder.http1_only();
+    }
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let idle_ms = u64::try_from(server.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut check = tokio::time::interval(Duration::from_secs(1).min(server.idle_timeout));
+    // Accepted during the stop grace: serve what comes, then close.
+    let mut closing = *stop.borrow_and_update();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = stop.changed(), if !closing => {
+                // Finish the requests in flight, then close (keep-alive ends here).
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = check.tick(), if !closing => {
+                if now_ms().saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
+                    debug!(%peer, "closing an idle connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, "connection ended with an error: {e}");
     }
 }

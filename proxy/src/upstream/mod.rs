@@ -1,49 +1,218 @@
-//! Upstream pools. Here: a fixed list of servers picked round robin; health checks and the
-//! other balancing policies build on this type.
+//! Upstream pools: servers with weights, a balancing policy, health (active checks and passive
+//! ejection), a retry budget, and how to reach the servers (timeouts, TLS, HTTP/2, PROXY v2).
+pub mod client;
+pub mod health;
+pub mod lb;
+
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
-use crate::config::UpstreamConfig;
+use hyper::header::{COOKIE, HeaderMap};
 
-/// One named pool of origin servers.
+pub use health::{HealthBoard, ServerHealth};
+use lb::{Balancer, Member, PickContext, Policy};
+
+use crate::config::{HealthConfig, LbPolicy, PassiveConfig, RetryConfig, UpstreamConfig};
+
+/// One server of a pool.
 #[derive(Debug)]
-pub struct Pool {
-    name: String,
-    servers: Vec<SocketAddr>,
-    next: AtomicUsize,
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
+pub struct Server {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Shared across reloads, keyed by pool name and address.
+    pub health: Arc<ServerHealth>,
+    /// Requests in flight to this server (least-connections, two-choices).
+    pub inflight: AtomicU32,
 }
 
-impl Pool {
-    /// A pool from its config (validated: at least one server).
-    #[must_use]
-    pub fn new(name: &str, config: &UpstreamConfig) -> Self {
-        assert!(
-            !config.servers.is_empty(),
-            "config validation guarantees a server"
-        );
+/// What the consistent hash is computed on.
+#[derive(Debug, Clone)]
+pub enum HashKey {
+    ClientIp,
+    Header(hyper::header::HeaderName),
+    Cookie(String),
+}
+
+/// TLS to the servers.
+#[derive(Debug)]
+pub struct UpstreamTlsConfig {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+}
+
+/// A named pool, as built for one config generation.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub servers: Vec<Server>,
+    balancer: Box<dyn Balancer>,
+    hash_key: HashKey,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_server: usize,
+    pub http2: bool,
+    pub proxy_protocol: bool,
+    pub tls: Option<UpstreamTlsConfig>,
+    pub health: Option<HealthConfig>,
+    pub passive: PassiveConfig,
+    pub retry: RetryConfig,
+    budget: RetryBudget,
+}
+
+impl Upstream {
+    /// Builds a pool; `board` keeps each server's health across reloads.
+    pub fn new(
+        name: &str,
+        config: &UpstreamConfig,
+        board: &HealthBoard,
+        tls: Option<UpstreamTlsConfig>,
+    ) -> Self {
+        let servers: Vec<Server> = config
+            .servers
+            .iter()
+            .map(|s| Server {
+                addr: s.address(),
+                weight: s.weight(),
+                health: board.get(name, s.address()),
+                inflight: AtomicU32::new(0),
+            })
+            .collect();
+        let members: Vec<Member> = servers
+            .iter()
+            .map(|s| Member {
+                id: s.addr.to_string(),
+                weight: s.weight,
+            })
+            .collect();
+        let policy = match config.policy {
+            LbPolicy::RoundRobin => Policy::RoundRobin,
+            LbPolicy::LeastConn => Policy::LeastConnections,
+            LbPolicy::Hash => Policy::ConsistentHash,
+            LbPolicy::RandomTwo => Policy::RandomTwoChoices,
+        };
+        let hash_key = match config.hash_key.as_deref() {
+            Some(k) if k.starts_with("header:") => HashKey::Header(
+                hyper::header::HeaderName::from_bytes(&k.as_bytes()["header:".len()..])
+                    .expect("validated"),
+            ),
+            Some(k) if k.starts_with("cookie:") => HashKey::Cookie(k["cookie:".len()..].to_owned()),
+            _ => HashKey::ClientIp,
+        };
         Self {
             name: name.to_owned(),
-            servers: config.servers.clone(),
-            next: AtomicUsize::new(0),
+            balancer: lb::build(policy, &members),
+            servers,
+            hash_key,
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
+            idle_timeout: config.idle_timeout,
+            max_idle_per_server: config.max_idle_per_server,
+            http2: config.http2,
+            proxy_protocol: config.proxy_protocol,
+            tls,
+            health: config.health.clone(),
+            passive: config.passive.clone(),
+            retry: config.retry.clone(),
+            budget: RetryBudget::default(),
         }
     }
 
-    #[must_use]
-    pub fn name(&self) -> &str {
-        &self.name
+    /// Picks a usable server, avoiding those in `exclude` (tried already). `None`: no server
+    /// is usable (all down or ejected): the caller answers 503.
+    pub fn pick(
+        &self,
+        client_ip: std::net::IpAddr,
+        headers: &HeaderMap,
+        exclude: &[usize],
+    ) -> Option<usize> {
+        let now = health::now_ms();
+        let key_buf;
+        let key: Option<&[u8]> = match &self.hash_key {
+            HashKey::ClientIp => {
+                key_buf = client_ip.to_string();
+                Some(key_buf.as_bytes())
+            }
+            HashKey::Header(name) => headers.get(name).map(hyper::header::HeaderValue::as_bytes),
+            HashKey::Cookie(name) => cookie(headers, name),
+        };
+        let usable = |i: usize| {
+            !exclude.contains(&i) && self.servers.get(i).is_some_and(|s| s.health.usable(now))
+        };
+        let load = |i: usize| {
+            self.servers
+                .get(i)
+                .map_or(u32::MAX, |s| s.inflight.load(Ordering::Relaxed))
+        };
+        self.balancer.pick(&PickContext {
+            key,
+            usable: &usable,
+            load: &load,
+        })
     }
 
-    /// The next server, round robin.
-    pub fn pick(&self) -> SocketAddr {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.servers[i % self.servers.len()]
+    /// Counts a request for the retry budget.
+    pub fn note_request(&self) {
+        self.budget.request();
+    }
+
+    /// Whether one more retry fits the budget (and takes it).
+    pub fn take_retry(&self) -> bool {
+        self.budget.take(&self.retry)
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v.as_bytes())
+        })
+}
+
+/// Retries allowed per one-second window: `max(min_per_second, budget_percent% of requests)`,
+/// so retries cannot multiply the load on a failing pool.
+#[derive(Debug, Default)]
+struct RetryBudget {
+    window: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl RetryBudget {
+    fn roll(&self) {
+        let now = health::now_ms() / 1000;
+        if self.window.swap(now, Ordering::Relaxed) != now {
+            self.requests.store(0, Ordering::Relaxed);
+            self.retries.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn request(&self) {
+        self.roll();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn take(&self, cfg: &RetryConfig) -> bool {
+        self.roll();
+        let allowed = u64::from(cfg.min_per_second)
+            .max(self.requests.load(Ordering::Relaxed) * u64::from(cfg.budget_percent) / 100);
+        self.retries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                (r < allowed).then_some(r + 1)
+            })
+            .is_ok()
     }
 }
 
@@ -52,22 +221,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_robin_visits_every_server_equally() {
-        let config = UpstreamConfig {
-            servers: vec![
-                "127.0.0.1:1".parse().unwrap(),
-                "127.0.0.1:2".parse().unwrap(),
-                "127.0.0.1:3".parse().unwrap(),
-            ],
-            connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(1),
+    fn retry_budget_caps_retries() {
+        let b = RetryBudget::default();
+        let cfg = RetryConfig {
+            attempts: 1,
+            budget_percent: 10,
+            min_per_second: 2,
         };
-        let pool = Pool::new("app", &config);
-        let mut counts = std::collections::HashMap::new();
-        for _ in 0..300 {
-            *counts.entry(pool.pick()).or_insert(0) += 1;
+        for _ in 0..100 {
+            b.request();
         }
-        assert_eq!(counts.len(), 3);
-        assert!(counts.values().all(|&c| c == 100), "{counts:?}");
+        let granted = (0..50).filter(|_| b.take(&cfg)).count();
+        // Unless the second ticked over during the loop, exactly 10 % of 100.
+        assert!(granted == 10 || granted >= 2, "{granted}");
+        assert!(granted <= 12);
+    }
+
+    #[test]
+    fn cookies_are_found() {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, "a=1; session=abc; b=2".parse().unwrap());
+        assert_eq!(cookie(&h, "session"), Some(&b"abc"[..]));
+        assert_eq!(cookie(&h, "missing"), None);
     }
 }

@@ -4,12 +4,14 @@
 //! See `docs/configuration.md` for each key and `examples/demo.toml` for a full file.
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use serde::Deserialize;
+
+mod l7;
+pub use l7::*;
 
 /// Where the state file lives when the config does not say: `<dir>/<instance>/state.json`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/proxy";
@@ -77,8 +79,13 @@ pub struct Config {
     pub workers: Option<u32>,
     #[serde(default)]
     pub kernel: KernelConfig,
+    /// HTTP settings for every listener.
+    #[serde(default)]
+    pub server: ServerConfig,
     #[serde(default)]
     pub listener: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
     #[serde(default)]
     pub upstream: BTreeMap<String, UpstreamConfig>,
 }
@@ -134,42 +141,15 @@ impl Default for KernelConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// `IP:PORT` to listen on.
-    pub address: SocketAddr,
-    /// Name of the `[upstream.NAME]` pool requests are forwarded to.
-    pub upstream: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// `IP:PORT` of each origin server.
-    pub servers: Vec<SocketAddr>,
-    #[serde(default = "default_connect_timeout", with = "duration")]
-    pub connect_timeout: Duration,
-    /// Time allowed for the upstream's response headers.
-    #[serde(default = "default_response_timeout", with = "duration")]
-    pub response_timeout: Duration,
-}
-
 fn default_instance() -> String {
     "default".to_owned()
 }
 fn default_sweep() -> Duration {
     Duration::from_secs(1)
 }
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_response_timeout() -> Duration {
-    Duration::from_secs(60)
-}
 
 /// Durations are written as humantime strings: `"500ms"`, `"10s"`, `"5m"`.
-mod duration {
+pub(crate) mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, de::Error};
@@ -271,20 +251,37 @@ impl Config {
                 "is missing: add at least one [[listener]] with address and upstream".into(),
             ));
         }
+        let known = || {
+            let names: Vec<&str> = self.upstream.keys().map(String::as_str).collect();
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
         for (i, listener) in self.listener.iter().enumerate() {
-            if !self.upstream.contains_key(&listener.upstream) {
-                let known: Vec<&str> = self.upstream.keys().map(String::as_str).collect();
+            if let Some(up) = &listener.upstream
+                && !self.upstream.contains_key(up)
+            {
                 return Err(invalid(
                     format!("listener[{i}].upstream"),
                     format!(
-                        "names upstream {:?}, which is not defined (defined: {})",
-                        listener.upstream,
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
+                        "names upstream {up:?}, which is not defined (defined: {})",
+                        known()
                     ),
+                ));
+            }
+            if listener.upstream.is_none() && self.route.is_empty() {
+                return Err(invalid(
+                    format!("listener[{i}]"),
+                    "has no upstream and there is no [[route]]: set `upstream` or add a route"
+                        .into(),
+                ));
+            }
+            if listener.address.port() == 0 {
+                return Err(invalid(
+                    format!("listener[{i}].address"),
+                    "needs a port other than 0".into(),
                 ));
             }
             if let Some(j) = self.listener[..i]
@@ -296,25 +293,113 @@ impl Config {
                     format!("{} is already used by listener[{j}]", listener.address),
                 ));
             }
+            if let Some(tls) = &listener.tls {
+                if tls.certificates.is_empty() {
+                    return Err(invalid(
+                        format!("listener[{i}].tls.certificates"),
+                        "is empty".into(),
+                    ));
+                }
+                for (k, p) in tls.alpn.iter().enumerate() {
+                    if p != "h2" && p != "http/1.1" {
+                        return Err(invalid(
+                            format!("listener[{i}].tls.alpn[{k}]"),
+                            format!("is {p:?}; supported: \"h2\", \"http/1.1\""),
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, route) in self.route.iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            if !self.upstream.contains_key(&route.upstream) {
+                return Err(invalid(
+                    key("upstream"),
+                    format!(
+                        "names upstream {:?}, which is not defined (defined: {})",
+                        route.upstream,
+                        known()
+                    ),
+                ));
+            }
+            if let Some(host) = &route.host {
+                crate::http::route::validate_host_pattern(host)
+                    .map_err(|p| invalid(key("host"), p))?;
+            }
+            if !route.path.starts_with('/') {
+                return Err(invalid(
+                    key("path"),
+                    format!("{:?} must start with '/'", route.path),
+                ));
+            }
+            for (side, ops) in [
+                ("request", &route.headers.request),
+                ("response", &route.headers.response),
+            ] {
+                crate::http::headers::validate_ops(ops)
+                    .map_err(|p| invalid(key(&format!("headers.{side}")), p))?;
+            }
+            if let Some(auth) = &route.auth {
+                crate::http::access::validate_auth(auth).map_err(|p| invalid(key("auth"), p))?;
+            }
         }
         for (name, upstream) in &self.upstream {
+            let key = |k: &str| format!("upstream.{name}.{k}");
             if upstream.servers.is_empty() {
                 return Err(invalid(
-                    format!("upstream.{name}.servers"),
+                    key("servers"),
                     "is empty: list at least one \"IP:PORT\"".into(),
                 ));
             }
-            if upstream.connect_timeout.is_zero() {
-                return Err(invalid(
-                    format!("upstream.{name}.connect_timeout"),
-                    "must be greater than 0".into(),
-                ));
+            for (j, s) in upstream.servers.iter().enumerate() {
+                if !(1..=1000).contains(&s.weight()) {
+                    return Err(invalid(
+                        key(&format!("servers[{j}].weight")),
+                        "must be from 1 to 1000".into(),
+                    ));
+                }
             }
-            if upstream.response_timeout.is_zero() {
-                return Err(invalid(
-                    format!("upstream.{name}.response_timeout"),
-                    "must be greater than 0".into(),
-                ));
+            for (k, d) in [
+                ("connect_timeout", upstream.connect_timeout),
+                ("response_timeout", upstream.response_timeout),
+                ("idle_timeout", upstream.idle_timeout),
+            ] {
+                if d.is_zero() {
+                    return Err(invalid(key(k), "must be greater than 0".into()));
+                }
+            }
+            if let Some(k) = &upstream.hash_key {
+                let ok = k == "client_ip"
+                    || k.strip_prefix("header:").is_some_and(|h| {
+                        hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok()
+                    })
+                    || k.strip_prefix("cookie:").is_some_and(|c| !c.is_empty());
+                if !ok {
+                    return Err(invalid(
+                        key("hash_key"),
+                        format!("{k:?}: use client_ip, header:NAME or cookie:NAME"),
+                    ));
+                }
+            }
+            if let Some(h) = &upstream.health {
+                if !h.path.starts_with('/') {
+                    return Err(invalid(key("health.path"), "must start with '/'".into()));
+                }
+                if h.rise == 0 || h.fall == 0 {
+                    return Err(invalid(
+                        key("health"),
+                        "rise and fall must be at least 1".into(),
+                    ));
+                }
+                if h.interval.is_zero() || h.timeout.is_zero() {
+                    return Err(invalid(
+                        key("health"),
+                        "interval and timeout must be greater than 0".into(),
+                    ));
+                }
+            }
+            if upstream.retry.attempts > 5 {
+                return Err(invalid(key("retry.attempts"), "must be at most 5".into()));
             }
         }
         if self.kernel.attach != AttachMode::None && self.kernel.interfaces.is_empty() {

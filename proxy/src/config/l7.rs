@@ -1,0 +1,383 @@
+//! The layer-7 part of the configuration: server-wide HTTP settings, listeners (TLS, PROXY
+//! protocol), routes (matching, access control, header rules) and upstream pools (balancing,
+//! health, retries, TLS and HTTP/2 to the upstream).
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use super::duration;
+use crate::defense::Cidr;
+
+/// `[server]`: settings for every listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Time a client has to send a request's headers (slowloris bound).
+    #[serde(default = "d30s", with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(default = "d60s", with = "duration")]
+    pub idle_timeout: Duration,
+    /// Upper bound for a whole request, from its headers to the end of the response headers.
+    #[serde(default = "d300s", with = "duration")]
+    pub request_timeout: Duration,
+    /// Time a client has to complete the TLS handshake.
+    #[serde(default = "d10s", with = "duration")]
+    pub tls_handshake_timeout: Duration,
+    /// How long requests in flight may run on after a stop signal.
+    #[serde(default = "d10s", with = "duration")]
+    pub drain_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed: the client address
+    /// is the nearest address in those headers that is not one of them.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Name this proxy gives itself in `Via` and in error pages.
+    #[serde(default = "default_via")]
+    pub name: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+fn d10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d60s() -> Duration {
+    Duration::from_secs(60)
+}
+fn d90s() -> Duration {
+    Duration::from_secs(90)
+}
+fn d300s() -> Duration {
+    Duration::from_secs(300)
+}
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d2s() -> Duration {
+    Duration::from_secs(2)
+}
+fn d1s() -> Duration {
+    Duration::from_secs(1)
+}
+fn yes() -> bool {
+    true
+}
+fn default_via() -> String {
+    "proxy".to_owned()
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `IP:PORT` to listen on.
+    pub address: SocketAddr,
+    /// A pool that gets every request on this listener that no `[[route]]` matches.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Expect a PROXY protocol v1 or v2 header first on every connection (from a load
+    /// balancer in front); its source address is then the client address.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Accept HTTP/2 with prior knowledge (h2c) on a plain listener.
+    #[serde(default = "yes")]
+    pub h2c: bool,
+    /// Terminate TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// `[listener.tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificate chains and keys (PEM); the one valid for the client's SNI name is used, the
+    /// first one when no SNI matches.
+    pub certificates: Vec<CertificatePair>,
+    /// ALPN protocols offered, in order of preference.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<String>,
+}
+
+fn default_alpn() -> Vec<String> {
+    vec!["h2".into(), "http/1.1".into()]
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[[route]]`: where requests go, who may send them, and how their headers change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Host to match: `api.example.com`, or `*.example.com` for any subdomain; absent: any.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix to match.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// The pool to forward to.
+    pub upstream: String,
+    /// Only these client addresses may use the route (403 for others); empty: everyone.
+    #[serde(default)]
+    pub allow: Vec<Cidr>,
+    /// These client addresses may not use the route (403), checked before `allow`.
+    #[serde(default)]
+    pub deny: Vec<Cidr>,
+    /// Authentication required on the route.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Header rules.
+    #[serde(default)]
+    pub headers: HeaderRules,
+    /// Pass the origin's `Server` header to the client (default: removed).
+    #[serde(default)]
+    pub pass_server_header: bool,
+}
+
+fn default_path() -> String {
+    "/".to_owned()
+}
+
+/// `[route.auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "kebab-case")]
+pub enum AuthConfig {
+    /// HTTP Basic: user name -> password hash (`$argon2id$...`, from `proxy hash-password`).
+    Basic {
+        #[serde(default = "default_realm")]
+        realm: String,
+        users: BTreeMap<String, String>,
+    },
+    /// Bearer tokens, each stored as `sha256:<hex>` of the token.
+    Bearer {
+        #[serde(default = "default_realm")]
+        realm: String,
+        tokens: Vec<String>,
+    },
+}
+
+fn default_realm() -> String {
+    "proxy".to_owned()
+}
+
+/// `[route.headers]`: `request` rules apply before forwarding, `response` rules before
+/// answering. Values may use `$client_ip`, `$host`, `$scheme`, `$request_id`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRules {
+    #[serde(default)]
+    pub request: HeaderOps,
+    #[serde(default)]
+    pub response: HeaderOps,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    /// Replace (or create) these headers.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Add these headers (keeping existing values).
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Remove these headers.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `[upstream.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `"IP:PORT"` or `{ address = "IP:PORT", weight = N }` for each origin server.
+    pub servers: Vec<ServerEntry>,
+    /// Load-balancing policy.
+    #[serde(default)]
+    pub policy: LbPolicy,
+    /// For `policy = "hash"`: `client_ip` (default), `header:NAME` or `cookie:NAME`.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default = "d5s", with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers.
+    #[serde(default = "d60s", with = "duration")]
+    pub response_timeout: Duration,
+    /// Idle pooled connections to the upstream are closed after this long.
+    #[serde(default = "d90s", with = "duration")]
+    pub idle_timeout: Duration,
+    /// Idle connections kept per server and worker.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_server: usize,
+    /// Speak HTTP/2 to the servers (prior knowledge over plain TCP, ALPN over TLS).
+    #[serde(default)]
+    pub http2: bool,
+    /// Send a PROXY v2 header with the client's address on each upstream connection (such
+    /// connections are not shared between clients).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// TLS to the servers.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    /// Active health checks.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+    /// Passive ejection of failing servers.
+    #[serde(default)]
+    pub passive: PassiveConfig,
+    /// Retries.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn default_max_idle() -> usize {
+    64
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ServerEntry {
+    Address(SocketAddr),
+    Weighted {
+        address: SocketAddr,
+        #[serde(default = "one")]
+        weight: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ServerEntry {
+    #[must_use]
+    pub fn address(&self) -> SocketAddr {
+        match self {
+            Self::Address(a) | Self::Weighted { address: a, .. } => *a,
+        }
+    }
+
+    #[must_use]
+    pub fn weight(&self) -> u32 {
+        match self {
+            Self::Address(_) => 1,
+            Self::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbPolicy {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight per unit of weight.
+    LeastConn,
+    /// Consistent hashing (Maglev) on `hash_key`.
+    Hash,
+    /// Two random servers, the less loaded wins.
+    RandomTwo,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Name sent as SNI and checked against the server certificate (default: the address).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM bundle of CAs to trust (default: /etc/ssl/certs/ca-certificates.crt).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Path requested with GET.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Status that counts as healthy.
+    #[serde(default = "default_expect")]
+    pub expect_status: u16,
+    #[serde(default = "d2s", with = "duration")]
+    pub interval: Duration,
+    #[serde(default = "d1s", with = "duration")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a server back.
+    #[serde(default = "two")]
+    pub rise: u32,
+    /// Consecutive failures that take a server out.
+    #[serde(default = "three")]
+    pub fall: u32,
+}
+
+fn default_health_path() -> String {
+    "/".to_owned()
+}
+fn default_expect() -> u16 {
+    200
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveConfig {
+    /// Consecutive connect failures or 5xx responses that eject a server; 0 disables.
+    #[serde(default = "three")]
+    pub consecutive_failures: u32,
+    /// First ejection; each further one in a row doubles it, up to `max_ejection`.
+    #[serde(default = "d5s", with = "duration")]
+    pub base_ejection: Duration,
+    #[serde(default = "d60s", with = "duration")]
+    pub max_ejection: Duration,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Further tries on another server, for a connect failure (always safe) or, for
+    /// idempotent requests without a body, a 502/503/504 or a broken response.
+    #[serde(default = "one")]
+    pub attempts: u32,
+    /// Retries allowed on top of the requests of the last second, in percent (the budget).
+    #[serde(default = "default_budget")]
+    pub budget_percent: u32,
+    /// Retries always allowed per second, whatever the budget.
+    #[serde(default = "three")]
+    pub min_per_second: u32,
+}
+
+fn default_budget() -> u32 {
+    20
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}

@@ -1,0 +1,329 @@
+//! Access control per route: client address allow/deny lists (403) and authentication
+//! (401 with `WWW-Authenticate`): HTTP Basic against argon2 password hashes, or bearer tokens
+//! against SHA-256 digests. Secrets are never stored in the config in clear.
+use std::{collections::HashSet, net::IpAddr, sync::Mutex};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use base64::Engine;
+use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use crate::{config::AuthConfig, defense::Cidr};
+
+/// The outcome of the access checks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// 403: the client address may not use the route.
+    Forbidden,
+    /// 401, with the challenge for `WWW-Authenticate`.
+    Unauthorized(HeaderValue),
+}
+
+#[derive(Debug)]
+enum Auth {
+    Basic {
+        challenge: HeaderValue,
+        users: Vec<(String, String)>,
+        /// SHA-256 of `user:password` pairs already verified (argon2 is slow on purpose).
+        verified: Mutex<HashSet<[u8; 32]>>,
+    },
+    Bearer {
+        challenge: HeaderValue,
+        digests: HashSet<[u8; 32]>,
+    },
+}
+
+/// A route's compiled access rules.
+#[derive(Debug, Default)]
+pub struct Access {
+    allow: Vec<Cidr>,
+    deny: Vec<Cidr>,
+    auth: Option<Auth>,
+}
+
+const VERIFIED_CACHE_MAX: usize = 4096;
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let hex = text.strip_prefix("sha256:").ok_or_else(|| {
+        format!("token {text:?} must be \"sha256:<64 hex digits>\" (see `proxy hash-token`)")
+    })?;
+    if hex.len() != 64 {
+        return Err(format!("token digest {text:?} must have 64 hex digits"));
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).map_err(|_| format!("{text:?} is not hex"))?;
+        out[i] = u8::from_str_radix(s, 16).map_err(|_| format!("{text:?} is not hex"))?;
+    }
+    Ok(out)
+}
+
+fn challenge(scheme: &str, realm: &str) -> Result<HeaderValue, String> {
+    if realm.contains(['"', '\\']) {
+        return Err(format!(
+            "realm {realm:?} may not contain quotes or backslashes"
+        ));
+    }
+    HeaderValue::from_str(&format!("{scheme} realm=\"{realm}\""))
+        .map_err(|_| format!("realm {realm:?} is not valid header text"))
+}
+
+/// Checks a `route.auth` section.
+pub fn validate_auth(auth: &AuthConfig) -> Result<(), String> {
+    compile_auth(auth).map(|_| ())
+}
+
+fn compile_auth(auth: &AuthConfig) -> Result<Auth, String> {
+    match auth {
+        AuthConfig::Basic { realm, users } => {
+            if users.is_empty() {
+                return Err("basic auth needs at least one user".into());
+            }
+            for (user, hash) in users {
+                if user.contains(':') || user.is_empty() {
+                    return Err(format!(
+                        "user name {user:?} may not be empty or contain ':'"
+                    ));
+                }
+                PasswordHash::new(hash)
+                    .map_err(|e| format!("password hash of {user:?} is not a PHC string ({e}); make one with `proxy hash-password`"))?;
+            }
+            Ok(Auth::Basic {
+                challenge: challenge("Basic", realm)?,
+                users: users.iter().map(|(u, h)| (u.clone(), h.clone())).collect(),
+                verified: Mutex::new(HashSet::new()),
+            })
+        }
+        AuthConfig::Bearer { realm, tokens } => {
+            if tokens.is_empty() {
+                return Err("bearer auth needs at least one token digest".into());
+            }
+            Ok(Auth::Bearer {
+                challenge: challenge("Bearer", realm)?,
+                digests: tokens
+                    .iter()
+                    .map(|t| parse_sha256(t))
+                    .collect::<Result<_, _>>()?,
+            })
+        }
+    }
+}
+
+impl Access {
+    pub fn compile(
+        allow: &[Cidr],
+        deny: &[Cidr],
+        auth: Option<&AuthConfig>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            allow: allow.to_vec(),
+            deny: deny.to_vec(),
+            auth: auth.map(compile_auth).transpose()?,
+        })
+    }
+
+    /// Address rules first (deny, then allow), then authentication.
+    pub fn check(&self, client: IpAddr, headers: &HeaderMap) -> Decision {
+        if self.deny.iter().any(|c| c.contains(client))
+            || (!self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(client)))
+        {
+            return Decision::Forbidden;
+        }
+        let Some(auth) = &self.auth else {
+            return Decision::Allow;
+        };
+        let credentials = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match auth {
+            Auth::Basic {
+                challenge,
+                users,
+                verified,
+            } => {
+                let ok = credentials
+                    .and_then(|c| {
+                        c.strip_prefix("Basic ")
+                            .or_else(|| c.strip_prefix("basic "))
+                    })
+                    .and_then(|b64| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64.trim())
+                            .ok()
+                    })
+                    .is_some_and(|raw| {
+                        let key = sha256(&raw);
+                        if verified.lock().expect("auth cache").contains(&key) {
+                            return true;
+                        }
+                        let Some((user, password)) = std::str::from_utf8(&raw)
+                            .ok()
+                            .and_then(|s| s.split_once(':'))
+                        else {
+                            return false;
+                        };
+                        let good = users.iter().any(|(u, hash)| {
+                            u == user
+                                && PasswordHash::new(hash).is_ok_and(|h| {
+                                    Argon2::default()
+                                        .verify_password(password.as_bytes(), &h)
+                                        .is_ok()
+                                })
+                        });
+                        if good {
+                            let mut cache = verified.lock().expect("auth cache");
+                            if cache.len() >= VERIFIED_CACHE_MAX {
+                                cache.clear();
+                            }
+                            cache.insert(key);
+                        }
+                        good
+                    });
+                if ok {
+                    Decision::Allow
+                } else {
+                    Decision::Unauthorized(challenge.clone())
+                }
+            }
+            Auth::Bearer { challenge, digests } => {
+                let ok = credentials
+                    .and_then(|c| {
+                        c.strip_prefix("Bearer ")
+                            .or_else(|| c.strip_prefix("bearer "))
+                    })
+                    .is_some_and(|token| digests.contains(&sha256(token.trim().as_bytes())));
+                if ok {
+                    Decision::Allow
+                } else {
+                    Decision::Unauthorized(challenge.clone())
+                }
+            }
+        }
+    }
+}
+
+/// `sha256:<hex>` of a bearer token, for the config.
+#[must_use]
+pub fn token_digest(token: &str) -> String {
+    let d = sha256(token.as_bytes());
+    let mut s = String::from("sha256:");
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// An argon2id PHC string for a password, for the config.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::{PasswordHasher, password_hash::SaltString};
+    let mut salt_bytes = [0u8; 16];
+    getrandom(&mut salt_bytes)?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn getrandom(buf: &mut [u8]) -> Result<(), String> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| format!("reading /dev/urandom: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, pw: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {v}")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn address_rules() {
+        let a = Access::compile(
+            &["10.0.0.0/8".parse().unwrap()],
+            &["10.9.0.0/16".parse().unwrap()],
+            None,
+        )
+        .unwrap();
+        let h = HeaderMap::new();
+        assert_eq!(a.check("10.1.1.1".parse().unwrap(), &h), Decision::Allow);
+        assert_eq!(
+            a.check("10.9.1.1".parse().unwrap(), &h),
+            Decision::Forbidden
+        );
+        assert_eq!(
+            a.check("192.0.2.1".parse().unwrap(), &h),
+            Decision::Forbidden
+        );
+    }
+
+    #[test]
+    fn basic_auth_against_argon2() {
+        let hash = hash_password("s3cret").unwrap();
+        let auth = AuthConfig::Basic {
+            realm: "ops".into(),
+            users: [("alice".to_owned(), hash)].into(),
+        };
+        let a = Access::compile(&[], &[], Some(&auth)).unwrap();
+        let ip = "192.0.2.1".parse().unwrap();
+        assert_eq!(a.check(ip, &basic("alice", "s3cret")), Decision::Allow);
+        assert_eq!(
+            a.check(ip, &basic("alice", "s3cret")),
+            Decision::Allow,
+            "cached"
+        );
+        let Decision::Unauthorized(c) = a.check(ip, &basic("alice", "wrong")) else {
+            panic!()
+        };
+        assert_eq!(c, "Basic realm=\"ops\"");
+        assert!(matches!(
+            a.check(ip, &basic("bob", "s3cret")),
+            Decision::Unauthorized(_)
+        ));
+        assert!(matches!(
+            a.check(ip, &HeaderMap::new()),
+            Decision::Unauthorized(_)
+        ));
+        let bad = AuthConfig::Basic {
+            realm: "x".into(),
+            users: [("a".to_owned(), "plain".to_owned())].into(),
+        };
+        assert!(validate_auth(&bad).unwrap_err().contains("hash-password"));
+    }
+
+    #[test]
+    fn bearer_tokens_against_sha256() {
+        let auth = AuthConfig::Bearer {
+            realm: "api".into(),
+            tokens: vec![token_digest("tok-1")],
+        };
+        let a = Access::compile(&[], &[], Some(&auth)).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok-1"));
+        assert_eq!(a.check("192.0.2.1".parse().unwrap(), &h), Decision::Allow);
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok-2"));
+        assert!(matches!(
+            a.check("192.0.2.1".parse().unwrap(), &h),
+            Decision::Unauthorized(_)
+        ));
+        assert!(
+            validate_auth(&AuthConfig::Bearer {
+                realm: "x".into(),
+                tokens: vec!["abc".into()]
+            })
+            .is_err()
+        );
+    }
+}

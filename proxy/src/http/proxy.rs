@@ -1,0 +1,425 @@
+//! The request path, phase by phase (read top to bottom):
+//!
+//! 1. `identify`: request id, scheme, host, real client address.
+//! 2. `route`: the most specific route for host and path (404 when none).
+//! 3. `access`: address allow/deny (403), authentication (401).
+//! 4. `upstream_request`: hop-by-hop headers out, forwarding headers in, route rules.
+//! 5. `forward`: pick a server, send, retry elsewhere when that is safe and in budget;
+//!    record passive health; 502 / 503 / 504 on failure.
+//! 6. `response`: hop-by-hop and `Server` headers out, `Via` and rules in; upgrades
+//!    (WebSocket) are spliced into a byte tunnel.
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Method, Request, Response, StatusCode, Uri, Version,
+    body::{Body, Incoming},
+    header::{self, HeaderMap, HeaderValue},
+};
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+use super::{
+    access::Decision,
+    headers::{Forwarding, Vars, set_forwarding, strip_hop_by_hop},
+    route::normalize_host,
+};
+use crate::{
+    kernel::spread::WorkerLoadHandle,
+    runtime::{Generation, Route, Shared},
+    upstream::{
+        Upstream,
+        client::{ClientPool, UpBody, empty_body},
+    },
+};
+
+/// The body type of every response the proxy sends.
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// What is known about the client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub listener: usize,
+    /// The client (from the PROXY header when the listener expects one).
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// What a worker shares with all its connections.
+pub struct WorkerCtx {
+    pub shared: Arc<Shared>,
+    pub pool: Arc<ClientPool>,
+    pub load: WorkerLoadHandle,
+}
+
+/// A short plain-text error page; it never names the upstream's address.
+#[must_use]
+pub fn error_response(status: StatusCode, detail: &str, request_id: &str) -> Response<ProxyBody> {
+    let body = format!(
+        "{} {}: {detail}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("static parts are valid");
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// A client-sent request id is kept if it is short, printable text.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// An HTTP/1.1 upgrade request (WebSocket and friends).
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Serves one request; never fails (errors become responses).
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    ctx: Arc<WorkerCtx>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let _in_flight = ctx.load.request();
+    let generation = ctx.shared.generation.load_full();
+    let id = request_id(req.headers());
+    let limit = generation.config.server.request_timeout;
+    match tokio::time::timeout(limit, proxy(req, &conn, &ctx, &generation, &id)).await {
+        Ok(resp) => Ok(resp),
+        Err(_) => Ok(error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the request took longer than the proxy allows",
+            &id,
+        )),
+    }
+}
+
+async fn proxy(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    ctx: &WorkerCtx,
+    generation: &Generation,
+    id: &str,
+) -> Response<ProxyBody> {
+    let server = &generation.config.server;
+    // 1. identify
+    let scheme = if conn.tls { "https" } else { "http" };
+    let raw_host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let host = normalize_host(&raw_host);
+    let client_ip =
+        super::headers::client_ip(conn.peer.ip(), req.headers(), &server.trusted_proxies);
+
+    // 2. route
+    let Some(route) = generation
+        .router
+        .find(conn.listener, &host, req.uri().path())
+        .cloned()
+    else {
+        return error_response(StatusCode::NOT_FOUND, "no route for this host and path", id);
+    };
+
+    // 3. access
+    match route.access.check(client_ip, req.headers()) {
+        Decision::Allow => {}
+        Decision::Forbidden => {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "access denied for this client address",
+                id,
+            );
+        }
+        Decision::Unauthorized(challenge) => {
+            let mut resp = error_response(StatusCode::UNAUTHORIZED, "authentication required", id);
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+            return resp;
+        }
+    }
+
+    // 4. upstream request
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upgrade_value = req.headers().get(header::UPGRADE).cloned();
+    let vars = Vars {
+        client_ip,
+        host: &host,
+        scheme,
+        request_id: id,
+    };
+    let version = match req.version() {
+        Version::HTTP_2 => "2",
+        Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let (true, Some(u)) = (upgrade, upgrade_value) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u);
+    }
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&raw_host)
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    set_forwarding(
+        &mut parts.headers,
+        &Forwarding {
+            peer: conn.peer.ip(),
+            scheme,
+            host: &raw_host,
+            version,
+            via_name: &server.name,
+            request_id: id,
+            trusted_proxies: &server.trusted_proxies,
+        },
+    );
+    route.request_ops.apply(&mut parts.headers, &vars);
+
+    // 5. forward
+    let mut resp = match forward(parts, body, &route, conn, ctx, client_ip, id).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+
+    // 6. response
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let kept_upgrade = resp.headers().get(header::UPGRADE).cloned();
+    strip_hop_by_hop(resp.headers_mut());
+    if let (true, Some(u)) = (switching, kept_upgrade) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        resp.headers_mut().insert(header::UPGRADE, u);
+    }
+    if !route.pass_server_header {
+        resp.headers_mut().remove(header::SERVER);
+    }
+    super::headers::append_list(
+        resp.headers_mut(),
+        "via",
+        &format!("{version} {}", server.name),
+    );
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    route.response_ops.apply(resp.headers_mut(), &vars);
+    if switching && let Some(client_side) = client_upgrade {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_side, upstream_side) {
+                Ok((client_io, upstream_io)) => {
+                    let (mut a, mut b) = (TokioIo::new(client_io), TokioIo::new(upstream_io));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+                        debug!("upgraded connection ended: {e}");
+                    }
+                }
+                Err(e) => debug!("upgrade failed: {e}"),
+            }
+        });
+    }
+    resp.map(BodyExt::boxed)
+}
+
+/// Sends the request to a server of the route's pool, retrying on another server when that is
+/// safe (nothing was sent, or an idempotent request without a body) and the budget allows.
+async fn forward(
+    parts: hyper::http::request::Parts,
+    body: Incoming,
+    route: &Arc<Route>,
+    conn: &ConnInfo,
+    ctx: &WorkerCtx,
+    client_ip: std::net::IpAddr,
+    id: &str,
+) -> Result<Response<Incoming>, Response<ProxyBody>> {
+    let up: &Arc<Upstream> = &route.upstream;
+    up.note_request();
+    // A request without a body can be sent again; one with a body only if nothing was sent.
+    let bodiless = body.is_end_stream();
+    let mut body = Some(body);
+    let replayable = bodiless && is_idempotent(&parts.method);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no healthy upstream server is available",
+    );
+    for attempt in 0..=up.retry.attempts {
+        if attempt > 0 && !up.take_retry() {
+            debug!(upstream = up.name, "retry budget exhausted");
+            break;
+        }
+        let Some(index) = up.pick(client_ip, &parts.headers, &tried) else {
+            break;
+        };
+        tried.push(index);
+        let server = &up.servers[index];
+        server.inflight.fetch_add(1, Ordering::Relaxed);
+        let result = send_one(ctx, up, server.addr, conn, &parts, &mut body, bodiless).await;
+        server.inflight.fetch_sub(1, Ordering::Relaxed);
+        let retry_allowed = attempt < up.retry.attempts;
+        match result {
+            Attempt::Response(resp) => {
+                let status = resp.status();
+                if status.is_server_error() {
+                    note_failure(up, index);
+                    if matches!(status.as_u16(), 502..=504) && replayable && retry_allowed {
+                        last_error = (
+                            StatusCode::BAD_GATEWAY,
+                            "the upstream servers answered with errors",
+                        );
+                        continue;
+                    }
+                } else {
+                    server.health.passive_success();
+                }
+                return Ok(resp);
+            }
+            Attempt::ConnectFailed(e) => {
+                // Nothing was sent (the body is still ours): always safe to try elsewhere.
+                debug!(upstream = up.name, server = %server.addr, "connect failed: {e}");
+                note_failure(up, index);
+                last_error = (
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream server could not be reached",
+                );
+            }
+            Attempt::Failed(e) => {
+                debug!(upstream = up.name, server = %server.addr, "request failed: {e}");
+                note_failure(up, index);
+                last_error = (
+                    StatusCode::BAD_GATEWAY,
+                    "the upstream server closed the connection or sent an invalid response",
+                );
+                if !replayable {
+                    break;
+                }
+            }
+            Attempt::TimedOut => {
+                note_failure(up, index);
+                return Err(error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the upstream server did not answer in time",
+                    id,
+                ));
+            }
+        }
+    }
+    Err(error_response(last_error.0, last_error.1, id))
+}
+
+enum Attempt {
+    Response(Response<Incoming>),
+    ConnectFailed(crate::upstream::client::ConnectError),
+    Failed(hyper::Error),
+    TimedOut,
+}
+
+/// One try on one server: connect (or reuse), then send; the body is only handed over once a
+/// connection exists, so a connect failure keeps it for the next try.
+async fn send_one(
+    ctx: &WorkerCtx,
+    up: &Arc<Upstream>,
+    addr: SocketAddr,
+    conn: &ConnInfo,
+    parts: &hyper::http::request::Parts,
+    body: &mut Option<Incoming>,
+    bodiless: bool,
+) -> Attempt {
+    let work = async {
+        let connection = match ctx.pool.acquire(up, addr, (conn.peer, conn.local)).await {
+            Ok(c) => c,
+            Err(e) => return Attempt::ConnectFailed(e),
+        };
+        let req_body: UpBody = match body.take() {
+            Some(b) if !bodiless => b.boxed(),
+            _ => empty_body(),
+        };
+        let mut req = Request::from_parts(parts.clone(), req_body);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if up.http2 {
+            *req.version_mut() = Version::HTTP_2;
+            let authority = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let scheme = if up.tls.is_some() { "https" } else { "http" };
+            *req.uri_mut() = format!("{scheme}://{authority}{path}")
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("/"));
+            req.headers_mut().remove(header::HOST);
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        }
+        match ctx.pool.send(connection, req).await {
+            Ok(resp) => Attempt::Response(resp),
+            Err(e) => Attempt::Failed(e),
+        }
+    };
+    tokio::time::timeout(up.response_timeout, work)
+        .await
+        .unwrap_or(Attempt::TimedOut)
+}
+
+fn note_failure(up: &Upstream, index: usize) {
+    let server = &up.servers[index];
+    if let Some(t) = server.health.passive_failure(&up.passive) {
+        warn!(upstream = up.name, server = %server.addr, ejected_for = ?t, "server ejected after consecutive failures");
+    }
+}

@@ -1,0 +1,148 @@
+//! A config generation: everything the request path needs, built from one validated config
+//! and swapped in atomically on reload (in-flight requests finish on the generation they
+//! started with).
+use std::{collections::BTreeMap, sync::Arc};
+
+use arc_swap::ArcSwap;
+
+use crate::{
+    config::{Config, ListenerConfig},
+    http::{access::Access, headers::CompiledOps, route::Router},
+    tls,
+    upstream::{HealthBoard, Upstream},
+};
+
+/// A route, compiled.
+#[derive(Debug)]
+pub struct Route {
+    /// `route[i]` in the config, or `listener[i]` for a listener's own upstream.
+    pub label: String,
+    pub upstream: Arc<Upstream>,
+    pub access: Access,
+    pub request_ops: CompiledOps,
+    pub response_ops: CompiledOps,
+    pub pass_server_header: bool,
+}
+
+/// One config generation.
+pub struct Generation {
+    pub id: u64,
+    pub config: Arc<Config>,
+    pub router: Router<Arc<Route>>,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+}
+
+/// Per listener, the TLS server config in force (None for plain listeners). Swapped on reload
+/// and when certificate files change.
+pub type TlsConfigs = Vec<Option<Arc<rustls::ServerConfig>>>;
+
+/// What every worker shares.
+pub struct Shared {
+    pub generation: ArcSwap<Generation>,
+    pub tls: ArcSwap<TlsConfigs>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("listener[{index}].tls: {source}")]
+    Tls { index: usize, source: tls::TlsError },
+}
+
+/// Builds the TLS configs of every listener (reads the certificate files).
+pub fn build_tls(listeners: &[ListenerConfig]) -> Result<TlsConfigs, BuildError> {
+    listeners
+        .iter()
+        .enumerate()
+        .map(|(index, l)| {
+            l.tls
+                .as_ref()
+                .map(tls::server_config)
+                .transpose()
+                .map_err(|source| BuildError::Tls { index, source })
+        })
+        .collect()
+}
+
+/// Builds a generation; `board` keeps server health across generations.
+pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Generation, BuildError> {
+    let mut upstreams = BTreeMap::new();
+    for (name, u) in &config.upstream {
+        let tls = u
+            .tls
+            .as_ref()
+            .map(|t| tls::client_config(t, u.http2))
+            .transpose()
+            .map_err(|e| BuildError::Invalid {
+                key: format!("upstream.{name}.tls"),
+                message: e.to_string(),
+            })?;
+        upstreams.insert(name.clone(), Arc::new(Upstream::new(name, u, board, tls)));
+    }
+    let compile =
+        |label: String, r: &crate::config::RouteConfig| -> Result<Arc<Route>, BuildError> {
+            let invalid = |message: String| BuildError::Invalid {
+                key: label.clone(),
+                message,
+            };
+            Ok(Arc::new(Route {
+                upstream: upstreams[&r.upstream].clone(),
+                access: Access::compile(&r.allow, &r.deny, r.auth.as_ref()).map_err(invalid)?,
+                request_ops: CompiledOps::compile(&r.headers.request).map_err(invalid)?,
+                response_ops: CompiledOps::compile(&r.headers.response).map_err(invalid)?,
+                pass_server_header: r.pass_server_header,
+                label,
+            }))
+        };
+    let mut routes = Vec::new();
+    for (i, r) in config.route.iter().enumerate() {
+        routes.push((
+            r.host.clone(),
+            r.path.clone(),
+            compile(format!("route[{i}]"), r)?,
+        ));
+    }
+    let mut fallbacks = Vec::new();
+    for (i, l) in config.listener.iter().enumerate() {
+        fallbacks.push(l.upstream.as_ref().map(|up| {
+            Arc::new(Route {
+                label: format!("listener[{i}]"),
+                upstream: upstreams[up].clone(),
+                access: Access::default(),
+                request_ops: CompiledOps::default(),
+                response_ops: CompiledOps::default(),
+                pass_server_header: false,
+            })
+        }));
+    }
+    Ok(Generation {
+        id,
+        router: Router::new(routes, fallbacks),
+        upstreams,
+        config,
+    })
+}
+
+/// What a reload may not change without a restart: the sockets.
+pub fn listeners_compatible(old: &Config, new: &Config) -> Result<(), String> {
+    let shape = |c: &Config| -> Vec<(std::net::SocketAddr, bool, bool)> {
+        c.listener
+            .iter()
+            .map(|l| (l.address, l.tls.is_some(), l.proxy_protocol))
+            .collect()
+    };
+    if shape(old) != shape(new) {
+        return Err("the listeners changed (address, tls on/off or proxy_protocol): that needs a restart, not a reload".into());
+    }
+    if old.workers() != new.workers()
+        || old.kernel.attach != new.kernel.attach
+        || old.kernel.interfaces != new.kernel.interfaces
+    {
+        return Err("workers or [kernel] changed: that needs a restart, not a reload".into());
+    }
+    if old.instance != new.instance || old.state_file() != new.state_file() {
+        return Err("instance or state_file changed: that needs a restart, not a reload".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Connections to upstream servers: connect (TCP, optional PROXY v2 header, optional TLS),
+//! HTTP/1.1 or HTTP/2 handshake, and a per-worker pool of idle HTTP/1.1 connections and shared
+//! HTTP/2 connections.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, combinators::BoxBody};
+use hyper::{
+    Request, Response,
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+};
+use tracing::debug;
+
+use super::Upstream;
+use crate::proxy_protocol;
+
+/// The body type of requests sent upstream.
+pub type UpBody = BoxBody<Bytes, hyper::Error>;
+
+/// An empty request body.
+#[must_use]
+pub fn empty_body() -> UpBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Any byte stream to a server (plain TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connecting timed out")]
+    Timeout,
+    #[error("connecting failed: {0}")]
+    Io(std::io::Error),
+    #[error("TLS handshake with the server failed: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(hyper::Error),
+}
+
+/// Opens a byte stream to `addr`: TCP, then the PROXY v2 header (`proxy` = client and the
+/// address it connected to), then TLS when the pool uses it; all within the connect timeout.
+pub async fn connect_stream(
+    up: &Upstream,
+    addr: SocketAddr,
+    proxy: Option<(SocketAddr, SocketAddr)>,
+) -> Result<Box<dyn Io>, ConnectError> {
+    let fut = async {
+        let mut tcp = TcpStream::connect(addr).await.map_err(ConnectError::Io)?;
+        let _ = tcp.set_nodelay(true);
+        if up.proxy_protocol
+            && let Some((source, destination)) = proxy
+        {
+            tcp.write_all(&proxy_protocol::encode_v2(source, destination))
+                .await
+                .map_err(ConnectError::Io)?;
+        }
+        let Some(tls) = &up.tls else {
+            return Ok(Box::new(tcp) as Box<dyn Io>);
+        };
+        let name = tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| rustls_pki_types::ServerName::IpAddress(addr.ip().into()));
+        let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(ConnectError::Tls)?;
+        Ok(Box::new(stream) as Box<dyn Io>)
+    };
+    tokio::time::timeout(up.connect_timeout, fut)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+}
+
+/// An HTTP/1.1 connection; the returned future drives it and must be spawned.
+pub async fn connect_h1(
+    up: &Upstream,
+    addr: SocketAddr,
+    proxy: Option<(SocketAddr, SocketAddr)>,
+) -> Result<
+    (
+        http1::SendRequest<UpBody>,
+        impl Future<Output = ()> + Send + 'static,
+    ),
+    ConnectError,
+> {
+    let io = connect_stream(up, addr, proxy).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    Ok((sender, async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!("upstream connection ended: {e}");
+        }
+    }))
+}
+
+async fn connect_h2(
+    up: &Upstream,
+    addr: SocketAddr,
+) -> Result<http2::SendRequest<UpBody>, ConnectError> {
+    let io = connect_stream(up, addr, None).await?;
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!("upstream HTTP/2 connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+type Key = (String, SocketAddr);
+type IdleList = Vec<(Instant, http1::SendRequest<UpBody>)>;
+
+/// One worker's connections to every upstream server.
+#[derive(Default)]
+pub struct ClientPool {
+    idle: Mutex<HashMap<Key, IdleList>>,
+    h2: Mutex<HashMap<Key, http2::SendRequest<UpBody>>>,
+}
+
+impl ClientPool {
+    fn take_idle(&self, key: &Key, up: &Upstream) -> Option<http1::SendRequest<UpBody>> {
+        let mut idle = self.idle.lock().expect("pool");
+        let list = idle.get_mut(key)?;
+        while let Some((since, sender)) = list.pop() {
+            if since.elapsed() < up.idle_timeout && sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, key: Key, sender: http1::SendRequest<UpBody>, max: usize) {
+        let mut idle = self.idle.lock().expect("pool");
+        let list = idle.entry(key).or_default();
+        if list.len() < max {
+            list.push((Instant::now(), sender));
+        }
+    }
+
+    /// A connection to server `addr` of `up`: a pooled one when there is one, else a new one.
+    /// `client` is (client address, address it connected to), for the PROXY v2 header.
+    pub async fn acquire(
+        &self,
+        up: &Upstream,
+        addr: SocketAddr,
+        client: (SocketAddr, SocketAddr),
+    ) -> Result<Conn, ConnectError> {
+        let key: Key = (up.name.clone(), addr);
+        if up.http2 && !up.proxy_protocol {
+            let cached = self
+                .h2
+                .lock()
+                .expect("pool")
+                .get(&key)
+                .filter(|s| !s.is_closed())
+                .cloned();
+            let sender = match cached {
+                Some(s) => s,
+                None => {
+                    let s = connect_h2(up, addr).await?;
+                    self.h2.lock().expect("pool").insert(key, s.clone());
+                    s
+                }
+            };
+            return Ok(Conn::H2(sender));
+        }
+        let pooled = if up.proxy_protocol {
+            None
+        } else {
+            self.take_idle(&key, up)
+        };
+        let sender = match pooled {
+            Some(s) => s,
+            None => {
+                let (s, conn) = connect_h1(up, addr, Some(client)).await?;
+                tokio::spawn(conn);
+                s
+            }
+        };
+        Ok(Conn::H1 {
+            sender,
+            key,
+            reusable: !up.proxy_protocol,
+            max_idle: up.max_idle_per_server,
+        })
+    }
+
+    /// Sends `req` on `conn`. An HTTP/1.1 connection goes back to the pool once the response
+    /// body has been read (not after an upgrade, and never with PROXY v2, whose header names
+    /// one client).
+    pub async fn send(
+        self: &Arc<Self>,
+        conn: Conn,
+        req: Request<UpBody>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        match conn {
+            Conn::H2(mut sender) => sender.send_request(req).await,
+            Conn::H1 {
+                mut sender,
+                key,
+                reusable,
+                max_idle,
+            } => {
+                let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+                let resp = sender.send_request(req).await?;
+                if reusable && !upgrade && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                    let pool = self.clone();
+                    tokio::spawn(async move {
+                        // Ready again once the response body has been read to its end.
+                        if sender.ready().await.is_ok() {
+                            pool.put_idle(key, sender, max_idle);
+                        }
+                    });
+                }
+                Ok(resp)
+            }
+        }
+    }
+}
+
+/// A connection ready for one request.
+pub enum Conn {
+    H1 {
+        sender: http1::SendRequest<UpBody>,
+        key: Key,
+        reusable: bool,
+        max_idle: usize,
+    },
+    H2(http2::SendRequest<UpBody>),
+}
