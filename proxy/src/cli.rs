@@ -163,6 +163,12 @@ pub fn manage(command: Command) -> anyhow::Result<()> {
         Command::Run(_) => unreachable!("main dispatches run"),
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
+            // Also read what the config points to (certificates, CA files), as `run` would.
+            crate::runtime::build_tls(&config.listener)
+                .with_context(|| format!("config file {}", file.display()))?;
+            let board = crate::upstream::HealthBoard::default();
+            crate::runtime::build(0, std::sync::Arc::new(config.clone()), &board)
+                .with_context(|| format!("config file {}", file.display()))?;
             println!(
                 "{}: ok (instance {:?}, {} listener(s), {} upstream(s), attach {})",
                 file.display(),

@@ -85,7 +85,7 @@ impl World {
     }
 
     /// Starts `proxy run --config <config> <args>` (with `env`) in the server namespace and
-    /// waits until `ready` (an address inside the server namespace) answers HTTP 200.
+    /// waits until `ready` (an address inside the server namespace) answers HTTP.
     pub fn start_proxy(
         &self,
         config: &Path,
@@ -104,8 +104,8 @@ impl World {
         let mut proxy = ChildGuard::spawn("proxy", cmd, log);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = get_in(&self.topo.srv_ns, ready, "/", Duration::from_millis(500)) {
-                assert_eq!(r.status, 200, "proxy answered {r:?}");
+            // Any HTTP answer means the proxy serves (a 404 or 502 is the route's business).
+            if get_in(&self.topo.srv_ns, ready, "/", Duration::from_millis(500)).is_ok() {
                 return proxy;
             }
             assert!(

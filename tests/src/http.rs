@@ -30,6 +30,8 @@ pub struct Reply {
     pub version: Version,
     pub headers: HeaderMap,
     pub body: String,
+    /// The certificate the server presented (TLS only), DER.
+    pub peer_cert: Option<Vec<u8>>,
 }
 
 impl Reply {
@@ -67,15 +69,21 @@ pub async fn send(
     if let Some(p) = &client.preface {
         tcp.write_all(p).await?;
     }
+    let mut peer_cert = None;
     let io: Box<dyn crate::http::Io> = match &client.tls {
         None => Box::new(tcp),
         Some((sni, ca)) => {
             let name = ServerName::try_from(sni.clone())?;
-            Box::new(
-                tokio_rustls::TlsConnector::from(tls_config(ca, client.h2)?)
-                    .connect(name, tcp)
-                    .await?,
-            )
+            let stream = tokio_rustls::TlsConnector::from(tls_config(ca, client.h2)?)
+                .connect(name, tcp)
+                .await?;
+            peer_cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec());
+            Box::new(stream)
         }
     };
     let io = TokioIo::new(io);
@@ -97,6 +105,7 @@ pub async fn send(
         version: parts.version,
         headers: parts.headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        peer_cert,
     })
 }
 
