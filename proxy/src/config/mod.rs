@@ -505,6 +505,15 @@ mod tests {
     }
 
     #[test]
+    fn the_examples_are_valid() {
+        for file in ["demo.toml", "full.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
     fn none_mode_needs_no_interfaces() {
         let c = parse(&GOOD.replace(
             "attach = \"tc\"\n        interfaces = [\"lo\"]",
