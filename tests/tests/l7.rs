@@ -565,6 +565,9 @@ fn tls_picks_the_certificate_by_sni_and_reloads_it_when_rotated() {
     let (b_cert, b_key) = pki.leaf(w.dir.path(), "b", &["b.test", "*.b.test"]);
     let body = format!(
         r#"
+[server]
+tls_handshake_timeout = "1s"
+
 [[listener]]
 address = "127.0.0.1:8080"
 upstream = "app"
@@ -1156,4 +1159,55 @@ fn reload_under_load_loses_no_request_and_a_bad_config_keeps_the_old_one() {
         "{}",
         t.proxy.log()
     );
+}
+
+#[test]
+fn trusted_proxies_forwarding_headers_give_the_client_address() {
+    let t = L7::start(
+        44,
+        r#"
+[server]
+trusted_proxies = ["127.0.0.0/8"]
+
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[route]]
+upstream = "app"
+allow = ["198.51.100.0/24"]
+
+[upstream.app]
+servers = ["127.0.0.1:9000"]
+"#,
+    );
+    // The peer (127.0.0.1) is trusted: the client is the address it forwarded for.
+    let r = t.get_with(
+        "a",
+        "/echo",
+        &[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-proto", "https"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body
+            .contains("x-forwarded-for: 198.51.100.7, 127.0.0.1\n"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("x-forwarded-proto: https"),
+        "kept from a trusted proxy: {}",
+        r.body
+    );
+    // Without it, the client is the trusted peer itself, which the route does not allow.
+    assert_eq!(t.get("a", "/echo").status, 403);
+    // A chain: the nearest untrusted address counts.
+    let r = t.get_with(
+        "a",
+        "/",
+        &[("x-forwarded-for", "203.0.113.1, 198.51.100.9, 127.0.0.5")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
 }

@@ -507,7 +507,9 @@ mod tests {
     #[test]
     fn the_examples_are_valid() {
         for file in ["demo.toml", "full.toml"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples")
+                .join(file);
             let text = std::fs::read_to_string(&path).unwrap();
             Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
         }
