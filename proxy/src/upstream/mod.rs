@@ -52,7 +52,8 @@ pub struct Upstream {
     pub name: String,
     pub servers: Vec<Server>,
     balancer: Box<dyn Balancer>,
-    hash_key: HashKey,
+    /// `Some` only for consistent hashing: other policies need no key.
+    hash_key: Option<HashKey>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
@@ -97,14 +98,14 @@ impl Upstream {
             LbPolicy::Hash => Policy::ConsistentHash,
             LbPolicy::RandomTwo => Policy::RandomTwoChoices,
         };
-        let hash_key = match config.hash_key.as_deref() {
+        let hash_key = (policy == Policy::ConsistentHash).then(|| match config.hash_key.as_deref() {
             Some(k) if k.starts_with("header:") => HashKey::Header(
                 hyper::header::HeaderName::from_bytes(&k.as_bytes()["header:".len()..])
                     .expect("validated"),
             ),
             Some(k) if k.starts_with("cookie:") => HashKey::Cookie(k["cookie:".len()..].to_owned()),
             _ => HashKey::ClientIp,
-        };
+        });
         Self {
             name: name.to_owned(),
             balancer: lb::build(policy, &members),
@@ -135,12 +136,13 @@ impl Upstream {
         let now = health::now_ms();
         let key_buf;
         let key: Option<&[u8]> = match &self.hash_key {
-            HashKey::ClientIp => {
+            None => None,
+            Some(HashKey::ClientIp) => {
                 key_buf = client_ip.to_string();
                 Some(key_buf.as_bytes())
             }
-            HashKey::Header(name) => headers.get(name).map(hyper::header::HeaderValue::as_bytes),
-            HashKey::Cookie(name) => cookie(headers, name),
+            Some(HashKey::Header(name)) => headers.get(name).map(hyper::header::HeaderValue::as_bytes),
+            Some(HashKey::Cookie(name)) => cookie(headers, name),
         };
         let usable = |i: usize| {
             !exclude.contains(&i) && self.servers.get(i).is_some_and(|s| s.health.usable(now))
