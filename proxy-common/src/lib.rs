@@ -28,6 +28,12 @@ pub mod maps {
     /// `ARRAY` (mmapable) of [`crate::WorkerLoad`], one per worker: written by the workers
     /// through shared memory, read by the `sk_reuseport` program and by `proxy stats`.
     pub const WORKER_LOAD: &str = "WORKER_LOAD";
+    /// `ARRAY` of one [`crate::RateConfig`], set by the daemon at start.
+    pub const RATE_CONFIG: &str = "RATE_CONFIG";
+    /// `LRU_PERCPU_HASH` of IPv4 prefix -> [`crate::TokenBucket`].
+    pub const SYN_BUCKETS_V4: &str = "SYN_BUCKETS_V4";
+    /// `LRU_PERCPU_HASH` of IPv6 prefix -> [`crate::TokenBucket`].
+    pub const SYN_BUCKETS_V6: &str = "SYN_BUCKETS_V6";
     /// `ARRAY` of one [`crate::SpreadConfig`]: the spreading policy, set by the daemon.
     pub const SPREAD_CONFIG: &str = "SPREAD_CONFIG";
     /// `HASH` from [`crate::ListenerKey`] to the listener's slot (`u32`).
@@ -214,6 +220,8 @@ pub enum Counter {
     Malformed = 4,
     /// Packets that are not IPv4/IPv6 (ARP, LLDP, ...): passed.
     NonIp = 5,
+    /// TCP SYNs dropped because their source prefix exceeded `syn_rate`.
+    DroppedSynRate = 6,
 }
 
 impl Counter {
@@ -225,6 +233,7 @@ impl Counter {
         Counter::PassedAllowlist,
         Counter::Malformed,
         Counter::NonIp,
+        Counter::DroppedSynRate,
     ];
 
     /// Stable snake-case name, used by `proxy stats` and metrics.
@@ -237,12 +246,38 @@ impl Counter {
             Self::PassedAllowlist => "packets_passed_allowlist",
             Self::Malformed => "packets_malformed",
             Self::NonIp => "packets_non_ip",
+            Self::DroppedSynRate => "packets_dropped_syn_rate",
         }
     }
 }
 
-/// Number of entries in the `COUNTERS` map.
-pub const COUNTER_COUNT: u32 = 6;
+/// Number of counters in use.
+pub const COUNTER_COUNT: u32 = 7;
+/// Size of the `COUNTERS` map: room for counters added later without changing the pinned map.
+pub const COUNTER_SLOTS: u32 = 32;
+
+/// The one entry of `RATE_CONFIG`: the in-kernel SYN rate limit (0 = off).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateConfig {
+    /// SYNs per second per source prefix.
+    pub syn_rate: u32,
+    /// Bucket depth.
+    pub syn_burst: u32,
+    pub prefix_v4: u32,
+    pub prefix_v6: u32,
+}
+
+/// A token bucket in the kernel: tokens in thousandths, refilled from `last_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    pub tokens_milli: u64,
+    pub last_ns: u64,
+}
+
+/// Sources tracked by the SYN limiter per CPU (LRU: the least recent are forgotten).
+pub const RATE_TRACKED: u32 = 65536;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -255,6 +290,10 @@ mod pod {
     unsafe impl aya::Pod for super::WorkerLoad {}
     // SAFETY: as above (two u32).
     unsafe impl aya::Pod for super::SpreadConfig {}
+    // SAFETY: as above (four u32).
+    unsafe impl aya::Pod for super::RateConfig {}
+    // SAFETY: as above (two u64).
+    unsafe impl aya::Pod for super::TokenBucket {}
     // SAFETY: as above (six u32).
     unsafe impl aya::Pod for super::ListenerKey {}
 }

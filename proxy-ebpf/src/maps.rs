@@ -2,12 +2,12 @@
 //! under `/sys/fs/bpf/proxy/<instance>/` when it loads the object.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, ReusePortSockArray},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, ReusePortSockArray},
 };
 use proxy_common::{
     ALLOW_MAX, AllowEntry, BLOCK_V4_MAX, BLOCK_V6_MAX, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
-    BlockEntry, COUNTER_COUNT, ListenerKey, MAX_LISTENERS, MAX_WORKERS, SpreadConfig, V4Addr,
-    V6Addr, WorkerLoad,
+    BlockEntry, COUNTER_SLOTS, ListenerKey, MAX_LISTENERS, MAX_WORKERS, RATE_TRACKED, RateConfig,
+    SpreadConfig, TokenBucket, V4Addr, V6Addr, WorkerLoad,
 };
 
 #[map]
@@ -27,7 +27,18 @@ pub static ALLOW_V6: LpmTrie<V6Addr, AllowEntry> =
     LpmTrie::with_max_entries(ALLOW_MAX, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map]
+pub static RATE_CONFIG: Array<RateConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static SYN_BUCKETS_V4: LruPerCpuHashMap<V4Addr, TokenBucket> =
+    LruPerCpuHashMap::with_max_entries(RATE_TRACKED, 0);
+
+#[map]
+pub static SYN_BUCKETS_V6: LruPerCpuHashMap<V6Addr, TokenBucket> =
+    LruPerCpuHashMap::with_max_entries(RATE_TRACKED, 0);
 
 #[map]
 pub static WORKER_LOAD: Array<WorkerLoad> = Array::with_max_entries(MAX_WORKERS, BPF_F_MMAPABLE);

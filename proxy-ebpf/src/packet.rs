@@ -12,11 +12,23 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const VLAN_HLEN: usize = 4;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
+const IPPROTO_TCP: u8 = 6;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 /// The part of a frame the decision needs: the source address, or why there is none.
 pub enum Source {
-    V4([u8; 4]),
-    V6([u8; 16]),
+    /// IPv4 source; `syn` for a TCP SYN without ACK (a new connection).
+    V4 {
+        addr: [u8; 4],
+        syn: bool,
+    },
+    V6 {
+        addr: [u8; 16],
+        syn: bool,
+    },
     /// Not IPv4 or IPv6 (ARP, LLDP, a third VLAN tag, ...).
     NonIp,
     /// Truncated, or an IP header that is not valid.
@@ -82,6 +94,13 @@ impl Packet {
         }
     }
 
+    /// Whether the TCP header at `l4` is a SYN without ACK; a truncated header is not.
+    #[inline(always)]
+    fn is_syn(&self, l4: usize) -> bool {
+        self.load::<u8>(l4 + TCP_FLAGS)
+            .is_ok_and(|f| f & (TCP_SYN | TCP_ACK) == TCP_SYN)
+    }
+
     #[inline(always)]
     fn ipv4(&self, l3: usize) -> Source {
         // Read the source address first: a bound check at a fixed offset that LLVM cannot
@@ -96,7 +115,8 @@ impl Packet {
         if version_ihl >> 4 != 4 || header_len < IPV4_MIN_HLEN || !self.has(l3, header_len) {
             return Source::Malformed;
         }
-        Source::V4(saddr)
+        let syn = self.load::<u8>(l3 + 9) == Ok(IPPROTO_TCP) && self.is_syn(l3 + header_len);
+        Source::V4 { addr: saddr, syn }
     }
 
     #[inline(always)]
@@ -110,6 +130,8 @@ impl Packet {
         if first >> 4 != 6 || !self.has(l3, IPV6_HLEN) {
             return Source::Malformed;
         }
-        Source::V6(saddr)
+        // Only a TCP header right after the fixed header counts (no extension-header walk).
+        let syn = self.load::<u8>(l3 + 6) == Ok(IPPROTO_TCP) && self.is_syn(l3 + IPV6_HLEN);
+        Source::V6 { addr: saddr, syn }
     }
 }

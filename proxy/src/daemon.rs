@@ -10,10 +10,16 @@ use tokio::{signal::unix::SignalKind, sync::watch};
 use tracing::{error, info, warn};
 
 use arc_swap::ArcSwap;
+use proxy_common::Reason;
 
 use crate::{
     config::{AttachMode, Config},
-    defense::{ListStore, state::StateFile},
+    defense::{
+        ListStore,
+        ban::{BanEngine, BanRequest},
+        limits::ClientLimits,
+        state::StateFile,
+    },
     http::server::ListenerCtx,
     kernel::{
         self, Datapath, KernelMaps,
@@ -83,8 +89,24 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let instance = config.instance.clone();
     let pin_dir = kernel::pin_dir(&instance);
 
-    // Kernel side: load (reusing pinned maps), then attach.
+    // Kernel side: load (reusing pinned maps), set the SYN limit, then attach.
     let mut datapath = Datapath::load(&pin_dir)?;
+    let k = &config.kernel;
+    datapath.set_rate_config(proxy_common::RateConfig {
+        syn_rate: k.syn_rate,
+        syn_burst: if k.syn_burst == 0 {
+            k.syn_rate
+        } else {
+            k.syn_burst
+        },
+        prefix_v4: u32::from(k.rate_prefix_v4),
+        prefix_v6: u32::from(k.rate_prefix_v6),
+    })?;
+    if k.syn_rate > 0 && k.attach == AttachMode::None {
+        warn!(
+            "kernel.syn_rate is set but kernel.attach = none: there is no kernel program to enforce it"
+        );
+    }
     info!(instance, pin_dir = %pin_dir.display(), "kernel programs loaded, maps pinned");
     let attach = config.kernel.attach;
     if attach != AttachMode::None {
@@ -137,9 +159,12 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let generation = runtime::build(1, config.clone(), &board)?;
     let tls = runtime::build_tls(&config.listener)?;
+    let (ban_tx, ban_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         generation: ArcSwap::from_pointee(generation),
         tls: ArcSwap::from_pointee(tls),
+        limits: Arc::new(ClientLimits::default()),
+        bans: BanEngine::new(ban_tx),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -208,6 +233,12 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         ));
         let mut checks = start_health_checks(&shared.generation.load());
         let watcher = tokio::spawn(watch_certificates(shared.clone(), stop_rx.clone()));
+        let banner = tokio::spawn(apply_bans(
+            ban_rx,
+            store.clone(),
+            shared.clone(),
+            stop_rx.clone(),
+        ));
         let mut term = tokio::signal::unix::signal(SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         let mut hup = tokio::signal::unix::signal(SignalKind::hangup())
@@ -235,6 +266,7 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         let _ = checks.send(true);
         let _ = sweeper.await;
         let _ = watcher.await;
+        let _ = banner.await;
         anyhow::Ok(())
     })?;
     for t in threads {
@@ -250,6 +282,56 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     drop(datapath);
     info!("stopped; the pinned maps and the state file keep the lists");
     Ok(())
+}
+
+/// Applies the bans the request path asks for, through the same code path as
+/// `proxy blocklist add` (kernel map + state file); also sweeps idle limit state.
+async fn apply_bans(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<BanRequest>,
+    store: Arc<Mutex<ListStore>>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut sweep = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        let request = tokio::select! {
+            r = requests.recv() => match r { Some(r) => r, None => return },
+            _ = sweep.tick() => {
+                shared.limits.sweep();
+                shared.bans.sweep();
+                continue;
+            }
+            _ = stop.changed() => return,
+        };
+        let store = store.clone();
+        let r = request.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().expect("list store");
+            if store.maps().is_allowed(r.client)? {
+                return Ok(false);
+            }
+            let note = format!("auto-ban: {} (offence {})", r.rule, r.offence);
+            store
+                .block(&[r.cidr], Some(r.ttl), Reason::L7Abuse, Some(&note))
+                .map(|_| true)
+        })
+        .await;
+        match applied {
+            Ok(Ok(true)) => warn!(
+                client = %request.client,
+                banned = %request.cidr,
+                rule = request.rule,
+                ttl = ?request.ttl,
+                offence = request.offence,
+                "client banned in the kernel"
+            ),
+            Ok(Ok(false)) => {
+                info!(client = %request.client, rule = request.rule, "ban skipped: the client is allowlisted")
+            }
+            Ok(Err(e)) => error!(client = %request.client, rule = request.rule, "ban failed: {e}"),
+            Err(e) => error!("ban task failed: {e}"),
+        }
+    }
 }
 
 /// Starts the active health checks of a generation; sending `true` stops them.

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 
 use crate::{
     config::{Config, ListenerConfig},
+    defense::{ban, limits::ClientLimits},
     http::{access::Access, headers::CompiledOps, route::Router},
     tls,
     upstream::{HealthBoard, Upstream},
@@ -30,6 +31,8 @@ pub struct Generation {
     pub config: Arc<Config>,
     pub router: Router<Arc<Route>>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// `[[ban]]` rules, compiled.
+    pub bans: Vec<ban::CompiledRule>,
 }
 
 /// Per listener, the TLS server config in force (None for plain listeners). Swapped on reload
@@ -40,6 +43,10 @@ pub type TlsConfigs = Vec<Option<Arc<rustls::ServerConfig>>>;
 pub struct Shared {
     pub generation: ArcSwap<Generation>,
     pub tls: ArcSwap<TlsConfigs>,
+    /// Per-client limit state (survives reloads).
+    pub limits: Arc<ClientLimits>,
+    /// Ban rule counters (survive reloads).
+    pub bans: Arc<ban::BanEngine>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,8 +123,13 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
             })
         }));
     }
+    let bans = ban::compile_all(&config.ban).map_err(|message| BuildError::Invalid {
+        key: "ban".into(),
+        message,
+    })?;
     Ok(Generation {
         id,
+        bans,
         router: Router::new(routes, fallbacks),
         upstreams,
         config,

@@ -381,3 +381,146 @@ impl Default for RetryConfig {
         toml::from_str("").expect("every field has a default")
     }
 }
+
+/// `[limits]`: per-client limits and request size limits, for every listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per second a client may make (token bucket, `429` with `Retry-After` past it);
+    /// 0 = no limit.
+    #[serde(default)]
+    pub requests_per_second: u32,
+    /// Requests a client may make at once above the rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// What a "client" is for the request rate: `client_ip` or `header:NAME`.
+    #[serde(default = "default_limit_key")]
+    pub key: String,
+    /// Open connections per client address; more are closed at accept (before any TLS
+    /// work). 0 = no limit.
+    #[serde(default)]
+    pub connections_per_client: u32,
+    /// Requests in flight per client address (`429` past it). 0 = no limit.
+    #[serde(default)]
+    pub requests_in_flight_per_client: u32,
+    /// Bytes of request line and headers (HTTP/1.1; `431` past it). At least 8192.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Number of request headers (`431` past it).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Bytes of the request target (`414` past it).
+    #[serde(default = "default_max_uri")]
+    pub max_uri_bytes: usize,
+    /// Bytes of a request body (`413` when the declared length is larger; a chunked body that
+    /// grows past it is cut off). 0 = no limit.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Time allowed between two chunks of a request body; past it the request is aborted.
+    #[serde(default = "d60s", with = "duration")]
+    pub body_read_timeout: Duration,
+    /// HTTP/2: streams a client may have open at once.
+    #[serde(default = "default_h2_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: bytes of a header list (also bounds CONTINUATION floods).
+    #[serde(default = "default_h2_header_list")]
+    pub h2_max_header_list_bytes: u32,
+    /// HTTP/2: streams a client may reset before the proxy accepted them (rapid reset,
+    /// CVE-2023-44487); past it the connection gets GOAWAY.
+    #[serde(default = "default_h2_resets")]
+    pub h2_max_pending_reset_streams: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+fn default_burst() -> u32 {
+    20
+}
+fn default_limit_key() -> String {
+    "client_ip".into()
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_uri() -> usize {
+    8 * 1024
+}
+fn default_max_body() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_h2_streams() -> u32 {
+    100
+}
+fn default_h2_header_list() -> u32 {
+    16 * 1024
+}
+fn default_h2_resets() -> usize {
+    20
+}
+
+/// What a ban rule counts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BanTrigger {
+    /// Responses to the client whose status is in `statuses`.
+    Status,
+    /// Requests the HTTP parser refused (malformed, oversized headers).
+    InvalidRequest,
+    /// Requests matching `path_regex` or `user_agent_regex` (answered `403`).
+    DenyPattern,
+}
+
+/// `[[ban]]`: abuse seen at layer 7 that puts the client into the kernel blocklist.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanRule {
+    /// Shown in logs and as the blocklist entry's note.
+    pub name: String,
+    pub on: BanTrigger,
+    /// For `on = "status"`: codes (`"429"`) or classes (`"4xx"`).
+    #[serde(default)]
+    pub statuses: Vec<String>,
+    /// For `on = "deny-pattern"`.
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    #[serde(default)]
+    pub user_agent_regex: Option<String>,
+    /// Events within `window` that trigger the ban.
+    #[serde(default = "one_u32")]
+    pub threshold: u32,
+    #[serde(default = "d10s", with = "duration")]
+    pub window: Duration,
+    /// First ban; each repeat doubles it, up to `max_ttl`.
+    #[serde(default = "d600s", with = "duration")]
+    pub ttl: Duration,
+    #[serde(default = "d86400s", with = "duration")]
+    pub max_ttl: Duration,
+    /// Ban the client's prefix of this length instead of the single address.
+    #[serde(default = "p32")]
+    pub prefix_v4: u8,
+    #[serde(default = "p128")]
+    pub prefix_v6: u8,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+fn d600s() -> Duration {
+    Duration::from_secs(600)
+}
+fn d86400s() -> Duration {
+    Duration::from_secs(86400)
+}
+fn p32() -> u8 {
+    32
+}
+fn p128() -> u8 {
+    128
+}

@@ -88,6 +88,12 @@ pub struct Config {
     pub route: Vec<RouteConfig>,
     #[serde(default)]
     pub upstream: BTreeMap<String, UpstreamConfig>,
+    /// Per-client and size limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Abuse that gets a client banned in the kernel.
+    #[serde(default)]
+    pub ban: Vec<BanRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +110,25 @@ pub struct KernelConfig {
     /// How new connections are spread over the workers.
     #[serde(default)]
     pub spread: SpreadMode,
+    /// New TCP connections (SYNs) per second allowed from one source prefix, in XDP/TC;
+    /// 0 = no limit.
+    #[serde(default)]
+    pub syn_rate: u32,
+    /// SYNs a source may send at once above the rate (default: the rate).
+    #[serde(default)]
+    pub syn_burst: u32,
+    /// Sources are grouped by these prefix lengths for `syn_rate`.
+    #[serde(default = "default_prefix_v4")]
+    pub rate_prefix_v4: u8,
+    #[serde(default = "default_prefix_v6")]
+    pub rate_prefix_v6: u8,
+}
+
+fn default_prefix_v4() -> u8 {
+    32
+}
+fn default_prefix_v6() -> u8 {
+    64
 }
 
 /// How the `sk_reuseport` program picks a worker for a new connection.
@@ -137,6 +162,10 @@ impl Default for KernelConfig {
             interfaces: Vec::new(),
             sweep_interval: default_sweep(),
             spread: SpreadMode::default(),
+            syn_rate: 0,
+            syn_burst: 0,
+            rate_prefix_v4: default_prefix_v4(),
+            rate_prefix_v6: default_prefix_v6(),
         }
     }
 }
@@ -418,6 +447,50 @@ impl Config {
                     format!("{iface:?} is not a valid interface name"),
                 ));
             }
+        }
+        if self.kernel.rate_prefix_v4 > 32 || self.kernel.rate_prefix_v6 > 128 {
+            return Err(invalid(
+                "kernel.rate_prefix_v4".into(),
+                "prefix lengths are at most 32 (IPv4) and 128 (IPv6)".into(),
+            ));
+        }
+        let limits = &self.limits;
+        let header_key_ok = |h: &str| hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok();
+        if limits.key != "client_ip"
+            && limits
+                .key
+                .strip_prefix("header:")
+                .is_none_or(|h| !header_key_ok(h))
+        {
+            return Err(invalid(
+                "limits.key".into(),
+                format!("{:?}: use client_ip or header:NAME", limits.key),
+            ));
+        }
+        if limits.requests_per_second > 0 && limits.burst == 0 {
+            return Err(invalid(
+                "limits.burst".into(),
+                "must be at least 1 when requests_per_second is set".into(),
+            ));
+        }
+        if limits.max_header_bytes < 8192 {
+            return Err(invalid(
+                "limits.max_header_bytes".into(),
+                "must be at least 8192".into(),
+            ));
+        }
+        if limits.max_headers == 0
+            || limits.max_uri_bytes == 0
+            || limits.h2_max_concurrent_streams == 0
+        {
+            return Err(invalid(
+                "limits".into(),
+                "max_headers, max_uri_bytes and h2_max_concurrent_streams must be greater than 0"
+                    .into(),
+            ));
+        }
+        for (i, rule) in self.ban.iter().enumerate() {
+            crate::defense::ban::validate(rule).map_err(|p| invalid(format!("ban[{i}]"), p))?;
         }
         if self.kernel.sweep_interval < Duration::from_millis(100) {
             return Err(invalid(

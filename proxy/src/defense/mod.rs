@@ -1,6 +1,8 @@
 //! Defenses: the source-address blocklist and allowlist (kept in the kernel maps and in the
 //! state file), and later the per-client limits and automatic bans.
+pub mod ban;
 mod cidr;
+pub mod limits;
 mod lists;
 pub mod state;
 

@@ -10,12 +10,12 @@
 //!    (WebSocket) are spliced into a byte tunnel.
 use std::{
     convert::Infallible,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, atomic::Ordering},
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{
     Method, Request, Response, StatusCode, Uri, Version,
     body::{Body, Incoming},
@@ -30,11 +30,12 @@ use super::{
     route::normalize_host,
 };
 use crate::{
+    defense::{ban, limits::LimitKey},
     kernel::spread::WorkerLoadHandle,
     runtime::{Generation, Route, Shared},
     upstream::{
         Upstream,
-        client::{ClientPool, UpBody, empty_body},
+        client::{ClientPool, ReadTimeout, UpBody, empty_body},
     },
 };
 
@@ -127,14 +128,105 @@ pub async fn handle(
     let _in_flight = ctx.load.request();
     let generation = ctx.shared.generation.load_full();
     let id = request_id(req.headers());
+    let client_ip = super::headers::client_ip(
+        conn.peer.ip(),
+        req.headers(),
+        &generation.config.server.trusted_proxies,
+    );
+    let resp = admit(req, &conn, &ctx, &generation, &id, client_ip).await;
+    if !generation.bans.is_empty() {
+        ctx.shared.bans.record(
+            &generation.bans,
+            client_ip,
+            ban::Event::Status(resp.status().as_u16()),
+        );
+    }
+    Ok(resp)
+}
+
+/// Limits before any work: deny patterns, sizes, the client's request rate and requests in
+/// flight; then the request path under the total request timeout.
+async fn admit(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    ctx: &WorkerCtx,
+    generation: &Generation,
+    id: &str,
+    client_ip: IpAddr,
+) -> Response<ProxyBody> {
+    let limits = &generation.config.limits;
+    if !generation.bans.is_empty() {
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let event = ban::Event::Request {
+            path: req.uri().path(),
+            user_agent,
+        };
+        if ctx.shared.bans.record(&generation.bans, client_ip, event) {
+            return error_response(StatusCode::FORBIDDEN, "request refused", id);
+        }
+    }
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > limits.max_uri_bytes {
+        return error_response(
+            StatusCode::URI_TOO_LONG,
+            "the request target is too long",
+            id,
+        );
+    }
+    if limits.max_body_bytes > 0 && req.body().size_hint().lower() > limits.max_body_bytes {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is too large",
+            id,
+        );
+    }
+    if limits.requests_per_second > 0 {
+        let key = match limits.key.strip_prefix("header:") {
+            Some(name) => match req.headers().get(name).and_then(|v| v.to_str().ok()) {
+                Some(v) => LimitKey::Value(v.to_owned()),
+                None => LimitKey::Ip(client_ip),
+            },
+            None => LimitKey::Ip(client_ip),
+        };
+        if let Err(wait) =
+            ctx.shared
+                .limits
+                .take_request(key, limits.requests_per_second, limits.burst)
+        {
+            let mut resp = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests from this client",
+                id,
+            );
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            return resp;
+        }
+    }
+    let Some(_counted) = ctx
+        .shared
+        .limits
+        .start_request(client_ip, limits.requests_in_flight_per_client)
+    else {
+        return error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in flight from this client",
+            id,
+        );
+    };
     let limit = generation.config.server.request_timeout;
-    match tokio::time::timeout(limit, proxy(req, &conn, &ctx, &generation, &id)).await {
-        Ok(resp) => Ok(resp),
-        Err(_) => Ok(error_response(
+    match tokio::time::timeout(limit, proxy(req, conn, ctx, generation, id, client_ip)).await {
+        Ok(resp) => resp,
+        Err(_) => error_response(
             StatusCode::GATEWAY_TIMEOUT,
             "the request took longer than the proxy allows",
-            &id,
-        )),
+            id,
+        ),
     }
 }
 
@@ -144,6 +236,7 @@ async fn proxy(
     ctx: &WorkerCtx,
     generation: &Generation,
     id: &str,
+    client_ip: IpAddr,
 ) -> Response<ProxyBody> {
     let server = &generation.config.server;
     // 1. identify
@@ -160,8 +253,6 @@ async fn proxy(
         })
         .unwrap_or_default();
     let host = normalize_host(&raw_host);
-    let client_ip =
-        super::headers::client_ip(conn.peer.ip(), req.headers(), &server.trusted_proxies);
 
     // 2. route
     let Some(route) = generation
@@ -291,7 +382,18 @@ async fn forward(
     up.note_request();
     // A request without a body can be sent again; one with a body only if nothing was sent.
     let bodiless = body.is_end_stream();
-    let mut body = Some(body);
+    let limits = &ctx.shared.generation.load().config.limits.clone();
+    let mut body: Option<UpBody> = Some(if bodiless {
+        empty_body()
+    } else if limits.max_body_bytes > 0 {
+        Limited::new(
+            ReadTimeout::new(body, limits.body_read_timeout),
+            usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
+        )
+        .boxed()
+    } else {
+        ReadTimeout::new(body, limits.body_read_timeout).boxed()
+    });
     let replayable = bodiless && is_idempotent(&parts.method);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error = (
@@ -377,7 +479,7 @@ async fn send_one(
     addr: SocketAddr,
     conn: &ConnInfo,
     parts: &hyper::http::request::Parts,
-    body: &mut Option<Incoming>,
+    body: &mut Option<UpBody>,
     bodiless: bool,
 ) -> Attempt {
     let work = async {
@@ -386,7 +488,7 @@ async fn send_one(
             Err(e) => return Attempt::ConnectFailed(e),
         };
         let req_body: UpBody = match body.take() {
-            Some(b) if !bodiless => b.boxed(),
+            Some(b) if !bodiless => b,
             _ => empty_body(),
         };
         let mut req = Request::from_parts(parts.clone(), req_body);

@@ -208,6 +208,18 @@ async fn connection(
     } else {
         (peer, local)
     };
+    // Connections per client, counted before any TLS work.
+    let limit = wctx
+        .shared
+        .generation
+        .load()
+        .config
+        .limits
+        .connections_per_client;
+    let Some(_per_client) = wctx.shared.limits.open_connection(peer.ip(), limit) else {
+        debug!(%peer, "connection refused: too many connections from this client");
+        return;
+    };
     let info = Arc::new(ConnInfo {
         listener: lctx.index,
         peer,
@@ -250,17 +262,23 @@ async fn serve_http<S>(
         last: last.clone(),
     });
     let peer = info.peer;
+    let shared = wctx.shared.clone();
+    let limits = shared.generation.load().config.limits.clone();
     let service = service_fn(move |req| handle(req, info.clone(), wctx.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(250);
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.h2_max_header_list_bytes)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams);
     if !lctx.tls && !lctx.h2c {
         builder = builder.http1_only();
     }
@@ -292,5 +310,18 @@ async fn serve_http<S>(
     };
     if let Err(e) = result {
         debug!(%peer, "connection ended with an error: {e}");
+        // A request the parser refused (malformed, too large) counts for the ban rules.
+        let refused = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_parse() || e.is_parse_too_large());
+        let generation = shared.generation.load();
+        if refused && !generation.bans.is_empty() {
+            let client = super::headers::client_ip(peer.ip(), &hyper::HeaderMap::new(), &[]);
+            shared.bans.record(
+                &generation.bans,
+                client,
+                crate::defense::ban::Event::Invalid,
+            );
+        }
     }
 }

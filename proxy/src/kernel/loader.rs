@@ -16,7 +16,7 @@ use aya::{
     },
 };
 use proxy_common::{
-    ListenerKey, MAX_LISTENERS, MAX_WORKERS, SpreadConfig, SpreadPolicy, maps, programs,
+    ListenerKey, MAX_LISTENERS, MAX_WORKERS, RateConfig, SpreadConfig, SpreadPolicy, maps, programs,
 };
 use tracing::{info, warn};
 
@@ -235,6 +235,28 @@ impl Datapath {
             reason: format!("tc (clsact): {}", chain(&e)),
         })?;
         Ok(AttachedAs::TcClsact)
+    }
+
+    /// Sets the in-kernel SYN rate limit (live: read for every SYN).
+    pub fn set_rate_config(&mut self, config: RateConfig) -> Result<(), KernelError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::RATE_CONFIG)
+            .ok_or(KernelError::Missing {
+                kind: "map",
+                name: maps::RATE_CONFIG,
+            })?;
+        let mut array: Array<_, RateConfig> =
+            Array::try_from(map).map_err(|source| KernelError::Map {
+                op: "open",
+                map: maps::RATE_CONFIG,
+                source,
+            })?;
+        array.set(0, config, 0).map_err(|source| KernelError::Map {
+            op: "write",
+            map: maps::RATE_CONFIG,
+            source,
+        })
     }
 
     /// Sets the spreading policy (live: the program reads it for every new connection).

@@ -227,6 +227,18 @@ impl KernelMaps {
         Ok(entry.is_some_and(|e| e.is_active(now_ns)))
     }
 
+    /// Whether `ip` is in the allowlist (such clients are never banned).
+    pub fn is_allowed(&self, ip: IpAddr) -> Result<bool, KernelError> {
+        Ok(match ip {
+            IpAddr::V4(a) => {
+                lookup(&self.allow_v4, &Key::new(32, a.octets()), maps::ALLOW_V4)?.is_some()
+            }
+            IpAddr::V6(a) => {
+                lookup(&self.allow_v6, &Key::new(128, a.octets()), maps::ALLOW_V6)?.is_some()
+            }
+        })
+    }
+
     /// The packet counters summed over CPUs.
     pub fn counters(&self) -> Result<Counters, KernelError> {
         let mut out = Counters::default();

@@ -25,8 +25,11 @@ use tracing::debug;
 use super::Upstream;
 use crate::proxy_protocol;
 
+/// Any error a body may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body type of requests sent upstream.
-pub type UpBody = BoxBody<Bytes, hyper::Error>;
+pub type UpBody = BoxBody<Bytes, BoxError>;
 
 /// An empty request body.
 #[must_use]
@@ -34,6 +37,64 @@ pub fn empty_body() -> UpBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// A request body that fails when no data arrives for `timeout` (a client trickling its
+/// body, or stalling, ties up a worker and an upstream connection otherwise).
+pub struct ReadTimeout<B> {
+    inner: B,
+    timeout: std::time::Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> ReadTimeout<B> {
+    pub fn new(inner: B, timeout: std::time::Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl<B> hyper::body::Body for ReadTimeout<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                self.sleep.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                if self.sleep.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Some(Err(
+                        "the client stopped sending the request body".into()
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Any byte stream to a server (plain TCP or TLS).

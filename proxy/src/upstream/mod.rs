@@ -98,14 +98,17 @@ impl Upstream {
             LbPolicy::Hash => Policy::ConsistentHash,
             LbPolicy::RandomTwo => Policy::RandomTwoChoices,
         };
-        let hash_key = (policy == Policy::ConsistentHash).then(|| match config.hash_key.as_deref() {
-            Some(k) if k.starts_with("header:") => HashKey::Header(
-                hyper::header::HeaderName::from_bytes(&k.as_bytes()["header:".len()..])
-                    .expect("validated"),
-            ),
-            Some(k) if k.starts_with("cookie:") => HashKey::Cookie(k["cookie:".len()..].to_owned()),
-            _ => HashKey::ClientIp,
-        });
+        let hash_key =
+            (policy == Policy::ConsistentHash).then(|| match config.hash_key.as_deref() {
+                Some(k) if k.starts_with("header:") => HashKey::Header(
+                    hyper::header::HeaderName::from_bytes(&k.as_bytes()["header:".len()..])
+                        .expect("validated"),
+                ),
+                Some(k) if k.starts_with("cookie:") => {
+                    HashKey::Cookie(k["cookie:".len()..].to_owned())
+                }
+                _ => HashKey::ClientIp,
+            });
         Self {
             name: name.to_owned(),
             balancer: lb::build(policy, &members),
@@ -141,7 +144,9 @@ impl Upstream {
                 key_buf = client_ip.to_string();
                 Some(key_buf.as_bytes())
             }
-            Some(HashKey::Header(name)) => headers.get(name).map(hyper::header::HeaderValue::as_bytes),
+            Some(HashKey::Header(name)) => {
+                headers.get(name).map(hyper::header::HeaderValue::as_bytes)
+            }
             Some(HashKey::Cookie(name)) => cookie(headers, name),
         };
         let usable = |i: usize| {
