@@ -30,9 +30,9 @@ pub mod maps {
     pub const WORKER_LOAD: &str = "WORKER_LOAD";
     /// `ARRAY` of one [`crate::RateConfig`], set by the daemon at start.
     pub const RATE_CONFIG: &str = "RATE_CONFIG";
-    /// `LRU_PERCPU_HASH` of IPv4 prefix -> [`crate::TokenBucket`].
+    /// `LRU_HASH` of IPv4 prefix -> [`crate::TokenBucket`].
     pub const SYN_BUCKETS_V4: &str = "SYN_BUCKETS_V4";
-    /// `LRU_PERCPU_HASH` of IPv6 prefix -> [`crate::TokenBucket`].
+    /// `LRU_HASH` of IPv6 prefix -> [`crate::TokenBucket`].
     pub const SYN_BUCKETS_V6: &str = "SYN_BUCKETS_V6";
     /// `ARRAY` of one [`crate::SpreadConfig`]: the spreading policy, set by the daemon.
     pub const SPREAD_CONFIG: &str = "SPREAD_CONFIG";
@@ -276,7 +276,7 @@ pub struct TokenBucket {
     pub last_ns: u64,
 }
 
-/// Sources tracked by the SYN limiter per CPU (LRU: the least recent are forgotten).
+/// Sources tracked by the SYN limiter (LRU: the least recent are forgotten).
 pub const RATE_TRACKED: u32 = 65536;
 
 #[cfg(feature = "user")]

@@ -1,7 +1,7 @@
 //! The one decision both attach points share: allowlist first, then blocklist.
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    maps::{LpmTrie, LruPerCpuHashMap, lpm_trie::Key},
+    maps::{LpmTrie, LruHashMap, lpm_trie::Key},
 };
 use proxy_common::{AllowEntry, BlockEntry, Counter, RateConfig, TokenBucket};
 
@@ -46,17 +46,19 @@ fn classify<K>(
     }
 }
 
-/// Takes a token from the bucket of a source prefix; false when it is empty. Buckets are per
-/// CPU (an LRU per-CPU hash: no atomics on the hot path), so the limit applies per receiving CPU.
+/// Takes a token from the bucket of a source prefix; false when it is empty. One bucket per
+/// prefix for all CPUs (an LRU hash); SYNs of one source handled on two CPUs at the same
+/// instant may both see the same token (a lost update lets at most one extra SYN through per
+/// collision), which keeps the hot path free of locks and atomics.
 #[inline(always)]
-fn take_token<K>(buckets: &LruPerCpuHashMap<K, TokenBucket>, key: &K, config: &RateConfig) -> bool {
+fn take_token<K>(buckets: &LruHashMap<K, TokenBucket>, key: &K, config: &RateConfig) -> bool {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let burst = u64::from(config.syn_burst.max(1)) * 1000;
     match buckets.get_ptr_mut(key) {
         Some(bucket) => {
-            // SAFETY: a pointer into this CPU's slot of the map value; nothing else on this CPU
-            // runs the program concurrently.
+            // SAFETY: a pointer to the map value, valid for this program run; concurrent
+            // writers on other CPUs can only race on the counts (see above), never on memory.
             let b = unsafe { &mut *bucket };
             let elapsed = now.saturating_sub(b.last_ns);
             // tokens * 1000 gained: elapsed_ns * rate / 1e6, capped first to avoid overflow.

@@ -2,7 +2,7 @@
 //! under `/sys/fs/bpf/proxy/<instance>/` when it loads the object.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, ReusePortSockArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ReusePortSockArray},
 };
 use proxy_common::{
     ALLOW_MAX, AllowEntry, BLOCK_V4_MAX, BLOCK_V6_MAX, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
@@ -33,12 +33,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 pub static RATE_CONFIG: Array<RateConfig> = Array::with_max_entries(1, 0);
 
 #[map]
-pub static SYN_BUCKETS_V4: LruPerCpuHashMap<V4Addr, TokenBucket> =
-    LruPerCpuHashMap::with_max_entries(RATE_TRACKED, 0);
+pub static SYN_BUCKETS_V4: LruHashMap<V4Addr, TokenBucket> =
+    LruHashMap::with_max_entries(RATE_TRACKED, 0);
 
 #[map]
-pub static SYN_BUCKETS_V6: LruPerCpuHashMap<V6Addr, TokenBucket> =
-    LruPerCpuHashMap::with_max_entries(RATE_TRACKED, 0);
+pub static SYN_BUCKETS_V6: LruHashMap<V6Addr, TokenBucket> =
+    LruHashMap::with_max_entries(RATE_TRACKED, 0);
 
 #[map]
 pub static WORKER_LOAD: Array<WorkerLoad> = Array::with_max_entries(MAX_WORKERS, BPF_F_MMAPABLE);

@@ -31,6 +31,16 @@ pub struct Topology {
     pub cli_ip: Ipv4Addr,
     pub srv_ip6: Ipv6Addr,
     pub cli_ip6: Ipv6Addr,
+    /// A second client namespace, when made with [`Topology::add_client`].
+    pub second: Option<SecondClient>,
+}
+
+/// Another client namespace on its own veth pair into the server namespace.
+pub struct SecondClient {
+    pub ns: String,
+    pub srv_if: String,
+    pub srv_ip: Ipv4Addr,
+    pub cli_ip: Ipv4Addr,
 }
 
 impl Topology {
@@ -46,6 +56,7 @@ impl Topology {
             cli_ip: Ipv4Addr::new(10, 250, subnet, 2),
             srv_ip6: format!("fd00:250:{subnet}::1").parse().unwrap(),
             cli_ip6: format!("fd00:250:{subnet}::2").parse().unwrap(),
+            second: None,
         };
         assert!(t.srv_if.len() < 16, "interface name {} too long", t.srv_if);
         ip(&["netns", "add", &t.srv_ns]);
@@ -76,6 +87,58 @@ impl Topology {
         t
     }
 
+    /// Adds a second client namespace on 10.250.<subnet>.0/24 (server side .1, client .2).
+    pub fn add_client(&mut self, subnet: u8) {
+        let id = unique_id();
+        let second = SecondClient {
+            ns: format!("pxt-{id}-cl2"),
+            srv_if: format!("pxs{id}"),
+            srv_ip: Ipv4Addr::new(10, 250, subnet, 1),
+            cli_ip: Ipv4Addr::new(10, 250, subnet, 2),
+        };
+        let cli_if = format!("pxc{id}");
+        ip(&["netns", "add", &second.ns]);
+        let ns = second.ns.clone();
+        let srv_if = second.srv_if.clone();
+        let (srv_ip, cli_ip) = (second.srv_ip, second.cli_ip);
+        self.second = Some(second);
+        ip(&[
+            "link",
+            "add",
+            &srv_if,
+            "netns",
+            &self.srv_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &cli_if,
+            "netns",
+            &ns,
+        ]);
+        ip(&[
+            "-n",
+            &self.srv_ns,
+            "addr",
+            "add",
+            &format!("{srv_ip}/24"),
+            "dev",
+            &srv_if,
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{cli_ip}/24"),
+            "dev",
+            &cli_if,
+        ]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &self.srv_ns, "link", "set", &srv_if, "up"]);
+        ip(&["-n", &ns, "link", "set", &cli_if, "up"]);
+    }
+
     /// A command that runs inside `ns`, keeping the host's mount namespace (so the pins under
     /// /sys/fs/bpf stay visible; `ip netns exec` would remount /sys and hide them).
     pub fn command_in(ns: &str, program: &str) -> Command {
@@ -89,6 +152,11 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        if let Some(second) = &self.second {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &second.ns])
+                .status();
+        }
         for ns in [&self.cli_ns, &self.srv_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
