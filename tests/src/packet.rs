@@ -62,6 +62,13 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
     h
 }
 
+/// An IPv4 TCP frame with the given flags byte (0x02 SYN, 0x10 ACK, 0x12 SYN+ACK).
+pub fn v4_tcp_frame(src: &str, flags: u8) -> Vec<u8> {
+    let mut f = v4_frame(src);
+    f[14 + 20 + 13] = flags;
+    f
+}
+
 /// Frame helpers for the fixtures.
 pub fn v4_frame(src: &str) -> Vec<u8> {
     ethernet(
