@@ -352,28 +352,76 @@ fn syn_rate_limit_per_source_prefix() {
     require_root();
     proxy::kernel::ensure_bpffs().unwrap();
     let pin_dir = proxy::kernel::pin_dir(&format!("packet-test-{}", unique_id()));
-    let mut t = TestDatapath { datapath: Datapath::load(&pin_dir).unwrap() };
+    let mut t = TestDatapath {
+        datapath: Datapath::load(&pin_dir).unwrap(),
+    };
     let maps = KernelMaps::open(&pin_dir).unwrap();
     // One SYN per second, a bucket of 2, sources grouped by /24.
     t.datapath
-        .set_rate_config(proxy_common::RateConfig { syn_rate: 1, syn_burst: 2, prefix_v4: 24, prefix_v6: 64 })
+        .set_rate_config(proxy_common::RateConfig {
+            syn_rate: 1,
+            syn_burst: 2,
+            prefix_v4: 24,
+            prefix_v6: 64,
+        })
         .unwrap();
     let syn = |src: &str| v4_tcp_frame(src, 0x02);
     let before = maps.counters().unwrap().get(Counter::DroppedSynRate);
-    assert_eq!(t.datapath.test_run_xdp(&syn("192.0.2.1")).unwrap(), XDP_PASS);
-    assert_eq!(t.datapath.test_run_xdp(&syn("192.0.2.2")).unwrap(), XDP_PASS, "same /24, second token");
-    assert_eq!(t.datapath.test_run_xdp(&syn("192.0.2.3")).unwrap(), XDP_DROP, "same /24, bucket empty");
-    assert_eq!(t.datapath.test_run_tc(&syn("192.0.2.4")).unwrap(), TC_ACT_SHOT, "TC shares the bucket");
-    assert_eq!(t.datapath.test_run_xdp(&syn("192.0.3.1")).unwrap(), XDP_PASS, "another /24 has its own bucket");
-    assert_eq!(t.datapath.test_run_xdp(&v4_tcp_frame("192.0.2.5", 0x10)).unwrap(), XDP_PASS, "ACKs are not limited");
-    assert_eq!(t.datapath.test_run_xdp(&v4_tcp_frame("192.0.2.5", 0x12)).unwrap(), XDP_PASS, "SYN+ACK is not a new connection");
-    assert_eq!(maps.counters().unwrap().get(Counter::DroppedSynRate) - before, 2);
+    assert_eq!(
+        t.datapath.test_run_xdp(&syn("192.0.2.1")).unwrap(),
+        XDP_PASS
+    );
+    assert_eq!(
+        t.datapath.test_run_xdp(&syn("192.0.2.2")).unwrap(),
+        XDP_PASS,
+        "same /24, second token"
+    );
+    assert_eq!(
+        t.datapath.test_run_xdp(&syn("192.0.2.3")).unwrap(),
+        XDP_DROP,
+        "same /24, bucket empty"
+    );
+    assert_eq!(
+        t.datapath.test_run_tc(&syn("192.0.2.4")).unwrap(),
+        TC_ACT_SHOT,
+        "TC shares the bucket"
+    );
+    assert_eq!(
+        t.datapath.test_run_xdp(&syn("192.0.3.1")).unwrap(),
+        XDP_PASS,
+        "another /24 has its own bucket"
+    );
+    assert_eq!(
+        t.datapath
+            .test_run_xdp(&v4_tcp_frame("192.0.2.5", 0x10))
+            .unwrap(),
+        XDP_PASS,
+        "ACKs are not limited"
+    );
+    assert_eq!(
+        t.datapath
+            .test_run_xdp(&v4_tcp_frame("192.0.2.5", 0x12))
+            .unwrap(),
+        XDP_PASS,
+        "SYN+ACK is not a new connection"
+    );
+    assert_eq!(
+        maps.counters().unwrap().get(Counter::DroppedSynRate) - before,
+        2
+    );
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert_eq!(t.datapath.test_run_xdp(&syn("192.0.2.9")).unwrap(), XDP_PASS, "a token came back after a second");
+    assert_eq!(
+        t.datapath.test_run_xdp(&syn("192.0.2.9")).unwrap(),
+        XDP_PASS,
+        "a token came back after a second"
+    );
     // Allowlisted sources are never rate limited.
     let mut maps = maps;
     maps.allow(&cidr("192.0.2.0/24")).unwrap();
     for _ in 0..5 {
-        assert_eq!(t.datapath.test_run_xdp(&syn("192.0.2.7")).unwrap(), XDP_PASS);
+        assert_eq!(
+            t.datapath.test_run_xdp(&syn("192.0.2.7")).unwrap(),
+            XDP_PASS
+        );
     }
 }

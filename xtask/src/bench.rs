@@ -3,6 +3,8 @@
 //! Implemented scenarios:
 //! - `spread`: per-worker imbalance and short-request latency under a skewed mix of heavy
 //!   keep-alive connections and short connections, for the three spreading policies.
+//! - `attack`: legitimate throughput and p99 under a SYN flood from a blocked address: no
+//!   flood, XDP, accept()-time blocklist, nftables (see attack.rs).
 //!
 //! Every load is bounded in time and stays on 127.0.0.1. Results go to `docs/benchmarks.md`
 //! (a section per scenario) and `docs/benchmarks.json`.
@@ -26,7 +28,7 @@ use crate::{
     util::{is_root, step, workspace},
 };
 
-const SCENARIOS: [&str; 1] = ["spread"];
+const SCENARIOS: [&str; 2] = ["spread", "attack"];
 
 pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if !is_root() {
@@ -48,6 +50,9 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         }
     }
     setup()?;
+    if chosen.contains(&"attack") {
+        crate::setup::ensure_packages(&["wrk", "nftables", "curl"])?;
+    }
     build(true)?;
     let mut sections = Vec::new();
     for s in chosen {
@@ -55,6 +60,13 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
             sections.push(step(
                 "bench spread (3 policies x 3 repetitions, about 2 minutes)",
                 spread,
+            )?);
+        }
+        if s == "attack" {
+            let bin = workspace().join("target/release");
+            sections.push(step(
+                "bench attack (4 modes x 3 repetitions, about 2 minutes)",
+                || crate::attack::attack(&bin),
             )?);
         }
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's one entry point for setting up a machine, building, running the
 //! demo and running every test. Each command does its own set-up and is quick when all is there.
+mod attack;
 mod bench;
 mod run;
 mod setup;

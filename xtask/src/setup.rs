@@ -149,6 +149,19 @@ pub fn setup() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs Debian packages that are missing (for the benchmarks' peers and tools).
+pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("installing {} needs root", missing.join(", "));
+    }
+    let mut updated = false;
+    apt_install(&missing, &mut updated)
+}
+
 fn mount_bpffs() -> anyhow::Result<()> {
     step("mount bpffs at /sys/fs/bpf", || {
         run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
