@@ -308,7 +308,7 @@ fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
     }
     if mode == "nftables" {
         let rules = format!(
-            "table netdev pxb {{ chain in {{ type filter hook ingress device \"pxb-s2\" priority -500; ip saddr {FLOOD_IP} drop; }} }}"
+            "table netdev pxb {{\n  chain in {{\n    type filter hook ingress device \"pxb-s2\" priority -500;\n    ip saddr {FLOOD_IP} drop\n  }}\n}}\n"
         );
         let mut c = Command::new("ip");
         c.args(["netns", "exec", SRV, "nft", "-f", "-"])
@@ -328,7 +328,7 @@ fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
             // SAFETY: sched_setaffinity on this thread with a valid, zeroed-then-set cpu_set_t.
             unsafe {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(0, &mut set);
+                libc::CPU_SET(1, &mut set);
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
             }
             syn_flood(FLOOD, FLOOD_IP, SRV_FLOOD, 8080, stop, sent)

@@ -7,7 +7,7 @@
 //!   flood, XDP, accept()-time blocklist, nftables (see attack.rs).
 //!
 //! Every load is bounded in time and stays on 127.0.0.1. Results go to `docs/benchmarks.md`
-//! (a section per scenario) and `docs/benchmarks.json`.
+//! (a section per scenario) and `docs/benchmarks/<scenario>.json`.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -57,49 +57,68 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     let mut sections = Vec::new();
     for s in chosen {
         if s == "spread" {
-            sections.push(step(
+            let (text, data) = step(
                 "bench spread (3 policies x 3 repetitions, about 2 minutes)",
                 spread,
-            )?);
+            )?;
+            sections.push(("spread".to_owned(), text, data));
         }
         if s == "attack" {
             let bin = workspace().join("target/release");
-            sections.push(step(
+            let (text, data) = step(
                 "bench attack (4 modes x 3 repetitions, about 2 minutes)",
                 || crate::attack::attack(&bin),
-            )?);
+            )?;
+            sections.push(("attack".to_owned(), text, data));
         }
     }
     let machine = machine();
-    let mut md = format!(
-        "# Benchmarks\n\nWritten by `cargo xtask bench` on {} ({}).\n\n",
-        Command::new("date")
-            .arg("-u")
-            .arg("+%Y-%m-%d %H:%M UTC")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default(),
-        machine
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    // Each scenario owns one `## name:` section of docs/benchmarks.md and one
+    // docs/benchmarks/<name>.json; a run replaces only the scenarios it ran.
+    let md_path = workspace().join("docs/benchmarks.md");
+    let old = std::fs::read_to_string(&md_path).unwrap_or_default();
+    let mut kept: Vec<(String, String)> = old
+        .split("\n## ")
+        .skip(1)
+        .map(|sec| {
+            let name = sec.split(':').next().unwrap_or("").trim().to_owned();
+            let body = sec.split("\nNumbers from a shared").next().unwrap_or(sec);
+            (name, format!("## {}\n", body.trim_end()))
+        })
+        .collect();
+    let json_dir = workspace().join("docs/benchmarks");
+    std::fs::create_dir_all(&json_dir).context("creating docs/benchmarks")?;
+    for (name, text, data) in sections {
+        kept.retain(|(n, _)| *n != name);
+        kept.push((
+            name.clone(),
+            format!("{}\n_Run on {date}, {machine}._\n", text.trim_end()),
+        ));
+        std::fs::write(
+            json_dir.join(format!("{name}.json")),
+            format!("{{\"date\": {date:?}, \"machine\": {machine:?}, \"result\": {data}}}\n"),
+        )
+        .context("writing the JSON results")?;
+    }
+    kept.sort_by_key(|(n, _)| SCENARIOS.iter().position(|s| s == n).unwrap_or(usize::MAX));
+    let mut md = String::from(
+        "# Benchmarks\n\nWritten by `cargo xtask bench [SCENARIO...]`; each section says when and where it ran. \
+        Machine-readable results are in `docs/benchmarks/<scenario>.json`.\n\n",
     );
-    let mut json = Vec::new();
-    for (text, data) in sections {
+    for (_, text) in kept {
         md.push_str(&text);
-        json.push(data);
+        md.push('\n');
     }
     md.push_str(
         "Numbers from a shared 2-core virtual machine drift between runs: compare figures within one run only, \
          and claim a difference only when it exceeds about twice the spread.\n",
     );
-    std::fs::write(workspace().join("docs/benchmarks.md"), md)
-        .context("writing docs/benchmarks.md")?;
-    std::fs::write(
-        workspace().join("docs/benchmarks.json"),
-        format!(
-            "{{\"machine\": {machine:?}, \"scenarios\": [{}]}}\n",
-            json.join(",")
-        ),
-    )
-    .context("writing docs/benchmarks.json")?;
+    std::fs::write(&md_path, md).context("writing docs/benchmarks.md")?;
     eprintln!("==> results written to docs/benchmarks.md and docs/benchmarks.json");
     Ok(())
 }
