@@ -488,3 +488,85 @@ fn rss_kib(pid: i32) -> u64 {
         .sum();
     own + children
 }
+
+#[test]
+fn per_client_connection_and_in_flight_limits() {
+    let d = Defended::start(
+        57,
+        "none",
+        "",
+        "[limits]\nconnections_per_client = 3\nrequests_in_flight_per_client = 2",
+    );
+    let addr = d.addr();
+    let (held, fourth) = run_in(&d.w.topo.cli_ns, move || {
+        let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut fourth = TcpStream::connect(addr).unwrap();
+        fourth
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let _ = fourth.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut buf = [0u8; 64];
+        let got = fourth.read(&mut buf);
+        (held.len(), got.map_err(|e| e.kind()))
+    });
+    assert_eq!(held, 3);
+    assert!(
+        matches!(fourth, Ok(0) | Err(ErrorKind::ConnectionReset)),
+        "the fourth connection was served: {fourth:?}"
+    );
+    // Requests in flight: three slow requests at once, one is refused with 429.
+    let ns = d.w.topo.cli_ns.clone();
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                get_in(&ns, addr, "/slow/800", Duration::from_secs(2))
+                    .map(|r| r.status)
+                    .unwrap_or(0)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let mut sorted = statuses.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![200, 200, 429], "{statuses:?}");
+}
+
+#[test]
+fn invalid_requests_get_the_client_banned() {
+    let d = Defended::start(
+        58,
+        "xdp",
+        "",
+        "[[ban]]\nname = \"garbage\"\non = \"invalid-request\"\nthreshold = 2\nttl = \"1m\"",
+    );
+    let addr = d.addr();
+    for _ in 0..2 {
+        let out = run_in(&d.w.topo.cli_ns, move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            s.write_all(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
+                .unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        });
+        assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !dropped(&d.client1("/")) {
+        assert!(
+            Instant::now() < deadline,
+            "not banned after two invalid requests:\n{}",
+            d.proxy.log()
+        );
+    }
+    assert_eq!(d.client2("/").unwrap().status, 200);
+    assert!(
+        d.w.cli_ok(&["blocklist", "list"])
+            .contains("auto-ban: garbage")
+    );
+}

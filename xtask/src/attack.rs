@@ -400,10 +400,13 @@ pub fn attack(bin: &Path) -> anyhow::Result<(String, String)> {
     let base_rps = med(runs[0].iter().map(|r| r.rps).collect()).0;
     let mut md = format!(
         "## attack: legitimate traffic under a SYN flood from a blocked address\n\n\
-         Three namespaces: the proxy (1 worker) and the demo origin pinned to CPU 0 with the flood sender (a raw-socket \
-         SYN flood from one blocked address, also CPU 0: on veth the receive work runs on the sending CPU); wrk \
-         (1 thread, 32 connections, {} s) on CPU 1 from a second, clean namespace. Modes interleaved, 3 repetitions, \
-         median (min..max).\n\n\
+         Three namespaces: the proxy (1 worker) and the demo origin pinned to CPU 0; wrk (1 thread, 32 connections, {} s) \
+         from a second, clean namespace and the flood sender (a raw-socket SYN flood as fast as it goes, from one blocked \
+         address) from a third, both on CPU 1. On veth the receive work of a packet (XDP, netfilter, the TCP stack) runs \
+         on the sending CPU, so the flood's cost shows up as fewer SYNs pushed per second by the sender: compare the flood \
+         rate between modes, and legit req/s against no flood (wrk shares CPU 1 with the sender in every flood mode). In \
+         the accept() mode the kernel answers every SYN (SYN-ACK, then the flood namespace's RST); the proxy never sees \
+         these half-open connections. Modes interleaved, 3 repetitions, median (min..max).\n\n\
          | mode | legit req/s | vs no flood | legit p99 ms | flood SYN/s sent |\n|---|---|---|---|---|\n",
         RUN.as_secs()
     );

@@ -119,7 +119,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
          and claim a difference only when it exceeds about twice the spread.\n",
     );
     std::fs::write(&md_path, md).context("writing docs/benchmarks.md")?;
-    eprintln!("==> results written to docs/benchmarks.md and docs/benchmarks.json");
+    eprintln!("==> results written to docs/benchmarks.md and docs/benchmarks/");
     Ok(())
 }
 
