@@ -570,3 +570,59 @@ fn invalid_requests_get_the_client_banned() {
             .contains("auto-ban: garbage")
     );
 }
+
+#[test]
+fn stalled_and_trickling_request_bodies_are_aborted() {
+    let d = Defended::start(
+        59,
+        "none",
+        "",
+        "[limits]\nbody_read_timeout = \"1s\"\nmin_body_rate = 1000",
+    );
+    let addr = d.addr();
+    // Returns what came back and when the proxy answered or closed.
+    let upload = move |ns: String, trickle: bool| -> (String, Duration) {
+        run_in(&ns, move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s.write_all(
+                b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nfirst bytes",
+            )
+            .unwrap();
+            let start = Instant::now();
+            let mut out = Vec::new();
+            // Bounded: 12 s.
+            while start.elapsed() < Duration::from_secs(12) {
+                let mut buf = [0u8; 1024];
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        out.extend_from_slice(&buf[..n]);
+                        if out.windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+                if trickle && s.write_all(b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (String::from_utf8_lossy(&out).into_owned(), start.elapsed())
+        })
+    };
+    let (out, took) = upload(d.w.topo.cli_ns.clone(), false);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "a stalled body was cut after {took:?}: {out}"
+    );
+    // 10 bytes/s against a minimum of 1000 bytes/s: cut once the 5 s grace is over.
+    let (out, took) = upload(d.w.topo.cli_ns.clone(), true);
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(9),
+        "a trickling body was cut after {took:?}: {out}"
+    );
+    assert_eq!(d.client2("/").unwrap().status, 200);
+}

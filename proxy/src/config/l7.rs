@@ -419,6 +419,10 @@ pub struct LimitsConfig {
     /// Time allowed between two chunks of a request body; past it the request is aborted.
     #[serde(default = "d60s", with = "duration")]
     pub body_read_timeout: Duration,
+    /// Minimum average request-body rate in bytes per second, checked after the first 5 s of
+    /// a body; a slower upload is aborted. 0 = no minimum.
+    #[serde(default)]
+    pub min_body_rate: u64,
     /// HTTP/2: streams a client may have open at once.
     #[serde(default = "default_h2_streams")]
     pub h2_max_concurrent_streams: u32,

@@ -387,12 +387,12 @@ async fn forward(
         empty_body()
     } else if limits.max_body_bytes > 0 {
         Limited::new(
-            ReadTimeout::new(body, limits.body_read_timeout),
+            ReadTimeout::new(body, limits.body_read_timeout, limits.min_body_rate),
             usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
         )
         .boxed()
     } else {
-        ReadTimeout::new(body, limits.body_read_timeout).boxed()
+        ReadTimeout::new(body, limits.body_read_timeout, limits.min_body_rate).boxed()
     });
     let replayable = bodiless && is_idempotent(&parts.method);
     let mut tried: Vec<usize> = Vec::new();

@@ -45,14 +45,24 @@ pub struct ReadTimeout<B> {
     inner: B,
     timeout: std::time::Duration,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Minimum average rate (bytes/s) after `MIN_RATE_GRACE`; 0 = none.
+    min_rate: u64,
+    started: Instant,
+    received: u64,
 }
 
+/// How long a body may take before the minimum rate is enforced.
+const MIN_RATE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl<B> ReadTimeout<B> {
-    pub fn new(inner: B, timeout: std::time::Duration) -> Self {
+    pub fn new(inner: B, timeout: std::time::Duration, min_rate: u64) -> Self {
         Self {
             inner,
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
+            min_rate,
+            started: Instant::now(),
+            received: 0,
         }
     }
 }
@@ -60,6 +70,7 @@ impl<B> ReadTimeout<B> {
 impl<B> hyper::body::Body for ReadTimeout<B>
 where
     B: hyper::body::Body + Unpin,
+    B::Data: hyper::body::Buf,
     B::Error: Into<BoxError>,
 {
     type Data = B::Data;
@@ -74,6 +85,20 @@ where
             Poll::Ready(frame) => {
                 let deadline = tokio::time::Instant::now() + self.timeout;
                 self.sleep.as_mut().reset(deadline);
+                if let Some(Ok(f)) = &frame
+                    && let Some(data) = f.data_ref()
+                {
+                    self.received += hyper::body::Buf::remaining(data) as u64;
+                    let elapsed = self.started.elapsed();
+                    if self.min_rate > 0
+                        && elapsed > MIN_RATE_GRACE
+                        && (self.received as f64) < self.min_rate as f64 * elapsed.as_secs_f64()
+                    {
+                        return Poll::Ready(Some(Err(
+                            "the client sends the request body slower than the minimum rate".into(),
+                        )));
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
