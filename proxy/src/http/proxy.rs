@@ -324,7 +324,18 @@ async fn proxy(
     route.request_ops.apply(&mut parts.headers, &vars);
 
     // 5. forward
-    let mut resp = match forward(parts, body, &route, conn, ctx, client_ip, id).await {
+    let mut resp = match forward(
+        parts,
+        body,
+        &route,
+        conn,
+        ctx,
+        client_ip,
+        id,
+        &generation.config.limits,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -369,6 +380,7 @@ async fn proxy(
 
 /// Sends the request to a server of the route's pool, retrying on another server when that is
 /// safe (nothing was sent, or an idempotent request without a body) and the budget allows.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     parts: hyper::http::request::Parts,
     body: Incoming,
@@ -377,12 +389,12 @@ async fn forward(
     ctx: &WorkerCtx,
     client_ip: std::net::IpAddr,
     id: &str,
+    limits: &crate::config::LimitsConfig,
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {
     let up: &Arc<Upstream> = &route.upstream;
     up.note_request();
     // A request without a body can be sent again; one with a body only if nothing was sent.
     let bodiless = body.is_end_stream();
-    let limits = &ctx.shared.generation.load().config.limits.clone();
     let mut body: Option<UpBody> = Some(if bodiless {
         empty_body()
     } else if limits.max_body_bytes > 0 {
@@ -395,6 +407,7 @@ async fn forward(
         ReadTimeout::new(body, limits.body_read_timeout, limits.min_body_rate).boxed()
     });
     let replayable = bodiless && is_idempotent(&parts.method);
+    let mut parts = Some(parts);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error = (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -405,13 +418,27 @@ async fn forward(
             debug!(upstream = up.name, "retry budget exhausted");
             break;
         }
-        let Some(index) = up.pick(client_ip, &parts.headers, &tried) else {
+        let Some(headers) = parts.as_ref().map(|p| &p.headers) else {
+            break;
+        };
+        let Some(index) = up.pick(client_ip, headers, &tried) else {
             break;
         };
         tried.push(index);
         let server = &up.servers[index];
         server.inflight.fetch_add(1, Ordering::Relaxed);
-        let result = send_one(ctx, up, server.addr, conn, &parts, &mut body, bodiless).await;
+        let keep = replayable && attempt < up.retry.attempts;
+        let result = send_one(
+            ctx,
+            up,
+            server.addr,
+            conn,
+            &mut parts,
+            keep,
+            &mut body,
+            bodiless,
+        )
+        .await;
         server.inflight.fetch_sub(1, Ordering::Relaxed);
         let retry_allowed = attempt < up.retry.attempts;
         match result {
@@ -473,12 +500,14 @@ enum Attempt {
 
 /// One try on one server: connect (or reuse), then send; the body is only handed over once a
 /// connection exists, so a connect failure keeps it for the next try.
+#[allow(clippy::too_many_arguments)]
 async fn send_one(
     ctx: &WorkerCtx,
     up: &Arc<Upstream>,
     addr: SocketAddr,
     conn: &ConnInfo,
-    parts: &hyper::http::request::Parts,
+    parts: &mut Option<hyper::http::request::Parts>,
+    keep: bool,
     body: &mut Option<UpBody>,
     bodiless: bool,
 ) -> Attempt {
@@ -487,29 +516,42 @@ async fn send_one(
             Ok(c) => c,
             Err(e) => return Attempt::ConnectFailed(e),
         };
+        // Only a request that may be tried again keeps a copy of its head.
+        let Some(mut head) = (if keep { parts.clone() } else { parts.take() }) else {
+            return Attempt::TimedOut;
+        };
         let req_body: UpBody = match body.take() {
             Some(b) if !bodiless => b,
             _ => empty_body(),
         };
-        let mut req = Request::from_parts(parts.clone(), req_body);
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = head
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+        let mut uri = hyper::http::uri::Parts::default();
         if up.http2 {
-            *req.version_mut() = Version::HTTP_2;
-            let authority = parts
+            head.version = Version::HTTP_2;
+            uri.scheme = Some(if up.tls.is_some() {
+                hyper::http::uri::Scheme::HTTPS
+            } else {
+                hyper::http::uri::Scheme::HTTP
+            });
+            uri.authority = head
                 .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            let scheme = if up.tls.is_some() { "https" } else { "http" };
-            *req.uri_mut() = format!("{scheme}://{authority}{path}")
-                .parse()
-                .unwrap_or_else(|_| Uri::from_static("/"));
-            req.headers_mut().remove(header::HOST);
+                .remove(header::HOST)
+                .and_then(|h| hyper::http::uri::Authority::try_from(h.as_bytes()).ok())
+                .or_else(|| Some(hyper::http::uri::Authority::from_static("localhost")));
         } else {
-            *req.version_mut() = Version::HTTP_11;
-            *req.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            head.version = Version::HTTP_11;
         }
-        match ctx.pool.send(connection, req).await {
+        uri.path_and_query = Some(path);
+        head.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
+        match ctx
+            .pool
+            .send(connection, Request::from_parts(head, req_body))
+            .await
+        {
             Ok(resp) => Attempt::Response(resp),
             Err(e) => Attempt::Failed(e),
         }

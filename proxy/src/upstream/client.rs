@@ -226,12 +226,20 @@ pub struct ClientPool {
 }
 
 impl ClientPool {
+    /// A pooled connection that is ready for a request. Connections still reading the previous
+    /// response body stay in the pool (they are put back as soon as the response headers
+    /// arrive, which saves a task per request); closed and expired ones are dropped.
     fn take_idle(&self, key: &Key, up: &Upstream) -> Option<http1::SendRequest<UpBody>> {
         let mut idle = self.idle.lock().expect("pool");
         let list = idle.get_mut(key)?;
-        while let Some((since, sender)) = list.pop() {
-            if since.elapsed() < up.idle_timeout && sender.is_ready() {
-                return Some(sender);
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let (since, sender) = &list[i];
+            if sender.is_closed() || (sender.is_ready() && since.elapsed() >= up.idle_timeout) {
+                list.swap_remove(i);
+            } else if sender.is_ready() {
+                return Some(list.swap_remove(i).1);
             }
         }
         None
@@ -312,13 +320,8 @@ impl ClientPool {
                 let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
                 let resp = sender.send_request(req).await?;
                 if reusable && !upgrade && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-                    let pool = self.clone();
-                    tokio::spawn(async move {
-                        // Ready again once the response body has been read to its end.
-                        if sender.ready().await.is_ok() {
-                            pool.put_idle(key, sender, max_idle);
-                        }
-                    });
+                    // Back into the pool now; it is handed out again once the body is read.
+                    self.put_idle(key, sender, max_idle);
                 }
                 Ok(resp)
             }
