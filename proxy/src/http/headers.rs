@@ -37,21 +37,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the client address to `X-Forwarded-For` (RFC 7239's de facto predecessor): one
 /// header, comma-separated, the nearest hop last.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    const XFF: &str = "x-forwarded-for";
-    let prior: Vec<&str> = headers
-        .get_all(XFF)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if prior.is_empty() {
-        client.to_string()
-    } else {
-        format!("{}, {client}", prior.join(", "))
-    };
-    headers.insert(
-        XFF,
-        HeaderValue::from_str(&value).expect("addresses and commas are valid header text"),
-    );
+    append_list(headers, &X_FORWARDED_FOR, client.to_string());
 }
 
 #[cfg(test)]
@@ -280,25 +266,23 @@ fn forwarded_node(ip: IpAddr) -> String {
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     if !trusted(f.peer, f.trusted_proxies) {
         for name in [
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "forwarded",
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &FORWARDED,
         ] {
             headers.remove(name);
         }
     }
     append_forwarded_for(headers, f.peer);
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert(
-            "x-forwarded-proto",
-            HeaderValue::from_str(f.scheme).expect("http or https"),
-        );
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = if f.scheme == "https" { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
-    if !headers.contains_key("x-forwarded-host")
+    if !headers.contains_key(&X_FORWARDED_HOST)
         && let Ok(v) = HeaderValue::from_str(f.host)
     {
-        headers.insert("x-forwarded-host", v);
+        headers.insert(X_FORWARDED_HOST.clone(), v);
     }
     let mut element = format!("for={};proto={}", forwarded_node(f.peer), f.scheme);
     if !f.host.is_empty()
@@ -309,29 +293,44 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         element.push_str(";host=");
         element.push_str(f.host);
     }
-    append_list(headers, "forwarded", &element);
-    append_list(headers, "via", &format!("{} {}", f.version, f.via_name));
-    if !headers.contains_key("x-request-id")
-        && let Ok(v) = HeaderValue::from_str(f.request_id)
+    append_list(headers, &FORWARDED, element);
+    append_list(headers, &VIA, format!("{} {}", f.version, f.via_name));
+    if !headers.contains_key(&X_REQUEST_ID)
+        && let Some(v) = owned_value(f.request_id.to_owned())
     {
-        headers.insert("x-request-id", v);
+        headers.insert(X_REQUEST_ID.clone(), v);
     }
 }
 
-/// Appends `item` to a comma-separated list header (one header line).
-pub fn append_list(headers: &mut HeaderMap, name: &'static str, item: &str) {
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub static VIA: HeaderName = HeaderName::from_static("via");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A header value that takes over the string's buffer (no copy); `None` if not valid.
+#[must_use]
+pub fn owned_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+}
+
+/// Appends `item` to a comma-separated list header (one header line). The common case, no
+/// such header yet, costs one insert.
+pub fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: String) {
+    if !headers.contains_key(name) {
+        if let Some(v) = owned_value(item) {
+            headers.insert(name.clone(), v);
+        }
+        return;
+    }
     let prior: Vec<&str> = headers
         .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let value = if prior.is_empty() {
-        item.to_owned()
-    } else {
-        format!("{}, {item}", prior.join(", "))
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(name, v);
+    if let Some(v) = owned_value(format!("{}, {item}", prior.join(", "))) {
+        headers.insert(name.clone(), v);
     }
 }
 

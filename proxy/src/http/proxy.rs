@@ -354,8 +354,8 @@ async fn proxy(
     }
     super::headers::append_list(
         resp.headers_mut(),
-        "via",
-        &format!("{version} {}", server.name),
+        &super::headers::VIA,
+        format!("{version} {}", server.name),
     );
     if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert("x-request-id", v);
