@@ -160,11 +160,18 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let generation = runtime::build(1, config.clone(), &board)?;
     let tls = runtime::build_tls(&config.listener)?;
     let (ban_tx, ban_rx) = tokio::sync::mpsc::unbounded_channel();
+    let metrics = Arc::new(crate::metrics::Global::default());
+    let access_log = crate::access_log::AccessLog::start(&config.access_log, metrics.clone())
+        .with_context(|| format!("access_log.path: cannot open {:?}", config.access_log.path))?;
     let shared = Arc::new(Shared {
         generation: ArcSwap::from_pointee(generation),
         tls: ArcSwap::from_pointee(tls),
         limits: Arc::new(ClientLimits::default()),
         bans: BanEngine::new(ban_tx),
+        metrics,
+        requests: crate::metrics::StatusCounts::default(),
+        latency: crate::metrics::Histogram::default(),
+        access_log,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -243,23 +250,73 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             .context("installing the SIGTERM handler")?;
         let mut hup = tokio::signal::unix::signal(SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
+        let mut usr1 = tokio::signal::unix::signal(SignalKind::user_defined1())
+            .context("installing the SIGUSR1 handler")?;
+        let (reload_tx, mut reload_rx) =
+            tokio::sync::mpsc::channel::<crate::admin::ReloadRequest>(4);
+        let admin =
+            match crate::admin::Listen::from_config(config.admin.listen.as_deref(), &instance) {
+                Some(listen) => {
+                    let ctx = Arc::new(crate::admin::AdminCtx {
+                        instance: instance.clone(),
+                        config_path: config_path.clone(),
+                        shared: shared.clone(),
+                        store: store.clone(),
+                        kernel: KernelMaps::open(&pin_dir)?,
+                        load: load.clone(),
+                        workers,
+                        reload: reload_tx.clone(),
+                        token: config
+                            .admin
+                            .token
+                            .as_deref()
+                            .and_then(crate::http::access::parse_token_digest),
+                    });
+                    let stop = stop_rx.clone();
+                    Some(tokio::spawn(async move {
+                        if let Err(e) = crate::admin::serve(ctx, listen, stop).await {
+                            error!("the admin API cannot listen: {e}");
+                        }
+                    }))
+                }
+                None => None,
+            };
         loop {
-            tokio::select! {
+            let responder = tokio::select! {
                 _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
                 _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+                _ = usr1.recv() => {
+                    if let Some(log) = &shared.access_log {
+                        info!("SIGUSR1: reopening the access log");
+                        log.reopen();
+                    }
+                    continue;
+                }
                 _ = hup.recv() => {
                     info!(config = %config_path.display(), "SIGHUP: reloading the config");
-                    let outcome = reload(&shared, &board, &config_path);
-                    match &outcome {
-                        Ok(id) => {
-                            let _ = checks.send(true);
-                            checks = start_health_checks(&shared.generation.load());
-                            info!(generation = id, "config reloaded");
-                        }
-                        Err(e) => error!("reload rejected, the running config stays: {e}"),
-                    }
-                    write_reload_result(&instance, &outcome);
+                    None
                 }
+                r = reload_rx.recv() => {
+                    info!(config = %config_path.display(), "admin API: reloading the config");
+                    r
+                }
+            };
+            let outcome = reload(&shared, &board, &config_path);
+            match &outcome {
+                Ok(id) => {
+                    let _ = checks.send(true);
+                    checks = start_health_checks(&shared.generation.load());
+                    shared.metrics.reloads_ok.inc();
+                    info!(generation = id, "config reloaded");
+                }
+                Err(e) => {
+                    shared.metrics.reloads_failed.inc();
+                    error!("reload rejected, the running config stays: {e}");
+                }
+            }
+            write_reload_result(&instance, &outcome);
+            if let Some(r) = responder {
+                let _ = r.send(outcome);
             }
         }
         let _ = stop_tx.send(true);
@@ -267,6 +324,9 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         let _ = sweeper.await;
         let _ = watcher.await;
         let _ = banner.await;
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
         anyhow::Ok(())
     })?;
     for t in threads {
@@ -317,16 +377,20 @@ async fn apply_bans(
         })
         .await;
         match applied {
-            Ok(Ok(true)) => warn!(
-                client = %request.client,
-                banned = %request.cidr,
-                rule = request.rule,
-                ttl = ?request.ttl,
-                offence = request.offence,
-                "client banned in the kernel"
-            ),
+            Ok(Ok(true)) => {
+                shared.metrics.bans.inc();
+                warn!(
+                    client = %request.client,
+                    banned = %request.cidr,
+                    rule = request.rule,
+                    ttl = ?request.ttl,
+                    offence = request.offence,
+                    "client banned in the kernel"
+                );
+            }
             Ok(Ok(false)) => {
-                info!(client = %request.client, rule = request.rule, "ban skipped: the client is allowlisted")
+                shared.metrics.bans_skipped_allowlisted.inc();
+                info!(client = %request.client, rule = request.rule, "ban skipped: the client is allowlisted");
             }
             Ok(Err(e)) => error!(client = %request.client, rule = request.rule, "ban failed: {e}"),
             Err(e) => error!("ban task failed: {e}"),

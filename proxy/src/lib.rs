@@ -3,12 +3,15 @@
 //! Modules by concern: `config`, `kernel` (loading, attaching, maps), `http` (server,
 //! forwarding), `upstream` (pools), `defense` (blocklist, allowlist, state), `daemon` (`proxy
 //! run`), `cli` (the management commands).
+pub mod access_log;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod defense;
 pub mod http;
 pub mod kernel;
+pub mod metrics;
 pub mod proxy_protocol;
 pub mod runtime;
 pub mod tls;

@@ -23,6 +23,9 @@ pub struct Route {
     pub request_ops: CompiledOps,
     pub response_ops: CompiledOps,
     pub pass_server_header: bool,
+    /// Responses and latency of requests that took this route.
+    pub statuses: crate::metrics::StatusCounts,
+    pub latency: crate::metrics::Histogram,
 }
 
 /// One config generation.
@@ -47,6 +50,13 @@ pub struct Shared {
     pub limits: Arc<ClientLimits>,
     /// Ban rule counters (survive reloads).
     pub bans: Arc<ban::BanEngine>,
+    /// Process-wide counters.
+    pub metrics: Arc<crate::metrics::Global>,
+    /// All requests, by status class, and their latency.
+    pub requests: crate::metrics::StatusCounts,
+    pub latency: crate::metrics::Histogram,
+    /// Access log (None when off).
+    pub access_log: Option<crate::access_log::AccessLog>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +109,8 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 request_ops: CompiledOps::compile(&r.headers.request).map_err(invalid)?,
                 response_ops: CompiledOps::compile(&r.headers.response).map_err(invalid)?,
                 pass_server_header: r.pass_server_header,
+                statuses: Default::default(),
+                latency: Default::default(),
                 label,
             }))
         };
@@ -120,6 +132,8 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 request_ops: CompiledOps::default(),
                 response_ops: CompiledOps::default(),
                 pass_server_header: false,
+                statuses: Default::default(),
+                latency: Default::default(),
             })
         }));
     }

@@ -528,3 +528,16 @@ fn p32() -> u8 {
 fn p128() -> u8 {
     128
 }
+
+/// `[admin]`: the admin API (metrics, health, reload, lists).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `unix:/path/to.sock` (mode 0600) or `IP:PORT` (then `token` is required); default
+    /// `unix:/run/proxy/<instance>.sock`; `off` disables the admin API.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// `sha256:<hex>` of the bearer token clients must send (see `proxy hash-token`).
+    #[serde(default)]
+    pub token: Option<String>,
+}

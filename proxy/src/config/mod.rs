@@ -94,6 +94,12 @@ pub struct Config {
     /// Abuse that gets a client banned in the kernel.
     #[serde(default)]
     pub ban: Vec<BanRule>,
+    /// The access log.
+    #[serde(default)]
+    pub access_log: crate::access_log::AccessLogConfig,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -487,6 +493,32 @@ impl Config {
                 "limits".into(),
                 "max_headers, max_uri_bytes and h2_max_concurrent_streams must be greater than 0"
                     .into(),
+            ));
+        }
+        match self.admin.listen.as_deref() {
+            None | Some("off") => {}
+            Some(l) if l.starts_with("unix:/") => {}
+            Some(l) => {
+                if l.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(invalid(
+                        "admin.listen".into(),
+                        format!("{l:?}: use unix:/path/to.sock, IP:PORT or off"),
+                    ));
+                }
+                if self.admin.token.is_none() {
+                    return Err(invalid(
+                        "admin.token".into(),
+                        "is required when the admin API listens on TCP".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &self.admin.token
+            && (t.len() != 71 || !t.starts_with("sha256:"))
+        {
+            return Err(invalid(
+                "admin.token".into(),
+                "must be \"sha256:<64 hex digits>\" (see `proxy hash-token`)".into(),
             ));
         }
         for (i, rule) in self.ban.iter().enumerate() {

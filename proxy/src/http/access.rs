@@ -48,6 +48,12 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// The digest of a `sha256:<hex>` token, or `None` if malformed.
+#[must_use]
+pub fn parse_token_digest(text: &str) -> Option<[u8; 32]> {
+    parse_sha256(text).ok()
+}
+
 fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     let hex = text.strip_prefix("sha256:").ok_or_else(|| {
         format!("token {text:?} must be \"sha256:<64 hex digits>\" (see `proxy hash-token`)")

@@ -120,11 +120,24 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 /// Serves one request; never fails (errors become responses).
+/// Which server answered a request and how long it took (a response extension, read by the
+/// access log).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamHop {
+    pub server: SocketAddr,
+    pub time: std::time::Duration,
+}
+
+/// The route a request took (a response extension).
+#[derive(Debug, Clone)]
+pub struct RouteTaken(pub Arc<Route>);
+
 pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
     ctx: Arc<WorkerCtx>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let started = std::time::Instant::now();
     let _in_flight = ctx.load.request();
     let generation = ctx.shared.generation.load_full();
     let id = request_id(req.headers());
@@ -133,13 +146,73 @@ pub async fn handle(
         req.headers(),
         &generation.config.server.trusted_proxies,
     );
+    // Only copied when the access log is on.
+    let logged = ctx.shared.access_log.as_ref().map(|_| {
+        let text = |h: header::HeaderName| {
+            req.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let protocol = match req.version() {
+            Version::HTTP_2 => "HTTP/2.0",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let host = req
+            .uri()
+            .authority()
+            .map_or_else(|| text(header::HOST), |a| a.as_str().to_owned());
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        (
+            req.method().to_string(),
+            host,
+            target,
+            protocol,
+            text(header::USER_AGENT),
+            text(header::REFERER),
+        )
+    });
     let resp = admit(req, &conn, &ctx, &generation, &id, client_ip).await;
+    let status = resp.status().as_u16();
+    ctx.shared.requests.record(status);
+    ctx.shared.latency.observe(started.elapsed());
     if !generation.bans.is_empty() {
-        ctx.shared.bans.record(
-            &generation.bans,
-            client_ip,
-            ban::Event::Status(resp.status().as_u16()),
-        );
+        ctx.shared
+            .bans
+            .record(&generation.bans, client_ip, ban::Event::Status(status));
+    }
+    if let (Some(log), Some((method, host, target, protocol, user_agent, referer))) =
+        (&ctx.shared.access_log, logged)
+    {
+        let hop = resp.extensions().get::<UpstreamHop>().copied();
+        let route = resp.extensions().get::<RouteTaken>().map(|r| r.0.clone());
+        log.log(crate::access_log::Record {
+            time: std::time::SystemTime::now(),
+            client: client_ip,
+            method,
+            host,
+            target,
+            protocol,
+            status,
+            bytes: resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            duration: started.elapsed(),
+            route: route.as_ref().map(|r| r.label.clone()),
+            upstream: route.as_ref().map(|r| r.upstream.name.clone()),
+            upstream_server: hop.map(|h| h.server.to_string()),
+            upstream_time: hop.map(|h| h.time),
+            request_id: id,
+            user_agent,
+            referer,
+        });
     }
     Ok(resp)
 }
@@ -166,6 +239,7 @@ async fn admit(
             user_agent,
         };
         if ctx.shared.bans.record(&generation.bans, client_ip, event) {
+            ctx.shared.metrics.deny_pattern_refused.inc();
             return error_response(StatusCode::FORBIDDEN, "request refused", id);
         }
     }
@@ -197,6 +271,7 @@ async fn admit(
                 .limits
                 .take_request(key, limits.requests_per_second, limits.burst)
         {
+            ctx.shared.metrics.rate_limited.inc();
             let mut resp = error_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many requests from this client",
@@ -213,6 +288,7 @@ async fn admit(
         .limits
         .start_request(client_ip, limits.requests_in_flight_per_client)
     else {
+        ctx.shared.metrics.in_flight_limited.inc();
         return error_response(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests in flight from this client",
@@ -238,6 +314,7 @@ async fn proxy(
     id: &str,
     client_ip: IpAddr,
 ) -> Response<ProxyBody> {
+    let started = std::time::Instant::now();
     let server = &generation.config.server;
     // 1. identify
     let scheme = if conn.tls { "https" } else { "http" };
@@ -375,6 +452,9 @@ async fn proxy(
             }
         });
     }
+    route.statuses.record(resp.status().as_u16());
+    route.latency.observe(started.elapsed());
+    resp.extensions_mut().insert(RouteTaken(route.clone()));
     resp.map(BodyExt::boxed)
 }
 
@@ -428,6 +508,7 @@ async fn forward(
         let server = &up.servers[index];
         server.inflight.fetch_add(1, Ordering::Relaxed);
         let keep = replayable && attempt < up.retry.attempts;
+        let sent_at = std::time::Instant::now();
         let result = send_one(
             ctx,
             up,
@@ -442,8 +523,15 @@ async fn forward(
         server.inflight.fetch_sub(1, Ordering::Relaxed);
         let retry_allowed = attempt < up.retry.attempts;
         match result {
-            Attempt::Response(resp) => {
+            Attempt::Response(mut resp) => {
                 let status = resp.status();
+                let time = sent_at.elapsed();
+                server.statuses.record(status.as_u16());
+                up.latency.observe(time);
+                resp.extensions_mut().insert(UpstreamHop {
+                    server: server.addr,
+                    time,
+                });
                 if status.is_server_error() {
                     note_failure(up, index);
                     if matches!(status.as_u16(), 502..=504) && replayable && retry_allowed {

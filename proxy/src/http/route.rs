@@ -126,6 +126,14 @@ impl<T: Clone> Router<T> {
         }
     }
 
+    /// Every route target, in matching order, then the listeners' fallbacks.
+    pub fn targets(&self) -> impl Iterator<Item = &T> {
+        self.entries
+            .iter()
+            .map(|e| &e.target)
+            .chain(self.fallbacks.iter().flatten())
+    }
+
     /// The route for a request on `listener` to `host` (normalized) and `path`.
     #[must_use]
     pub fn find(&self, listener: usize, host: &str, path: &str) -> Option<&T> {

@@ -29,6 +29,8 @@ pub struct Server {
     pub health: Arc<ServerHealth>,
     /// Requests in flight to this server (least-connections, two-choices).
     pub inflight: AtomicU32,
+    /// Responses from this server by status class.
+    pub statuses: crate::metrics::StatusCounts,
 }
 
 /// What the consistent hash is computed on.
@@ -65,6 +67,8 @@ pub struct Upstream {
     pub passive: PassiveConfig,
     pub retry: RetryConfig,
     budget: RetryBudget,
+    /// Time to the servers' response headers.
+    pub latency: crate::metrics::Histogram,
 }
 
 impl Upstream {
@@ -83,6 +87,7 @@ impl Upstream {
                 weight: s.weight(),
                 health: board.get(name, s.address()),
                 inflight: AtomicU32::new(0),
+                statuses: crate::metrics::StatusCounts::default(),
             })
             .collect();
         let members: Vec<Member> = servers
@@ -125,6 +130,7 @@ impl Upstream {
             passive: config.passive.clone(),
             retry: config.retry.clone(),
             budget: RetryBudget::default(),
+            latency: crate::metrics::Histogram::default(),
         }
     }
 

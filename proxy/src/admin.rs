@@ -1,0 +1,564 @@
+//! The admin API, on its own listener: a Unix socket (mode 0600, so only root can use it) or
+//! TCP with a bearer token. JSON in and out; errors carry a message and a status.
+//!
+//! - `GET /healthz`, `GET /readyz`
+//! - `GET /metrics` (Prometheus text format)
+//! - `GET /config` (the running config, secrets redacted)
+//! - `POST /reload`
+//! - `GET|POST|DELETE /blocklist`, `GET|POST|DELETE /allowlist` (same code path as the CLI)
+//! - `GET /upstreams`
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    sync::{Arc, Mutex, atomic::Ordering},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{
+    Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use proxy_common::{Counter as KernelCounter, Reason};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::{
+    defense::{Cidr, ListStore},
+    kernel::{KernelMaps, spread::LoadTable},
+    metrics::{header as metric_header, label},
+    runtime::Shared,
+    upstream::health::now_ms,
+};
+
+/// A reload request: the control loop answers on the oneshot.
+pub type ReloadRequest = oneshot::Sender<Result<u64, String>>;
+
+/// What the admin API reaches into.
+pub struct AdminCtx {
+    pub instance: String,
+    pub config_path: PathBuf,
+    pub shared: Arc<Shared>,
+    pub store: Arc<Mutex<ListStore>>,
+    pub kernel: KernelMaps,
+    pub load: Arc<LoadTable>,
+    pub workers: u32,
+    pub reload: mpsc::Sender<ReloadRequest>,
+    /// SHA-256 of the bearer token (TCP listeners).
+    pub token: Option<[u8; 32]>,
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string() + "\n")).boxed())
+        .expect("valid response")
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
+    reply(status, json!({ "error": message.to_string() }))
+}
+
+/// Where the admin API listens.
+pub enum Listen {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl Listen {
+    /// From `admin.listen` (None: the default socket; `off`: no admin API).
+    #[must_use]
+    pub fn from_config(listen: Option<&str>, instance: &str) -> Option<Self> {
+        match listen {
+            Some("off") => None,
+            Some(l) if l.starts_with("unix:") => {
+                Some(Self::Unix(PathBuf::from(&l["unix:".len()..])))
+            }
+            Some(l) => l.parse().ok().map(Self::Tcp),
+            None => Some(Self::Unix(
+                PathBuf::from(crate::daemon::RUNTIME_DIR).join(format!("{instance}.sock")),
+            )),
+        }
+    }
+}
+
+/// Serves the admin API until `stop` changes.
+pub async fn serve(
+    ctx: Arc<AdminCtx>,
+    listen: Listen,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    match listen {
+        Listen::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            info!(socket = %path.display(), "admin API listening");
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        if let Ok((stream, _)) = accepted {
+                            spawn_conn(ctx.clone(), stream, false);
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        Listen::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            info!(%addr, "admin API listening (bearer token required)");
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        if let Ok((stream, _)) = accepted {
+                            spawn_conn(ctx.clone(), stream, true);
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spawn_conn<S>(ctx: Arc<AdminCtx>, stream: S, need_token: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    tokio::spawn(async move {
+        let service = service_fn(move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(ctx, req, need_token).await) }
+        });
+        if let Err(e) = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+        {
+            debug!("admin connection: {e}");
+        }
+    });
+}
+
+fn authorized(ctx: &AdminCtx, req: &Request<Incoming>) -> bool {
+    let Some(expected) = ctx.token else {
+        return false;
+    };
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| {
+            use sha2::Digest;
+            let got: [u8; 32] = sha2::Sha256::digest(t.trim().as_bytes()).into();
+            // Constant-time comparison of the digests.
+            got.iter()
+                .zip(expected.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+        })
+}
+
+async fn route(ctx: Arc<AdminCtx>, req: Request<Incoming>, need_token: bool) -> Response<Body> {
+    if need_token && !authorized(&ctx, &req) {
+        let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"proxy-admin\""),
+        );
+        return r;
+    }
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/healthz") => reply(StatusCode::OK, json!({ "status": "ok" })),
+        (Method::GET, "/readyz") => {
+            let alive = ctx
+                .load
+                .snapshot()
+                .iter()
+                .take(ctx.workers as usize)
+                .filter(|w| w.alive != 0)
+                .count();
+            let status = if alive > 0 {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(
+                status,
+                json!({ "workers_alive": alive, "generation": ctx.shared.generation.load().id }),
+            )
+        }
+        (Method::GET, "/metrics") => Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(render_metrics(&ctx))).boxed())
+            .expect("valid response"),
+        (Method::GET, "/config") => match redacted_config(&ctx) {
+            Ok(v) => reply(StatusCode::OK, v),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+        (Method::POST, "/reload") => {
+            let (tx, rx) = oneshot::channel();
+            if ctx.reload.send(tx).await.is_err() {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "the proxy is stopping");
+            }
+            match rx.await {
+                Ok(Ok(id)) => reply(StatusCode::OK, json!({ "ok": true, "generation": id })),
+                Ok(Err(e)) => error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("reload rejected, the running config stays: {e}"),
+                ),
+                Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the proxy is stopping"),
+            }
+        }
+        (Method::GET, "/upstreams") => upstreams(&ctx),
+        (method, "/blocklist" | "/allowlist") => {
+            lists(&ctx, method, path == "/blocklist", &query, req).await
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no admin endpoint {} {path}", req.method()),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListChange {
+    cidr: String,
+    #[serde(default)]
+    ttl: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn lists(
+    ctx: &Arc<AdminCtx>,
+    method: Method,
+    blocklist: bool,
+    query: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    };
+    let store = ctx.store.clone();
+    let query = query.to_owned();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<(StatusCode, serde_json::Value), (StatusCode, String)> {
+        let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+        let mut store = store.lock().expect("list store");
+        let internal = |e: crate::defense::DefenseError| match e {
+            crate::defense::DefenseError::NotListed { .. } => (StatusCode::NOT_FOUND, e.to_string()),
+            other => (StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        };
+        match method {
+            Method::GET if blocklist => Ok((StatusCode::OK, serde_json::to_value(store.blocked().map_err(internal)?).unwrap_or_default())),
+            Method::GET => {
+                let list: Vec<_> = store.allowed().map_err(internal)?.into_iter().map(|(c, r)| json!({ "cidr": c, "note": r.note, "added_at_ms": r.added_at_ms })).collect();
+                Ok((StatusCode::OK, json!(list)))
+            }
+            Method::POST => {
+                let change: ListChange = serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
+                let cidr: Cidr = change.cidr.parse().map_err(|e: crate::defense::CidrError| bad(e.to_string()))?;
+                let ttl = change
+                    .ttl
+                    .map(|t| humantime::parse_duration(&t).map_err(|e| bad(format!("ttl {t:?}: {e}"))))
+                    .transpose()?;
+                if blocklist {
+                    store.block(&[cidr], ttl, Reason::Manual, change.reason.as_deref()).map_err(internal)?;
+                } else {
+                    store.allow(&cidr, change.reason.as_deref()).map_err(internal)?;
+                }
+                Ok((StatusCode::OK, json!({ "ok": true, "cidr": cidr })))
+            }
+            Method::DELETE => {
+                let raw = query.split('&').find_map(|kv| kv.strip_prefix("cidr=")).ok_or_else(|| bad("DELETE needs ?cidr=PREFIX".into()))?;
+                let cidr: Cidr = raw.replace("%2F", "/").replace("%2f", "/").parse().map_err(|e: crate::defense::CidrError| bad(e.to_string()))?;
+                if blocklist { store.unblock(&cidr) } else { store.disallow(&cidr) }.map_err(internal)?;
+                Ok((StatusCode::OK, json!({ "ok": true, "cidr": cidr })))
+            }
+            _ => Err((StatusCode::METHOD_NOT_ALLOWED, "use GET, POST or DELETE".into())),
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Ok((status, v))) => reply(status, v),
+        Ok(Err((status, m))) => error(status, m),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn upstreams(ctx: &AdminCtx) -> Response<Body> {
+    let generation = ctx.shared.generation.load();
+    let now = now_ms();
+    let pools: serde_json::Map<String, serde_json::Value> = generation
+        .upstreams
+        .iter()
+        .map(|(name, up)| {
+            let servers: Vec<_> = up
+                .servers
+                .iter()
+                .map(|s| {
+                    json!({
+                        "address": s.addr.to_string(),
+                        "weight": s.weight,
+                        "up": s.health.is_up(),
+                        "usable": s.health.usable(now),
+                        "inflight": s.inflight.load(Ordering::Relaxed),
+                    })
+                })
+                .collect();
+            (name.clone(), json!({ "servers": servers }))
+        })
+        .collect();
+    reply(StatusCode::OK, serde_json::Value::Object(pools))
+}
+
+/// The config file as JSON, with passwords and tokens replaced.
+fn redacted_config(ctx: &AdminCtx) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(&ctx.config_path)
+        .map_err(|e| format!("reading {}: {e}", ctx.config_path.display()))?;
+    let mut value: toml::Value = toml::from_str(&text).map_err(|e| e.to_string())?;
+    fn redact(v: &mut toml::Value) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t.iter_mut() {
+                    if matches!(k.as_str(), "users" | "tokens" | "token") {
+                        *v = toml::Value::String("<redacted>".into());
+                    } else {
+                        redact(v);
+                    }
+                }
+            }
+            toml::Value::Array(a) => a.iter_mut().for_each(redact),
+            _ => {}
+        }
+    }
+    redact(&mut value);
+    let mut json = serde_json::to_value(value).map_err(|e| e.to_string())?;
+    json["generation"] = json!(ctx.shared.generation.load().id);
+    Ok(json)
+}
+
+/// Every metric, in the Prometheus text format.
+#[must_use]
+pub fn render_metrics(ctx: &AdminCtx) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let shared = &ctx.shared;
+    let generation = shared.generation.load();
+
+    metric_header(
+        &mut out,
+        "proxy_requests_total",
+        "counter",
+        "Requests answered, by status class.",
+    );
+    shared.requests.render(&mut out, "proxy_requests_total", "");
+    metric_header(
+        &mut out,
+        "proxy_request_duration_seconds",
+        "histogram",
+        "Time from request headers to response headers.",
+    );
+    shared
+        .latency
+        .render(&mut out, "proxy_request_duration_seconds", "");
+
+    metric_header(
+        &mut out,
+        "proxy_route_requests_total",
+        "counter",
+        "Requests by route and status class.",
+    );
+    let routes: Vec<_> = generation.router.targets().collect();
+    for r in &routes {
+        r.statuses.render(
+            &mut out,
+            "proxy_route_requests_total",
+            &format!(
+                "route=\"{}\",upstream=\"{}\"",
+                label(&r.label),
+                label(&r.upstream.name)
+            ),
+        );
+    }
+    metric_header(
+        &mut out,
+        "proxy_route_request_duration_seconds",
+        "histogram",
+        "Request latency by route.",
+    );
+    for r in &routes {
+        r.latency.render(
+            &mut out,
+            "proxy_route_request_duration_seconds",
+            &format!("route=\"{}\"", label(&r.label)),
+        );
+    }
+
+    metric_header(
+        &mut out,
+        "proxy_upstream_responses_total",
+        "counter",
+        "Upstream responses by server and status class.",
+    );
+    for (name, up) in &generation.upstreams {
+        for s in &up.servers {
+            s.statuses.render(
+                &mut out,
+                "proxy_upstream_responses_total",
+                &format!("upstream=\"{}\",server=\"{}\"", label(name), s.addr),
+            );
+        }
+    }
+    metric_header(
+        &mut out,
+        "proxy_upstream_response_duration_seconds",
+        "histogram",
+        "Time to the upstream's response headers.",
+    );
+    for (name, up) in &generation.upstreams {
+        up.latency.render(
+            &mut out,
+            "proxy_upstream_response_duration_seconds",
+            &format!("upstream=\"{}\"", label(name)),
+        );
+    }
+    metric_header(
+        &mut out,
+        "proxy_upstream_server_up",
+        "gauge",
+        "1 when a server may get traffic (health checks and passive ejection).",
+    );
+    let now = now_ms();
+    for (name, up) in &generation.upstreams {
+        for s in &up.servers {
+            let _ = writeln!(
+                out,
+                "proxy_upstream_server_up{{upstream=\"{}\",server=\"{}\"}} {}",
+                label(name),
+                s.addr,
+                u8::from(s.health.usable(now))
+            );
+        }
+    }
+
+    metric_header(
+        &mut out,
+        "proxy_worker_connections",
+        "gauge",
+        "Open client connections per worker.",
+    );
+    let loads = ctx.load.snapshot();
+    for (w, l) in loads.iter().take(ctx.workers as usize).enumerate() {
+        let _ = writeln!(
+            out,
+            "proxy_worker_connections{{worker=\"{w}\"}} {}",
+            l.connections
+        );
+    }
+    metric_header(
+        &mut out,
+        "proxy_worker_inflight",
+        "gauge",
+        "Requests in flight per worker.",
+    );
+    for (w, l) in loads.iter().take(ctx.workers as usize).enumerate() {
+        let _ = writeln!(
+            out,
+            "proxy_worker_inflight{{worker=\"{w}\"}} {}",
+            l.inflight
+        );
+    }
+
+    let g = &shared.metrics;
+    for (name, help, value) in [
+        (
+            "proxy_rate_limited_total",
+            "Requests refused with 429 by the request-rate limit.",
+            g.rate_limited.get(),
+        ),
+        (
+            "proxy_in_flight_limited_total",
+            "Requests refused with 429 by the in-flight limit.",
+            g.in_flight_limited.get(),
+        ),
+        (
+            "proxy_deny_pattern_refused_total",
+            "Requests refused by a deny-pattern ban rule.",
+            g.deny_pattern_refused.get(),
+        ),
+        (
+            "proxy_bans_total",
+            "Clients banned in the kernel by [[ban]] rules.",
+            g.bans.get(),
+        ),
+        (
+            "proxy_bans_skipped_allowlisted_total",
+            "Bans not applied because the client is allowlisted.",
+            g.bans_skipped_allowlisted.get(),
+        ),
+        (
+            "proxy_reloads_total{result=\"ok\"}",
+            "Config reloads.",
+            g.reloads_ok.get(),
+        ),
+        (
+            "proxy_reloads_total{result=\"rejected\"}",
+            "",
+            g.reloads_failed.get(),
+        ),
+        (
+            "proxy_access_log_dropped_total",
+            "Access log records dropped because the writer was behind.",
+            g.access_log_dropped.get(),
+        ),
+    ] {
+        let base = name.split('{').next().unwrap_or(name);
+        if !help.is_empty() {
+            metric_header(&mut out, base, "counter", help);
+        }
+        let _ = writeln!(out, "{name} {value}");
+    }
+    metric_header(
+        &mut out,
+        "proxy_config_generation",
+        "gauge",
+        "The config generation in force.",
+    );
+    let _ = writeln!(out, "proxy_config_generation {}", generation.id);
+
+    metric_header(
+        &mut out,
+        "proxy_kernel_packets_total",
+        "counter",
+        "Packets seen by the kernel filter (all interfaces, summed over CPUs), by outcome.",
+    );
+    match ctx.kernel.counters() {
+        Ok(c) => {
+            for counter in KernelCounter::ALL {
+                let _ = writeln!(
+                    out,
+                    "proxy_kernel_packets_total{{outcome=\"{}\"}} {}",
+                    counter.name().trim_start_matches("packets_"),
+                    c.get(counter)
+                );
+            }
+        }
+        Err(e) => warn!("reading the kernel counters for /metrics: {e}"),
+    }
+    out
+}
