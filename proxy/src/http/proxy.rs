@@ -493,8 +493,11 @@ async fn forward(
         StatusCode::SERVICE_UNAVAILABLE,
         "no healthy upstream server is available",
     );
+    // Set when a retry was already paid for (a 5xx response is only dropped once another
+    // server and the budget are sure).
+    let mut prepaid = false;
     for attempt in 0..=up.retry.attempts {
-        if attempt > 0 && !up.take_retry() {
+        if attempt > 0 && !std::mem::take(&mut prepaid) && !up.take_retry() {
             debug!(upstream = up.name, "retry budget exhausted");
             break;
         }
@@ -534,11 +537,18 @@ async fn forward(
                 });
                 if status.is_server_error() {
                     note_failure(up, index);
-                    if matches!(status.as_u16(), 502..=504) && replayable && retry_allowed {
-                        last_error = (
-                            StatusCode::BAD_GATEWAY,
-                            "the upstream servers answered with errors",
-                        );
+                    // Retry elsewhere only when there is an elsewhere and the budget allows;
+                    // otherwise the client gets the server's own answer.
+                    let another = parts
+                        .as_ref()
+                        .is_some_and(|p| up.pick(client_ip, &p.headers, &tried).is_some());
+                    if matches!(status.as_u16(), 502..=504)
+                        && replayable
+                        && retry_allowed
+                        && another
+                        && up.take_retry()
+                    {
+                        prepaid = true;
                         continue;
                     }
                 } else {
