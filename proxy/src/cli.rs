@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// Override the instance name from the config.
     #[arg(long)]
     pub instance: Option<String>,
+    /// At stop, leave the packet filter attached (its links pinned) so the blocklist keeps
+    /// protecting the host until the next `proxy run` takes it over.
+    #[arg(long)]
+    pub keep_kernel_state: bool,
 }
 
 /// Which instance a management command acts on.

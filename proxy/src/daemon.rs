@@ -82,7 +82,7 @@ impl Faults {
 }
 
 /// Runs the proxy until SIGINT or SIGTERM.
-pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
+pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> anyhow::Result<()> {
     kernel::require_root()?;
     kernel::ensure_bpffs()?;
     let faults = Faults::from_env();
@@ -336,8 +336,20 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     }
     // The runtime file stays: while the pins exist, it tells the CLI which state file to keep
     // in step. A stale PID in it is harmless (check_not_running looks the PID up).
-    for (iface, how) in datapath.attached() {
-        info!(iface, attached = %how, "detaching packet filter");
+    if keep_kernel_state {
+        match datapath.keep_attached() {
+            Ok(n) => info!(
+                links = n,
+                "--keep-kernel-state: the packet filter stays attached after exit"
+            ),
+            Err(e) => error!(
+                "--keep-kernel-state: keeping the filter attached failed, it is detached: {e}"
+            ),
+        }
+    } else {
+        for (iface, how) in datapath.attached() {
+            info!(iface, attached = %how, "detaching packet filter");
+        }
     }
     drop(datapath);
     info!("stopped; the pinned maps and the state file keep the lists");

@@ -29,7 +29,7 @@ fn run(args: &proxy::cli::RunArgs) -> anyhow::Result<()> {
         .init();
     let config = proxy::cli::run_config(args)?;
     proxy::daemon::check_not_running(&config.instance)?;
-    let result = proxy::daemon::run(config, args.config.clone());
+    let result = proxy::daemon::run(config, args.config.clone(), args.keep_kernel_state);
     if let Err(e) = &result {
         tracing::error!("{e:#}");
     }

@@ -276,3 +276,39 @@ fn allowlist_overrides_the_blocklist_in_the_kernel() {
     w.cli_ok(&["allowlist", "remove", &w.topo.cli_ip.to_string()]);
     w.expect_dropped(false);
 }
+
+#[test]
+fn keep_kernel_state_keeps_dropping_while_the_daemon_is_down() {
+    let w = World::new(16, "xdp");
+    let mut proxy = w.start_proxy(&["--keep-kernel-state"]);
+    let client = w.topo.cli_ip.to_string();
+    w.cli_ok(&["blocklist", "add", &client]);
+    w.expect_dropped(false);
+    assert_eq!(
+        proxy.interrupt(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.log().contains("stays attached after exit"),
+        "{}",
+        proxy.log()
+    );
+    // Daemon down: the filter is still attached and still drops the blocked client (without
+    // it, the SYN would be answered with a reset, nobody listening).
+    assert!(w.xdp_attached(), "the filter was detached");
+    w.expect_dropped(false);
+    // The next run takes the kept filter over; stopping normally detaches it.
+    let mut proxy2 = w.start_proxy(&[]);
+    assert!(
+        proxy2.log().contains("took over the packet filter"),
+        "{}",
+        proxy2.log()
+    );
+    w.expect_dropped(false);
+    w.cli_ok(&["blocklist", "remove", &client]);
+    w.expect_ok(false);
+    assert_eq!(proxy2.interrupt(Duration::from_secs(15)), Some(0));
+    assert!(!w.xdp_attached(), "XDP still attached after a normal stop");
+}

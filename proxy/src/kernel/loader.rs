@@ -52,6 +52,44 @@ pub struct Datapath {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     attached: Vec<(String, AttachedAs)>,
+    /// The link of each attachment (netlink clsact has none that can be kept).
+    links: Vec<(String, AttachedAs, LinkId)>,
+}
+
+/// A link this process owns.
+enum LinkId {
+    Xdp(aya::programs::xdp::XdpLinkId),
+    Tc(aya::programs::tc::SchedClassifierLinkId),
+}
+
+impl AttachedAs {
+    /// Suffix of a kept link's pin: `<pin_dir>/links/<iface>:<suffix>` (bpffs refuses '.' in
+    /// names; ':' cannot appear in an interface name).
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::XdpNative => "xdp-native",
+            Self::XdpGeneric => "xdp-generic",
+            Self::TcTcx => "tcx",
+            Self::TcClsact => "clsact",
+        }
+    }
+
+    fn from_suffix(s: &str) -> Option<Self> {
+        [Self::XdpNative, Self::XdpGeneric, Self::TcTcx]
+            .into_iter()
+            .find(|a| a.suffix() == s)
+    }
+
+    /// Whether an attachment of this kind satisfies the configured mode.
+    fn satisfies(self, mode: AttachMode) -> bool {
+        match mode {
+            AttachMode::Auto => true,
+            AttachMode::Xdp => self == Self::XdpNative,
+            AttachMode::XdpGeneric => self == Self::XdpGeneric,
+            AttachMode::Tc => matches!(self, Self::TcTcx | Self::TcClsact),
+            AttachMode::None => false,
+        }
+    }
 }
 
 impl Datapath {
@@ -85,6 +123,7 @@ impl Datapath {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             attached: Vec::new(),
+            links: Vec::new(),
         })
     }
 
@@ -136,6 +175,11 @@ impl Datapath {
     /// Attaches the filter to `iface` in `mode`. `Auto` tries native XDP, then generic XDP,
     /// then TC, and logs why each earlier one failed.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedAs, KernelError> {
+        if let Some(kept) = self.take_over(iface, mode)? {
+            info!(iface, attached = %kept, "took over the packet filter kept attached by the previous run");
+            self.attached.push((iface.to_owned(), kept));
+            return Ok(kept);
+        }
         let attached = match mode {
             AttachMode::None => {
                 return Err(KernelError::Attach {
@@ -186,7 +230,7 @@ impl Datapath {
             iface: iface.to_owned(),
             reason,
         };
-        self.xdp()?.attach(iface, mode).map_err(|e| {
+        let id = self.xdp()?.attach(iface, mode).map_err(|e| {
             err(format!(
                 "{}: {}",
                 if mode == XdpMode::Driver {
@@ -197,11 +241,13 @@ impl Datapath {
                 chain(&e)
             ))
         })?;
-        Ok(if mode == XdpMode::Driver {
+        let how = if mode == XdpMode::Driver {
             AttachedAs::XdpNative
         } else {
             AttachedAs::XdpGeneric
-        })
+        };
+        self.links.push((iface.to_owned(), how, LinkId::Xdp(id)));
+        Ok(how)
     }
 
     fn attach_tc(&mut self, iface: &str) -> Result<AttachedAs, KernelError> {
@@ -211,7 +257,11 @@ impl Datapath {
             TcAttachType::Ingress,
             TcAttachOptions::TcxOrder(Default::default()),
         ) {
-            Ok(_) => return Ok(AttachedAs::TcTcx),
+            Ok(id) => {
+                self.links
+                    .push((iface.to_owned(), AttachedAs::TcTcx, LinkId::Tc(id)));
+                return Ok(AttachedAs::TcTcx);
+            }
             Err(e) => info!(
                 iface,
                 "tcx attach not possible ({}); trying clsact",
@@ -380,6 +430,111 @@ impl Datapath {
             ))
         })?;
         Ok(())
+    }
+
+    fn link_dir(&self) -> PathBuf {
+        self.pin_dir.join("links")
+    }
+
+    /// Adopts a link a previous run kept attached on `iface` (see [`Datapath::keep_attached`]):
+    /// its program is replaced by ours in place, so filtering never stops. A kept link of a
+    /// kind the configured mode does not allow is detached instead.
+    fn take_over(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<Option<AttachedAs>, KernelError> {
+        let Ok(entries) = std::fs::read_dir(self.link_dir()) else {
+            return Ok(None);
+        };
+        let kept = entries.flatten().find_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let (i, suffix) = name.rsplit_once(':')?;
+            (i == iface).then(|| (e.path(), AttachedAs::from_suffix(suffix)))
+        });
+        let Some((path, how)) = kept else {
+            return Ok(None);
+        };
+        let err = |reason: String| KernelError::Attach {
+            iface: iface.to_owned(),
+            reason,
+        };
+        let link = aya::programs::links::PinnedLink::from_pin(&path)
+            .map_err(|e| err(format!("reading the kept link {}: {e}", path.display())))?
+            .unpin()
+            .map_err(|e| err(format!("unpinning {}: {e}", path.display())))?;
+        let Some(how) = how.filter(|h| h.satisfies(mode)) else {
+            // Dropping the last reference detaches it.
+            drop(link);
+            info!(iface, "a kept packet filter of another kind was detached");
+            return Ok(None);
+        };
+        match how {
+            AttachedAs::XdpNative | AttachedAs::XdpGeneric => {
+                let link = aya::programs::xdp::XdpLink::try_from(link)
+                    .map_err(|e| err(format!("kept link: {e}")))?;
+                let id = self
+                    .xdp()?
+                    .attach_to_link(link)
+                    .map_err(|e| err(format!("replacing the kept XDP program: {}", chain(&e))))?;
+                self.links.push((iface.to_owned(), how, LinkId::Xdp(id)));
+            }
+            _ => {
+                let link = aya::programs::tc::SchedClassifierLink::try_from(link)
+                    .map_err(|e| err(format!("kept link: {e}")))?;
+                let id = self
+                    .tc()?
+                    .attach_to_link(link)
+                    .map_err(|e| err(format!("replacing the kept TC program: {}", chain(&e))))?;
+                self.links.push((iface.to_owned(), how, LinkId::Tc(id)));
+            }
+        }
+        Ok(Some(how))
+    }
+
+    /// Keeps the filter attached after this process exits: every link is pinned under
+    /// `<pin_dir>/links/` (the blocklist keeps protecting the host during a restart; the next
+    /// run takes the links over). A clsact (netlink) attachment cannot be kept.
+    pub fn keep_attached(&mut self) -> Result<usize, KernelError> {
+        let dir = self.link_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| KernelError::PinDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut kept = 0;
+        for (iface, how, id) in std::mem::take(&mut self.links) {
+            let path = dir.join(format!("{iface}:{}", how.suffix()));
+            let err = |reason: String| KernelError::Attach {
+                iface: iface.clone(),
+                reason,
+            };
+            let fd_link = match id {
+                LinkId::Xdp(id) => {
+                    let link = self.xdp()?.take_link(id).map_err(|e| err(chain(&e)))?;
+                    aya::programs::links::FdLink::try_from(link)
+                        .map_err(|e| err(format!("not a bpf_link: {e}")))?
+                }
+                LinkId::Tc(id) => {
+                    let link = self.tc()?.take_link(id).map_err(|e| err(chain(&e)))?;
+                    aya::programs::links::FdLink::try_from(link)
+                        .map_err(|e| err(format!("not a bpf_link: {e}")))?
+                }
+            };
+            let _ = std::fs::remove_file(&path);
+            fd_link
+                .pin(&path)
+                .map_err(|e| err(format!("pinning {}: {}", path.display(), chain(&e))))?;
+            kept += 1;
+        }
+        for (iface, how) in &self.attached {
+            if *how == AttachedAs::TcClsact {
+                warn!(
+                    iface,
+                    "a clsact TC filter cannot be kept attached; it is removed at exit"
+                );
+            }
+        }
+        Ok(kept)
     }
 
     /// Runs the XDP program once on `packet` (BPF_PROG_TEST_RUN) and returns its action.
