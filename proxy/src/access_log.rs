@@ -295,11 +295,11 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(record().time), "2026-11-29T04:10:01.123Z");
+        assert_eq!(rfc3339(record().time), "2026-11-29T09:30:01.123Z");
         let line = combined_line(&record());
         assert_eq!(
             line,
-            "192.0.2.1 - - [29/Nov/2026:04:10:01 +0000] \"GET /x?y=1 HTTP/1.1\" 200 12 \"-\" \"curl/8 \\\"x\\\"\"\n"
+            "192.0.2.1 - - [29/Nov/2026:09:30:01 +0000] \"GET /x?y=1 HTTP/1.1\" 200 12 \"-\" \"curl/8 \\\"x\\\"\"\n"
         );
         let v: serde_json::Value = serde_json::from_str(&json_line(&record())).unwrap();
         assert_eq!(v["status"], 200);
