@@ -7,6 +7,7 @@
 //! - `POST /reload`
 //! - `GET|POST|DELETE /blocklist`, `GET|POST|DELETE /allowlist` (same code path as the CLI)
 //! - `GET /upstreams`
+//! - `GET /` (the live dashboard) and `GET /stats.json` (its data)
 use std::{
     fmt::Write as _,
     path::PathBuf,
@@ -171,7 +172,10 @@ fn authorized(ctx: &AdminCtx, req: &Request<Incoming>) -> bool {
 }
 
 async fn route(ctx: Arc<AdminCtx>, req: Request<Incoming>, need_token: bool) -> Response<Body> {
-    if need_token && !authorized(&ctx, &req) {
+    // The dashboard page itself is static and holds no data: it loads without the token and
+    // sends the token (from its URL fragment) with its data requests.
+    let page = req.method() == Method::GET && matches!(req.uri().path(), "/" | "/dashboard");
+    if need_token && !page && !authorized(&ctx, &req) {
         let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -183,6 +187,18 @@ async fn route(ctx: Arc<AdminCtx>, req: Request<Incoming>, need_token: bool) -> 
     let query = req.uri().query().unwrap_or("").to_owned();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/healthz") => reply(StatusCode::OK, json!({ "status": "ok" })),
+        (Method::GET, "/" | "/dashboard") => Response::builder()
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Full::new(Bytes::from_static(DASHBOARD.as_bytes())).boxed())
+            .expect("valid response"),
+        (Method::GET, "/stats.json") => {
+            let ctx2 = ctx.clone();
+            match tokio::task::spawn_blocking(move || stats_json(&ctx2)).await {
+                Ok(v) => reply(StatusCode::OK, v),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
         (Method::GET, "/readyz") => {
             let alive = ctx
                 .load
@@ -325,6 +341,75 @@ fn upstreams(ctx: &AdminCtx) -> Response<Body> {
         })
         .collect();
     reply(StatusCode::OK, serde_json::Value::Object(pools))
+}
+
+/// The dashboard: one page, no external assets; it polls `/stats.json` every second.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The numbers the dashboard shows (cumulative; the page computes rates).
+fn stats_json(ctx: &AdminCtx) -> serde_json::Value {
+    let shared = &ctx.shared;
+    let generation = shared.generation.load();
+    let (buckets, count) = shared.latency.snapshot();
+    let mut kernel = serde_json::Map::new();
+    if let Ok(c) = ctx.kernel.counters() {
+        for counter in KernelCounter::ALL {
+            kernel.insert(
+                counter.name().trim_start_matches("packets_").to_owned(),
+                c.get(counter).into(),
+            );
+        }
+    }
+    let now = now_ms();
+    let wall = crate::defense::state::now_ms();
+    let upstreams: serde_json::Map<String, serde_json::Value> = generation
+        .upstreams
+        .iter()
+        .map(|(name, up)| {
+            let servers: Vec<_> = up
+                .servers
+                .iter()
+                .map(|s| json!({ "address": s.addr.to_string(), "up": s.health.is_up(), "usable": s.health.usable(now), "inflight": s.inflight.load(Ordering::Relaxed) }))
+                .collect();
+            (name.clone(), json!(servers))
+        })
+        .collect();
+    let bans: Vec<_> = ctx
+        .store
+        .lock()
+        .expect("list store")
+        .blocked()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|b| b.expires_at_ms.is_none_or(|e| e > wall))
+        .map(|b| {
+            json!({
+                "cidr": b.cidr,
+                "reason": b.reason,
+                "note": b.note,
+                "expires_in_s": b.expires_at_ms.map(|e| e.saturating_sub(wall).div_ceil(1000)),
+            })
+        })
+        .collect();
+    let workers: Vec<_> = ctx
+        .load
+        .snapshot()
+        .iter()
+        .take(ctx.workers as usize)
+        .enumerate()
+        .map(|(i, w)| json!({ "worker": i, "alive": w.alive != 0, "connections": w.connections, "inflight": w.inflight }))
+        .collect();
+    json!({
+        "instance": ctx.instance,
+        "time_ms": wall,
+        "generation": generation.id,
+        "requests_total": shared.requests.total(),
+        "latency": { "count": count, "buckets": buckets },
+        "kernel": kernel,
+        "workers": workers,
+        "upstreams": upstreams,
+        "bans": bans,
+    })
 }
 
 /// The config file as JSON, with passwords and tokens replaced.

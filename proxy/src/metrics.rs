@@ -33,6 +33,21 @@ impl Histogram {
         );
     }
 
+    /// Cumulative counts per bucket upper bound, and the total count.
+    #[must_use]
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64) {
+        let mut cumulative = 0;
+        let buckets = BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, c)| {
+                cumulative += c.load(Ordering::Relaxed);
+                (*b, cumulative)
+            })
+            .collect();
+        (buckets, self.count.load(Ordering::Relaxed))
+    }
+
     /// Writes `name_bucket`, `name_sum`, `name_count` lines with `labels` (already formatted,
     /// without braces).
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -66,6 +81,12 @@ impl StatusCounts {
     pub fn record(&self, status: u16) {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
         self.0[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// All responses counted.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     /// Writes one line per class: `name{labels,class="2xx"} n`.

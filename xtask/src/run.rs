@@ -62,6 +62,9 @@ pub fn test() -> anyhow::Result<()> {
         );
     }
     setup()?;
+    // What the end-to-end tests drive: curl (admin socket as another user), chromium (the
+    // dashboard, headless).
+    crate::setup::ensure_packages(&["curl", "chromium"])?;
     build(false)?;
     step("unit tests (host)", || {
         run(cargo().args([
