@@ -22,8 +22,12 @@ pub mod maps {
     pub const ALLOW_V4: &str = "ALLOW_V4";
     /// `LPM_TRIE` of IPv6 source prefixes that always pass: value [`crate::AllowEntry`].
     pub const ALLOW_V6: &str = "ALLOW_V6";
-    /// `PERCPU_ARRAY` of `u64` packet counters, indexed by [`crate::Counter`].
+    /// `PERCPU_ARRAY` of `u64` packet counters at `slot * COUNTER_SLOTS + Counter`.
     pub const COUNTERS: &str = "COUNTERS";
+    /// `ARRAY` of `u32`: interface index -> slot (0: none), set by the daemon at attach.
+    pub const IFACE_SLOTS: &str = "IFACE_SLOTS";
+    /// `ARRAY` of [`crate::IfaceName`]: slot -> interface name, for `proxy stats`.
+    pub const IFACE_NAMES: &str = "IFACE_NAMES";
 
     /// `ARRAY` (mmapable) of [`crate::WorkerLoad`], one per worker: written by the workers
     /// through shared memory, read by the `sk_reuseport` program and by `proxy stats`.
@@ -42,7 +46,7 @@ pub mod maps {
     pub const WORKER_SOCKETS: &str = "WORKER_SOCKETS";
 
     /// Every map that is pinned per instance.
-    pub const PINNED: [&str; 7] = [
+    pub const PINNED: [&str; 9] = [
         BLOCK_V4,
         BLOCK_V6,
         ALLOW_V4,
@@ -50,6 +54,8 @@ pub mod maps {
         COUNTERS,
         WORKER_LOAD,
         SPREAD_CONFIG,
+        IFACE_SLOTS,
+        IFACE_NAMES,
     ];
 }
 
@@ -253,8 +259,15 @@ impl Counter {
 
 /// Number of counters in use.
 pub const COUNTER_COUNT: u32 = 7;
-/// Size of the `COUNTERS` map: room for counters added later without changing the pinned map.
+/// Counters per interface slot: room for counters added later without changing the pinned map.
 pub const COUNTER_SLOTS: u32 = 32;
+/// Interface slots: `COUNTERS[slot * COUNTER_SLOTS + counter]`; slot 0 counts packets of
+/// interfaces without a slot of their own.
+pub const MAX_IFACES: u32 = 16;
+/// Interface indexes below this get a slot lookup in `IFACE_SLOTS` (an array).
+pub const IFINDEX_MAX: u32 = 4096;
+/// An interface name in `IFACE_NAMES` (NUL-padded, like `IFNAMSIZ`).
+pub type IfaceName = [u8; 16];
 
 /// The one entry of `RATE_CONFIG`: the in-kernel SYN rate limit (0 = off).
 #[repr(C)]

@@ -3,11 +3,14 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     maps::{LpmTrie, LruHashMap, lpm_trie::Key},
 };
-use proxy_common::{AllowEntry, BlockEntry, Counter, RateConfig, TokenBucket};
+use proxy_common::{
+    AllowEntry, BlockEntry, COUNTER_SLOTS, Counter, IFINDEX_MAX, MAX_IFACES, RateConfig,
+    TokenBucket,
+};
 
 use crate::{
     maps::{
-        ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6, COUNTERS, RATE_CONFIG, SYN_BUCKETS_V4,
+        ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6, COUNTERS, IFACE_SLOTS, RATE_CONFIG, SYN_BUCKETS_V4,
         SYN_BUCKETS_V6,
     },
     packet::{Packet, Source},
@@ -21,8 +24,8 @@ pub enum Verdict {
 }
 
 #[inline(always)]
-fn count(counter: Counter) {
-    if let Some(value) = COUNTERS.get_ptr_mut(counter as u32) {
+fn count(base: u32, counter: Counter) {
+    if let Some(value) = COUNTERS.get_ptr_mut(base + counter as u32) {
         // SAFETY: the pointer is this CPU's slot of a per-CPU array; nothing else writes it
         // while this program runs on this CPU (programs are not preempted mid-run by themselves).
         unsafe { *value += 1 };
@@ -131,8 +134,15 @@ fn syn_allowed_v6(addr: [u8; 16]) -> bool {
 
 /// Decides the fate of one packet and counts it.
 #[inline(always)]
-pub fn decide(packet: &Packet) -> Verdict {
-    count(Counter::Seen);
+pub fn decide(packet: &Packet, ifindex: u32) -> Verdict {
+    // The interface's block of counters (slot 0 when it has none).
+    let slot = if ifindex < IFINDEX_MAX {
+        IFACE_SLOTS.get(ifindex).copied().unwrap_or(0)
+    } else {
+        0
+    };
+    let base = slot.min(MAX_IFACES - 1) * COUNTER_SLOTS;
+    count(base, Counter::Seen);
     let outcome = match packet.source() {
         Source::V4 { addr, syn } => match classify(&ALLOW_V4, &BLOCK_V4, &Key::new(32, addr)) {
             Counter::Passed if syn && !syn_allowed_v4(addr) => Counter::DroppedSynRate,
@@ -146,12 +156,12 @@ pub fn decide(packet: &Packet) -> Verdict {
         Source::Malformed => Counter::Malformed,
     };
     if outcome == Counter::DroppedBlocklist || outcome == Counter::DroppedSynRate {
-        count(outcome);
+        count(base, outcome);
         return Verdict::Drop;
     }
     if outcome != Counter::Passed {
-        count(outcome);
+        count(base, outcome);
     }
-    count(Counter::Passed);
+    count(base, Counter::Passed);
     Verdict::Pass
 }

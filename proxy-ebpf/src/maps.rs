@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use proxy_common::{
     ALLOW_MAX, AllowEntry, BLOCK_V4_MAX, BLOCK_V6_MAX, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
-    BlockEntry, COUNTER_SLOTS, ListenerKey, MAX_LISTENERS, MAX_WORKERS, RATE_TRACKED, RateConfig,
-    SpreadConfig, TokenBucket, V4Addr, V6Addr, WorkerLoad,
+    BlockEntry, COUNTER_SLOTS, IFINDEX_MAX, IfaceName, ListenerKey, MAX_IFACES, MAX_LISTENERS,
+    MAX_WORKERS, RATE_TRACKED, RateConfig, SpreadConfig, TokenBucket, V4Addr, V6Addr, WorkerLoad,
 };
 
 #[map]
@@ -27,7 +27,14 @@ pub static ALLOW_V6: LpmTrie<V6Addr, AllowEntry> =
     LpmTrie::with_max_entries(ALLOW_MAX, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+pub static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(COUNTER_SLOTS * MAX_IFACES, 0);
+
+#[map]
+pub static IFACE_SLOTS: Array<u32> = Array::with_max_entries(IFINDEX_MAX, 0);
+
+#[map]
+pub static IFACE_NAMES: Array<IfaceName> = Array::with_max_entries(MAX_IFACES, 0);
 
 #[map]
 pub static RATE_CONFIG: Array<RateConfig> = Array::with_max_entries(1, 0);

@@ -28,8 +28,12 @@ fn try_tc_filter(ctx: &TcContext) -> Result<i32, ()> {
     if linear < HEADERS_MAX as usize && ctx.len() > linear as u32 {
         let _ = ctx.pull_data(ctx.len().min(HEADERS_MAX));
     }
-    Ok(match decide(&Packet::new(ctx.data(), ctx.data_end())) {
-        Verdict::Pass => TC_ACT_OK,
-        Verdict::Drop => TC_ACT_SHOT,
-    })
+    // SAFETY: reading a field of the skb the kernel passed in.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    Ok(
+        match decide(&Packet::new(ctx.data(), ctx.data_end()), ifindex) {
+            Verdict::Pass => TC_ACT_OK,
+            Verdict::Drop => TC_ACT_SHOT,
+        },
+    )
 }

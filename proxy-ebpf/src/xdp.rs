@@ -16,8 +16,12 @@ pub fn xdp_filter(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_xdp_filter(ctx: &XdpContext) -> Result<u32, ()> {
-    Ok(match decide(&Packet::new(ctx.data(), ctx.data_end())) {
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Drop => xdp_action::XDP_DROP,
-    })
+    // SAFETY: reading a field of the XDP context the kernel passed in.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    Ok(
+        match decide(&Packet::new(ctx.data(), ctx.data_end()), ifindex) {
+            Verdict::Pass => xdp_action::XDP_PASS,
+            Verdict::Drop => xdp_action::XDP_DROP,
+        },
+    )
 }

@@ -630,17 +630,20 @@ pub fn render_metrics(ctx: &AdminCtx) -> String {
         &mut out,
         "proxy_kernel_packets_total",
         "counter",
-        "Packets seen by the kernel filter (all interfaces, summed over CPUs), by outcome.",
+        "Packets seen by the kernel filter, by interface and outcome (summed over CPUs).",
     );
-    match ctx.kernel.counters() {
-        Ok(c) => {
-            for counter in KernelCounter::ALL {
-                let _ = writeln!(
-                    out,
-                    "proxy_kernel_packets_total{{outcome=\"{}\"}} {}",
-                    counter.name().trim_start_matches("packets_"),
-                    c.get(counter)
-                );
+    match ctx.kernel.counters_by_interface() {
+        Ok(list) => {
+            for (iface, c) in list {
+                for counter in KernelCounter::ALL {
+                    let _ = writeln!(
+                        out,
+                        "proxy_kernel_packets_total{{interface=\"{}\",outcome=\"{}\"}} {}",
+                        label(&iface),
+                        counter.name().trim_start_matches("packets_"),
+                        c.get(counter)
+                    );
+                }
             }
         }
         Err(e) => warn!("reading the kernel counters for /metrics: {e}"),

@@ -419,6 +419,7 @@ fn allowlist(target: &Target, action: AllowlistAction) -> anyhow::Result<()> {
 fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
     let maps = open_maps(target)?;
     let counters = maps.counters()?;
+    let by_interface = maps.counters_by_interface()?;
     let blocked = maps.blocked()?.len();
     let allowed = maps.allowed()?.len();
     let pin_dir = kernel::pin_dir(&target.instance);
@@ -430,9 +431,20 @@ fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
         for counter in Counter::ALL {
             c.insert(counter.name().to_owned(), counters.get(counter).into());
         }
+        let interfaces: serde_json::Map<String, serde_json::Value> = by_interface
+            .iter()
+            .map(|(name, cs)| {
+                let per: serde_json::Map<String, serde_json::Value> = Counter::ALL
+                    .iter()
+                    .map(|k| (k.name().to_owned(), cs.get(*k).into()))
+                    .collect();
+                (name.clone(), per.into())
+            })
+            .collect();
         let out = json!({
             "instance": target.instance,
             "counters": c,
+            "interfaces": interfaces,
             "blocklist_entries": blocked,
             "allowlist_entries": allowed,
             "spread_policy": spread::policy_name(spread.policy),
@@ -454,6 +466,21 @@ fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
             println!("  {:<28} {}", counter.name(), counters.get(counter));
         }
         println!("  {:<28} {blocked}", "blocklist_entries");
+        for (name, cs) in &by_interface {
+            let parts: Vec<String> = Counter::ALL
+                .iter()
+                .filter(|k| cs.get(**k) > 0)
+                .map(|k| format!("{} {}", k.name().trim_start_matches("packets_"), cs.get(*k)))
+                .collect();
+            println!(
+                "interface {name}: {}",
+                if parts.is_empty() {
+                    "no packets".to_owned()
+                } else {
+                    parts.join(", ")
+                }
+            );
+        }
         println!("  {:<28} {allowed}", "allowlist_entries");
         println!(
             "workers ({} connection spreading)",

@@ -209,7 +209,10 @@ fn metrics_follow_requests_drops_and_bans() {
     );
     assert!(after.contains_key("proxy_worker_connections{worker=\"1\"}"));
     assert!(
-        delta("proxy_kernel_packets_total{outcome=\"seen\"}") > 0.0,
+        delta(&format!(
+            "proxy_kernel_packets_total{{interface=\"{}\",outcome=\"seen\"}}",
+            o.w.topo.srv_if
+        )) > 0.0,
         "kernel counters did not move"
     );
     // A block through the admin API: the kernel drops, the drop counter moves.
@@ -222,7 +225,21 @@ fn metrics_follow_requests_drops_and_bans() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(o.client("/").is_err(), "blocked client served");
-    assert!(o.metrics()["proxy_kernel_packets_total{outcome=\"dropped_blocklist\"}"] > 0.0);
+    let iface = o.w.topo.srv_if.clone();
+    assert!(
+        o.metrics()[&format!(
+            "proxy_kernel_packets_total{{interface=\"{iface}\",outcome=\"dropped_blocklist\"}}"
+        )] > 0.0
+    );
+    // The CLI shows the same per interface.
+    let stats = o.w.stats();
+    assert!(
+        stats["interfaces"][iface.as_str()]["packets_dropped_blocklist"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{stats}"
+    );
     let (status, list) = unix_admin(&o.socket, "GET", "/blocklist", "");
     assert!(
         status == 200 && list.contains("from the admin API"),

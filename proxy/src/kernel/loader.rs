@@ -16,7 +16,8 @@ use aya::{
     },
 };
 use proxy_common::{
-    ListenerKey, MAX_LISTENERS, MAX_WORKERS, RateConfig, SpreadConfig, SpreadPolicy, maps, programs,
+    IFINDEX_MAX, IfaceName, ListenerKey, MAX_IFACES, MAX_LISTENERS, MAX_WORKERS, RateConfig,
+    SpreadConfig, SpreadPolicy, maps, programs,
 };
 use tracing::{info, warn};
 
@@ -54,6 +55,8 @@ pub struct Datapath {
     attached: Vec<(String, AttachedAs)>,
     /// The link of each attachment (netlink clsact has none that can be kept).
     links: Vec<(String, AttachedAs, LinkId)>,
+    /// Interfaces that have their own block of counters (index = slot - 1).
+    counter_slots: Vec<String>,
 }
 
 /// A link this process owns.
@@ -124,6 +127,7 @@ impl Datapath {
             pin_dir: pin_dir.to_owned(),
             attached: Vec::new(),
             links: Vec::new(),
+            counter_slots: Vec::new(),
         })
     }
 
@@ -175,6 +179,7 @@ impl Datapath {
     /// Attaches the filter to `iface` in `mode`. `Auto` tries native XDP, then generic XDP,
     /// then TC, and logs why each earlier one failed.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedAs, KernelError> {
+        self.assign_counter_slot(iface)?;
         if let Some(kept) = self.take_over(iface, mode)? {
             info!(iface, attached = %kept, "took over the packet filter kept attached by the previous run");
             self.attached.push((iface.to_owned(), kept));
@@ -429,6 +434,66 @@ impl Datapath {
                 chain(&e)
             ))
         })?;
+        Ok(())
+    }
+
+    /// Gives `iface` its own block of counters (slots in attach order; slot 0 stays for
+    /// interfaces without one).
+    fn assign_counter_slot(&mut self, iface: &str) -> Result<(), KernelError> {
+        if self.counter_slots.iter().any(|i| i == iface) {
+            return Ok(());
+        }
+        let slot = u32::try_from(self.counter_slots.len() + 1).unwrap_or(u32::MAX);
+        if slot >= MAX_IFACES {
+            warn!(
+                iface,
+                "more than {} interfaces: this one's packets are counted under \"other\"",
+                MAX_IFACES - 1
+            );
+            return Ok(());
+        }
+        let c_name = std::ffi::CString::new(iface).map_err(|_| KernelError::Attach {
+            iface: iface.to_owned(),
+            reason: "invalid name".into(),
+        })?;
+        // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+        let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        if ifindex == 0 || ifindex >= IFINDEX_MAX {
+            // Unknown here (attach will say so) or too large for the slot array: "other".
+            return Ok(());
+        }
+        let mut name: IfaceName = [0; 16];
+        for (d, s) in name.iter_mut().zip(iface.bytes().take(15)) {
+            *d = s;
+        }
+        let map_err = |op: &'static str, map: &'static str| {
+            move |source| KernelError::Map { op, map, source }
+        };
+        let slots = self
+            .ebpf
+            .map_mut(maps::IFACE_SLOTS)
+            .ok_or(KernelError::Missing {
+                kind: "map",
+                name: maps::IFACE_SLOTS,
+            })?;
+        let mut slots: Array<_, u32> =
+            Array::try_from(slots).map_err(map_err("open", maps::IFACE_SLOTS))?;
+        slots
+            .set(ifindex, slot, 0)
+            .map_err(map_err("write", maps::IFACE_SLOTS))?;
+        let names = self
+            .ebpf
+            .map_mut(maps::IFACE_NAMES)
+            .ok_or(KernelError::Missing {
+                kind: "map",
+                name: maps::IFACE_NAMES,
+            })?;
+        let mut names: Array<_, IfaceName> =
+            Array::try_from(names).map_err(map_err("open", maps::IFACE_NAMES))?;
+        names
+            .set(slot, name, 0)
+            .map_err(map_err("write", maps::IFACE_NAMES))?;
+        self.counter_slots.push(iface.to_owned());
         Ok(())
     }
 

@@ -2,7 +2,10 @@
 use std::{net::IpAddr, path::Path};
 
 use aya::maps::{Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie};
-use proxy_common::{AllowEntry, BlockEntry, COUNTER_COUNT, Counter, V4Addr, V6Addr, maps};
+use proxy_common::{
+    AllowEntry, BlockEntry, COUNTER_COUNT, COUNTER_SLOTS, Counter, IfaceName, MAX_IFACES, V4Addr,
+    V6Addr, maps,
+};
 
 use super::KernelError;
 use crate::defense::Cidr;
@@ -14,6 +17,7 @@ pub struct KernelMaps {
     allow_v4: LpmTrie<MapData, V4Addr, AllowEntry>,
     allow_v6: LpmTrie<MapData, V6Addr, AllowEntry>,
     counters: PerCpuArray<MapData, u64>,
+    iface_names: aya::maps::Array<MapData, IfaceName>,
 }
 
 /// Kernel packet counters, summed over CPUs, indexed by [`Counter`].
@@ -124,6 +128,7 @@ impl KernelMaps {
             allow_v4: open(pin_dir, maps::ALLOW_V4)?,
             allow_v6: open(pin_dir, maps::ALLOW_V6)?,
             counters: open(pin_dir, maps::COUNTERS)?,
+            iface_names: open(pin_dir, maps::IFACE_NAMES)?,
         })
     }
 
@@ -239,19 +244,59 @@ impl KernelMaps {
         })
     }
 
-    /// The packet counters summed over CPUs.
-    pub fn counters(&self) -> Result<Counters, KernelError> {
+    /// The packet counters of one interface slot, summed over CPUs.
+    fn slot_counters(&self, slot: u32) -> Result<Counters, KernelError> {
         let mut out = Counters::default();
         for counter in Counter::ALL {
-            let per_cpu =
-                self.counters
-                    .get(&(counter as u32), 0)
-                    .map_err(|source| KernelError::Map {
-                        op: "read",
-                        map: maps::COUNTERS,
-                        source,
-                    })?;
+            let per_cpu = self
+                .counters
+                .get(&(slot * COUNTER_SLOTS + counter as u32), 0)
+                .map_err(|source| KernelError::Map {
+                    op: "read",
+                    map: maps::COUNTERS,
+                    source,
+                })?;
             out.0[counter as usize] = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// The packet counters of every interface, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, KernelError> {
+        let mut total = Counters::default();
+        for slot in 0..MAX_IFACES {
+            let c = self.slot_counters(slot)?;
+            for (t, v) in total.0.iter_mut().zip(c.0) {
+                *t += v;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The packet counters per interface (slot 0, packets of interfaces without a slot of
+    /// their own, is named `other` and only listed when it counted something).
+    pub fn counters_by_interface(&self) -> Result<Vec<(String, Counters)>, KernelError> {
+        let mut out = Vec::new();
+        for slot in 0..MAX_IFACES {
+            let name = self
+                .iface_names
+                .get(&slot, 0)
+                .map_err(|source| KernelError::Map {
+                    op: "read",
+                    map: maps::IFACE_NAMES,
+                    source,
+                })?;
+            let name = String::from_utf8_lossy(&name)
+                .trim_end_matches('\0')
+                .to_owned();
+            let c = self.slot_counters(slot)?;
+            if slot == 0 {
+                if c.get(Counter::Seen) > 0 {
+                    out.push(("other".to_owned(), c));
+                }
+            } else if !name.is_empty() {
+                out.push((name, c));
+            }
         }
         Ok(out)
     }
