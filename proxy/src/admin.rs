@@ -89,20 +89,42 @@ impl Listen {
     }
 }
 
-/// Serves the admin API until `stop` changes.
-pub async fn serve(
-    ctx: Arc<AdminCtx>,
-    listen: Listen,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+/// A bound admin listener (bound early, while the daemon may still be root).
+pub enum Bound {
+    Unix(std::os::unix::net::UnixListener, PathBuf),
+    Tcp(std::net::TcpListener),
+}
+
+/// Binds the admin listener; a Unix socket gets mode 0600.
+pub fn bind(listen: Listen) -> std::io::Result<Bound> {
     match listen {
         Listen::Unix(path) => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path)?;
+            let listener = std::os::unix::net::UnixListener::bind(&path)?;
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            listener.set_nonblocking(true)?;
+            Ok(Bound::Unix(listener, path))
+        }
+        Listen::Tcp(addr) => {
+            let listener = std::net::TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            Ok(Bound::Tcp(listener))
+        }
+    }
+}
+
+/// Serves the admin API until `stop` changes.
+pub async fn serve(
+    ctx: Arc<AdminCtx>,
+    bound: Bound,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    match bound {
+        Bound::Unix(listener, path) => {
+            let listener = tokio::net::UnixListener::from_std(listener)?;
             info!(socket = %path.display(), "admin API listening");
             loop {
                 tokio::select! {
@@ -116,9 +138,9 @@ pub async fn serve(
             }
             let _ = std::fs::remove_file(&path);
         }
-        Listen::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            info!(%addr, "admin API listening (bearer token required)");
+        Bound::Tcp(listener) => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            info!(addr = ?listener.local_addr().ok(), "admin API listening (bearer token required)");
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {

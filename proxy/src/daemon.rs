@@ -201,6 +201,74 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
             per_worker[w].push((socket, lctx.clone()));
         }
     }
+    write_runtime_info(
+        &runtime_file(&instance),
+        &RuntimeInfo {
+            pid: std::process::id(),
+            state_file: state_file.clone(),
+            attach: attach.as_str().to_owned(),
+        },
+    );
+
+    // The admin API: bound (and its maps opened) now, while still root.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::admin::ReloadRequest>(4);
+    let admin = match crate::admin::Listen::from_config(config.admin.listen.as_deref(), &instance) {
+        Some(listen) => {
+            let bound =
+                crate::admin::bind(listen).context("admin.listen: cannot bind the admin API")?;
+            let ctx = Arc::new(crate::admin::AdminCtx {
+                instance: instance.clone(),
+                config_path: config_path.clone(),
+                shared: shared.clone(),
+                store: store.clone(),
+                kernel: KernelMaps::open(&pin_dir)?,
+                load: load.clone(),
+                workers,
+                reload: reload_tx.clone(),
+                token: config
+                    .admin
+                    .token
+                    .as_deref()
+                    .and_then(crate::http::access::parse_token_digest),
+            });
+            Some((ctx, bound))
+        }
+        None => None,
+    };
+
+    // Everything privileged is done: drop to the configured user, keeping CAP_BPF.
+    if let Some(user) = &config.user {
+        let account = crate::privileges::lookup(user)
+            .map_err(anyhow::Error::msg)
+            .context("user")?;
+        // What the daemon still writes: the state file's directory, the reload result, the
+        // access log (when reopened).
+        let reload_result = reload_result_file(&instance);
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&reload_result);
+        let mut owned = vec![reload_result];
+        if let Some(dir) = state_file.parent() {
+            owned.push(dir.to_owned());
+        }
+        owned.push(state_file.clone());
+        if config.access_log.path != "stdout" {
+            owned.push(PathBuf::from(&config.access_log.path));
+        }
+        for path in &owned {
+            crate::privileges::hand_over(path, account)
+                .with_context(|| format!("giving {} to user {user:?}", path.display()))?;
+        }
+        crate::privileges::drop_to(account)
+            .with_context(|| format!("switching to user {user:?}"))?;
+        info!(
+            user,
+            uid = account.uid,
+            "privileges dropped (CAP_BPF kept for map updates)"
+        );
+    }
+
     let mut threads = Vec::new();
     for (w, listeners) in (0u32..).zip(per_worker) {
         let plan = workers::WorkerPlan {
@@ -216,14 +284,6 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
         threads.push(workers::spawn(plan, stop_rx.clone()).context("starting a worker thread")?);
     }
 
-    write_runtime_info(
-        &runtime_file(&instance),
-        &RuntimeInfo {
-            pid: std::process::id(),
-            state_file,
-            attach: attach.as_str().to_owned(),
-        },
-    );
     info!(instance, workers, "proxy ready");
 
     // The control runtime: signals, reloads, health checks, certificate watch, the sweep.
@@ -252,35 +312,14 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
             .context("installing the SIGHUP handler")?;
         let mut usr1 = tokio::signal::unix::signal(SignalKind::user_defined1())
             .context("installing the SIGUSR1 handler")?;
-        let (reload_tx, mut reload_rx) =
-            tokio::sync::mpsc::channel::<crate::admin::ReloadRequest>(4);
-        let admin =
-            match crate::admin::Listen::from_config(config.admin.listen.as_deref(), &instance) {
-                Some(listen) => {
-                    let ctx = Arc::new(crate::admin::AdminCtx {
-                        instance: instance.clone(),
-                        config_path: config_path.clone(),
-                        shared: shared.clone(),
-                        store: store.clone(),
-                        kernel: KernelMaps::open(&pin_dir)?,
-                        load: load.clone(),
-                        workers,
-                        reload: reload_tx.clone(),
-                        token: config
-                            .admin
-                            .token
-                            .as_deref()
-                            .and_then(crate::http::access::parse_token_digest),
-                    });
-                    let stop = stop_rx.clone();
-                    Some(tokio::spawn(async move {
-                        if let Err(e) = crate::admin::serve(ctx, listen, stop).await {
-                            error!("the admin API cannot listen: {e}");
-                        }
-                    }))
+        let admin = admin.map(|(ctx, bound)| {
+            let stop = stop_rx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::admin::serve(ctx, bound, stop).await {
+                    error!("the admin API cannot listen: {e}");
                 }
-                None => None,
-            };
+            })
+        });
         loop {
             let responder = tokio::select! {
                 _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
@@ -470,9 +509,9 @@ fn write_reload_result(instance: &str, outcome: &Result<u64, String>) {
             message: format!("reload rejected, the running config stays: {e}"),
         },
     };
-    let tmp = path.with_extension("tmp");
-    let written = std::fs::write(&tmp, serde_json::to_vec(&result).expect("serializes"))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+    // Written in place (not renamed over): after a privilege drop the daemon owns the file,
+    // not the directory.
+    let written = std::fs::write(&path, serde_json::to_vec(&result).expect("serializes"));
     if let Err(e) = written {
         warn!(path = %path.display(), "cannot write the reload result: {e}");
     }

@@ -12,6 +12,7 @@ pub mod defense;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
+pub mod privileges;
 pub mod proxy_protocol;
 pub mod runtime;
 pub mod tls;

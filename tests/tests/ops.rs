@@ -414,3 +414,105 @@ fn the_admin_api_refuses_without_the_token_and_to_other_users() {
     let (status, config) = unix_admin(&o.socket, "GET", "/config", "");
     assert!(status == 200 && config.contains("\"listener\""), "{config}");
 }
+
+#[test]
+fn privileges_are_dropped_and_bans_still_reach_the_kernel() {
+    let w = World::new(66, ORIGIN_BIN);
+    let config = w.write_config(
+        "priv.toml",
+        &format!(
+            r#"
+user = "nobody"
+workers = 2
+[kernel]
+attach = "xdp"
+interfaces = ["{iface}"]
+[admin]
+listen = "unix:{socket}"
+[access_log]
+format = "json"
+path = "{log}"
+[[listener]]
+address = "0.0.0.0:{PORT}"
+upstream = "o"
+[upstream.o]
+servers = ["{ORIGIN}"]
+[[ban]]
+name = "probe"
+on = "deny-pattern"
+path_regex = "^/\\.env"
+ttl = "1m"
+"#,
+            iface = w.topo.srv_if,
+            socket = w.dir.path().join("admin.sock").display(),
+            log = w.dir.path().join("access.log").display(),
+        ),
+    );
+    let proxy = w.start_proxy(
+        &config,
+        &[],
+        &[],
+        format!("127.0.0.1:{PORT}").parse().unwrap(),
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid:"), vec!["65534"; 4], "{status}");
+    assert_eq!(field("Gid:")[0], "65534", "{status}");
+    assert_eq!(
+        field("CapEff:"),
+        vec!["0000008000000000"],
+        "only CAP_BPF is kept: {status}"
+    );
+    assert_eq!(field("CapPrm:"), vec!["0000008000000000"]);
+    assert!(
+        proxy.log().contains("privileges dropped"),
+        "{}",
+        proxy.log()
+    );
+    // Still serves, still bans through the kernel maps, still rewrites its state file.
+    let addr = SocketAddr::new(w.topo.srv_ip.into(), PORT);
+    assert_eq!(
+        get_in(&w.topo.cli_ns, addr, "/", Duration::from_secs(1))
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        get_in(&w.topo.cli_ns, addr, "/.env", Duration::from_secs(1))
+            .unwrap()
+            .status,
+        403
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while get_in(&w.topo.cli_ns, addr, "/", Duration::from_secs(1)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the ban did not reach the kernel:\n{}",
+            proxy.log()
+        );
+    }
+    let state = std::fs::read_to_string(w.dir.path().join("state.json")).unwrap();
+    assert!(state.contains("auto-ban: probe"), "{state}");
+    // The root CLI and the reload keep working.
+    w.cli_ok(&["blocklist", "remove", &w.topo.cli_ip.to_string()]);
+    assert_eq!(
+        get_in(&w.topo.cli_ns, addr, "/", Duration::from_secs(1))
+            .unwrap()
+            .status,
+        200
+    );
+    let out = w.cli(&["reload"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        unix_admin(&w.dir.path().join("admin.sock"), "GET", "/healthz", "").0,
+        200
+    );
+}

@@ -73,6 +73,9 @@ pub struct Config {
     /// Blocklist/allowlist state file; default `/var/lib/proxy/<instance>/state.json`.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Run as this user after start-up (keeping only CAP_BPF); default: stay root.
+    #[serde(default)]
+    pub user: Option<String>,
     /// Worker threads, each with its own runtime and its own socket per listener; default: the
     /// number of CPUs.
     #[serde(default)]

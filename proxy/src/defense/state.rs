@@ -105,12 +105,18 @@ impl StateFile {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| self.write_err(e))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.lock_path())
-            .map_err(|e| self.write_err(e))?;
+        // Read-only is enough for flock, and works on a lock file another user (root's CLI)
+        // created; create it only when it is missing.
+        let file = match File::open(self.lock_path()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.lock_path())
+                .map_err(|e| self.write_err(e))?,
+            Err(e) => return Err(self.write_err(e)),
+        };
         file.lock().map_err(|e| self.write_err(e))?;
         Ok(StateLock { _file: file })
     }
