@@ -6,7 +6,7 @@
 //! - `GET /config` (the running config, secrets redacted)
 //! - `POST /reload`
 //! - `GET|POST|DELETE /blocklist`, `GET|POST|DELETE /allowlist` (same code path as the CLI)
-//! - `GET /upstreams`
+//! - `GET /upstreams`, `POST /upstreams/<pool>/<server>/drain|undrain`
 //! - `GET /` (the live dashboard) and `GET /stats.json` (its data)
 use std::{
     fmt::Write as _,
@@ -262,6 +262,12 @@ async fn route(ctx: Arc<AdminCtx>, req: Request<Incoming>, need_token: bool) -> 
             }
         }
         (Method::GET, "/upstreams") => upstreams(&ctx),
+        (Method::POST, p)
+            if p.starts_with("/upstreams/")
+                && (p.ends_with("/drain") || p.ends_with("/undrain")) =>
+        {
+            drain(&ctx, p)
+        }
         (method, "/blocklist" | "/allowlist") => {
             lists(&ctx, method, path == "/blocklist", &query, req).await
         }
@@ -339,6 +345,38 @@ async fn lists(
     }
 }
 
+/// `POST /upstreams/<pool>/<IP:PORT>/drain` (or `/undrain`): the server gets no new requests
+/// (those in flight finish); it stays drained across reloads until undrained.
+fn drain(ctx: &AdminCtx, path: &str) -> Response<Body> {
+    let parts: Vec<&str> = path.trim_start_matches("/upstreams/").split('/').collect();
+    let [pool, server, action] = parts.as_slice() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "use POST /upstreams/<pool>/<IP:PORT>/drain or /undrain",
+        );
+    };
+    let generation = ctx.shared.generation.load();
+    let Some(up) = generation.upstreams.get(*pool) else {
+        return error(StatusCode::NOT_FOUND, format!("no upstream pool {pool:?}"));
+    };
+    let Some(s) = up.servers.iter().find(|s| s.addr.to_string() == *server) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("pool {pool:?} has no server {server:?}"),
+        );
+    };
+    let drained = *action == "drain";
+    s.health.set_drained(drained);
+    info!(
+        upstream = pool,
+        server, drained, "server drain changed through the admin API"
+    );
+    reply(
+        StatusCode::OK,
+        json!({ "ok": true, "upstream": pool, "server": server, "drained": drained, "inflight": s.inflight.load(Ordering::Relaxed) }),
+    )
+}
+
 fn upstreams(ctx: &AdminCtx) -> Response<Body> {
     let generation = ctx.shared.generation.load();
     let now = now_ms();
@@ -355,6 +393,7 @@ fn upstreams(ctx: &AdminCtx) -> Response<Body> {
                         "weight": s.weight,
                         "up": s.health.is_up(),
                         "usable": s.health.usable(now),
+                        "drained": s.health.is_drained(),
                         "inflight": s.inflight.load(Ordering::Relaxed),
                     })
                 })
@@ -391,7 +430,7 @@ fn stats_json(ctx: &AdminCtx) -> serde_json::Value {
             let servers: Vec<_> = up
                 .servers
                 .iter()
-                .map(|s| json!({ "address": s.addr.to_string(), "up": s.health.is_up(), "usable": s.health.usable(now), "inflight": s.inflight.load(Ordering::Relaxed) }))
+                .map(|s| json!({ "address": s.addr.to_string(), "up": s.health.is_up(), "usable": s.health.usable(now), "drained": s.health.is_drained(), "inflight": s.inflight.load(Ordering::Relaxed) }))
                 .collect();
             (name.clone(), json!(servers))
         })

@@ -20,14 +20,15 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &proxy::cli::RunArgs) -> anyhow::Result<()> {
+    let config = proxy::cli::run_config(args)?;
+    // RUST_LOG wins over log_level from the config (validated there).
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let config = proxy::cli::run_config(args)?;
     proxy::daemon::check_not_running(&config.instance)?;
     let result = proxy::daemon::run(config, args.config.clone(), args.keep_kernel_state);
     if let Err(e) = &result {

@@ -516,3 +516,56 @@ ttl = "1m"
         200
     );
 }
+
+#[test]
+fn draining_a_server_through_the_admin_api() {
+    let w = World::new(67, ORIGIN_BIN);
+    let _o2 = w.spawn_origin(ORIGIN_BIN, "127.0.0.1:9002", "origin-2", &[]);
+    let config = w.write_config(
+        "drain.toml",
+        &format!(
+            "log_level = \"warn\"\nworkers = 1\n[kernel]\nattach = \"none\"\n[[listener]]\naddress = \"127.0.0.1:{PORT}\"\nupstream = \"app\"\n[upstream.app]\nservers = [\"{ORIGIN}\", \"127.0.0.1:9002\"]\n"
+        ),
+    );
+    let proxy = w.start_proxy(
+        &config,
+        &[],
+        &[],
+        format!("127.0.0.1:{PORT}").parse().unwrap(),
+    );
+    let socket = PathBuf::from(format!("/run/proxy/{}.sock", w.instance));
+    let addr: SocketAddr = format!("127.0.0.1:{PORT}").parse().unwrap();
+    let origins = |n: usize| -> std::collections::HashSet<String> {
+        (0..n)
+            .map(|_| {
+                get_in(&w.topo.srv_ns, addr, "/", Duration::from_secs(1))
+                    .unwrap()
+                    .head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-origin: ").map(str::to_owned))
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(origins(6).len(), 2);
+    let (status, body) = unix_admin(&socket, "POST", "/upstreams/app/127.0.0.1:9002/drain", "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        origins(10),
+        ["origin-1".to_owned()].into(),
+        "a drained server got requests"
+    );
+    let (_, ups) = unix_admin(&socket, "GET", "/upstreams", "");
+    assert!(ups.contains("\"drained\":true"), "{ups}");
+    assert_eq!(
+        unix_admin(&socket, "POST", "/upstreams/app/127.0.0.1:9999/drain", "").0,
+        404
+    );
+    assert_eq!(
+        unix_admin(&socket, "POST", "/upstreams/app/127.0.0.1:9002/undrain", "").0,
+        200
+    );
+    assert_eq!(origins(6).len(), 2);
+    // log_level = "warn": no info lines.
+    assert!(!proxy.log().contains(" INFO "), "{}", proxy.log());
+}

@@ -73,6 +73,10 @@ pub struct Config {
     /// Blocklist/allowlist state file; default `/var/lib/proxy/<instance>/state.json`.
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Daemon log level (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such
+    /// as `proxy=debug`); `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
     /// Run as this user after start-up (keeping only CAP_BPF); default: stay root.
     #[serde(default)]
     pub user: Option<String>,
@@ -179,6 +183,10 @@ impl Default for KernelConfig {
     }
 }
 
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
 fn default_instance() -> String {
     "default".to_owned()
 }
@@ -265,6 +273,15 @@ impl Config {
             problem,
         };
         validate_instance(&self.instance).map_err(|p| invalid("instance".into(), p))?;
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(invalid(
+                "log_level".into(),
+                format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or filter",
+                    self.log_level
+                ),
+            ));
+        }
         if let Some(w) = self.workers
             && !(1..=proxy_common::MAX_WORKERS).contains(&w)
         {

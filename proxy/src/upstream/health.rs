@@ -34,6 +34,8 @@ pub struct ServerHealth {
     failures: AtomicU32,
     ejections: AtomicU32,
     ejected_until: AtomicU64,
+    /// Set by an operator (admin API): no new requests, those in flight finish.
+    drained: AtomicBool,
 }
 
 impl Default for ServerHealth {
@@ -45,6 +47,7 @@ impl Default for ServerHealth {
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            drained: AtomicBool::new(false),
         }
     }
 }
@@ -53,7 +56,19 @@ impl ServerHealth {
     /// May get traffic: up by the active checks and not ejected.
     #[must_use]
     pub fn usable(&self, now_ms: u64) -> bool {
-        self.up.load(Ordering::Relaxed) && now_ms >= self.ejected_until.load(Ordering::Relaxed)
+        self.up.load(Ordering::Relaxed)
+            && !self.drained.load(Ordering::Relaxed)
+            && now_ms >= self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// Drains (no new requests) or undrains the server; survives reloads.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
+    }
+
+    #[must_use]
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
     }
 
     #[must_use]
