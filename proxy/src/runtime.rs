@@ -167,8 +167,11 @@ pub fn listeners_compatible(old: &Config, new: &Config) -> Result<(), String> {
     {
         return Err("workers or [kernel] changed: that needs a restart, not a reload".into());
     }
-    if old.instance != new.instance || old.state_file() != new.state_file() {
-        return Err("instance or state_file changed: that needs a restart, not a reload".into());
+    if old.instance != new.instance || old.state_file() != new.state_file() || old.user != new.user
+    {
+        return Err(
+            "instance, state_file or user changed: that needs a restart, not a reload".into(),
+        );
     }
     Ok(())
 }

@@ -519,6 +519,26 @@ fn per_client_connection_and_in_flight_limits() {
         matches!(fourth, Ok(0) | Err(ErrorKind::ConnectionReset)),
         "the fourth connection was served: {fourth:?}"
     );
+    // Wait until the proxy has seen the held connections close (they count against the
+    // connection limit until then).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = d.w.stats();
+        let open: u64 = stats["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["connections"].as_u64().unwrap())
+            .sum();
+        if open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections still counted: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Requests in flight: three slow requests at once, one is refused with 429.
     let ns = d.w.topo.cli_ns.clone();
     let statuses: Vec<u16> = (0..3)
