@@ -1,6 +1,7 @@
 //! `cargo xtask bench [SCENARIO...]`: benchmarks that compare, in one run, on this machine.
 //!
 //! Implemented scenarios:
+//! - `l7`: HTTP/1.1 reverse proxying against nginx and HAProxy (see l7bench.rs).
 //! - `spread`: per-worker imbalance and short-request latency under a skewed mix of heavy
 //!   keep-alive connections and short connections, for the three spreading policies.
 //! - `attack`: legitimate throughput and p99 under a SYN flood from a blocked address: no
@@ -28,7 +29,7 @@ use crate::{
     util::{is_root, step, workspace},
 };
 
-const SCENARIOS: [&str; 2] = ["spread", "attack"];
+const SCENARIOS: [&str; 3] = ["l7", "spread", "attack"];
 
 pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if !is_root() {
@@ -53,6 +54,9 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if chosen.contains(&"attack") {
         crate::setup::ensure_packages(&["wrk", "nftables", "curl"])?;
     }
+    if chosen.contains(&"l7") {
+        crate::setup::ensure_packages(&["wrk", "nginx-light", "haproxy"])?;
+    }
     build(true)?;
     let mut sections = Vec::new();
     for s in chosen {
@@ -62,6 +66,14 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
                 spread,
             )?;
             sections.push(("spread".to_owned(), text, data));
+        }
+        if s == "l7" {
+            let bin = workspace().join("target/release");
+            let (text, data) = step(
+                "bench l7 (4 targets x 3 repetitions, about 2 minutes)",
+                || crate::l7bench::l7(&bin),
+            )?;
+            sections.push(("l7".to_owned(), text, data));
         }
         if s == "attack" {
             let bin = workspace().join("target/release");

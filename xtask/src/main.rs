@@ -2,6 +2,7 @@
 //! demo and running every test. Each command does its own set-up and is quick when all is there.
 mod attack;
 mod bench;
+mod l7bench;
 mod run;
 mod setup;
 mod util;
@@ -38,7 +39,7 @@ enum Command {
     Test,
     /// Run benchmarks (default: all implemented scenarios) and write docs/benchmarks.md.
     Bench {
-        /// Scenarios to run: spread.
+        /// Scenarios to run: l7, spread, attack.
         scenarios: Vec<String>,
     },
 }

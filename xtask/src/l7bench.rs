@@ -1,0 +1,273 @@
+//! `cargo xtask bench l7`: HTTP/1.1 keep-alive reverse proxying of a 1 KiB file, this proxy
+//! against nginx and HAProxy (configs in xtask/bench/), and the origin directly. The systems
+//! under test and the origin are pinned to CPU 0, wrk to CPU 1; peers are interleaved, 3
+//! repetitions; CPU per request is the proxy process's own user+system time.
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::util::workspace;
+
+const RUN: Duration = Duration::from_secs(8);
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn template(name: &str, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(workspace().join("xtask/bench").join(name))
+        .with_context(|| format!("reading xtask/bench/{name}"))?;
+    let out = dir.join(name);
+    std::fs::write(&out, text.replace("{DIR}", &dir.display().to_string()))?;
+    Ok(out)
+}
+
+fn pinned(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("taskset");
+    c.args(["-c", "0", program])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// utime + stime of `pid` in clock ticks (100 Hz).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// The nginx worker's PID (the child of the master whose pid file is given).
+fn nginx_worker(pid_file: &Path) -> Option<u32> {
+    let master = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse::<u32>()
+        .ok()?;
+    let children =
+        std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on 127.0.0.1:{port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+struct Sample {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us: Option<f64>,
+}
+
+fn ms(text: &str) -> Option<f64> {
+    let t = text.trim();
+    if let Some(v) = t.strip_suffix("us") {
+        return v.parse::<f64>().ok().map(|v| v / 1000.0);
+    }
+    if let Some(v) = t.strip_suffix("ms") {
+        return v.parse().ok();
+    }
+    t.strip_suffix('s')
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v * 1000.0)
+}
+
+fn wrk(port: u16, secs: u64, pid: Option<u32>) -> anyhow::Result<Sample> {
+    let before = pid.map(cpu_ticks);
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            "1",
+            "wrk",
+            "-t2",
+            "-c64",
+            &format!("-d{secs}s"),
+            "--latency",
+            &format!("http://127.0.0.1:{port}/"),
+        ])
+        .output()
+        .context("running wrk")?;
+    let after = pid.map(cpu_ticks);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |p: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(p).map(str::to_owned))
+    };
+    let rps: f64 = field("Requests/sec:")
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("wrk output:\n{text}"))?;
+    let total: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let errors = text
+        .lines()
+        .any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    if errors {
+        bail!("wrk saw errors on port {port}:\n{text}");
+    }
+    Ok(Sample {
+        rps,
+        p50_ms: field("50%").and_then(|v| ms(&v)).unwrap_or(f64::NAN),
+        p99_ms: field("99%").and_then(|v| ms(&v)).unwrap_or(f64::NAN),
+        cpu_us: match (before, after) {
+            (Some(b), Some(a)) if total > 0.0 => Some((a - b) as f64 * 10_000.0 / total),
+            _ => None,
+        },
+    })
+}
+
+/// Runs the scenario; returns the Markdown section and a JSON object.
+pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
+    let dir = std::env::temp_dir().join(format!("proxy-bench-l7-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("www"))?;
+    let page: String = (0..1024)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
+        .collect();
+    std::fs::write(dir.join("www/index.html"), page)?;
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        pinned(
+            "nginx",
+            &[
+                "-c",
+                template("origin-nginx.conf", &dir)?
+                    .to_str()
+                    .unwrap_or_default(),
+            ],
+        )
+        .spawn()
+        .context("starting the origin nginx")?,
+    );
+    procs.0.push(
+        pinned(
+            "nginx",
+            &[
+                "-c",
+                template("nginx.conf", &dir)?.to_str().unwrap_or_default(),
+            ],
+        )
+        .spawn()
+        .context("starting nginx")?,
+    );
+    let haproxy = pinned(
+        "haproxy",
+        &[
+            "-f",
+            template("haproxy.cfg", &dir)?.to_str().unwrap_or_default(),
+        ],
+    )
+    .spawn()
+    .context("starting haproxy")?;
+    let haproxy_pid = haproxy.id();
+    procs.0.push(haproxy);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-l7");
+    let proxy_cfg = template("proxy.toml", &dir)?;
+    let proxy = pinned(
+        bin.join("proxy").to_str().unwrap_or_default(),
+        &["run", "--config", proxy_cfg.to_str().unwrap_or_default()],
+    )
+    .spawn()
+    .context("starting the proxy")?;
+    let proxy_pid = proxy.id();
+    procs.0.push(proxy);
+    for port in [19100, 19101, 19102, 19103] {
+        wait_port(port)?;
+    }
+    let nginx_pid = nginx_worker(&dir.join("nginx.pid"));
+    let peers: [(&str, u16, Option<u32>); 4] = [
+        ("origin direct", 19100, None),
+        ("nginx", 19101, nginx_pid),
+        ("HAProxy", 19102, Some(haproxy_pid)),
+        ("proxy", 19103, Some(proxy_pid)),
+    ];
+    let mut samples: Vec<Vec<Sample>> = peers.iter().map(|_| Vec::new()).collect();
+    for rep in 0..3 {
+        for (i, (name, port, pid)) in peers.iter().enumerate() {
+            wrk(*port, 2, None)?; // warm-up
+            let s = wrk(*port, RUN.as_secs(), *pid)?;
+            eprintln!(
+                "    rep {} {name:<14} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  cpu {}",
+                rep + 1,
+                s.rps,
+                s.p50_ms,
+                s.p99_ms,
+                s.cpu_us
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} us/req"))
+            );
+            samples[i].push(s);
+        }
+    }
+    drop(procs);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-l7");
+    let _ = std::fs::remove_dir_all(&dir);
+    let med = |v: Vec<f64>| -> (f64, f64, f64) {
+        let mut v = v;
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let nginx_rps = med(samples[1].iter().map(|s| s.rps).collect()).0;
+    let nginx_cpu = med(samples[1].iter().filter_map(|s| s.cpu_us).collect()).0;
+    let mut md = format!(
+        "## l7: HTTP/1.1 reverse proxying\n\n\
+         A 1 KiB file from an nginx origin (1 worker); each proxy with 1 worker/thread; origin and proxies pinned to CPU 0, \
+         wrk (2 threads, 64 connections, {} s after a 2 s warm-up) on CPU 1. Configs: `xtask/bench/`. CPU = the proxy \
+         process's user+system time per request (it includes the loopback delivery work done in its context). Peers \
+         interleaved, 3 repetitions, median (min..max). nginx adds X-Forwarded-For, HAProxy X-Forwarded-For; this proxy \
+         adds X-Forwarded-For/-Proto/-Host, Forwarded, Via and X-Request-Id.\n\n\
+         | target | req/s | vs nginx | p50 ms | p99 ms | CPU us/request | CPU vs nginx |\n|---|---|---|---|---|---|---|\n",
+        RUN.as_secs()
+    );
+    let mut json = Vec::new();
+    for ((name, _, _), ss) in peers.iter().zip(&samples) {
+        let (rps, lo, hi) = med(ss.iter().map(|s| s.rps).collect());
+        let (p50, _, _) = med(ss.iter().map(|s| s.p50_ms).collect());
+        let (p99, _, _) = med(ss.iter().map(|s| s.p99_ms).collect());
+        let cpus: Vec<f64> = ss.iter().filter_map(|s| s.cpu_us).collect();
+        let cpu = (!cpus.is_empty()).then(|| med(cpus).0);
+        md.push_str(&format!(
+            "| {name} | {rps:.0} ({lo:.0}..{hi:.0}) | {:.2} | {p50:.2} | {p99:.2} | {} | {} |\n",
+            rps / nginx_rps,
+            cpu.map_or_else(|| "–".to_owned(), |c| format!("{c:.1}")),
+            cpu.map_or_else(|| "–".to_owned(), |c| format!("{:.2}", c / nginx_cpu)),
+        ));
+        json.push(format!(
+            "{{\"target\": \"{name}\", \"rps\": {rps:.0}, \"p50_ms\": {p50:.3}, \"p99_ms\": {p99:.3}, \"cpu_us_per_request\": {}}}",
+            cpu.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
+        ));
+    }
+    md.push('\n');
+    Ok((
+        md,
+        format!(
+            "{{\"scenario\": \"l7\", \"results\": [{}]}}",
+            json.join(", ")
+        ),
+    ))
+}
