@@ -17,8 +17,19 @@ const RUN: Duration = Duration::from_secs(8);
 struct Procs(Vec<Child>);
 
 impl Drop for Procs {
+    /// SIGTERM first: an nginx or HAProxy master then stops its workers too (SIGKILL would
+    /// leave them running, orphaned); SIGKILL only for what is still there after 5 s.
     fn drop(&mut self) {
+        for c in &self.0 {
+            let pid = i32::try_from(c.id()).expect("pid fits");
+            // SAFETY: kill(2) on the PID of a child this benchmark started and has not reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         for c in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
