@@ -6,7 +6,7 @@ use std::{
     net::Ipv4Addr,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::util::{output, run};
+use crate::util::{Procs, median_range, output, run};
 
 const SRV: &str = "pxb-srv";
 const LEGIT: &str = "pxb-legit";
@@ -88,18 +88,6 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         Net::down();
-    }
-}
-
-/// Children stopped by PID on drop.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -392,12 +380,7 @@ pub fn attack(bin: &Path) -> anyhow::Result<(String, String)> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let med = |v: Vec<f64>| -> (f64, f64, f64) {
-        let mut v = v;
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
-    };
-    let base_rps = med(runs[0].iter().map(|r| r.rps).collect()).0;
+    let base_rps = median_range(&runs[0].iter().map(|r| r.rps).collect::<Vec<_>>()).0;
     let mut md = format!(
         "## attack: legitimate traffic under a SYN flood from a blocked address\n\n\
          Three namespaces: the proxy (1 worker) and the demo origin pinned to CPU 0; wrk (1 thread, 32 connections, {} s) \
@@ -412,9 +395,9 @@ pub fn attack(bin: &Path) -> anyhow::Result<(String, String)> {
     );
     let mut json = Vec::new();
     for (mode, rs) in modes.iter().zip(&runs) {
-        let (rps, rlo, rhi) = med(rs.iter().map(|r| r.rps).collect());
-        let (p99, plo, phi) = med(rs.iter().map(|r| r.p99_ms).collect());
-        let (pps, _, _) = med(rs.iter().map(|r| r.flood_pps).collect());
+        let (rps, rlo, rhi) = median_range(&rs.iter().map(|r| r.rps).collect::<Vec<_>>());
+        let (p99, plo, phi) = median_range(&rs.iter().map(|r| r.p99_ms).collect::<Vec<_>>());
+        let (pps, _, _) = median_range(&rs.iter().map(|r| r.flood_pps).collect::<Vec<_>>());
         let label = match *mode {
             "baseline" => "no flood",
             "xdp" => "blocklist in XDP",

@@ -13,7 +13,7 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -26,7 +26,7 @@ use anyhow::{Context, bail};
 use crate::{
     run::build,
     setup::setup,
-    util::{is_root, step, workspace},
+    util::{Procs, is_root, median_range, percentile, step, workspace},
 };
 
 const SCENARIOS: [&str; 3] = ["l7", "spread", "attack"];
@@ -149,27 +149,6 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
 }
 
-/// Children stopped by PID on drop.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let pid = i32::try_from(c.id()).expect("pid fits");
-            // SAFETY: kill on the PID of a child we started and have not reaped.
-            unsafe { libc::kill(pid, libc::SIGINT) };
-        }
-        for c in &mut self.0 {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 const ORIGIN: &str = "127.0.0.1:19080";
 const LISTEN: &str = "127.0.0.1:18080";
 const INSTANCE: &str = "bench-spread";
@@ -203,14 +182,6 @@ fn get(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
             }
         }
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
 }
 
 struct SpreadRun {
@@ -333,12 +304,6 @@ fn spread_once(bin: &Path, policy: &str, dir: &Path) -> anyhow::Result<SpreadRun
         p99_ms: percentile(&latencies, 0.99),
         heavy_rps: heavy,
     })
-}
-
-fn median_range(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    (percentile(&v, 0.5), v[0], v[v.len() - 1])
 }
 
 fn spread() -> anyhow::Result<(String, String)> {

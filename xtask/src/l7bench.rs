@@ -4,37 +4,15 @@
 //! repetitions; CPU per request is the proxy process's own user+system time.
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 
-use crate::util::workspace;
+use crate::util::{Procs, median_range, workspace};
 
 const RUN: Duration = Duration::from_secs(8);
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    /// SIGTERM first: an nginx or HAProxy master then stops its workers too (SIGKILL would
-    /// leave them running, orphaned); SIGKILL only for what is still there after 5 s.
-    fn drop(&mut self) {
-        for c in &self.0 {
-            let pid = i32::try_from(c.id()).expect("pid fits");
-            // SAFETY: kill(2) on the PID of a child this benchmark started and has not reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        for c in &mut self.0 {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn template(name: &str, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let text = std::fs::read_to_string(workspace().join("xtask/bench").join(name))
@@ -238,13 +216,14 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
     drop(procs);
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-l7");
     let _ = std::fs::remove_dir_all(&dir);
-    let med = |v: Vec<f64>| -> (f64, f64, f64) {
-        let mut v = v;
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
-    };
-    let nginx_rps = med(samples[1].iter().map(|s| s.rps).collect()).0;
-    let nginx_cpu = med(samples[1].iter().filter_map(|s| s.cpu_us).collect()).0;
+    let nginx_rps = median_range(&samples[1].iter().map(|s| s.rps).collect::<Vec<_>>()).0;
+    let nginx_cpu = median_range(
+        &samples[1]
+            .iter()
+            .filter_map(|s| s.cpu_us)
+            .collect::<Vec<_>>(),
+    )
+    .0;
     let mut md = format!(
         "## l7: HTTP/1.1 reverse proxying\n\n\
          A 1 KiB file from an nginx origin (1 worker); each proxy with 1 worker/thread; origin and proxies pinned to CPU 0, \
@@ -257,11 +236,11 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
     );
     let mut json = Vec::new();
     for ((name, _, _), ss) in peers.iter().zip(&samples) {
-        let (rps, lo, hi) = med(ss.iter().map(|s| s.rps).collect());
-        let (p50, _, _) = med(ss.iter().map(|s| s.p50_ms).collect());
-        let (p99, _, _) = med(ss.iter().map(|s| s.p99_ms).collect());
+        let (rps, lo, hi) = median_range(&ss.iter().map(|s| s.rps).collect::<Vec<_>>());
+        let (p50, _, _) = median_range(&ss.iter().map(|s| s.p50_ms).collect::<Vec<_>>());
+        let (p99, _, _) = median_range(&ss.iter().map(|s| s.p99_ms).collect::<Vec<_>>());
         let cpus: Vec<f64> = ss.iter().filter_map(|s| s.cpu_us).collect();
-        let cpu = (!cpus.is_empty()).then(|| med(cpus).0);
+        let cpu = (!cpus.is_empty()).then(|| median_range(&cpus).0);
         md.push_str(&format!(
             "| {name} | {rps:.0} ({lo:.0}..{hi:.0}) | {:.2} | {p50:.2} | {p99:.2} | {} | {} |\n",
             rps / nginx_rps,

@@ -1,7 +1,7 @@
 //! Small helpers: timed steps, running commands with visible output, paths.
 use std::{
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -77,5 +77,47 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n * 60)),
         "ms" => Ok(Duration::from_millis(n)),
         _ => Err(format!("{text:?} is not a duration like 10s or 2m")),
+    }
+}
+
+/// Children a benchmark started, stopped by PID when dropped (also on error or panic).
+/// SIGTERM first, so that an nginx or HAProxy master stops its workers too (SIGKILL would
+/// leave them running, orphaned); SIGKILL only for what is still there after 5 s.
+pub struct Procs(pub Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let pid = i32::try_from(c.id()).expect("pid fits");
+            // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        for c in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The value at fraction `p` (0..=1) of already sorted samples; NaN when there are none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+/// (median, min, max) of repeated runs; NaNs when there are none.
+pub fn median_range(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match (v.first(), v.last()) {
+        (Some(&lo), Some(&hi)) => (percentile(&v, 0.5), lo, hi),
+        _ => (f64::NAN, f64::NAN, f64::NAN),
     }
 }
