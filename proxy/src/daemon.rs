@@ -172,6 +172,7 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
         requests: crate::metrics::StatusCounts::default(),
         latency: crate::metrics::Histogram::default(),
         access_log,
+        cache: crate::cache::Cache::new(config.cache.max_bytes),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,10 +1,11 @@
 //! proxy: an eBPF-accelerated layer-4/7 reverse proxy.
 //!
 //! Modules by concern: `config`, `kernel` (loading, attaching, maps), `http` (server,
-//! forwarding), `upstream` (pools), `defense` (blocklist, allowlist, state), `daemon` (`proxy
+//! forwarding), `upstream` (pools), `cache` (the RFC 9111 response cache), `defense` (blocklist, allowlist, state), `daemon` (`proxy
 //! run`), `cli` (the management commands).
 pub mod access_log;
 pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod daemon;

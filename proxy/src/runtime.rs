@@ -23,6 +23,8 @@ pub struct Route {
     pub request_ops: CompiledOps,
     pub response_ops: CompiledOps,
     pub pass_server_header: bool,
+    /// The route's cache settings (None: not cached).
+    pub cache: Option<Arc<crate::cache::Policy>>,
     /// Responses and latency of requests that took this route.
     pub statuses: crate::metrics::StatusCounts,
     pub latency: crate::metrics::Histogram,
@@ -57,6 +59,8 @@ pub struct Shared {
     pub latency: crate::metrics::Histogram,
     /// Access log (None when off).
     pub access_log: Option<crate::access_log::AccessLog>,
+    /// The response cache (survives reloads).
+    pub cache: Arc<crate::cache::Cache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +113,7 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 request_ops: CompiledOps::compile(&r.headers.request).map_err(invalid)?,
                 response_ops: CompiledOps::compile(&r.headers.response).map_err(invalid)?,
                 pass_server_header: r.pass_server_header,
+                cache: r.cache.as_ref().and_then(crate::cache::Policy::compile),
                 statuses: Default::default(),
                 latency: Default::default(),
                 label,
@@ -132,6 +137,7 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 request_ops: CompiledOps::default(),
                 response_ops: CompiledOps::default(),
                 pass_server_header: false,
+                cache: None,
                 statuses: Default::default(),
                 latency: Default::default(),
             })
@@ -166,6 +172,9 @@ pub fn listeners_compatible(old: &Config, new: &Config) -> Result<(), String> {
         || old.kernel.interfaces != new.kernel.interfaces
     {
         return Err("workers or [kernel] changed: that needs a restart, not a reload".into());
+    }
+    if old.cache != new.cache {
+        return Err("[cache] changed: that needs a restart, not a reload".into());
     }
     if old.instance != new.instance || old.state_file() != new.state_file() || old.user != new.user
     {

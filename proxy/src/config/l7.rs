@@ -63,6 +63,21 @@ fn d5s() -> Duration {
 fn d2s() -> Duration {
     Duration::from_secs(2)
 }
+fn d0s() -> Duration {
+    Duration::ZERO
+}
+fn d10m() -> Duration {
+    Duration::from_secs(600)
+}
+fn d1d() -> Duration {
+    Duration::from_secs(86400)
+}
+fn default_heuristic_fraction() -> f64 {
+    0.1
+}
+fn default_max_object() -> u64 {
+    8 << 20
+}
 fn d1s() -> Duration {
     Duration::from_secs(1)
 }
@@ -146,6 +161,84 @@ pub struct RouteConfig {
     /// Pass the origin's `Server` header to the client (default: removed).
     #[serde(default)]
     pub pass_server_header: bool,
+    /// Cache responses on this route (RFC 9111 shared cache); absent: no caching.
+    #[serde(default)]
+    pub cache: Option<RouteCache>,
+}
+
+/// `[cache]`: the response cache shared by every route that has `[route.cache]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory bound of the cache: bodies, headers and keys (bytes).
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+fn default_cache_bytes() -> u64 {
+    256 << 20
+}
+
+/// `[route.cache]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCache {
+    /// Turn caching off on this route while keeping the table.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Lifetime for heuristically cacheable responses (200, 301, 404, ...) that state none
+    /// (no `max-age`, `s-maxage` or `Expires`); `"0s"`: none.
+    #[serde(default = "d0s", with = "duration")]
+    pub default_ttl: Duration,
+    /// Without an explicit or default lifetime, use a fraction of the time since
+    /// `Last-Modified` (RFC 9111 4.2.2).
+    #[serde(default = "yes")]
+    pub heuristic: bool,
+    /// That fraction.
+    #[serde(default = "default_heuristic_fraction")]
+    pub heuristic_fraction: f64,
+    /// Upper bound for a heuristic lifetime.
+    #[serde(default = "d1d", with = "duration")]
+    pub heuristic_max: Duration,
+    /// Responses larger than this are streamed through and not stored (bytes).
+    #[serde(default = "default_max_object")]
+    pub max_object_bytes: u64,
+    /// Serve a stale response this long past its lifetime while one background request
+    /// refreshes it, when the response does not say (`stale-while-revalidate=N` wins).
+    #[serde(default = "d0s", with = "duration")]
+    pub stale_while_revalidate: Duration,
+    /// Serve a stale response this long past its lifetime when the origin fails (5xx or
+    /// unreachable), when the response does not say (`stale-if-error=N` wins).
+    #[serde(default = "d0s", with = "duration")]
+    pub stale_if_error: Duration,
+    /// A stale response with validators is kept this long for revalidation.
+    #[serde(default = "d10m", with = "duration")]
+    pub keep_stale: Duration,
+    /// Store responses with `Set-Cookie` (the stored copy never carries the cookie).
+    #[serde(default)]
+    pub store_set_cookie: bool,
+    /// Leave the query string out of the cache key.
+    #[serde(default)]
+    pub ignore_query: bool,
+    /// Query parameters left out of the cache key (`utm_source`, ...).
+    #[serde(default)]
+    pub ignore_query_params: Vec<String>,
+    /// Sort query parameters in the key, so `?a=1&b=2` and `?b=2&a=1` share an entry.
+    #[serde(default)]
+    pub sort_query: bool,
+    /// Request headers whose values become part of the cache key.
+    #[serde(default)]
+    pub key_headers: Vec<String>,
+    /// Concurrent misses for one key wait this long for the first one's response before
+    /// going to the origin themselves.
+    #[serde(default = "d5s", with = "duration")]
+    pub lock_timeout: Duration,
 }
 
 fn default_path() -> String {

@@ -107,6 +107,9 @@ pub struct Config {
     /// The admin API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The response cache (used by routes with `[route.cache]`).
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +399,10 @@ impl Config {
             }
             if let Some(auth) = &route.auth {
                 crate::http::access::validate_auth(auth).map_err(|p| invalid(key("auth"), p))?;
+            }
+            if let Some(cache) = &route.cache {
+                crate::cache::validate_route(cache, self.cache.max_bytes)
+                    .map_err(|(k, p)| invalid(key(&format!("cache.{k}")), p))?;
             }
         }
         for (name, upstream) in &self.upstream {

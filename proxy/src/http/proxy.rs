@@ -221,9 +221,9 @@ pub async fn handle(
 /// flight; then the request path under the total request timeout.
 async fn admit(
     req: Request<Incoming>,
-    conn: &ConnInfo,
-    ctx: &WorkerCtx,
-    generation: &Generation,
+    conn: &Arc<ConnInfo>,
+    ctx: &Arc<WorkerCtx>,
+    generation: &Arc<Generation>,
     id: &str,
     client_ip: IpAddr,
 ) -> Response<ProxyBody> {
@@ -308,9 +308,9 @@ async fn admit(
 
 async fn proxy(
     mut req: Request<Incoming>,
-    conn: &ConnInfo,
-    ctx: &WorkerCtx,
-    generation: &Generation,
+    conn: &Arc<ConnInfo>,
+    ctx: &Arc<WorkerCtx>,
+    generation: &Arc<Generation>,
     id: &str,
     client_ip: IpAddr,
 ) -> Response<ProxyBody> {
@@ -400,19 +400,30 @@ async fn proxy(
     );
     route.request_ops.apply(&mut parts.headers, &vars);
 
-    // 5. forward
-    let mut resp = match forward(
-        parts,
-        body,
-        &route,
-        conn,
-        ctx,
-        client_ip,
-        id,
-        &generation.config.limits,
-    )
-    .await
-    {
+    // 5. forward (through the cache when the route has one)
+    let forwarded = match route.cache.as_ref().filter(|_| !upgrade) {
+        Some(policy) => {
+            let r = super::cached::CacheRequest {
+                policy,
+                route: &route,
+                conn,
+                ctx,
+                generation,
+                client_ip,
+                id,
+                scheme,
+                host: &host,
+            };
+            super::cached::serve(r, parts, body).await
+        }
+        None => {
+            let (body, bodiless) = upstream_body(body, &generation.config.limits);
+            forward(parts, body, bodiless, &route, conn, ctx, client_ip, id)
+                .await
+                .map(|r| r.map(BodyExt::boxed))
+        }
+    };
+    let mut resp = match forwarded {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -455,27 +466,17 @@ async fn proxy(
     route.statuses.record(resp.status().as_u16());
     route.latency.observe(started.elapsed());
     resp.extensions_mut().insert(RouteTaken(route.clone()));
-    resp.map(BodyExt::boxed)
+    resp
 }
 
-/// Sends the request to a server of the route's pool, retrying on another server when that is
-/// safe (nothing was sent, or an idempotent request without a body) and the budget allows.
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    parts: hyper::http::request::Parts,
+/// The client's request body as the upstream body (size and pace limits applied), and
+/// whether it is empty.
+pub(super) fn upstream_body(
     body: Incoming,
-    route: &Arc<Route>,
-    conn: &ConnInfo,
-    ctx: &WorkerCtx,
-    client_ip: std::net::IpAddr,
-    id: &str,
     limits: &crate::config::LimitsConfig,
-) -> Result<Response<Incoming>, Response<ProxyBody>> {
-    let up: &Arc<Upstream> = &route.upstream;
-    up.note_request();
-    // A request without a body can be sent again; one with a body only if nothing was sent.
+) -> (UpBody, bool) {
     let bodiless = body.is_end_stream();
-    let mut body: Option<UpBody> = Some(if bodiless {
+    let body = if bodiless {
         empty_body()
     } else if limits.max_body_bytes > 0 {
         Limited::new(
@@ -485,7 +486,27 @@ async fn forward(
         .boxed()
     } else {
         ReadTimeout::new(body, limits.body_read_timeout, limits.min_body_rate).boxed()
-    });
+    };
+    (body, bodiless)
+}
+
+/// Sends the request to a server of the route's pool, retrying on another server when that is
+/// safe (nothing was sent, or an idempotent request without a body) and the budget allows.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn forward(
+    parts: hyper::http::request::Parts,
+    body: UpBody,
+    bodiless: bool,
+    route: &Arc<Route>,
+    conn: &ConnInfo,
+    ctx: &WorkerCtx,
+    client_ip: std::net::IpAddr,
+    id: &str,
+) -> Result<Response<Incoming>, Response<ProxyBody>> {
+    let up: &Arc<Upstream> = &route.upstream;
+    up.note_request();
+    // A request without a body can be sent again; one with a body only if nothing was sent.
+    let mut body: Option<UpBody> = Some(body);
     let replayable = bodiless && is_idempotent(&parts.method);
     let mut parts = Some(parts);
     let mut tried: Vec<usize> = Vec::new();

@@ -1,0 +1,678 @@
+//! The response cache: an in-memory RFC 9111 shared cache, bounded by bytes.
+//!
+//! - `control`: the RFC's rules (directives, storability, freshness, age, conditionals).
+//! - this module: the store (moka, TinyLFU admission with a byte weigher), keys and `Vary`
+//!   secondary keys, per-key fill locks for request coalescing, purge, statistics.
+//! - `body`: the body wrapper that stores a response while it streams to the first client.
+//!
+//! The request path that uses all this is `http::cached`.
+//!
+//! Keys: `scheme://host/path?query` (host lowercase, without port), then per configured key
+//! header `\0name=value`. Only GET responses are stored (HEAD is answered from them), so the
+//! method is implicit. A response with `Vary` is stored under `key\0v<epoch>\0<values>` and
+//! the primary key holds a marker naming the headers; replacing or removing the marker
+//! orphans the old variants, which then age out of the store.
+pub mod body;
+pub mod control;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use hyper::{HeaderMap, StatusCode, Uri, header::HeaderName};
+use tokio::sync::watch;
+
+use crate::config::RouteCache;
+use control::{Directives, LifetimeRules};
+
+/// A route's cache settings, compiled.
+#[derive(Debug)]
+pub struct Policy {
+    pub rules: LifetimeRules,
+    pub max_object_bytes: u64,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    pub keep_stale: Duration,
+    pub store_set_cookie: bool,
+    pub ignore_query: bool,
+    pub ignore_query_params: Vec<String>,
+    pub sort_query: bool,
+    pub key_headers: Vec<HeaderName>,
+    pub lock_timeout: Duration,
+}
+
+/// Checks a `[route.cache]` table; the error names the key inside it.
+pub fn validate_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, String)> {
+    if !(c.heuristic_fraction > 0.0 && c.heuristic_fraction <= 1.0) {
+        return Err((
+            "heuristic_fraction".into(),
+            format!("{} must be in (0, 1]", c.heuristic_fraction),
+        ));
+    }
+    if c.max_object_bytes == 0 || c.max_object_bytes > max_bytes {
+        return Err((
+            "max_object_bytes".into(),
+            format!(
+                "{} must be greater than 0 and at most cache.max_bytes ({max_bytes})",
+                c.max_object_bytes
+            ),
+        ));
+    }
+    if c.max_object_bytes > u64::from(u32::MAX / 2) {
+        return Err(("max_object_bytes".into(), "must be at most 2 GiB".into()));
+    }
+    for h in &c.key_headers {
+        HeaderName::from_bytes(h.as_bytes())
+            .map_err(|_| ("key_headers".into(), format!("{h:?} is not a header name")))?;
+    }
+    if c.lock_timeout.is_zero() {
+        return Err(("lock_timeout".into(), "must be greater than 0".into()));
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// `None` when the table turns caching off.
+    #[must_use]
+    pub fn compile(c: &RouteCache) -> Option<Arc<Self>> {
+        c.enabled.then(|| {
+            Arc::new(Self {
+                rules: LifetimeRules {
+                    default_ttl: c.default_ttl,
+                    heuristic: c.heuristic,
+                    heuristic_fraction: c.heuristic_fraction,
+                    heuristic_max: c.heuristic_max,
+                },
+                max_object_bytes: c.max_object_bytes,
+                stale_while_revalidate: c.stale_while_revalidate,
+                stale_if_error: c.stale_if_error,
+                keep_stale: c.keep_stale,
+                store_set_cookie: c.store_set_cookie,
+                ignore_query: c.ignore_query,
+                ignore_query_params: c.ignore_query_params.clone(),
+                sort_query: c.sort_query,
+                // Validated with the config.
+                key_headers: c
+                    .key_headers
+                    .iter()
+                    .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                    .collect(),
+                lock_timeout: c.lock_timeout,
+            })
+        })
+    }
+
+    /// The primary cache key of a request.
+    #[must_use]
+    pub fn key(&self, scheme: &str, host: &str, uri: &Uri, headers: &HeaderMap) -> String {
+        let mut k = String::with_capacity(scheme.len() + host.len() + 64);
+        k.push_str(scheme);
+        k.push_str("://");
+        k.push_str(host);
+        k.push_str(uri.path());
+        if !self.ignore_query
+            && let Some(q) = uri.query()
+        {
+            if self.ignore_query_params.is_empty() && !self.sort_query {
+                k.push('?');
+                k.push_str(q);
+            } else {
+                let mut params: Vec<&str> = q
+                    .split('&')
+                    .filter(|p| {
+                        let name = p.split_once('=').map_or(*p, |(n, _)| n);
+                        !p.is_empty() && !self.ignore_query_params.iter().any(|i| i == name)
+                    })
+                    .collect();
+                if self.sort_query {
+                    params.sort_unstable();
+                }
+                if !params.is_empty() {
+                    k.push('?');
+                    k.push_str(&params.join("&"));
+                }
+            }
+        }
+        for h in &self.key_headers {
+            k.push('\0');
+            k.push_str(h.as_str());
+            k.push('=');
+            k.push_str(&control::normalized_value(headers, h));
+        }
+        k
+    }
+}
+
+/// A stored response.
+#[derive(Debug)]
+pub struct Object {
+    pub status: StatusCode,
+    /// As received, without hop-by-hop fields, `Age` and `Set-Cookie`.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub response_time: SystemTime,
+    /// RFC 9111 4.2.3 `corrected_initial_age`.
+    pub initial_age: Duration,
+    pub lifetime: Duration,
+    pub cc: Directives,
+    /// Stale windows in force (the response's directive, else the route's default).
+    pub swr: Duration,
+    pub sie: Duration,
+    /// How long the store keeps it after it is stored.
+    pub keep: Duration,
+    pub vary: Vec<HeaderName>,
+}
+
+/// What a stored response is good for, for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Fresh,
+    /// Stale, but the request accepts it (`max-stale`).
+    StaleAccepted,
+    /// Stale within `stale-while-revalidate`: serve it and refresh in the background.
+    StaleWhileRevalidate,
+    /// Must be validated with the origin first.
+    Validate,
+}
+
+impl Object {
+    #[must_use]
+    pub fn age(&self, now: SystemTime) -> Duration {
+        self.initial_age
+            + now
+                .duration_since(self.response_time)
+                .unwrap_or(Duration::ZERO)
+    }
+
+    /// Seconds of freshness left (negative when stale), for `Cache-Status: ttl`.
+    #[must_use]
+    pub fn ttl(&self, now: SystemTime) -> i64 {
+        let age = self.age(now).as_secs_f64();
+        (self.lifetime.as_secs_f64() - age).floor() as i64
+    }
+
+    #[must_use]
+    pub fn has_validators(&self) -> bool {
+        self.headers.contains_key(hyper::header::ETAG)
+            || self.headers.contains_key(hyper::header::LAST_MODIFIED)
+    }
+
+    fn stale_allowed(&self) -> bool {
+        !self.cc.no_cache && !self.cc.forbids_stale()
+    }
+
+    /// RFC 9111 4.2 and 5.2.1: whether this response can answer a request with directives
+    /// `req` at `now`.
+    #[must_use]
+    pub fn usable(&self, req: &Directives, now: SystemTime) -> Use {
+        if req.no_cache || self.cc.no_cache {
+            return Use::Validate;
+        }
+        let age = self.age(now);
+        if age < self.lifetime {
+            let too_old = req.max_age.is_some_and(|m| age > Duration::from_secs(m));
+            let not_fresh_enough = req
+                .min_fresh
+                .is_some_and(|m| self.lifetime - age < Duration::from_secs(m));
+            return if too_old || not_fresh_enough {
+                Use::Validate
+            } else {
+                Use::Fresh
+            };
+        }
+        if !self.stale_allowed() {
+            return Use::Validate;
+        }
+        let staleness = age - self.lifetime;
+        match req.max_stale {
+            Some(None) => return Use::StaleAccepted,
+            Some(Some(n)) if staleness <= Duration::from_secs(n) => return Use::StaleAccepted,
+            _ => {}
+        }
+        let age_ok = req.max_age.is_none_or(|m| age <= Duration::from_secs(m));
+        if staleness < self.swr && age_ok {
+            return Use::StaleWhileRevalidate;
+        }
+        Use::Validate
+    }
+
+    /// May this response be served because the origin failed (`stale-if-error`)?
+    #[must_use]
+    pub fn usable_on_error(&self, now: SystemTime) -> bool {
+        if !self.stale_allowed() {
+            return false;
+        }
+        let age = self.age(now);
+        age < self.lifetime || age - self.lifetime < self.sie
+    }
+
+    fn weight(&self, key: &str) -> u32 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        u32::try_from(self.body.len() + headers + key.len() + 256).unwrap_or(u32::MAX)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Object(Arc<Object>),
+    Vary {
+        names: Arc<[HeaderName]>,
+        epoch: u64,
+    },
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Hit(Arc<Object>),
+    /// Nothing stored for the URI.
+    UriMiss,
+    /// Stored variants, none for these request headers.
+    VaryMiss,
+}
+
+/// Counters (since start).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub stale: AtomicU64,
+    pub misses: AtomicU64,
+    pub revalidated: AtomicU64,
+    pub bypass: AtomicU64,
+    pub stores: AtomicU64,
+    pub not_stored: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub background_refreshes: AtomicU64,
+    pub evictions: AtomicU64,
+    pub purged: AtomicU64,
+    pub invalidated: AtomicU64,
+}
+
+impl Stats {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Share of cacheable requests answered from the cache (fresh or stale), if any.
+    #[must_use]
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let served = self.hits.load(Ordering::Relaxed) + self.stale.load(Ordering::Relaxed);
+        let total =
+            served + self.misses.load(Ordering::Relaxed) + self.revalidated.load(Ordering::Relaxed);
+        #[allow(clippy::cast_precision_loss)]
+        (total > 0).then(|| served as f64 / total as f64)
+    }
+}
+
+/// Per-key fill locks: the first miss fills, the others wait on its `watch` channel, which
+/// closes when the filler is done (stored, or found the response uncacheable, or failed).
+type Locks = Mutex<HashMap<String, (u64, watch::Receiver<()>)>>;
+
+/// The cache shared by every worker (it survives reloads).
+pub struct Cache {
+    store: moka::sync::Cache<String, Slot>,
+    locks: Locks,
+    next_id: AtomicU64,
+    pub max_bytes: u64,
+    pub stats: Arc<Stats>,
+}
+
+/// Keeps entries no longer than they can be used.
+struct Keep;
+
+impl moka::Expiry<String, Slot> for Keep {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Slot,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        match value {
+            Slot::Object(o) => Some(o.keep),
+            Slot::Vary { .. } => None,
+        }
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &String,
+        value: &Slot,
+        now: std::time::Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, now)
+    }
+}
+
+/// The first miss for a key holds this while it fills the entry; dropping it releases the
+/// requests that wait.
+pub struct FillGuard {
+    cache: Arc<Cache>,
+    key: String,
+    id: u64,
+    _tx: watch::Sender<()>,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        let mut locks = self.cache.locks.lock().expect("cache locks");
+        if locks.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            locks.remove(&self.key);
+        }
+    }
+}
+
+pub enum Fill {
+    /// This request fills the entry.
+    Leader(FillGuard),
+    /// Another request is filling it: wait for the channel to close.
+    Wait(watch::Receiver<()>),
+}
+
+impl Cache {
+    #[must_use]
+    pub fn new(max_bytes: u64) -> Arc<Self> {
+        let stats = Arc::new(Stats::default());
+        let evicted = stats.clone();
+        let store = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, v: &Slot| match v {
+                Slot::Object(o) => o.weight(k),
+                Slot::Vary { names, .. } => {
+                    u32::try_from(k.len() + 64 + names.len() * 32).unwrap_or(u32::MAX)
+                }
+            })
+            .expire_after(Keep)
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    Stats::inc(&evicted.evictions);
+                }
+            })
+            .build();
+        Arc::new(Self {
+            store,
+            locks: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            max_bytes,
+            stats,
+        })
+    }
+
+    fn secondary_key(primary: &str, epoch: u64, names: &[HeaderName], req: &HeaderMap) -> String {
+        let mut k = format!("{primary}\0v{epoch}");
+        for n in names {
+            k.push('\0');
+            k.push_str(&control::normalized_value(req, n));
+        }
+        k
+    }
+
+    /// The stored response for `key` that matches the request's headers (`Vary`).
+    #[must_use]
+    pub fn lookup(&self, key: &str, req: &HeaderMap) -> Lookup {
+        match self.store.get(key) {
+            None => Lookup::UriMiss,
+            Some(Slot::Object(o)) => Lookup::Hit(o),
+            Some(Slot::Vary { names, epoch }) => {
+                match self
+                    .store
+                    .get(&Self::secondary_key(key, epoch, &names, req))
+                {
+                    Some(Slot::Object(o)) => Lookup::Hit(o),
+                    _ => Lookup::VaryMiss,
+                }
+            }
+        }
+    }
+
+    /// Stores a response for `key`, as selected by the request headers `req`.
+    pub fn insert(&self, key: &str, req: &HeaderMap, object: Object) {
+        Stats::inc(&self.stats.stores);
+        if object.vary.is_empty() {
+            self.store
+                .insert(key.to_owned(), Slot::Object(Arc::new(object)));
+            return;
+        }
+        let epoch = match self.store.get(key) {
+            Some(Slot::Vary { names, epoch }) if *names == *object.vary => epoch,
+            _ => {
+                let epoch = self.next_id.fetch_add(1, Ordering::Relaxed);
+                self.store.insert(
+                    key.to_owned(),
+                    Slot::Vary {
+                        names: object.vary.clone().into(),
+                        epoch,
+                    },
+                );
+                epoch
+            }
+        };
+        let secondary = Self::secondary_key(key, epoch, &object.vary, req);
+        self.store.insert(secondary, Slot::Object(Arc::new(object)));
+    }
+
+    /// Removes what is stored for `key` (all its variants).
+    pub fn invalidate(&self, key: &str) {
+        if self.store.contains_key(key) {
+            Stats::inc(&self.stats.invalidated);
+        }
+        self.store.invalidate(key);
+    }
+
+    /// Removes every entry of a URL (`http://host/path?query`, all variants and key
+    /// headers), or of every URL starting with a prefix when `pattern` ends with `*`.
+    /// Returns how many entries were removed.
+    pub fn purge(&self, pattern: &str) -> u64 {
+        let pattern = normalize_url(pattern);
+        let (prefix, exact) = match pattern.strip_suffix('*') {
+            Some(p) => (p.to_owned(), false),
+            None => (pattern.clone(), true),
+        };
+        let with_nul = format!("{prefix}\0");
+        let mut removed = 0;
+        let doomed: Vec<Arc<String>> = self
+            .store
+            .iter()
+            .filter(|(k, _)| {
+                if exact {
+                    **k == prefix || k.starts_with(&with_nul)
+                } else {
+                    k.starts_with(&prefix)
+                }
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in doomed {
+            if let Some(Slot::Object(_)) = self.store.remove(k.as_str()) {
+                removed += 1;
+            }
+        }
+        self.stats.purged.fetch_add(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Becomes the filler for `key`, or learns whom to wait for.
+    pub fn fill(self: &Arc<Self>, key: &str) -> Fill {
+        let mut locks = self.locks.lock().expect("cache locks");
+        if let Some((_, rx)) = locks.get(key) {
+            return Fill::Wait(rx.clone());
+        }
+        let (tx, rx) = watch::channel(());
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        locks.insert(key.to_owned(), (id, rx));
+        Fill::Leader(FillGuard {
+            cache: self.clone(),
+            key: key.to_owned(),
+            id,
+            _tx: tx,
+        })
+    }
+
+    /// The fill lock for `key` if nobody holds it (background refresh: at most one).
+    pub fn try_fill(self: &Arc<Self>, key: &str) -> Option<FillGuard> {
+        match self.fill(key) {
+            Fill::Leader(g) => Some(g),
+            Fill::Wait(_) => None,
+        }
+    }
+
+    /// Stored objects (variants count, markers do not) and their weight in bytes, after
+    /// the store's pending evictions ran.
+    #[must_use]
+    pub fn usage(&self) -> (u64, u64) {
+        self.store.run_pending_tasks();
+        let objects = self
+            .store
+            .iter()
+            .filter(|(_, v)| matches!(v, Slot::Object(_)))
+            .count() as u64;
+        (objects, self.store.weighted_size())
+    }
+}
+
+/// `HTTP://Example.COM:80/p` -> `http://example.com/p`, as keys are written.
+#[must_use]
+pub fn normalize_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    format!(
+        "{}://{}{path}",
+        scheme.to_ascii_lowercase(),
+        crate::http::route::normalize_host(authority)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn policy(extra: &str) -> Arc<Policy> {
+        let c: RouteCache = toml::from_str(extra).unwrap();
+        Policy::compile(&c).unwrap()
+    }
+
+    fn object(body: &str, vary: &[&str]) -> Object {
+        Object {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+            response_time: SystemTime::now(),
+            initial_age: Duration::ZERO,
+            lifetime: Duration::from_secs(60),
+            cc: Directives::default(),
+            swr: Duration::ZERO,
+            sie: Duration::ZERO,
+            keep: Duration::from_secs(60),
+            vary: vary
+                .iter()
+                .map(|v| HeaderName::from_bytes(v.as_bytes()).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn keys_normalise_the_query_and_add_headers() {
+        let p = policy(
+            "ignore_query_params = [\"utm_source\"]\nsort_query = true\nkey_headers = [\"x-tenant\"]",
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant", HeaderValue::from_static("A"));
+        let uri: Uri = "/p?b=2&utm_source=x&a=1".parse().unwrap();
+        assert_eq!(
+            p.key("http", "h", &uri, &h),
+            "http://h/p?a=1&b=2\0x-tenant=a"
+        );
+        let q = policy("ignore_query = true");
+        assert_eq!(q.key("https", "h", &uri, &h), "https://h/p");
+        assert_eq!(normalize_url("HTTP://Ex.com:8080/a?b"), "http://ex.com/a?b");
+    }
+
+    #[test]
+    fn vary_variants_and_purge() {
+        let cache = Cache::new(1 << 20);
+        let mut gzip = HeaderMap::new();
+        gzip.insert("accept-encoding", HeaderValue::from_static("gzip"));
+        let plain = HeaderMap::new();
+        cache.insert("http://h/a", &gzip, object("gz", &["accept-encoding"]));
+        assert!(matches!(cache.lookup("http://h/a", &gzip), Lookup::Hit(o) if o.body == "gz"));
+        assert!(matches!(
+            cache.lookup("http://h/a", &plain),
+            Lookup::VaryMiss
+        ));
+        cache.insert("http://h/a", &plain, object("plain", &["accept-encoding"]));
+        assert!(matches!(cache.lookup("http://h/a", &plain), Lookup::Hit(o) if o.body == "plain"));
+        cache.insert("http://h/ab", &plain, object("ab", &[]));
+        cache.insert("http://h/b", &plain, object("b", &[]));
+        assert_eq!(cache.purge("http://h/a"), 2, "both variants, not /ab");
+        assert!(matches!(
+            cache.lookup("http://h/ab", &plain),
+            Lookup::Hit(_)
+        ));
+        assert_eq!(cache.purge("http://H/a*"), 1);
+        assert!(matches!(cache.lookup("http://h/b", &plain), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn freshness_uses() {
+        let now = SystemTime::now();
+        let mut o = object("x", &[]);
+        o.lifetime = Duration::from_secs(10);
+        o.initial_age = Duration::from_secs(12);
+        o.swr = Duration::from_secs(5);
+        let none = Directives::default();
+        assert_eq!(o.usable(&none, now), Use::StaleWhileRevalidate);
+        let ms = Directives {
+            max_stale: Some(Some(3)),
+            ..Default::default()
+        };
+        assert_eq!(o.usable(&ms, now), Use::StaleAccepted);
+        o.cc.must_revalidate = true;
+        assert_eq!(o.usable(&ms, now), Use::Validate);
+        o.cc.must_revalidate = false;
+        o.initial_age = Duration::from_secs(2);
+        assert_eq!(o.usable(&none, now), Use::Fresh);
+        let min_fresh = Directives {
+            min_fresh: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(o.usable(&min_fresh, now), Use::Validate);
+        let max_age = Directives {
+            max_age: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(o.usable(&max_age, now), Use::Validate);
+    }
+
+    #[test]
+    fn fill_lock_releases_waiters() {
+        let cache = Cache::new(1 << 20);
+        let Fill::Leader(g) = cache.fill("k") else {
+            panic!("first is the leader")
+        };
+        let Fill::Wait(mut rx) = cache.fill("k") else {
+            panic!("second waits")
+        };
+        assert!(cache.try_fill("k").is_none());
+        drop(g);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(
+            rt.block_on(rx.changed()).is_err(),
+            "closed when the leader is done"
+        );
+        assert!(cache.try_fill("k").is_some());
+    }
+}

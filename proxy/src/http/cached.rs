@@ -1,0 +1,712 @@
+//! The request path of a route with a cache (between access control and the response
+//! phase of `http::proxy`):
+//!
+//! 1. Unsafe methods go to the origin; a non-error answer invalidates the target URI and
+//!    the same-host `Location`/`Content-Location` (RFC 9111 4.4). Other methods and range
+//!    requests bypass the cache.
+//! 2. GET/HEAD: look up the key (and `Vary` variant); fresh -> answer from the cache
+//!    (client conditionals answered with 304); stale within `stale-while-revalidate` ->
+//!    answer stale and refresh once in the background; otherwise validate or fetch.
+//! 3. Misses coalesce: the first one fetches, the others wait (up to `lock_timeout`) and are
+//!    answered from what it stored; an uncacheable answer releases them at once.
+//! 4. Validation sends the stored validators; a 304 refreshes the stored headers; an error
+//!    or 5xx answer is replaced by the stale response within `stale-if-error`.
+//! 5. A storable answer streams to the client and is stored when complete
+//!    (`cache::body`).
+//!
+//! Every answer on such a route carries `Cache-Status` (RFC 9211).
+use std::{net::IpAddr, sync::Arc, time::SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{
+    Method, Response, StatusCode,
+    body::Incoming,
+    header::{self, HeaderMap, HeaderValue},
+    http::request::Parts,
+};
+use tracing::debug;
+
+use super::proxy::{ConnInfo, ProxyBody, WorkerCtx, error_response, forward, upstream_body};
+use crate::{
+    cache::{
+        Cache, Fill, FillGuard, Lookup, Object, Policy, Stats, Use,
+        body::{Pending, StoreBody},
+        control::{self, Directives, NotStored},
+    },
+    runtime::{Generation, Route},
+};
+
+static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
+
+/// Everything about the request the cache path needs.
+pub struct CacheRequest<'a> {
+    pub policy: &'a Arc<Policy>,
+    pub route: &'a Arc<Route>,
+    pub conn: &'a Arc<ConnInfo>,
+    pub ctx: &'a Arc<WorkerCtx>,
+    pub generation: &'a Arc<Generation>,
+    pub client_ip: IpAddr,
+    pub id: &'a str,
+    pub scheme: &'a str,
+    pub host: &'a str,
+}
+
+impl CacheRequest<'_> {
+    fn cache(&self) -> &Arc<Cache> {
+        &self.ctx.shared.cache
+    }
+
+    /// `<name>; <params>` appended to the response's `Cache-Status` list.
+    fn status(&self, headers: &mut HeaderMap, params: &str) {
+        let name = &self.generation.config.server.name;
+        let ident = if !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
+            && name.as_bytes()[0].is_ascii_alphabetic()
+        {
+            name.clone()
+        } else {
+            format!("{name:?}")
+        };
+        super::headers::append_list(headers, &CACHE_STATUS, format!("{ident}; {params}"));
+    }
+
+    async fn forward(
+        &self,
+        parts: Parts,
+        body: Incoming,
+    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+        let (body, bodiless) = upstream_body(body, &self.generation.config.limits);
+        forward(
+            parts,
+            body,
+            bodiless,
+            self.route,
+            self.conn,
+            self.ctx,
+            self.client_ip,
+            self.id,
+        )
+        .await
+    }
+}
+
+fn is_unsafe(m: &Method) -> bool {
+    !matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+pub async fn serve(
+    r: CacheRequest<'_>,
+    mut parts: Parts,
+    body: Incoming,
+) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
+    let cache = r.cache().clone();
+    let stats = cache.stats.clone();
+    let key = r.policy.key(r.scheme, r.host, &parts.uri, &parts.headers);
+    let method = parts.method.clone();
+
+    // 1. Not for the cache.
+    if !(method == Method::GET || method == Method::HEAD)
+        || parts.headers.contains_key(header::RANGE)
+    {
+        Stats::inc(&stats.bypass);
+        let mut resp = r.forward(parts, body).await?;
+        if is_unsafe(&method) && (resp.status().is_success() || resp.status().is_redirection()) {
+            cache.invalidate(&key);
+            for h in [header::LOCATION, header::CONTENT_LOCATION] {
+                if let Some(uri) = resp
+                    .headers()
+                    .get(&h)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| same_host_uri(v, r.scheme, r.host))
+                {
+                    cache.invalidate(&r.policy.key(r.scheme, r.host, &uri, &parts_headers_empty()));
+                }
+            }
+        }
+        let detail = if method == Method::GET || method == Method::HEAD {
+            "fwd=bypass; detail=range"
+        } else {
+            "fwd=method"
+        };
+        r.status(resp.headers_mut(), detail);
+        return Ok(resp.map(BodyExt::boxed));
+    }
+
+    // 2. Look up.
+    let req_cc = Directives::parse_request(&parts.headers);
+    let mut stale: Option<Arc<Object>> = None;
+    let mut fwd = match cache.lookup(&key, &parts.headers) {
+        Lookup::Hit(obj) => {
+            let now = SystemTime::now();
+            match obj.usable(&req_cc, now) {
+                Use::Fresh => {
+                    Stats::inc(&stats.hits);
+                    let ttl = obj.ttl(now);
+                    return Ok(answer(&r, &obj, &parts, now, &format!("hit; ttl={ttl}")));
+                }
+                Use::StaleAccepted => {
+                    Stats::inc(&stats.stale);
+                    let ttl = obj.ttl(now);
+                    return Ok(answer(
+                        &r,
+                        &obj,
+                        &parts,
+                        now,
+                        &format!("hit; ttl={ttl}; detail=max-stale"),
+                    ));
+                }
+                Use::StaleWhileRevalidate => {
+                    Stats::inc(&stats.stale);
+                    refresh_in_background(&r, &key, &parts, &obj);
+                    let ttl = obj.ttl(now);
+                    return Ok(answer(
+                        &r,
+                        &obj,
+                        &parts,
+                        now,
+                        &format!("hit; ttl={ttl}; detail=stale-while-revalidate"),
+                    ));
+                }
+                Use::Validate => {
+                    stale = Some(obj);
+                    if req_cc.no_cache { "request" } else { "stale" }
+                }
+            }
+        }
+        Lookup::UriMiss => "uri-miss",
+        Lookup::VaryMiss => "vary-miss",
+    };
+    if req_cc.only_if_cached {
+        Stats::inc(&stats.misses);
+        let mut resp = error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "only-if-cached: no stored response can be used",
+            r.id,
+        );
+        r.status(
+            resp.headers_mut(),
+            &format!("fwd={fwd}; detail=only-if-cached"),
+        );
+        return Err(resp);
+    }
+
+    // 3. Coalesce GET misses.
+    let mut lock: Option<FillGuard> = None;
+    if method == Method::GET && !req_cc.no_cache {
+        match cache.fill(&key) {
+            Fill::Leader(g) => lock = Some(g),
+            Fill::Wait(mut rx) => {
+                let waited = tokio::time::timeout(r.policy.lock_timeout, rx.changed()).await;
+                if let Lookup::Hit(obj) = cache.lookup(&key, &parts.headers) {
+                    let now = SystemTime::now();
+                    if obj.usable(&req_cc, now) == Use::Fresh {
+                        Stats::inc(&stats.hits);
+                        Stats::inc(&stats.coalesced);
+                        let ttl = obj.ttl(now);
+                        return Ok(answer(
+                            &r,
+                            &obj,
+                            &parts,
+                            now,
+                            &format!("hit; ttl={ttl}; collapsed"),
+                        ));
+                    }
+                }
+                if waited.is_err() {
+                    debug!(key, "cache fill lock timed out; fetching without it");
+                }
+                fwd = if fwd == "uri-miss" { "miss" } else { fwd };
+            }
+        }
+    }
+
+    // 4. Fetch or validate.
+    let client_headers = parts.headers.clone();
+    for h in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
+        parts.headers.remove(h);
+    }
+    let validating = stale.as_ref().filter(|o| o.has_validators()).cloned();
+    if let Some(obj) = &validating {
+        if let Some(etag) = obj.headers.get(header::ETAG) {
+            parts.headers.insert(header::IF_NONE_MATCH, etag.clone());
+        }
+        if let Some(lm) = obj.headers.get(header::LAST_MODIFIED) {
+            parts.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+        }
+    }
+    let head_only = method == Method::HEAD;
+    let request_time = SystemTime::now();
+    let result = r.forward(parts, body).await;
+    let now = SystemTime::now();
+    let usable_on_error = |resp: &Response<Incoming>| {
+        resp.status().is_server_error() && stale.as_ref().is_some_and(|o| o.usable_on_error(now))
+    };
+    let mut resp = match result {
+        Err(error) => {
+            if let Some(obj) = stale.as_ref().filter(|o| o.usable_on_error(now)) {
+                Stats::inc(&stats.stale);
+                let ttl = obj.ttl(now);
+                let fwd_status = error.status().as_u16();
+                return Ok(answer_to(
+                    &r,
+                    obj,
+                    &method,
+                    &client_headers,
+                    now,
+                    &format!(
+                        "fwd=stale; fwd-status={fwd_status}; ttl={ttl}; detail=stale-if-error"
+                    ),
+                ));
+            }
+            Stats::inc(&stats.misses);
+            let mut error = error;
+            r.status(error.headers_mut(), &format!("fwd={fwd}"));
+            return Err(error);
+        }
+        Ok(resp) if usable_on_error(&resp) => {
+            let obj = stale.as_ref().expect("checked");
+            Stats::inc(&stats.stale);
+            let ttl = obj.ttl(now);
+            let fwd_status = resp.status().as_u16();
+            return Ok(answer_to(
+                &r,
+                obj,
+                &method,
+                &client_headers,
+                now,
+                &format!("fwd=stale; fwd-status={fwd_status}; ttl={ttl}; detail=stale-if-error"),
+            ));
+        }
+        Ok(resp) => resp,
+    };
+    super::headers::strip_hop_by_hop(resp.headers_mut());
+    let status = resp.status();
+
+    if status == StatusCode::NOT_MODIFIED
+        && let Some(old) = &validating
+    {
+        // The stored response is still good: take the new headers (RFC 9111 4.3.4).
+        Stats::inc(&stats.revalidated);
+        let refreshed = refreshed(r.policy, old, resp.headers(), request_time, now);
+        let answer_obj = Arc::new(refreshed);
+        cache.insert(&key, &client_headers, clone_object(&answer_obj));
+        drop(lock);
+        let ttl = answer_obj.ttl(now);
+        return Ok(answer_to(
+            &r,
+            &answer_obj,
+            &method,
+            &client_headers,
+            now,
+            &format!("fwd={fwd}; fwd-status=304; ttl={ttl}; stored"),
+        ));
+    }
+    Stats::inc(&stats.misses);
+
+    // 5. Store?
+    let resp_cc = Directives::parse(resp.headers());
+    let decision = if head_only {
+        Err(NotStored::Method)
+    } else {
+        decide(
+            r.policy,
+            &client_headers,
+            &req_cc,
+            status,
+            resp.headers(),
+            &resp_cc,
+            request_time,
+            now,
+        )
+    };
+    match decision {
+        Ok(object) => {
+            let mut resp = resp;
+            if r.policy.store_set_cookie {
+                // The client that caused the fetch gets its cookie; the stored copy has none.
+                debug_assert!(!object.headers.contains_key(header::SET_COOKIE));
+            }
+            let ttl = object.ttl(now);
+            r.status(
+                resp.headers_mut(),
+                &format!(
+                    "fwd={fwd}; fwd-status={}; ttl={ttl}; stored",
+                    status.as_u16()
+                ),
+            );
+            let pending = Pending {
+                cache: cache.clone(),
+                key,
+                request: client_headers,
+                object,
+                max_bytes: usize::try_from(r.policy.max_object_bytes).unwrap_or(usize::MAX),
+                lock,
+            };
+            Ok(resp.map(|b| StoreBody::new(b, pending).boxed()))
+        }
+        Err(why) => {
+            Stats::inc(&stats.not_stored);
+            drop(lock);
+            // A stored response that the origin now refuses to have cached is dropped.
+            if matches!(
+                why,
+                NotStored::NoStore | NotStored::Private | NotStored::VaryStar
+            ) && stale.is_some()
+            {
+                cache.invalidate(&key);
+            }
+            r.status(
+                resp.headers_mut(),
+                &format!(
+                    "fwd={fwd}; fwd-status={}; detail={}",
+                    status.as_u16(),
+                    why.detail()
+                ),
+            );
+            Ok(resp.map(BodyExt::boxed))
+        }
+    }
+}
+
+fn parts_headers_empty() -> HeaderMap {
+    HeaderMap::new()
+}
+
+/// A `Location`-style URI on the same scheme and host, as a path URI.
+fn same_host_uri(value: &str, scheme: &str, host: &str) -> Option<hyper::Uri> {
+    if value.starts_with('/') && !value.starts_with("//") {
+        return value.parse().ok();
+    }
+    let uri: hyper::Uri = value.parse().ok()?;
+    let same = uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        && uri
+            .authority()
+            .is_some_and(|a| super::route::normalize_host(a.as_str()) == host);
+    same.then(|| uri.path_and_query()?.as_str().parse().ok())
+        .flatten()
+}
+
+/// The object to store for a response, or why not.
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    policy: &Policy,
+    request: &HeaderMap,
+    req_cc: &Directives,
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &Directives,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Result<Object, NotStored> {
+    control::storable(
+        &Method::GET,
+        request,
+        req_cc,
+        status,
+        headers,
+        cc,
+        policy.store_set_cookie,
+    )?;
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > policy.max_object_bytes)
+    {
+        return Err(NotStored::TooLarge);
+    }
+    let mut stored = headers.clone();
+    stored.remove(header::AGE);
+    stored.remove(header::SET_COOKIE);
+    stored.remove(&CACHE_STATUS);
+    let vary = control::vary_names(headers).ok_or(NotStored::VaryStar)?;
+    let explicit = control::freshness_lifetime(status, headers, cc, &policy.rules, response_time);
+    let has_validators =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    let lifetime = match explicit {
+        Some(l) => l,
+        // Without a lifetime, keep it only to revalidate it.
+        None if has_validators => std::time::Duration::ZERO,
+        None => return Err(NotStored::NoLifetime),
+    };
+    let object = finish_object(
+        policy,
+        status,
+        stored,
+        cc.clone(),
+        lifetime,
+        vary,
+        headers,
+        request_time,
+        response_time,
+    );
+    if object.keep.is_zero() {
+        return Err(NotStored::NoLifetime);
+    }
+    Ok(object)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_object(
+    policy: &Policy,
+    status: StatusCode,
+    stored: HeaderMap,
+    cc: Directives,
+    lifetime: std::time::Duration,
+    vary: Vec<header::HeaderName>,
+    received: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Object {
+    use std::time::Duration;
+    let swr = cc
+        .stale_while_revalidate
+        .map_or(policy.stale_while_revalidate, Duration::from_secs);
+    let sie = cc
+        .stale_if_error
+        .map_or(policy.stale_if_error, Duration::from_secs);
+    let initial_age = control::corrected_initial_age(received, request_time, response_time);
+    let validators =
+        stored.contains_key(header::ETAG) || stored.contains_key(header::LAST_MODIFIED);
+    let keep = (lifetime
+        + swr.max(sie)
+        + if validators {
+            policy.keep_stale
+        } else {
+            Duration::ZERO
+        })
+    .saturating_sub(initial_age);
+    Object {
+        status,
+        headers: stored,
+        body: Bytes::new(),
+        response_time,
+        initial_age,
+        lifetime,
+        cc,
+        swr,
+        sie,
+        keep,
+        vary,
+    }
+}
+
+/// The stored object with the headers of a 304 merged in and its clock restarted.
+fn refreshed(
+    policy: &Policy,
+    old: &Object,
+    fresh: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Object {
+    let mut headers = old.headers.clone();
+    for name in fresh.keys() {
+        if control::updatable_by_304(name)
+            && *name != header::AGE
+            && *name != header::SET_COOKIE
+            && *name != CACHE_STATUS
+        {
+            headers.remove(name);
+            for v in fresh.get_all(name) {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+    }
+    let cc = Directives::parse(&headers);
+    let mut received = headers.clone();
+    if let Some(age) = fresh.get(header::AGE) {
+        received.insert(header::AGE, age.clone());
+    }
+    let lifetime =
+        control::freshness_lifetime(old.status, &headers, &cc, &policy.rules, response_time)
+            .unwrap_or(std::time::Duration::ZERO);
+    let vary = control::vary_names(&headers).unwrap_or_else(|| old.vary.clone());
+    let mut object = finish_object(
+        policy,
+        old.status,
+        headers,
+        cc,
+        lifetime,
+        vary,
+        &received,
+        request_time,
+        response_time,
+    );
+    object.body = old.body.clone();
+    object
+}
+
+fn clone_object(o: &Object) -> Object {
+    Object {
+        status: o.status,
+        headers: o.headers.clone(),
+        body: o.body.clone(),
+        response_time: o.response_time,
+        initial_age: o.initial_age,
+        lifetime: o.lifetime,
+        cc: o.cc.clone(),
+        swr: o.swr,
+        sie: o.sie,
+        keep: o.keep,
+        vary: o.vary.clone(),
+    }
+}
+
+fn answer(
+    r: &CacheRequest<'_>,
+    obj: &Object,
+    parts: &Parts,
+    now: SystemTime,
+    params: &str,
+) -> Response<ProxyBody> {
+    answer_to(r, obj, &parts.method, &parts.headers, now, params)
+}
+
+/// A response from a stored object: 304 when the client's conditionals match, the body
+/// (shared, not copied) for GET, none for HEAD; with `Age` and `Cache-Status`.
+fn answer_to(
+    r: &CacheRequest<'_>,
+    obj: &Object,
+    method: &Method,
+    request: &HeaderMap,
+    now: SystemTime,
+    params: &str,
+) -> Response<ProxyBody> {
+    let age = control::age_value(obj.age(now));
+    let mut resp = if obj.status == StatusCode::OK && control::not_modified(request, &obj.headers) {
+        let mut resp = Response::new(
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in &control::NOT_MODIFIED_HEADERS {
+            for v in obj.headers.get_all(name) {
+                resp.headers_mut().append(name.clone(), v.clone());
+            }
+        }
+        resp
+    } else {
+        let body = if *method == Method::HEAD {
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed()
+        } else {
+            Full::new(obj.body.clone())
+                .map_err(|never| match never {})
+                .boxed()
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = obj.status;
+        *resp.headers_mut() = obj.headers.clone();
+        if *method == Method::HEAD && !resp.headers().contains_key(header::CONTENT_LENGTH) {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(obj.body.len()));
+        }
+        resp
+    };
+    resp.headers_mut().insert(header::AGE, age);
+    r.status(resp.headers_mut(), params);
+    resp
+}
+
+/// `stale-while-revalidate`: one background request refreshes the entry (none when one is
+/// already under way for the key).
+fn refresh_in_background(r: &CacheRequest<'_>, key: &str, parts: &Parts, obj: &Arc<Object>) {
+    let cache = r.cache().clone();
+    let Some(lock) = cache.try_fill(key) else {
+        return;
+    };
+    Stats::inc(&cache.stats.background_refreshes);
+    let mut head = parts.clone();
+    head.method = Method::GET;
+    for h in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
+        head.headers.remove(h);
+    }
+    if let Some(etag) = obj.headers.get(header::ETAG) {
+        head.headers.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(lm) = obj.headers.get(header::LAST_MODIFIED) {
+        head.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+    }
+    let (policy, route, conn, ctx) = (
+        r.policy.clone(),
+        r.route.clone(),
+        r.conn.clone(),
+        r.ctx.clone(),
+    );
+    let (client_ip, id, key, old) = (r.client_ip, r.id.to_owned(), key.to_owned(), obj.clone());
+    let request = parts.headers.clone();
+    tokio::spawn(async move {
+        let _lock = lock;
+        let request_time = SystemTime::now();
+        let result = forward(
+            head,
+            crate::upstream::client::empty_body(),
+            true,
+            &route,
+            &conn,
+            &ctx,
+            client_ip,
+            &id,
+        )
+        .await;
+        let now = SystemTime::now();
+        let Ok(mut resp) = result else {
+            debug!(key, "background refresh failed");
+            return;
+        };
+        super::headers::strip_hop_by_hop(resp.headers_mut());
+        let status = resp.status();
+        if status == StatusCode::NOT_MODIFIED && old.has_validators() {
+            Stats::inc(&cache.stats.revalidated);
+            cache.insert(
+                &key,
+                &request,
+                refreshed(&policy, &old, resp.headers(), request_time, now),
+            );
+            return;
+        }
+        let cc = Directives::parse(resp.headers());
+        let req_cc = Directives::parse_request(&request);
+        let Ok(mut object) = decide(
+            &policy,
+            &request,
+            &req_cc,
+            status,
+            resp.headers(),
+            &cc,
+            request_time,
+            now,
+        ) else {
+            Stats::inc(&cache.stats.not_stored);
+            return;
+        };
+        let max = usize::try_from(policy.max_object_bytes).unwrap_or(usize::MAX);
+        match http_body_util::Limited::new(resp.into_body(), max)
+            .collect()
+            .await
+        {
+            Ok(b) => {
+                object.body = b.to_bytes();
+                cache.insert(&key, &request, object);
+            }
+            Err(e) => debug!(key, "background refresh body: {e}"),
+        }
+    });
+}
