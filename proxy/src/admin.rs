@@ -7,6 +7,8 @@
 //! - `POST /reload`
 //! - `GET|POST|DELETE /blocklist`, `GET|POST|DELETE /allowlist` (same code path as the CLI)
 //! - `GET /upstreams`, `POST /upstreams/<pool>/<server>/drain|undrain`
+//! - `GET /cache` (entries, bytes, hit ratio, counters), `POST /cache/purge` with
+//!   `{"url": "http://host/path"}` (or a prefix ending in `*`)
 //! - `GET /` (the live dashboard) and `GET /stats.json` (its data)
 use std::{
     fmt::Write as _,
@@ -85,6 +87,15 @@ impl Listen {
             None => Some(Self::Unix(
                 PathBuf::from(crate::daemon::RUNTIME_DIR).join(format!("{instance}.sock")),
             )),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Tcp(a) => write!(f, "{a}"),
         }
     }
 }
@@ -262,6 +273,14 @@ async fn route(ctx: Arc<AdminCtx>, req: Request<Incoming>, need_token: bool) -> 
             }
         }
         (Method::GET, "/upstreams") => upstreams(&ctx),
+        (Method::GET, "/cache") => {
+            let ctx2 = ctx.clone();
+            match tokio::task::spawn_blocking(move || cache_stats(&ctx2)).await {
+                Ok(v) => reply(StatusCode::OK, v),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
+        (Method::POST, "/cache/purge") => cache_purge(&ctx, req).await,
         (Method::POST, p)
             if p.starts_with("/upstreams/")
                 && (p.ends_with("/drain") || p.ends_with("/undrain")) =>
@@ -404,6 +423,80 @@ fn upstreams(ctx: &AdminCtx) -> Response<Body> {
     reply(StatusCode::OK, serde_json::Value::Object(pools))
 }
 
+/// `GET /cache`.
+fn cache_stats(ctx: &AdminCtx) -> serde_json::Value {
+    let cache = &ctx.shared.cache;
+    let (entries, bytes) = cache.usage();
+    let s = &cache.stats;
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    json!({
+        "entries": entries,
+        "bytes": bytes,
+        "max_bytes": cache.max_bytes,
+        "hit_ratio": s.hit_ratio(),
+        "hits": n(&s.hits),
+        "stale": n(&s.stale),
+        "misses": n(&s.misses),
+        "revalidated": n(&s.revalidated),
+        "bypass": n(&s.bypass),
+        "stores": n(&s.stores),
+        "not_stored": n(&s.not_stored),
+        "coalesced": n(&s.coalesced),
+        "background_refreshes": n(&s.background_refreshes),
+        "evictions": n(&s.evictions),
+        "purged": n(&s.purged),
+        "invalidated": n(&s.invalidated),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Purge {
+    url: String,
+}
+
+/// `POST /cache/purge` `{"url": "http://host/path"}`; a `*` at the end purges a prefix.
+async fn cache_purge(ctx: &Arc<AdminCtx>, req: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    };
+    let purge: Purge = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid JSON body (want {{\"url\": \"http://host/path\"}}): {e}"),
+            );
+        }
+    };
+    if !(purge.url.starts_with("http://") || purge.url.starts_with("https://")) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "url {:?}: give an absolute http:// or https:// URL (a trailing * purges a prefix)",
+                purge.url
+            ),
+        );
+    }
+    let cache = ctx.shared.cache.clone();
+    let url = purge.url.clone();
+    match tokio::task::spawn_blocking(move || cache.purge(&url)).await {
+        Ok(n) => {
+            info!(
+                url = purge.url,
+                purged = n,
+                "cache purge through the admin API"
+            );
+            reply(
+                StatusCode::OK,
+                json!({ "ok": true, "url": purge.url, "purged": n }),
+            )
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 /// The dashboard: one page, no external assets; it polls `/stats.json` every second.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -470,6 +563,10 @@ fn stats_json(ctx: &AdminCtx) -> serde_json::Value {
         "workers": workers,
         "upstreams": upstreams,
         "bans": bans,
+        "cache": {
+            "hit_ratio": shared.cache.stats.hit_ratio(),
+            "entries": shared.cache.usage().0,
+        },
     })
 }
 
@@ -679,6 +776,85 @@ pub fn render_metrics(ctx: &AdminCtx) -> String {
         }
         let _ = writeln!(out, "{name} {value}");
     }
+    let cache = &shared.cache;
+    let cs = &cache.stats;
+    metric_header(
+        &mut out,
+        "proxy_cache_requests_total",
+        "counter",
+        "Requests on cached routes, by cache result.",
+    );
+    for (result, c) in [
+        ("hit", &cs.hits),
+        ("stale", &cs.stale),
+        ("miss", &cs.misses),
+        ("revalidated", &cs.revalidated),
+        ("bypass", &cs.bypass),
+    ] {
+        let _ = writeln!(
+            out,
+            "proxy_cache_requests_total{{result=\"{result}\"}} {}",
+            c.load(Ordering::Relaxed)
+        );
+    }
+    for (name, help, c) in [
+        (
+            "proxy_cache_stores_total",
+            "Responses stored (new and refreshed).",
+            &cs.stores,
+        ),
+        (
+            "proxy_cache_not_stored_total",
+            "Responses on cached routes that were not stored (uncacheable, too large, incomplete).",
+            &cs.not_stored,
+        ),
+        (
+            "proxy_cache_coalesced_total",
+            "Requests answered from a response another request was fetching.",
+            &cs.coalesced,
+        ),
+        (
+            "proxy_cache_background_refreshes_total",
+            "Background refreshes started by stale-while-revalidate.",
+            &cs.background_refreshes,
+        ),
+        (
+            "proxy_cache_evictions_total",
+            "Entries evicted to stay within cache.max_bytes.",
+            &cs.evictions,
+        ),
+        (
+            "proxy_cache_purged_total",
+            "Entries removed by purge requests.",
+            &cs.purged,
+        ),
+        (
+            "proxy_cache_invalidated_total",
+            "Entries invalidated by unsafe requests (POST, PUT, DELETE, PATCH).",
+            &cs.invalidated,
+        ),
+    ] {
+        metric_header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", c.load(Ordering::Relaxed));
+    }
+    let (entries, bytes) = cache.usage();
+    for (name, help, v) in [
+        ("proxy_cache_entries", "Objects in the cache.", entries),
+        (
+            "proxy_cache_bytes",
+            "Bytes the cache holds (bodies, headers, keys).",
+            bytes,
+        ),
+        (
+            "proxy_cache_max_bytes",
+            "The cache's memory bound (cache.max_bytes).",
+            cache.max_bytes,
+        ),
+    ] {
+        metric_header(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+
     metric_header(
         &mut out,
         "proxy_config_generation",

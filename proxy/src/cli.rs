@@ -59,6 +59,14 @@ pub enum Command {
     HashPassword,
     /// Hash a bearer token for `[route.auth] type = "bearer"` (reads it from stdin).
     HashToken,
+    /// Inspect or purge the response cache of a running instance (through its admin API).
+    Cache {
+        /// Instance name.
+        #[arg(long, global = true, default_value = "default", env = "PROXY_INSTANCE")]
+        instance: String,
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Show the kernel packet counters of an instance.
     Stats {
         #[command(flatten)]
@@ -66,6 +74,22 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Entries, bytes, hit ratio and counters.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a URL's stored responses (all variants), or every URL under a prefix ending
+    /// in `*`: `proxy cache purge 'http://example.com/img/*'`.
+    Purge {
+        /// `http(s)://host/path?query`, or a prefix ending in `*`.
+        url: String,
     },
 }
 
@@ -187,6 +211,7 @@ pub fn manage(command: Command) -> anyhow::Result<()> {
         Command::Allowlist { target, action } => allowlist(&target, action),
         Command::Stats { target, json } => stats(&target, json),
         Command::Reload { instance } => reload(&instance),
+        Command::Cache { instance, action } => cache(&instance, action),
         Command::HashPassword => {
             let secret = read_secret()?;
             println!(
@@ -259,6 +284,142 @@ fn reload(instance: &str) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     anyhow::bail!("instance {instance:?} did not report a reload result within 15 s")
+}
+
+/// Where the running instance's admin API listens (from its runtime file).
+fn admin_address(instance: &str) -> anyhow::Result<String> {
+    validate_instance(instance).map_err(anyhow::Error::msg)?;
+    let runtime = daemon::runtime_file(instance);
+    let info: daemon::RuntimeInfo = std::fs::read_to_string(&runtime)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .with_context(|| {
+            format!(
+                "instance {instance:?} is not running ({} is missing)",
+                runtime.display()
+            )
+        })?;
+    info.admin.with_context(|| {
+        format!("instance {instance:?} runs with admin.listen = \"off\": the cache is only reachable through the admin API")
+    })
+}
+
+/// One request to the admin API (HTTP/1.1, `Connection: close`); the bearer token comes from
+/// `PROXY_ADMIN_TOKEN` for TCP listeners. Returns the status and the JSON body.
+fn admin_call(
+    instance: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let address = admin_address(instance)?;
+    let body = body.map(ToString::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: proxy-admin\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Ok(token) = std::env::var("PROXY_ADMIN_TOKEN") {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    let mut response = Vec::new();
+    let timeout = Some(Duration::from_secs(30));
+    if let Some(path) = address.strip_prefix("unix:") {
+        let mut s = std::os::unix::net::UnixStream::connect(path)
+            .with_context(|| format!("connecting to the admin socket {path} (are you root?)"))?;
+        s.set_read_timeout(timeout)?;
+        s.write_all(request.as_bytes())?;
+        s.read_to_end(&mut response)
+            .with_context(|| format!("reading the answer from {path}"))?;
+    } else {
+        let mut s = std::net::TcpStream::connect(&address)
+            .with_context(|| format!("connecting to the admin API at {address}"))?;
+        s.set_read_timeout(timeout)?;
+        s.write_all(request.as_bytes())?;
+        s.read_to_end(&mut response)
+            .with_context(|| format!("reading the answer from {address}"))?;
+    }
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("the admin API sent no HTTP response: {text:?}"))?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("the admin API sent a bad status line: {head:?}"))?;
+    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_owned()));
+    Ok((status, json))
+}
+
+fn cache(instance: &str, action: CacheAction) -> anyhow::Result<()> {
+    let check = |(status, v): (u16, serde_json::Value)| -> anyhow::Result<serde_json::Value> {
+        if status == 200 {
+            Ok(v)
+        } else if status == 401 {
+            anyhow::bail!("the admin API wants a bearer token: set PROXY_ADMIN_TOKEN")
+        } else {
+            anyhow::bail!(
+                "the admin API answered {status}: {}",
+                v.get("error")
+                    .and_then(|e| e.as_str())
+                    .map_or_else(|| v.to_string(), str::to_owned)
+            )
+        }
+    };
+    match action {
+        CacheAction::Stats { json } => {
+            let v = check(admin_call(instance, "GET", "/cache", None)?)?;
+            if json {
+                println!("{v:#}");
+                return Ok(());
+            }
+            let ratio = v["hit_ratio"]
+                .as_f64()
+                .map_or_else(|| "n/a".to_owned(), |r| format!("{:.1} %", r * 100.0));
+            println!(
+                "entries {}  bytes {} / {}  hit ratio {ratio}",
+                v["entries"], v["bytes"], v["max_bytes"]
+            );
+            for k in [
+                "hits",
+                "stale",
+                "misses",
+                "revalidated",
+                "bypass",
+                "stores",
+                "not_stored",
+                "coalesced",
+                "background_refreshes",
+                "evictions",
+                "purged",
+                "invalidated",
+            ] {
+                println!("  {k:<22}{}", v[k]);
+            }
+            Ok(())
+        }
+        CacheAction::Purge { url } => {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "{url:?}: give an absolute http:// or https:// URL (a trailing * purges a prefix)"
+            );
+            let v = check(admin_call(
+                instance,
+                "POST",
+                "/cache/purge",
+                Some(&json!({ "url": url })),
+            )?)?;
+            println!(
+                "purged {} entr{} for {url}",
+                v["purged"],
+                if v["purged"] == 1 { "y" } else { "ies" }
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Opens the pinned maps of the target instance, with the checks that give clear errors.

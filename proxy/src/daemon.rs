@@ -40,6 +40,9 @@ pub struct RuntimeInfo {
     pub pid: u32,
     pub state_file: PathBuf,
     pub attach: String,
+    /// The admin API (`unix:/path` or `IP:PORT`); None when it is off.
+    #[serde(default)]
+    pub admin: Option<String>,
 }
 
 #[must_use]
@@ -208,6 +211,8 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
             pid: std::process::id(),
             state_file: state_file.clone(),
             attach: attach.as_str().to_owned(),
+            admin: crate::admin::Listen::from_config(config.admin.listen.as_deref(), &instance)
+                .map(|l| l.to_string()),
         },
     );
 

@@ -113,7 +113,10 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 request_ops: CompiledOps::compile(&r.headers.request).map_err(invalid)?,
                 response_ops: CompiledOps::compile(&r.headers.response).map_err(invalid)?,
                 pass_server_header: r.pass_server_header,
-                cache: r.cache.as_ref().and_then(crate::cache::Policy::compile),
+                cache: r
+                    .cache
+                    .as_ref()
+                    .and_then(|c| crate::cache::Policy::compile(c, config.cache.max_bytes)),
                 statuses: Default::default(),
                 latency: Default::default(),
                 label,

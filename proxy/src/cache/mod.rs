@@ -55,16 +55,16 @@ pub fn validate_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, Str
             format!("{} must be in (0, 1]", c.heuristic_fraction),
         ));
     }
-    if c.max_object_bytes == 0 || c.max_object_bytes > max_bytes {
+    let max_object = c.max_object_bytes.unwrap_or(0);
+    if c.max_object_bytes.is_some() && (max_object == 0 || max_object > max_bytes) {
         return Err((
             "max_object_bytes".into(),
             format!(
-                "{} must be greater than 0 and at most cache.max_bytes ({max_bytes})",
-                c.max_object_bytes
+                "{max_object} must be greater than 0 and at most cache.max_bytes ({max_bytes})"
             ),
         ));
     }
-    if c.max_object_bytes > u64::from(u32::MAX / 2) {
+    if max_object > u64::from(u32::MAX / 2) {
         return Err(("max_object_bytes".into(), "must be at most 2 GiB".into()));
     }
     for h in &c.key_headers {
@@ -80,7 +80,7 @@ pub fn validate_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, Str
 impl Policy {
     /// `None` when the table turns caching off.
     #[must_use]
-    pub fn compile(c: &RouteCache) -> Option<Arc<Self>> {
+    pub fn compile(c: &RouteCache, max_bytes: u64) -> Option<Arc<Self>> {
         c.enabled.then(|| {
             Arc::new(Self {
                 rules: LifetimeRules {
@@ -89,7 +89,7 @@ impl Policy {
                     heuristic_fraction: c.heuristic_fraction,
                     heuristic_max: c.heuristic_max,
                 },
-                max_object_bytes: c.max_object_bytes,
+                max_object_bytes: c.max_object_bytes.unwrap_or_else(|| max_bytes.min(8 << 20)),
                 stale_while_revalidate: c.stale_while_revalidate,
                 stale_if_error: c.stale_if_error,
                 keep_stale: c.keep_stale,
@@ -525,17 +525,12 @@ impl Cache {
         }
     }
 
-    /// Stored objects (variants count, markers do not) and their weight in bytes, after
-    /// the store's pending evictions ran.
+    /// Entries (objects, and one marker per URL with `Vary`) and their weight in bytes,
+    /// after the store's pending evictions ran.
     #[must_use]
     pub fn usage(&self) -> (u64, u64) {
         self.store.run_pending_tasks();
-        let objects = self
-            .store
-            .iter()
-            .filter(|(_, v)| matches!(v, Slot::Object(_)))
-            .count() as u64;
-        (objects, self.store.weighted_size())
+        (self.store.entry_count(), self.store.weighted_size())
     }
 }
 
@@ -560,7 +555,7 @@ mod tests {
 
     fn policy(extra: &str) -> Arc<Policy> {
         let c: RouteCache = toml::from_str(extra).unwrap();
-        Policy::compile(&c).unwrap()
+        Policy::compile(&c, 1 << 20).unwrap()
     }
 
     fn object(body: &str, vary: &[&str]) -> Object {

@@ -75,9 +75,6 @@ fn d1d() -> Duration {
 fn default_heuristic_fraction() -> f64 {
     0.1
 }
-fn default_max_object() -> u64 {
-    8 << 20
-}
 fn d1s() -> Duration {
     Duration::from_secs(1)
 }
@@ -206,9 +203,10 @@ pub struct RouteCache {
     /// Upper bound for a heuristic lifetime.
     #[serde(default = "d1d", with = "duration")]
     pub heuristic_max: Duration,
-    /// Responses larger than this are streamed through and not stored (bytes).
-    #[serde(default = "default_max_object")]
-    pub max_object_bytes: u64,
+    /// Responses larger than this are streamed through and not stored (bytes); default
+    /// 8 MiB, or `cache.max_bytes` when that is smaller.
+    #[serde(default)]
+    pub max_object_bytes: Option<u64>,
     /// Serve a stale response this long past its lifetime while one background request
     /// refreshes it, when the response does not say (`stale-while-revalidate=N` wins).
     #[serde(default = "d0s", with = "duration")]
@@ -217,7 +215,8 @@ pub struct RouteCache {
     /// unreachable), when the response does not say (`stale-if-error=N` wins).
     #[serde(default = "d0s", with = "duration")]
     pub stale_if_error: Duration,
-    /// A stale response with validators is kept this long for revalidation.
+    /// A stale response is kept this long past its lifetime (for revalidation, `max-stale`
+    /// requests and stale-if-error), unless the stale windows are longer.
     #[serde(default = "d10m", with = "duration")]
     pub keep_stale: Duration,
     /// Store responses with `Set-Cookie` (the stored copy never carries the cookie).

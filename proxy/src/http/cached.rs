@@ -477,16 +477,8 @@ fn finish_object(
         .stale_if_error
         .map_or(policy.stale_if_error, Duration::from_secs);
     let initial_age = control::corrected_initial_age(received, request_time, response_time);
-    let validators =
-        stored.contains_key(header::ETAG) || stored.contains_key(header::LAST_MODIFIED);
-    let keep = (lifetime
-        + swr.max(sie)
-        + if validators {
-            policy.keep_stale
-        } else {
-            Duration::ZERO
-        })
-    .saturating_sub(initial_age);
+    // Stale, it still serves revalidation, max-stale requests and stale-if-error.
+    let keep = (lifetime + swr.max(sie).max(policy.keep_stale)).saturating_sub(initial_age);
     Object {
         status,
         headers: stored,

@@ -6,6 +6,9 @@
 //! - `/status/NNN` answers with that status; `/slow/MS` waits MS milliseconds first.
 //! - `/ws` accepts a WebSocket upgrade and echoes every frame back.
 //! - `/_requests` answers how many requests this origin served (not counting itself).
+//! - `/cache/<key>?<params>`: a response shaped by its query, for the cache tests (see
+//!   [`cache_response`]); `/_count/<key>` answers how many requests reached `/cache/<key>`,
+//!   `/_last/<key>` the headers of the last one, `/_fail/on|off` makes `/cache/` answer 503.
 //!
 //! Speaks HTTP/1.1 and HTTP/2 (prior knowledge), and TLS with `--tls-cert/--tls-key`.
 use std::{
@@ -51,6 +54,176 @@ struct Args {
 struct State {
     name: String,
     served: AtomicU64,
+    /// Per `/cache/<key>`: requests and the last request's headers.
+    keys: std::sync::Mutex<std::collections::HashMap<String, (u64, String)>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `/cache/<key>?<params>`, counted per key. Parameters (values percent-encoded):
+/// `cc` Cache-Control, `etag` (quoted for you), `lm` Last-Modified as a Unix time, `expires`
+/// seconds from now (`bad` for an invalid date), `age` Age, `vary` Vary, `cookie=1`
+/// Set-Cookie, `status`, `delay` ms before the headers, `size` body bytes, `chunks` N body
+/// chunks 100 ms apart without Content-Length, `loc` Location. Conditionals are honoured
+/// (304). Every response carries `x-version: <count>` and the body `key=<key> n=<count>`.
+async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Response<Body> {
+    let mut headers_text = String::new();
+    for (k, v) in req.headers() {
+        headers_text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+    }
+    let n = {
+        let mut keys = state.keys.lock().unwrap();
+        let e = keys.entry(key.to_owned()).or_default();
+        e.0 += 1;
+        e.1 = headers_text;
+        e.0
+    };
+    let params: std::collections::HashMap<String, String> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect();
+    let p = |k: &str| params.get(k).map(String::as_str);
+    if let Some(ms) = p("delay").and_then(|d| d.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if state.fail.load(Ordering::Relaxed) {
+        return Response::builder()
+            .status(503)
+            .header("x-version", n)
+            .body(Full::new(Bytes::from_static(b"failing on purpose\n")).boxed())
+            .expect("valid");
+    }
+    let now = std::time::SystemTime::now();
+    let mut b = Response::builder()
+        .header("content-type", "text/plain")
+        .header("x-version", n);
+    if let Some(v) = p("cc") {
+        b = b.header("cache-control", v);
+    }
+    let etag = p("etag").map(|e| format!("\"{e}\""));
+    if let Some(e) = &etag {
+        b = b.header("etag", e.as_str());
+    }
+    let lm = p("lm")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(|t| std::time::UNIX_EPOCH + Duration::from_secs(t));
+    if let Some(t) = lm {
+        b = b.header("last-modified", httpdate::fmt_http_date(t));
+    }
+    match p("expires") {
+        Some("bad") => b = b.header("expires", "0"),
+        Some(e) => {
+            if let Ok(secs) = e.parse::<u64>() {
+                b = b.header(
+                    "expires",
+                    httpdate::fmt_http_date(now + Duration::from_secs(secs)),
+                );
+            }
+        }
+        None => {}
+    }
+    for (param, header) in [("age", "age"), ("vary", "vary"), ("loc", "location")] {
+        if let Some(v) = p(param) {
+            b = b.header(header, v);
+        }
+    }
+    if p("cookie") == Some("1") {
+        b = b.header("set-cookie", format!("session=secret-{n}; Path=/"));
+    }
+    // Conditionals: If-None-Match first, else If-Modified-Since.
+    let h = req.headers();
+    let inm = h.get("if-none-match").and_then(|v| v.to_str().ok());
+    let not_modified = match (inm, &etag) {
+        (Some(list), Some(e)) => list
+            .split(',')
+            .any(|t| t.trim().trim_start_matches("W/") == e),
+        (Some(_), None) => false,
+        (None, _) => match (
+            h.get("if-modified-since")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok()),
+            lm,
+        ) {
+            (Some(since), Some(t)) => t <= since,
+            _ => false,
+        },
+    };
+    if not_modified {
+        return b
+            .status(304)
+            .body(Full::new(Bytes::new()).boxed())
+            .expect("valid");
+    }
+    let status = p("status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(200);
+    let mut text = format!("key={key} n={n}\n");
+    if let Some(size) = p("size").and_then(|s| s.parse::<usize>().ok()) {
+        while text.len() < size {
+            text.push('.');
+        }
+        text.truncate(size.max(1));
+    }
+    let b = b.status(status);
+    if let Some(chunks) = p("chunks").and_then(|c| c.parse::<usize>().ok()) {
+        let bytes = Bytes::from(text);
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, Infallible>>(4);
+        tokio::spawn(async move {
+            let per = bytes.len().div_ceil(chunks.max(1)).max(1);
+            let mut at = 0;
+            while at < bytes.len() {
+                let end = (at + per).min(bytes.len());
+                if tx
+                    .send(Ok(hyper::body::Frame::data(bytes.slice(at..end))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                at = end;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let stream = http_body_util::StreamBody::new(ReceiverStream(rx));
+        return b.body(BodyExt::boxed(stream)).expect("valid");
+    }
+    b.body(Full::new(Bytes::from(text)).boxed()).expect("valid")
+}
+
+/// An mpsc receiver as a stream of body frames.
+struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
 }
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -139,7 +312,7 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let name = state.name.as_str();
     let path = req.uri().path().to_owned();
-    if path != "/_requests" {
+    if path != "/_requests" && !path.starts_with("/_") {
         state.served.fetch_add(1, Ordering::Relaxed);
     }
     if path == "/_requests" {
@@ -148,6 +321,27 @@ async fn handle(
             name,
             state.served.load(Ordering::Relaxed).to_string(),
         ));
+    }
+    if let Some(key) = path.strip_prefix("/cache/") {
+        return Ok(cache_response(&req, &state, key).await);
+    }
+    if let Some(key) = path.strip_prefix("/_count/") {
+        let n = state.keys.lock().unwrap().get(key).map_or(0, |e| e.0);
+        return Ok(text(StatusCode::OK, name, n.to_string()));
+    }
+    if let Some(key) = path.strip_prefix("/_last/") {
+        let h = state
+            .keys
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|e| e.1.clone())
+            .unwrap_or_default();
+        return Ok(text(StatusCode::OK, name, h));
+    }
+    if let Some(on) = path.strip_prefix("/_fail/") {
+        state.fail.store(on == "on", Ordering::Relaxed);
+        return Ok(text(StatusCode::OK, name, format!("fail {on}\n")));
     }
     if path == "/echo" {
         let mut out = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
@@ -225,6 +419,8 @@ async fn main() -> anyhow::Result<()> {
     let state = Arc::new(State {
         name: args.name.clone(),
         served: AtomicU64::new(0),
+        keys: std::sync::Mutex::default(),
+        fail: std::sync::atomic::AtomicBool::new(false),
     });
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
