@@ -2,6 +2,8 @@
 //!
 //! Implemented scenarios:
 //! - `l7`: HTTP/1.1 reverse proxying against nginx and HAProxy (see l7bench.rs).
+//! - `cache`: cache hits against Varnish, and the miss path against the uncached proxy
+//!   (see cachebench.rs).
 //! - `spread`: per-worker imbalance and short-request latency under a skewed mix of heavy
 //!   keep-alive connections and short connections, for the three spreading policies.
 //! - `attack`: legitimate throughput and p99 under a SYN flood from a blocked address: no
@@ -29,7 +31,7 @@ use crate::{
     util::{Procs, is_root, median_range, percentile, step, workspace},
 };
 
-const SCENARIOS: [&str; 3] = ["l7", "spread", "attack"];
+const SCENARIOS: [&str; 4] = ["l7", "cache", "spread", "attack"];
 
 pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if !is_root() {
@@ -57,6 +59,9 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if chosen.contains(&"l7") {
         crate::setup::ensure_packages(&["wrk", "nginx-light", "haproxy"])?;
     }
+    if chosen.contains(&"cache") {
+        crate::setup::ensure_packages(&["wrk", "nginx-light", "varnish"])?;
+    }
     build(true)?;
     let mut sections = Vec::new();
     for s in chosen {
@@ -74,6 +79,14 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
                 || crate::l7bench::l7(&bin),
             )?;
             sections.push(("l7".to_owned(), text, data));
+        }
+        if s == "cache" {
+            let bin = workspace().join("target/release");
+            let (text, data) = step(
+                "bench cache (4 targets x 3 repetitions, about 2 minutes)",
+                || crate::cachebench::cache(&bin),
+            )?;
+            sections.push(("cache".to_owned(), text, data));
         }
         if s == "attack" {
             let bin = workspace().join("target/release");

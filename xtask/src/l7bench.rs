@@ -14,7 +14,7 @@ use crate::util::{Procs, median_range, workspace};
 
 const RUN: Duration = Duration::from_secs(8);
 
-fn template(name: &str, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn template(name: &str, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let text = std::fs::read_to_string(workspace().join("xtask/bench").join(name))
         .with_context(|| format!("reading xtask/bench/{name}"))?;
     let out = dir.join(name);
@@ -22,7 +22,7 @@ fn template(name: &str, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(out)
 }
 
-fn pinned(program: &str, args: &[&str]) -> Command {
+pub(crate) fn pinned(program: &str, args: &[&str]) -> Command {
     let mut c = Command::new("taskset");
     c.args(["-c", "0", program])
         .args(args)
@@ -44,7 +44,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// The nginx worker's PID (the child of the master whose pid file is given).
-fn nginx_worker(pid_file: &Path) -> Option<u32> {
+pub(crate) fn nginx_worker(pid_file: &Path) -> Option<u32> {
     let master = std::fs::read_to_string(pid_file)
         .ok()?
         .trim()
@@ -55,7 +55,7 @@ fn nginx_worker(pid_file: &Path) -> Option<u32> {
     children.split_whitespace().next()?.parse().ok()
 }
 
-fn wait_port(port: u16) -> anyhow::Result<()> {
+pub(crate) fn wait_port(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -66,11 +66,11 @@ fn wait_port(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Sample {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    cpu_us: Option<f64>,
+pub(crate) struct Sample {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub cpu_us: Option<f64>,
 }
 
 fn ms(text: &str) -> Option<f64> {
@@ -87,20 +87,32 @@ fn ms(text: &str) -> Option<f64> {
 }
 
 fn wrk(port: u16, secs: u64, pid: Option<u32>) -> anyhow::Result<Sample> {
+    wrk_url(&format!("http://127.0.0.1:{port}/"), secs, pid, None)
+}
+
+/// wrk (2 threads, 64 connections, on CPU 1) against `url`, optionally with a Lua script;
+/// CPU per request is measured on `pid`.
+pub(crate) fn wrk_url(
+    url: &str,
+    secs: u64,
+    pid: Option<u32>,
+    script: Option<&Path>,
+) -> anyhow::Result<Sample> {
     let before = pid.map(cpu_ticks);
-    let out = Command::new("taskset")
-        .args([
-            "-c",
-            "1",
-            "wrk",
-            "-t2",
-            "-c64",
-            &format!("-d{secs}s"),
-            "--latency",
-            &format!("http://127.0.0.1:{port}/"),
-        ])
-        .output()
-        .context("running wrk")?;
+    let mut cmd = Command::new("taskset");
+    cmd.args([
+        "-c",
+        "1",
+        "wrk",
+        "-t2",
+        "-c64",
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd.arg(url).output().context("running wrk")?;
     let after = pid.map(cpu_ticks);
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |p: &str| {
@@ -119,7 +131,7 @@ fn wrk(port: u16, secs: u64, pid: Option<u32>) -> anyhow::Result<Sample> {
         .lines()
         .any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     if errors {
-        bail!("wrk saw errors on port {port}:\n{text}");
+        bail!("wrk saw errors on {url}:\n{text}");
     }
     Ok(Sample {
         rps,

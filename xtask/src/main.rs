@@ -2,6 +2,7 @@
 //! demo and running every test. Each command does its own set-up and is quick when all is there.
 mod attack;
 mod bench;
+mod cachebench;
 mod l7bench;
 mod run;
 mod setup;

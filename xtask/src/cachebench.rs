@@ -1,0 +1,224 @@
+//! `cargo xtask bench cache`: the response cache.
+//!
+//! - hits: one 1 KiB object (`Cache-Control: max-age=3600` from an nginx origin), served from
+//!   Varnish's cache and from this proxy's cache;
+//! - misses: every request a new URL (`xtask/bench/unique.lua`), through this proxy with its
+//!   cache (lookup, fetch, store, evict) and through this proxy without one (the plain
+//!   proxying path), to show what the cache costs on a miss.
+//!
+//! Same method as `l7`: systems under test and the origin on CPU 0, wrk on CPU 1, targets
+//! interleaved, 3 repetitions, medians with their range; CPU per request is the serving
+//! process's own user+system time.
+use std::{path::Path, time::Duration};
+
+use anyhow::Context;
+
+use crate::{
+    l7bench::{Sample, pinned, template, wait_port, wrk_url},
+    util::{Procs, median_range, workspace},
+};
+
+const RUN: Duration = Duration::from_secs(8);
+
+fn first_child(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The response head of `GET /` on 127.0.0.1:`port`.
+fn get_head(port: u16) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out);
+    Ok(text.split("\r\n\r\n").next().unwrap_or("").to_owned())
+}
+
+pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
+    let dir = std::env::temp_dir().join(format!("proxy-bench-cache-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("www"))?;
+    let page: String = (0..1024)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
+        .collect();
+    std::fs::write(dir.join("www/index.html"), page)?;
+    let unique = workspace().join("xtask/bench/unique.lua");
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        pinned(
+            "nginx",
+            &[
+                "-c",
+                template("origin-cache-nginx.conf", &dir)?
+                    .to_str()
+                    .unwrap_or_default(),
+            ],
+        )
+        .spawn()
+        .context("starting the origin nginx")?,
+    );
+    let workdir = dir.join("varnish");
+    let varnish = pinned(
+        "varnishd",
+        &[
+            "-F",
+            "-a",
+            "127.0.0.1:19111",
+            "-b",
+            "127.0.0.1:19110",
+            "-s",
+            "malloc,256m",
+            "-n",
+            workdir.to_str().unwrap_or_default(),
+            "-p",
+            "thread_pools=1",
+            "-p",
+            "thread_pool_min=16",
+        ],
+    )
+    .spawn()
+    .context("starting varnishd")?;
+    let varnish_pid = varnish.id();
+    procs.0.push(varnish);
+    let mut proxy_pids = Vec::new();
+    for (cfg, instance) in [
+        ("proxy-cache.toml", "bench-cache"),
+        ("proxy-nocache.toml", "bench-nocache"),
+    ] {
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{instance}"));
+        let path = template(cfg, &dir)?;
+        let child = pinned(
+            bin.join("proxy").to_str().unwrap_or_default(),
+            &["run", "--config", path.to_str().unwrap_or_default()],
+        )
+        .spawn()
+        .with_context(|| format!("starting the proxy with {cfg}"))?;
+        proxy_pids.push(child.id());
+        procs.0.push(child);
+    }
+    for port in [19110, 19111, 19112, 19113] {
+        wait_port(port)?;
+    }
+    // The proxy's cache answers (not only passes through): a second GET is a hit.
+    for _ in 0..2 {
+        let head = get_head(19112)?;
+        if head.contains("; hit") {
+            break;
+        }
+        anyhow::ensure!(
+            head.contains("stored"),
+            "the proxy did not store the bench object:\n{head}"
+        );
+    }
+    anyhow::ensure!(
+        get_head(19112)?.contains("; hit"),
+        "the proxy does not answer the bench object from its cache"
+    );
+    // Varnish's serving threads live in its child process.
+    let varnish_cache = first_child(varnish_pid);
+    // (name, url, pid, script)
+    let targets: [(&str, String, Option<u32>, Option<&Path>); 4] = [
+        (
+            "hit: Varnish",
+            "http://127.0.0.1:19111/".into(),
+            varnish_cache,
+            None,
+        ),
+        (
+            "hit: proxy",
+            "http://127.0.0.1:19112/".into(),
+            Some(proxy_pids[0]),
+            None,
+        ),
+        (
+            "miss: proxy without cache",
+            "http://127.0.0.1:19113/".into(),
+            Some(proxy_pids[1]),
+            Some(&unique),
+        ),
+        (
+            "miss: proxy with cache",
+            "http://127.0.0.1:19112/".into(),
+            Some(proxy_pids[0]),
+            Some(&unique),
+        ),
+    ];
+    let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
+    for rep in 0..3 {
+        for (i, (name, url, pid, script)) in targets.iter().enumerate() {
+            wrk_url(url, 2, None, *script)?; // warm-up (fills the cache for the hit runs)
+            let s = wrk_url(url, RUN.as_secs(), *pid, *script)?;
+            eprintln!(
+                "    rep {} {name:<28} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  cpu {}",
+                rep + 1,
+                s.rps,
+                s.p50_ms,
+                s.p99_ms,
+                s.cpu_us
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} us/req"))
+            );
+            samples[i].push(s);
+        }
+    }
+    drop(procs);
+    for instance in ["bench-cache", "bench-nocache"] {
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{instance}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let med = |i: usize, f: fn(&Sample) -> f64| {
+        median_range(&samples[i].iter().map(f).collect::<Vec<_>>())
+    };
+    let cpu = |i: usize| {
+        let c: Vec<f64> = samples[i].iter().filter_map(|s| s.cpu_us).collect();
+        (!c.is_empty()).then(|| median_range(&c).0)
+    };
+    // Each row's reference: hits against Varnish, misses against the uncached proxy.
+    let reference = [0usize, 0, 2, 2];
+    let mut md = format!(
+        "## cache: cache hits against Varnish, and what a miss costs\n\n\
+         Hits: one 1 KiB object (`Cache-Control: max-age=3600` from an nginx origin) from Varnish 7 \
+         (built-in VCL, `-s malloc,256m`, one thread pool) and from this proxy (`[route.cache]`, 256 MiB, 1 worker). \
+         Misses: every request a new URL (`xtask/bench/unique.lua`), through this proxy with the cache (lookup, \
+         fetch, store while streaming, eviction once full) and without it. Origin and servers on CPU 0, wrk \
+         (2 threads, 64 connections, {} s after a 2 s warm-up) on CPU 1; interleaved, 3 repetitions, median \
+         (min..max). \"vs\" is against Varnish for hits and against the uncached proxy for misses.\n\n\
+         | target | req/s | vs | p50 ms | p99 ms | CPU us/request | CPU vs |\n|---|---|---|---|---|---|---|\n",
+        RUN.as_secs()
+    );
+    let mut json = Vec::new();
+    for (i, (name, _, _, _)) in targets.iter().enumerate() {
+        let (rps, lo, hi) = med(i, |s| s.rps);
+        let (p50, _, _) = med(i, |s| s.p50_ms);
+        let (p99, _, _) = med(i, |s| s.p99_ms);
+        let r = reference[i];
+        let ratio = rps / med(r, |s| s.rps).0;
+        let c = cpu(i);
+        let c_ratio = match (c, cpu(r)) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "–".to_owned(),
+        };
+        md.push_str(&format!(
+            "| {name} | {rps:.0} ({lo:.0}..{hi:.0}) | {ratio:.2} | {p50:.2} | {p99:.2} | {} | {c_ratio} |\n",
+            c.map_or_else(|| "–".to_owned(), |c| format!("{c:.1}")),
+        ));
+        json.push(format!(
+            "{{\"target\": \"{name}\", \"rps\": {rps:.0}, \"rps_min\": {lo:.0}, \"rps_max\": {hi:.0}, \"p50_ms\": {p50:.3}, \"p99_ms\": {p99:.3}, \"cpu_us_per_request\": {}}}",
+            c.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
+        ));
+    }
+    md.push('\n');
+    Ok((
+        md,
+        format!(
+            "{{\"scenario\": \"cache\", \"results\": [{}]}}",
+            json.join(", ")
+        ),
+    ))
+}
