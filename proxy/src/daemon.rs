@@ -87,6 +87,7 @@ impl Faults {
 /// Runs the proxy until SIGINT or SIGTERM.
 pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> anyhow::Result<()> {
     kernel::require_root()?;
+    raise_open_files_limit();
     kernel::ensure_bpffs()?;
     let faults = Faults::from_env();
     let instance = config.instance.clone();
@@ -456,6 +457,36 @@ async fn apply_bans(
 }
 
 /// Starts the active health checks of a generation; sending `true` stops them.
+/// Every client and upstream connection is a file descriptor: the soft limit (often 1024)
+/// goes up to the hard limit, as nginx's `worker_rlimit_nofile` and HAProxy do.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            info!(
+                from = before,
+                to = limit.rlim_max,
+                "raised the open files limit"
+            );
+        } else {
+            warn!(
+                "cannot raise the open files limit from {before}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 fn start_health_checks(generation: &Generation) -> watch::Sender<bool> {
     let (tx, rx) = watch::channel(false);
     for up in generation.upstreams.values() {

@@ -9,6 +9,9 @@
 //! - `attack`: legitimate throughput and p99 under a SYN flood from a blocked address: no
 //!   flood, XDP, accept()-time blocklist, nftables (see attack.rs).
 //!
+//! - `memory`: RSS with 10 000 idle keep-alive connections against nginx and HAProxy (see
+//!   membench.rs).
+//!
 //! Every load is bounded in time and stays on 127.0.0.1. Results go to `docs/benchmarks.md`
 //! (a section per scenario) and `docs/benchmarks/<scenario>.json`.
 use std::{
@@ -31,7 +34,7 @@ use crate::{
     util::{Procs, is_root, median_range, percentile, step, workspace},
 };
 
-const SCENARIOS: [&str; 4] = ["l7", "cache", "spread", "attack"];
+const SCENARIOS: [&str; 5] = ["l7", "cache", "spread", "attack", "memory"];
 
 pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if !is_root() {
@@ -58,6 +61,9 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     }
     if chosen.contains(&"l7") {
         crate::setup::ensure_packages(&["wrk", "nginx-light", "haproxy"])?;
+    }
+    if chosen.contains(&"memory") {
+        crate::setup::ensure_packages(&["nginx-light", "haproxy"])?;
     }
     if chosen.contains(&"cache") {
         crate::setup::ensure_packages(&["wrk", "nginx-light", "varnish"])?;
@@ -87,6 +93,14 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
                 || crate::cachebench::cache(&bin),
             )?;
             sections.push(("cache".to_owned(), text, data));
+        }
+        if s == "memory" {
+            let bin = workspace().join("target/release");
+            let (text, data) = step(
+                "bench memory (3 servers x 3 repetitions of 10 000 connections, about 1 minute)",
+                || crate::membench::memory(&bin),
+            )?;
+            sections.push(("memory".to_owned(), text, data));
         }
         if s == "attack" {
             let bin = workspace().join("target/release");

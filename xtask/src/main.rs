@@ -4,6 +4,7 @@ mod attack;
 mod bench;
 mod cachebench;
 mod l7bench;
+mod membench;
 mod run;
 mod setup;
 mod util;

@@ -1,0 +1,214 @@
+//! `cargo xtask bench memory`: resident memory with 10 000 idle keep-alive client connections,
+//! this proxy against nginx and HAProxy (configs `xtask/bench/*-memory.*`, the l7 ones with
+//! room for the connections). Each client connection makes one request (so the server has
+//! set up its HTTP state for it) and then stays open and idle. RSS is summed over the server's
+//! processes (nginx: master and worker) from /proc, before and with the connections.
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+
+use crate::{
+    l7bench::{pinned, template, wait_port},
+    util::{Procs, median_range},
+};
+
+const CONNECTIONS: usize = 10_000;
+
+/// VmRSS of `pid` and its children, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let own = |p: u32| {
+        std::fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(own)
+        .sum();
+    own(pid) + children
+}
+
+/// One GET on `s`, read to the end of its body (Content-Length framing).
+fn one_request(s: &mut TcpStream) -> anyhow::Result<()> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            bail!("the server closed the connection");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .context("a response without Content-Length")?;
+            if !head.starts_with("http/1.1 200") {
+                bail!("unexpected response: {}", &text[..end]);
+            }
+            if buf.len() >= end + 4 + len {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn raise_nofile() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+/// (idle RSS, RSS with the connections) in KiB.
+fn measure(port: u16, pid: u32) -> anyhow::Result<(u64, u64)> {
+    for _ in 0..200 {
+        one_request(&mut TcpStream::connect(("127.0.0.1", port))?)?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss_kib(pid);
+    let mut held = Vec::with_capacity(CONNECTIONS);
+    for i in 0..CONNECTIONS {
+        let mut s = TcpStream::connect(("127.0.0.1", port))
+            .with_context(|| format!("connection {i} to port {port}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        one_request(&mut s).with_context(|| format!("request on connection {i}"))?;
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let loaded = rss_kib(pid);
+    drop(held);
+    // Let the servers notice the closes before the next target.
+    std::thread::sleep(Duration::from_secs(2));
+    Ok((idle, loaded))
+}
+
+pub fn memory(bin: &Path) -> anyhow::Result<(String, String)> {
+    raise_nofile();
+    let dir = std::env::temp_dir().join(format!("proxy-bench-memory-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("www"))?;
+    let page: String = (0..1024)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
+        .collect();
+    std::fs::write(dir.join("www/index.html"), page)?;
+    let mut procs = Procs(Vec::new());
+    let arg = |p: std::path::PathBuf| p.to_str().unwrap_or_default().to_owned();
+    procs.0.push(
+        pinned("nginx", &["-c", &arg(template("origin-nginx.conf", &dir)?)])
+            .spawn()
+            .context("starting the origin nginx")?,
+    );
+    let nginx = pinned("nginx", &["-c", &arg(template("nginx-memory.conf", &dir)?)])
+        .spawn()
+        .context("starting nginx")?;
+    let haproxy = pinned(
+        "haproxy",
+        &["-f", &arg(template("haproxy-memory.cfg", &dir)?)],
+    )
+    .spawn()
+    .context("starting haproxy")?;
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-memory");
+    let proxy = pinned(
+        bin.join("proxy").to_str().unwrap_or_default(),
+        &[
+            "run",
+            "--config",
+            &arg(template("proxy-memory.toml", &dir)?),
+        ],
+    )
+    .spawn()
+    .context("starting the proxy")?;
+    let targets: [(&str, u16, u32); 3] = [
+        ("nginx", 19121, nginx.id()),
+        ("HAProxy", 19122, haproxy.id()),
+        ("proxy", 19123, proxy.id()),
+    ];
+    procs.0.extend([nginx, haproxy, proxy]);
+    for port in [19100, 19121, 19122, 19123] {
+        wait_port(port)?;
+    }
+    let mut samples: Vec<Vec<(u64, u64)>> = targets.iter().map(|_| Vec::new()).collect();
+    for rep in 0..3 {
+        for (i, (name, port, pid)) in targets.iter().enumerate() {
+            let (idle, loaded) = measure(*port, *pid)?;
+            eprintln!(
+                "    rep {} {name:<8} idle {:>7.1} MiB  with {CONNECTIONS} connections {:>7.1} MiB  ({:.2} KiB/connection)",
+                rep + 1,
+                idle as f64 / 1024.0,
+                loaded as f64 / 1024.0,
+                loaded.saturating_sub(idle) as f64 / CONNECTIONS as f64
+            );
+            samples[i].push((idle, loaded));
+        }
+    }
+    drop(procs);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-memory");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let loaded_med = |i: usize| {
+        median_range(
+            &samples[i]
+                .iter()
+                .map(|s| s.1 as f64 / 1024.0)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let nginx_loaded = loaded_med(0).0;
+    let mut md = format!(
+        "## memory: RSS with {CONNECTIONS} idle keep-alive connections\n\n\
+         Each server with 1 worker/thread (configs `xtask/bench/*-memory.*`: the l7 ones with room for the \
+         connections), pinned to CPU 0. Each client connection makes one 1 KiB request through the server to the \
+         nginx origin and then stays open and idle; RSS (VmRSS, summed over the server's processes) before and 2 s \
+         after the last one opened. 3 repetitions in turn, median (min..max).\n\n\
+         | server | idle MiB | with {CONNECTIONS} connections, MiB | vs nginx | KiB per connection |\n|---|---|---|---|---|\n"
+    );
+    let mut json = Vec::new();
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        let (idle, _, _) = median_range(
+            &samples[i]
+                .iter()
+                .map(|s| s.0 as f64 / 1024.0)
+                .collect::<Vec<_>>(),
+        );
+        let (loaded, lo, hi) = loaded_med(i);
+        let per = (loaded - idle) * 1024.0 / CONNECTIONS as f64;
+        md.push_str(&format!(
+            "| {name} | {idle:.1} | {loaded:.1} ({lo:.1}..{hi:.1}) | {:.2} | {per:.2} |\n",
+            loaded / nginx_loaded
+        ));
+        json.push(format!(
+            "{{\"server\": \"{name}\", \"idle_mib\": {idle:.2}, \"loaded_mib\": {loaded:.2}, \"kib_per_connection\": {per:.3}}}"
+        ));
+    }
+    md.push('\n');
+    Ok((
+        md,
+        format!(
+            "{{\"scenario\": \"memory\", \"connections\": {CONNECTIONS}, \"results\": [{}]}}",
+            json.join(", ")
+        ),
+    ))
+}
