@@ -417,6 +417,7 @@ async fn apply_bans(
             _ = sweep.tick() => {
                 shared.limits.sweep();
                 shared.bans.sweep();
+                tokio::task::spawn_blocking(release_free_memory);
                 continue;
             }
             _ = stop.changed() => return,
@@ -457,6 +458,16 @@ async fn apply_bans(
 }
 
 /// Starts the active health checks of a generation; sending `true` stops them.
+/// Gives memory that was freed (after a burst of connections, say) back to the system: glibc
+/// keeps freed memory of its per-thread arenas otherwise.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Every client and upstream connection is a file descriptor: the soft limit (often 1024)
 /// goes up to the hard limit, as nginx's `worker_rlimit_nofile` and HAProxy do.
 fn raise_open_files_limit() {

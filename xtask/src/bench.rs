@@ -97,7 +97,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         if s == "memory" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench memory (3 servers x 3 repetitions of 10 000 connections, about 1 minute)",
+                "bench memory (3 servers x 3 repetitions of 10 000 connections, about 3 minutes)",
                 || crate::membench::memory(&bin),
             )?;
             sections.push(("memory".to_owned(), text, data));

@@ -264,7 +264,10 @@ async fn serve_http<S>(
     let peer = info.peer;
     let shared = wctx.shared.clone();
     let limits = shared.generation.load().config.limits.clone();
-    let service = service_fn(move |req| handle(req, info.clone(), wctx.clone()));
+    // Boxed per request: hyper keeps the space of one service future for the whole life of a
+    // connection, and the request path's future is several KiB; idle keep-alive connections
+    // should not hold it.
+    let service = service_fn(move |req| Box::pin(handle(req, info.clone(), wctx.clone())));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
