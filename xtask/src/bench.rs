@@ -2,6 +2,8 @@
 //!
 //! Implemented scenarios:
 //! - `l7`: HTTP/1.1 reverse proxying against nginx and HAProxy (see l7bench.rs).
+//! - `h2`: HTTP/2 (h2c, h2load) against nginx and HAProxy; `tls`: TLS 1.3 new handshakes/s and
+//!   keep-alive req/s against nginx (see protobench.rs).
 //! - `cache`: cache hits against Varnish, and the miss path against the uncached proxy
 //!   (see cachebench.rs).
 //! - `spread`: per-worker imbalance and short-request latency under a skewed mix of heavy
@@ -34,7 +36,7 @@ use crate::{
     util::{Procs, is_root, median_range, percentile, step, workspace},
 };
 
-const SCENARIOS: [&str; 5] = ["l7", "cache", "spread", "attack", "memory"];
+const SCENARIOS: [&str; 7] = ["l7", "h2", "tls", "cache", "spread", "attack", "memory"];
 
 pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if !is_root() {
@@ -62,6 +64,12 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if chosen.contains(&"l7") {
         crate::setup::ensure_packages(&["wrk", "nginx-light", "haproxy"])?;
     }
+    if chosen.contains(&"h2") {
+        crate::setup::ensure_packages(&["nghttp2-client", "nginx-light", "haproxy"])?;
+    }
+    if chosen.contains(&"tls") {
+        crate::setup::ensure_packages(&["wrk", "nginx-light", "openssl"])?;
+    }
     if chosen.contains(&"memory") {
         crate::setup::ensure_packages(&["nginx-light", "haproxy"])?;
     }
@@ -85,6 +93,22 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
                 || crate::l7bench::l7(&bin),
             )?;
             sections.push(("l7".to_owned(), text, data));
+        }
+        if s == "h2" {
+            let bin = workspace().join("target/release");
+            let (text, data) = step(
+                "bench h2 (3 targets x 3 repetitions, about 1.5 minutes)",
+                || crate::protobench::h2(&bin),
+            )?;
+            sections.push(("h2".to_owned(), text, data));
+        }
+        if s == "tls" {
+            let bin = workspace().join("target/release");
+            let (text, data) = step(
+                "bench tls (2 modes x 2 targets x 3 repetitions, about 2 minutes)",
+                || crate::protobench::tls(&bin),
+            )?;
+            sections.push(("tls".to_owned(), text, data));
         }
         if s == "cache" {
             let bin = workspace().join("target/release");

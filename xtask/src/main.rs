@@ -5,6 +5,7 @@ mod bench;
 mod cachebench;
 mod l7bench;
 mod membench;
+mod protobench;
 mod run;
 mod setup;
 mod util;

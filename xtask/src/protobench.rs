@@ -1,0 +1,343 @@
+//! `cargo xtask bench h2` and `cargo xtask bench tls`: the l7 scenario's method (systems under
+//! test and the nginx origin on CPU 0, the load generator on CPU 1, interleaved, 3
+//! repetitions, medians with their range, CPU per request of the serving process) for
+//!
+//! - `h2`: HTTP/2 with prior knowledge (h2c) from h2load (64 connections, 10 streams each)
+//!   to nginx, HAProxy and this proxy, HTTP/1.1 to the origin; p50/p99 from h2load's
+//!   per-request log;
+//! - `tls`: TLS 1.3 termination against nginx (same ECDSA P-256 certificate): new handshakes
+//!   per second (wrk, `Connection: close`, so every request is a new connection and a full
+//!   handshake) and keep-alive requests per second.
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+
+use crate::{
+    l7bench::{Sample, nginx_worker, pinned, template, wait_port, wrk_url},
+    util::{Procs, median_range, percentile, workspace},
+};
+
+const RUN: Duration = Duration::from_secs(8);
+
+fn page(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("www"))?;
+    let page: String = (0..1024)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
+        .collect();
+    std::fs::write(dir.join("www/index.html"), page)?;
+    Ok(())
+}
+
+fn arg(p: std::path::PathBuf) -> String {
+    p.to_str().unwrap_or_default().to_owned()
+}
+
+/// utime + stime of `pid` in clock ticks (100 Hz).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// h2load (1 thread on CPU 1, 64 connections x 10 streams, h2c) for `secs` seconds.
+fn h2load(port: u16, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Result<Sample> {
+    let _ = std::fs::remove_file(log);
+    let before = pid.map(cpu_ticks);
+    let out = Command::new("taskset")
+        .args(["-c", "1", "h2load", "-t1", "-c64", "-m10"])
+        .arg(format!("-D{secs}"))
+        .arg(format!("--log-file={}", log.display()))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .stdin(Stdio::null())
+        .output()
+        .context("running h2load")?;
+    let after = pid.map(cpu_ticks);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "finished in 8.00s, 41234.50 req/s, ..." and "requests: N total, N started, N done,
+    // N succeeded, F failed, E errored, T timeout"
+    let rps: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .and_then(|l| l.split(", ").nth(1)?.strip_suffix(" req/s")?.parse().ok())
+        .with_context(|| format!("h2load output:\n{text}"))?;
+    let requests = text
+        .lines()
+        .find_map(|l| l.strip_prefix("requests: "))
+        .context("h2load printed no request counts")?;
+    let count = |what: &str| -> u64 {
+        requests
+            .split(", ")
+            .find_map(|p| p.strip_suffix(what)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    if count(" failed") + count(" errored") > 0 {
+        bail!("h2load saw failures on port {port}:\n{text}");
+    }
+    let status_2xx: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("status codes: "))
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    if status_2xx == 0 {
+        bail!("h2load got no 2xx answers from port {port}:\n{text}");
+    }
+    // Log lines: start time (us), status, duration (us).
+    let mut durations: Vec<f64> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse::<f64>().ok())
+        .map(|us| us / 1000.0)
+        .collect();
+    durations.sort_by(f64::total_cmp);
+    let done = count(" done") as f64;
+    Ok(Sample {
+        rps,
+        p50_ms: percentile(&durations, 0.50),
+        p99_ms: percentile(&durations, 0.99),
+        cpu_us: match (before, after) {
+            (Some(b), Some(a)) if done > 0.0 => Some((a - b) as f64 * 10_000.0 / done),
+            _ => None,
+        },
+    })
+}
+
+/// A Markdown table row and a JSON object per target.
+fn table(
+    names: &[&str],
+    samples: &[Vec<Sample>],
+    reference: usize,
+    md: &mut String,
+    json: &mut Vec<String>,
+    label: &str,
+) {
+    let rps_of = |i: usize| median_range(&samples[i].iter().map(|s| s.rps).collect::<Vec<_>>());
+    let cpu_of = |i: usize| {
+        let c: Vec<f64> = samples[i].iter().filter_map(|s| s.cpu_us).collect();
+        (!c.is_empty()).then(|| median_range(&c).0)
+    };
+    for (i, name) in names.iter().enumerate() {
+        let (rps, lo, hi) = rps_of(i);
+        let p50 = median_range(&samples[i].iter().map(|s| s.p50_ms).collect::<Vec<_>>()).0;
+        let p99 = median_range(&samples[i].iter().map(|s| s.p99_ms).collect::<Vec<_>>()).0;
+        let cpu = cpu_of(i);
+        let cpu_vs = match (cpu, cpu_of(reference)) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "–".to_owned(),
+        };
+        md.push_str(&format!(
+            "| {label}{name} | {rps:.0} ({lo:.0}..{hi:.0}) | {:.2} | {p50:.2} | {p99:.2} | {} | {cpu_vs} |\n",
+            rps / rps_of(reference).0,
+            cpu.map_or_else(|| "–".to_owned(), |c| format!("{c:.1}")),
+        ));
+        json.push(format!(
+            "{{\"target\": \"{label}{name}\", \"rps\": {rps:.0}, \"rps_min\": {lo:.0}, \"rps_max\": {hi:.0}, \"p50_ms\": {p50:.3}, \"p99_ms\": {p99:.3}, \"cpu_us_per_request\": {}}}",
+            cpu.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
+        ));
+    }
+}
+
+fn report(rep: usize, name: &str, s: &Sample) {
+    eprintln!(
+        "    rep {} {name:<24} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  cpu {}",
+        rep + 1,
+        s.rps,
+        s.p50_ms,
+        s.p99_ms,
+        s.cpu_us
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} us/req"))
+    );
+}
+
+pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
+    let dir = std::env::temp_dir().join(format!("proxy-bench-h2-{}", std::process::id()));
+    page(&dir)?;
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        pinned("nginx", &["-c", &arg(template("origin-nginx.conf", &dir)?)])
+            .spawn()
+            .context("starting the origin nginx")?,
+    );
+    procs.0.push(
+        pinned("nginx", &["-c", &arg(template("nginx-h2.conf", &dir)?)])
+            .spawn()
+            .context("starting nginx")?,
+    );
+    let haproxy = pinned("haproxy", &["-f", &arg(template("haproxy-h2.cfg", &dir)?)])
+        .spawn()
+        .context("starting haproxy")?;
+    let haproxy_pid = haproxy.id();
+    procs.0.push(haproxy);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-h2");
+    let proxy = pinned(
+        bin.join("proxy").to_str().unwrap_or_default(),
+        &["run", "--config", &arg(template("proxy-h2.toml", &dir)?)],
+    )
+    .spawn()
+    .context("starting the proxy")?;
+    let proxy_pid = proxy.id();
+    procs.0.push(proxy);
+    for port in [19100, 19131, 19132, 19133] {
+        wait_port(port)?;
+    }
+    let nginx_pid = nginx_worker(&dir.join("nginx-h2.pid"));
+    let targets: [(&str, u16, Option<u32>); 3] = [
+        ("nginx", 19131, nginx_pid),
+        ("HAProxy", 19132, Some(haproxy_pid)),
+        ("proxy", 19133, Some(proxy_pid)),
+    ];
+    let log = dir.join("h2load.log");
+    let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
+    for rep in 0..3 {
+        for (i, (name, port, pid)) in targets.iter().enumerate() {
+            h2load(*port, 2, None, &log)?;
+            let s = h2load(*port, RUN.as_secs(), *pid, &log)?;
+            report(rep, name, &s);
+            samples[i].push(s);
+        }
+    }
+    drop(procs);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-h2");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut md = format!(
+        "## h2: HTTP/2 (h2c) reverse proxying\n\n\
+         h2load (1 thread, 64 connections, 10 concurrent streams each, {} s after a 2 s warm-up) on CPU 1; nginx \
+         (`listen ... http2`), HAProxy (`proto h2`) and this proxy (h2c on its plain listener), 1 worker each, and \
+         the nginx origin (1 KiB file, HTTP/1.1 keep-alive behind every proxy) on CPU 0. p50/p99 from h2load's \
+         per-request log. Interleaved, 3 repetitions, median (min..max); ratios against nginx.\n\n\
+         | target | req/s | vs nginx | p50 ms | p99 ms | CPU us/request | CPU vs nginx |\n|---|---|---|---|---|---|---|\n",
+        RUN.as_secs()
+    );
+    let mut json = Vec::new();
+    let names: Vec<&str> = targets.iter().map(|t| t.0).collect();
+    table(&names, &samples, 0, &mut md, &mut json, "");
+    md.push('\n');
+    Ok((
+        md,
+        format!(
+            "{{\"scenario\": \"h2\", \"results\": [{}]}}",
+            json.join(", ")
+        ),
+    ))
+}
+
+pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
+    let dir = std::env::temp_dir().join(format!("proxy-bench-tls-{}", std::process::id()));
+    page(&dir)?;
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bench.test",
+            "-addext",
+            "subjectAltName=DNS:bench.test,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running openssl to make the bench certificate")?;
+    if !status.success() {
+        bail!("openssl could not make the bench certificate");
+    }
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        pinned("nginx", &["-c", &arg(template("origin-nginx.conf", &dir)?)])
+            .spawn()
+            .context("starting the origin nginx")?,
+    );
+    procs.0.push(
+        pinned("nginx", &["-c", &arg(template("nginx-tls.conf", &dir)?)])
+            .spawn()
+            .context("starting nginx")?,
+    );
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-tls");
+    let proxy = pinned(
+        bin.join("proxy").to_str().unwrap_or_default(),
+        &["run", "--config", &arg(template("proxy-tls.toml", &dir)?)],
+    )
+    .spawn()
+    .context("starting the proxy")?;
+    let proxy_pid = proxy.id();
+    procs.0.push(proxy);
+    for port in [19100, 19141, 19143] {
+        wait_port(port)?;
+    }
+    let nginx_pid = nginx_worker(&dir.join("nginx-tls.pid"));
+    let close = workspace().join("xtask/bench/close.lua");
+    let targets: [(&str, u16, Option<u32>); 2] = [
+        ("nginx", 19141, nginx_pid),
+        ("proxy", 19143, Some(proxy_pid)),
+    ];
+    // [handshakes, keep-alive] x target
+    let mut samples: Vec<Vec<Vec<Sample>>> = (0..2)
+        .map(|_| targets.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for rep in 0..3 {
+        for (mode, script) in [(0usize, Some(close.as_path())), (1, None)] {
+            for (i, (name, port, pid)) in targets.iter().enumerate() {
+                let url = format!("https://127.0.0.1:{port}/");
+                wrk_url(&url, 2, None, script)?;
+                let s = wrk_url(&url, RUN.as_secs(), *pid, script)?;
+                let label = if mode == 0 {
+                    "handshakes"
+                } else {
+                    "keep-alive"
+                };
+                report(rep, &format!("{label} {name}"), &s);
+                samples[mode][i].push(s);
+            }
+        }
+    }
+    drop(procs);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-tls");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut md = format!(
+        "## tls: TLS 1.3 termination\n\n\
+         nginx (OpenSSL) and this proxy (rustls, ring), 1 worker each, the same ECDSA P-256 certificate, on CPU 0 \
+         with the nginx origin (1 KiB file); wrk (2 threads, 64 connections, {} s after a 2 s warm-up) on CPU 1. \
+         New handshakes: `Connection: close` on every request (`xtask/bench/close.lua`), so each request is a new \
+         TCP connection and a full TLS 1.3 handshake (no resumption): req/s = handshakes/s. Keep-alive: requests \
+         on established TLS connections. Interleaved, 3 repetitions, median (min..max); ratios against nginx.\n\n\
+         | target | req/s | vs nginx | p50 ms | p99 ms | CPU us/request | CPU vs nginx |\n|---|---|---|---|---|---|---|\n",
+        RUN.as_secs()
+    );
+    let mut json = Vec::new();
+    let names: Vec<&str> = targets.iter().map(|t| t.0).collect();
+    table(
+        &names,
+        &samples[0],
+        0,
+        &mut md,
+        &mut json,
+        "new handshakes: ",
+    );
+    table(&names, &samples[1], 0, &mut md, &mut json, "keep-alive: ");
+    md.push('\n');
+    Ok((
+        md,
+        format!(
+            "{{\"scenario\": \"tls\", \"results\": [{}]}}",
+            json.join(", ")
+        ),
+    ))
+}
