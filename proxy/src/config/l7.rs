@@ -336,7 +336,7 @@ pub struct UpstreamConfig {
 }
 
 fn default_max_idle() -> usize {
-    64
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
