@@ -44,7 +44,12 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
             "the benchmarks run the proxy, which loads kernel programs: run `cargo xtask bench` as root"
         );
     }
-    let chosen: Vec<&str> = if scenarios.is_empty() {
+    // `charts`: redraw the charts (and the Markdown around them) from the stored results.
+    let redraw_only = scenarios.len() == 1 && scenarios[0] == "charts";
+    let scenarios: &[String] = if redraw_only { &[] } else { scenarios };
+    let chosen: Vec<&str> = if redraw_only {
+        Vec::new()
+    } else if scenarios.is_empty() {
         SCENARIOS.to_vec()
     } else {
         scenarios.iter().map(String::as_str).collect()
@@ -57,7 +62,10 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
             );
         }
     }
-    setup()?;
+    if !chosen.is_empty() {
+        setup()?;
+    }
+    crate::setup::ensure_packages(&["fonts-dejavu-core"])?;
     if chosen.contains(&"attack") {
         crate::setup::ensure_packages(&["wrk", "nftables", "curl"])?;
     }
@@ -76,7 +84,9 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if chosen.contains(&"cache") {
         crate::setup::ensure_packages(&["wrk", "nginx-light", "varnish"])?;
     }
-    build(true)?;
+    if !chosen.is_empty() {
+        build(true)?;
+    }
     let mut sections = Vec::new();
     for s in chosen {
         if s == "spread" {
@@ -173,7 +183,18 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         "# Benchmarks\n\nWritten by `cargo xtask bench [SCENARIO...]`; each section says when and where it ran. \
         Machine-readable results are in `docs/benchmarks/<scenario>.json`.\n\n",
     );
-    for (_, text) in kept {
+    for (name, text) in kept {
+        // Each section shows its chart (drawn from its JSON) above the line saying when it ran.
+        let mut text = text;
+        if crate::charts::chart(&json_dir, &name)? {
+            let image = format!("![{name}](benchmarks/{name}.svg)\n\n");
+            if !text.contains(&image) {
+                match text.rfind("_Run on") {
+                    Some(at) => text.insert_str(at, &image),
+                    None => text.push_str(&image),
+                }
+            }
+        }
         md.push_str(&text);
         md.push('\n');
     }

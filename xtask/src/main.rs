@@ -3,6 +3,7 @@
 mod attack;
 mod bench;
 mod cachebench;
+mod charts;
 mod l7bench;
 mod membench;
 mod protobench;
@@ -42,7 +43,8 @@ enum Command {
     Test,
     /// Run benchmarks (default: all implemented scenarios) and write docs/benchmarks.md.
     Bench {
-        /// Scenarios to run: l7, spread, attack.
+        /// Scenarios to run (default: all): l7, h2, tls, cache, spread, attack, memory;
+        /// `charts` only redraws the charts from the stored results.
         scenarios: Vec<String>,
     },
 }
