@@ -6,6 +6,8 @@
 //!   keep-alive req/s against nginx (see protobench.rs).
 //! - `cache`: cache hits against Varnish, and the miss path against the uncached proxy
 //!   (see cachebench.rs).
+//! - `xdp`: packets/s and softirq CPU per packet dropping a trafgen flood from 100 000
+//!   blocklisted prefixes: XDP, TC, nftables set, no filter (see xdpbench.rs).
 //! - `spread`: per-worker imbalance and short-request latency under a skewed mix of heavy
 //!   keep-alive connections and short connections, for the three spreading policies.
 //! - `attack`: legitimate throughput and p99 under a SYN flood from a blocked address: no
@@ -36,7 +38,9 @@ use crate::{
     util::{Procs, is_root, median_range, percentile, step, workspace},
 };
 
-const SCENARIOS: [&str; 7] = ["l7", "h2", "tls", "cache", "spread", "attack", "memory"];
+const SCENARIOS: [&str; 8] = [
+    "l7", "h2", "tls", "cache", "xdp", "attack", "spread", "memory",
+];
 
 pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if !is_root() {
@@ -77,6 +81,9 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     }
     if chosen.contains(&"tls") {
         crate::setup::ensure_packages(&["wrk", "nginx-light", "openssl"])?;
+    }
+    if chosen.contains(&"xdp") {
+        crate::setup::ensure_packages(&["netsniff-ng", "nftables"])?;
     }
     if chosen.contains(&"memory") {
         crate::setup::ensure_packages(&["nginx-light", "haproxy"])?;
@@ -135,6 +142,14 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
                 || crate::membench::memory(&bin),
             )?;
             sections.push(("memory".to_owned(), text, data));
+        }
+        if s == "xdp" {
+            let bin = workspace().join("target/release");
+            let (text, data) = step(
+                "bench xdp (4 filters x 3 repetitions, about 2 minutes)",
+                || crate::xdpbench::xdp(&bin),
+            )?;
+            sections.push(("xdp".to_owned(), text, data));
         }
         if s == "attack" {
             let bin = workspace().join("target/release");

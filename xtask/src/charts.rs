@@ -21,7 +21,11 @@ fn shape(scenario: &str) -> Option<(&'static str, &'static str, &'static str)> {
             "legitimate requests per second under the flood",
         ),
         "spread" => ("policy", "imbalance", "busiest worker / mean (1.0 = even)"),
-        "xdp" => ("mode", "dropped_pps", "flood packets dropped per second"),
+        "xdp" => (
+            "mode",
+            "softirq_ns_per_packet",
+            "receive CPU per flood packet, ns (softirq)",
+        ),
         _ => return None,
     })
 }

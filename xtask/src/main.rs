@@ -10,6 +10,7 @@ mod protobench;
 mod run;
 mod setup;
 mod util;
+mod xdpbench;
 
 use std::process::ExitCode;
 
@@ -43,7 +44,7 @@ enum Command {
     Test,
     /// Run benchmarks (default: all implemented scenarios) and write docs/benchmarks.md.
     Bench {
-        /// Scenarios to run (default: all): l7, h2, tls, cache, spread, attack, memory;
+        /// Scenarios to run (default: all): l7, h2, tls, cache, xdp, attack, spread, memory;
         /// `charts` only redraws the charts from the stored results.
         scenarios: Vec<String>,
     },
