@@ -8,7 +8,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(&args),
-        other => proxy::cli::manage(other),
+        other => {
+            // A management command piped into `head` ends quietly when the reader goes away,
+            // like other command-line tools (Rust ignores SIGPIPE, and println! would panic).
+            // SAFETY: setting a signal disposition to the default before any thread starts.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            proxy::cli::manage(other)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
