@@ -43,6 +43,8 @@ const SCENARIOS: [&str; 8] = [
 ];
 
 pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    crate::util::stop_children_on_signal();
     if !is_root() {
         bail!(
             "the benchmarks run the proxy, which loads kernel programs: run `cargo xtask bench` as root"
@@ -218,7 +220,10 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
          and claim a difference only when it exceeds about twice the spread.\n",
     );
     std::fs::write(&md_path, md).context("writing docs/benchmarks.md")?;
-    eprintln!("==> results written to docs/benchmarks.md and docs/benchmarks/");
+    eprintln!(
+        "==> results written to docs/benchmarks.md and docs/benchmarks/ ({:.1} min in all)",
+        started.elapsed().as_secs_f64() / 60.0
+    );
     Ok(())
 }
 

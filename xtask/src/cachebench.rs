@@ -18,7 +18,7 @@ use crate::{
     util::{Procs, median_range, workspace},
 };
 
-const RUN: Duration = Duration::from_secs(8);
+const RUN: Duration = Duration::from_secs(6);
 
 fn first_child(pid: u32) -> Option<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -152,7 +152,7 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
     let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
     for rep in 0..3 {
         for (i, (name, url, pid, script)) in targets.iter().enumerate() {
-            wrk_url(url, 2, None, *script)?; // warm-up (fills the cache for the hit runs)
+            wrk_url(url, 1, None, *script)?; // warm-up (fills the cache for the hit runs)
             let s = wrk_url(url, RUN.as_secs(), *pid, *script)?;
             eprintln!(
                 "    rep {} {name:<28} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  cpu {}",
@@ -187,7 +187,7 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
          (built-in VCL, `-s malloc,256m`, one thread pool) and from this proxy (`[route.cache]`, 256 MiB, 1 worker). \
          Misses: every request a new URL (`xtask/bench/unique.lua`), through this proxy with the cache (lookup, \
          fetch, store while streaming, eviction once full) and without it. Origin and servers on CPU 0, wrk \
-         (2 threads, 64 connections, {} s after a 2 s warm-up) on CPU 1; interleaved, 3 repetitions, median \
+         (2 threads, 64 connections, {} s after a 1 s warm-up) on CPU 1; interleaved, 3 repetitions, median \
          (min..max). \"vs\" is against Varnish for hits and against the uncached proxy for misses.\n\n\
          | target | req/s | vs | p50 ms | p99 ms | CPU us/request | CPU vs |\n|---|---|---|---|---|---|---|\n",
         RUN.as_secs()
@@ -214,6 +214,7 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
         ));
     }
     md.push('\n');
+    md.push_str(&crate::util::foreign_note());
     Ok((
         md,
         format!(

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 
 use crate::util::{Procs, median_range, workspace};
 
-const RUN: Duration = Duration::from_secs(8);
+const RUN: Duration = Duration::from_secs(6);
 
 pub(crate) fn template(name: &str, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let text = std::fs::read_to_string(workspace().join("xtask/bench").join(name))
@@ -93,6 +93,15 @@ fn wrk(port: u16, secs: u64, pid: Option<u32>) -> anyhow::Result<Sample> {
 /// wrk (2 threads, 64 connections, on CPU 1) against `url`, optionally with a Lua script;
 /// CPU per request is measured on `pid`.
 pub(crate) fn wrk_url(
+    url: &str,
+    secs: u64,
+    pid: Option<u32>,
+    script: Option<&Path>,
+) -> anyhow::Result<Sample> {
+    crate::util::unpolluted(|| wrk_once(url, secs, pid, script))
+}
+
+fn wrk_once(
     url: &str,
     secs: u64,
     pid: Option<u32>,
@@ -211,7 +220,7 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
     let mut samples: Vec<Vec<Sample>> = peers.iter().map(|_| Vec::new()).collect();
     for rep in 0..3 {
         for (i, (name, port, pid)) in peers.iter().enumerate() {
-            wrk(*port, 2, None)?; // warm-up
+            wrk(*port, 1, None)?; // warm-up
             let s = wrk(*port, RUN.as_secs(), *pid)?;
             eprintln!(
                 "    rep {} {name:<14} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  cpu {}",
@@ -239,7 +248,7 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
     let mut md = format!(
         "## l7: HTTP/1.1 reverse proxying\n\n\
          A 1 KiB file from an nginx origin (1 worker); each proxy with 1 worker/thread; origin and proxies pinned to CPU 0, \
-         wrk (2 threads, 64 connections, {} s after a 2 s warm-up) on CPU 1. Configs: `xtask/bench/`. CPU = the proxy \
+         wrk (2 threads, 64 connections, {} s after a 1 s warm-up) on CPU 1. Configs: `xtask/bench/`. CPU = the proxy \
          process's user+system time per request (it includes the loopback delivery work done in its context). Peers \
          interleaved, 3 repetitions, median (min..max). nginx adds X-Forwarded-For, HAProxy X-Forwarded-For; this proxy \
          adds X-Forwarded-For/-Proto/-Host, Forwarded, Via and X-Request-Id.\n\n\
@@ -273,6 +282,7 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
          3 us of the 19). Fewer allocations per request is the first thing to attack.\n",
     );
     md.push('\n');
+    md.push_str(&crate::util::foreign_note());
     Ok((
         md,
         format!(

@@ -21,7 +21,7 @@ use crate::{
     util::{Procs, median_range, percentile, workspace},
 };
 
-const RUN: Duration = Duration::from_secs(8);
+const RUN: Duration = Duration::from_secs(6);
 
 fn page(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("www"))?;
@@ -50,6 +50,10 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// h2load (1 thread on CPU 1, 64 connections x 10 streams, h2c) for `secs` seconds.
 fn h2load(port: u16, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Result<Sample> {
+    crate::util::unpolluted(|| h2load_once(port, secs, pid, log))
+}
+
+fn h2load_once(port: u16, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Result<Sample> {
     let _ = std::fs::remove_file(log);
     let before = pid.map(cpu_ticks);
     let out = Command::new("taskset")
@@ -198,7 +202,7 @@ pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
     let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
     for rep in 0..3 {
         for (i, (name, port, pid)) in targets.iter().enumerate() {
-            h2load(*port, 2, None, &log)?;
+            h2load(*port, 1, None, &log)?;
             let s = h2load(*port, RUN.as_secs(), *pid, &log)?;
             report(rep, name, &s);
             samples[i].push(s);
@@ -209,7 +213,7 @@ pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
     let _ = std::fs::remove_dir_all(&dir);
     let mut md = format!(
         "## h2: HTTP/2 (h2c) reverse proxying\n\n\
-         h2load (1 thread, 64 connections, 10 concurrent streams each, {} s after a 2 s warm-up) on CPU 1; nginx \
+         h2load (1 thread, 64 connections, 10 concurrent streams each, {} s after a 1 s warm-up) on CPU 1; nginx \
          (`listen ... http2`), HAProxy (`proto h2`) and this proxy (h2c on its plain listener), 1 worker each, and \
          the nginx origin (1 KiB file, HTTP/1.1 keep-alive behind every proxy) on CPU 0. p50/p99 from h2load's \
          per-request log. Interleaved, 3 repetitions, median (min..max); ratios against nginx.\n\n\
@@ -231,6 +235,7 @@ pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
          allocates from its own pools.\n",
     );
     md.push('\n');
+    md.push_str(&crate::util::foreign_note());
     Ok((
         md,
         format!(
@@ -307,7 +312,7 @@ pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
         for (mode, script) in [(0usize, Some(close.as_path())), (1, None)] {
             for (i, (name, port, pid)) in targets.iter().enumerate() {
                 let url = format!("https://127.0.0.1:{port}/");
-                wrk_url(&url, 2, None, script)?;
+                wrk_url(&url, 1, None, script)?;
                 let s = wrk_url(&url, RUN.as_secs(), *pid, script)?;
                 let label = if mode == 0 {
                     "handshakes"
@@ -325,7 +330,7 @@ pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
     let mut md = format!(
         "## tls: TLS 1.3 termination\n\n\
          nginx (OpenSSL) and this proxy (rustls, ring), 1 worker each, the same ECDSA P-256 certificate, on CPU 0 \
-         with the nginx origin (1 KiB file); wrk (2 threads, 64 connections, {} s after a 2 s warm-up) on CPU 1. \
+         with the nginx origin (1 KiB file); wrk (2 threads, 64 connections, {} s after a 1 s warm-up) on CPU 1. \
          New handshakes: `Connection: close` on every request (`xtask/bench/close.lua`), so each request is a new \
          TCP connection and a full TLS 1.3 handshake (no resumption): req/s = handshakes/s. Keep-alive: requests \
          on established TLS connections. Interleaved, 3 repetitions, median (min..max); ratios against nginx.\n\n\
@@ -349,6 +354,7 @@ pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
          `l7` (see there); TLS adds about the same to both.\n",
     );
     md.push('\n');
+    md.push_str(&crate::util::foreign_note());
     Ok((
         md,
         format!(

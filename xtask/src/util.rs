@@ -121,3 +121,170 @@ pub fn median_range(values: &[f64]) -> (f64, f64, f64) {
         _ => (f64::NAN, f64::NAN, f64::NAN),
     }
 }
+
+/// CPU time of processes that are not ours, to spot benchmark runs that something else on the
+/// machine disturbed: every process that is neither this one, nor one of its descendants (the
+/// systems under test, origins, load generators), nor a kernel thread (softirq work done for
+/// the benchmark's own packets runs there).
+pub struct Foreign {
+    before: std::collections::HashMap<u32, u64>,
+    started: Instant,
+}
+
+/// The worst foreign load seen by any measured run, in permille of one CPU.
+pub static FOREIGN_MAX_PERMILLE: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// Foreign load above this share of one CPU makes a run polluted: it is discarded and
+/// repeated.
+pub const FOREIGN_LIMIT: f64 = 0.10;
+
+fn foreign_processes() -> std::collections::HashMap<u32, u64> {
+    // pid -> (ppid, ticks, kernel thread)
+    let mut all = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|r| r.1) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // Fields after the command: state(0) ppid(1) ... flags(6) ... utime(11) stime(12).
+        let kthread = num(6) & 0x0020_0000 != 0;
+        all.insert(
+            pid,
+            (
+                u32::try_from(num(1)).unwrap_or(0),
+                num(11) + num(12),
+                kthread,
+            ),
+        );
+    }
+    let me = std::process::id();
+    let ours = |mut pid: u32| {
+        for _ in 0..64 {
+            if pid == me {
+                return true;
+            }
+            match all.get(&pid) {
+                Some((ppid, _, _)) if *ppid != 0 => pid = *ppid,
+                _ => return false,
+            }
+        }
+        false
+    };
+    all.iter()
+        .filter(|(pid, (_, _, kthread))| !kthread && !ours(**pid))
+        .map(|(pid, (_, ticks, _))| (*pid, *ticks))
+        .collect()
+}
+
+impl Foreign {
+    pub fn start() -> Self {
+        Self {
+            before: foreign_processes(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Foreign CPU time since `start`, as a share of one CPU; also kept in
+    /// [`FOREIGN_MAX_PERMILLE`].
+    pub fn share(&self) -> f64 {
+        let ticks: u64 = foreign_processes()
+            .iter()
+            .map(|(pid, t)| t.saturating_sub(self.before.get(pid).copied().unwrap_or(0)))
+            .sum();
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let share = ticks as f64 / 100.0 / secs;
+        FOREIGN_MAX_PERMILLE.fetch_max(
+            (share * 1000.0) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        share
+    }
+}
+
+/// The line each scenario's section ends with about foreign load.
+pub fn foreign_note() -> String {
+    let worst = FOREIGN_MAX_PERMILLE.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 10.0;
+    format!(
+        "Foreign CPU load (processes other than the benchmark's own, per /proc) during the measured runs: at most \
+         {worst:.1} % of one CPU; runs above {:.0} % are discarded and repeated.\n",
+        FOREIGN_LIMIT * 100.0
+    )
+}
+
+/// Runs a measurement until foreign load stays under [`FOREIGN_LIMIT`] (3 tries; the last one
+/// is kept whatever it saw, and says so).
+pub fn unpolluted<T>(mut measure: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    for attempt in 1..=3 {
+        let foreign = Foreign::start();
+        let result = measure()?;
+        let share = foreign.share();
+        if share <= FOREIGN_LIMIT || attempt == 3 {
+            if share > FOREIGN_LIMIT {
+                eprintln!(
+                    "    foreign load {:.0} % of a CPU in the third try too: kept",
+                    share * 100.0
+                );
+            }
+            return Ok(result);
+        }
+        eprintln!(
+            "    run discarded: foreign load {:.0} % of a CPU; repeating",
+            share * 100.0
+        );
+    }
+    unreachable!("the third attempt returns")
+}
+
+/// On Ctrl-C or SIGTERM, the benchmark stops what it started (every descendant of this
+/// process, by PID: servers, origins, load generators) before it exits; the namespaces, pins
+/// and nftables tables it made are removed by the next run's set-up.
+pub fn stop_children_on_signal() {
+    let _ = ctrlc::set_handler(|| {
+        let me = std::process::id();
+        let mut parents = std::collections::HashMap::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                });
+            if let Some(ppid) = ppid {
+                parents.insert(pid, ppid);
+            }
+        }
+        for &pid in parents.keys() {
+            let mut at = pid;
+            for _ in 0..64 {
+                match parents.get(&at) {
+                    Some(&p) if p == me => {
+                        if let Ok(pid) = i32::try_from(pid) {
+                            // SAFETY: kill on the PID of a process this benchmark started.
+                            unsafe { libc::kill(pid, libc::SIGTERM) };
+                        }
+                        break;
+                    }
+                    Some(&p) if p > 1 => at = p,
+                    _ => break,
+                }
+            }
+        }
+        eprintln!("xtask: interrupted; stopped the benchmark's processes");
+        std::process::exit(130);
+    });
+}

@@ -465,7 +465,10 @@ async fn proxy(
     }
     route.statuses.record(resp.status().as_u16());
     route.latency.observe(started.elapsed());
-    resp.extensions_mut().insert(RouteTaken(route.clone()));
+    // Extensions allocate a map: only when the access log will read them.
+    if ctx.shared.access_log.is_some() {
+        resp.extensions_mut().insert(RouteTaken(route.clone()));
+    }
     resp
 }
 
@@ -531,7 +534,9 @@ pub(super) async fn forward(
         tried.push(index);
         let server = &up.servers[index];
         server.inflight.fetch_add(1, Ordering::Relaxed);
-        let keep = replayable && attempt < up.retry.attempts;
+        // A copy of the request head for a retry, only when a retry could go somewhere: the
+        // pool has a server not tried yet (one-server pools never copy).
+        let keep = replayable && attempt < up.retry.attempts && up.servers.len() > tried.len();
         let sent_at = std::time::Instant::now();
         let result = send_one(
             ctx,
@@ -552,10 +557,12 @@ pub(super) async fn forward(
                 let time = sent_at.elapsed();
                 server.statuses.record(status.as_u16());
                 up.latency.observe(time);
-                resp.extensions_mut().insert(UpstreamHop {
-                    server: server.addr,
-                    time,
-                });
+                if ctx.shared.access_log.is_some() {
+                    resp.extensions_mut().insert(UpstreamHop {
+                        server: server.addr,
+                        time,
+                    });
+                }
                 if status.is_server_error() {
                     note_failure(up, index);
                     // Retry elsewhere only when there is an elsewhere and the budget allows;
