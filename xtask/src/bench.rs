@@ -100,7 +100,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     for s in chosen {
         if s == "spread" {
             let (text, data) = step(
-                "bench spread (3 policies x 3 repetitions, about 2 minutes)",
+                "bench spread (3 policies x 3 repetitions, about 1.5 minutes)",
                 spread,
             )?;
             sections.push(("spread".to_owned(), text, data));
@@ -108,7 +108,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         if s == "l7" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench l7 (4 targets x 3 repetitions, about 2 minutes)",
+                "bench l7 (4 targets x 3 repetitions, about 1.5 minutes)",
                 || crate::l7bench::l7(&bin),
             )?;
             sections.push(("l7".to_owned(), text, data));
@@ -116,7 +116,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         if s == "h2" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench h2 (3 targets x 3 repetitions, about 1.5 minutes)",
+                "bench h2 (3 targets x 3 repetitions, about 1 minute)",
                 || crate::protobench::h2(&bin),
             )?;
             sections.push(("h2".to_owned(), text, data));
@@ -124,7 +124,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         if s == "tls" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench tls (2 modes x 2 targets x 3 repetitions, about 2 minutes)",
+                "bench tls (2 modes x 2 targets x 3 repetitions, about 1.5 minutes)",
                 || crate::protobench::tls(&bin),
             )?;
             sections.push(("tls".to_owned(), text, data));
@@ -132,7 +132,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         if s == "cache" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench cache (4 targets x 3 repetitions, about 2 minutes)",
+                "bench cache (4 targets x 3 repetitions, about 1.5 minutes)",
                 || crate::cachebench::cache(&bin),
             )?;
             sections.push(("cache".to_owned(), text, data));
@@ -147,16 +147,15 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         }
         if s == "xdp" {
             let bin = workspace().join("target/release");
-            let (text, data) = step(
-                "bench xdp (4 filters x 3 repetitions, about 2 minutes)",
-                || crate::xdpbench::xdp(&bin),
-            )?;
+            let (text, data) = step("bench xdp (4 filters x 3 repetitions, about 30 s)", || {
+                crate::xdpbench::xdp(&bin)
+            })?;
             sections.push(("xdp".to_owned(), text, data));
         }
         if s == "attack" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench attack (4 modes x 3 repetitions, about 2 minutes)",
+                "bench attack (4 modes x 3 repetitions, about 1.5 minutes)",
                 || crate::attack::attack(&bin),
             )?;
             sections.push(("attack".to_owned(), text, data));

@@ -230,8 +230,8 @@ pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
          memmove 5 %); the proxy's own 41 % spread thin over h2 (HPACK), a tokio task per stream, header maps \
          and the request path. With the old default of 64 idle upstream connections per server (nginx's \
          `keepalive 64` here too) 640 concurrent streams also closed and reopened upstream connections (7 % of \
-         samples in connect and shutdown): the default is now 1024, which took the proxy from 24k to 29k req/s \
-         in a direct check. HAProxy keeps every idle backend connection (`http-reuse always`, no pool cap) and \
+         samples in connect and shutdown): the default is now 1024, which took the proxy from 24k to 34k req/s \
+         in this scenario. HAProxy keeps every idle backend connection (`http-reuse always`, no pool cap) and \
          allocates from its own pools.\n",
     );
     md.push('\n');
