@@ -98,17 +98,19 @@ pub struct ClientLimits {
 
 /// Decrements a per-client counter when dropped.
 pub struct CountGuard {
-    limits: Arc<ClientLimits>,
+    /// None when there is no limit: nothing was counted (no lock, no hashing per request).
+    limits: Option<Arc<ClientLimits>>,
     ip: IpAddr,
     requests: bool,
 }
 
 impl Drop for CountGuard {
     fn drop(&mut self) {
+        let Some(limits) = &self.limits else { return };
         let map = if self.requests {
-            &self.limits.in_flight
+            &limits.in_flight
         } else {
-            &self.limits.connections
+            &limits.connections
         };
         map.with_existing(&self.ip, |n| *n = n.saturating_sub(1));
     }
@@ -137,6 +139,15 @@ impl ClientLimits {
     }
 
     fn count(self: &Arc<Self>, ip: IpAddr, max: u32, requests: bool) -> Option<CountGuard> {
+        if max == 0 {
+            // No limit, nothing to count. (A reload that sets a limit starts counting with
+            // the requests and connections that begin after it.)
+            return Some(CountGuard {
+                limits: None,
+                ip,
+                requests,
+            });
+        }
         let map = if requests {
             &self.in_flight
         } else {
@@ -151,7 +162,7 @@ impl ClientLimits {
             }
         });
         admitted.then(|| CountGuard {
-            limits: self.clone(),
+            limits: Some(self.clone()),
             ip,
             requests,
         })
