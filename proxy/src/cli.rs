@@ -241,11 +241,11 @@ fn read_secret() -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// Sends SIGHUP to the running instance and waits for its verdict.
-fn reload(instance: &str) -> anyhow::Result<()> {
+/// What a running instance wrote about itself (its runtime file).
+fn running(instance: &str) -> anyhow::Result<daemon::RuntimeInfo> {
     validate_instance(instance).map_err(anyhow::Error::msg)?;
     let runtime = daemon::runtime_file(instance);
-    let info: daemon::RuntimeInfo = std::fs::read_to_string(&runtime)
+    std::fs::read_to_string(&runtime)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .with_context(|| {
@@ -253,7 +253,12 @@ fn reload(instance: &str) -> anyhow::Result<()> {
                 "instance {instance:?} is not running ({} is missing)",
                 runtime.display()
             )
-        })?;
+        })
+}
+
+/// Sends SIGHUP to the running instance and waits for its verdict.
+fn reload(instance: &str) -> anyhow::Result<()> {
+    let info = running(instance)?;
     let alive = std::fs::read_to_string(format!("/proc/{}/comm", info.pid))
         .is_ok_and(|c| c.trim() == "proxy");
     anyhow::ensure!(
@@ -288,18 +293,7 @@ fn reload(instance: &str) -> anyhow::Result<()> {
 
 /// Where the running instance's admin API listens (from its runtime file).
 fn admin_address(instance: &str) -> anyhow::Result<String> {
-    validate_instance(instance).map_err(anyhow::Error::msg)?;
-    let runtime = daemon::runtime_file(instance);
-    let info: daemon::RuntimeInfo = std::fs::read_to_string(&runtime)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .with_context(|| {
-            format!(
-                "instance {instance:?} is not running ({} is missing)",
-                runtime.display()
-            )
-        })?;
-    info.admin.with_context(|| {
+    running(instance)?.admin.with_context(|| {
         format!("instance {instance:?} runs with admin.listen = \"off\": the cache is only reachable through the admin API")
     })
 }

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::util::{Procs, median_range, output, run};
+use crate::util::{Procs, ip, median_range, output, run};
 
 const SRV: &str = "pxb-srv";
 const LEGIT: &str = "pxb-legit";
@@ -27,10 +27,6 @@ const SRV_LEGIT: Ipv4Addr = Ipv4Addr::new(10, 251, 1, 1);
 const LEGIT_IP: Ipv4Addr = Ipv4Addr::new(10, 251, 1, 2);
 const SRV_FLOOD: Ipv4Addr = Ipv4Addr::new(10, 251, 2, 1);
 const FLOOD_IP: Ipv4Addr = Ipv4Addr::new(10, 251, 2, 2);
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    run(Command::new("ip").args(args).stdout(Stdio::null()))
-}
 
 /// The namespaces; removed on drop.
 struct Net;

@@ -14,7 +14,7 @@ use std::{path::Path, time::Duration};
 use anyhow::Context;
 
 use crate::{
-    l7bench::{Sample, pinned, template, wait_port, wrk_url},
+    l7bench::{Sample, bench_dir, pinned, report, template, wait_port, wrk_url},
     util::{Procs, median_range, workspace},
 };
 
@@ -42,12 +42,7 @@ fn get_head(port: u16) -> anyhow::Result<String> {
 }
 
 pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
-    let dir = std::env::temp_dir().join(format!("proxy-bench-cache-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("www"))?;
-    let page: String = (0..1024)
-        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
-        .collect();
-    std::fs::write(dir.join("www/index.html"), page)?;
+    let dir = bench_dir("cache")?;
     let unique = workspace().join("xtask/bench/unique.lua");
     let mut procs = Procs(Vec::new());
     procs.0.push(
@@ -154,15 +149,7 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
         for (i, (name, url, pid, script)) in targets.iter().enumerate() {
             wrk_url(url, 1, None, *script)?; // warm-up (fills the cache for the hit runs)
             let s = wrk_url(url, RUN.as_secs(), *pid, *script)?;
-            eprintln!(
-                "    rep {} {name:<28} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  cpu {}",
-                rep + 1,
-                s.rps,
-                s.p50_ms,
-                s.p99_ms,
-                s.cpu_us
-                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} us/req"))
-            );
+            report(rep, name, &s);
             samples[i].push(s);
         }
     }

@@ -14,6 +14,31 @@ use crate::util::{Procs, median_range, workspace};
 
 const RUN: Duration = Duration::from_secs(6);
 
+/// A fresh temporary directory for a scenario, with the 1 KiB page every origin serves
+/// (`www/index.html`).
+pub(crate) fn bench_dir(scenario: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("proxy-bench-{scenario}-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("www"))?;
+    let page: String = (0..1024)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
+        .collect();
+    std::fs::write(dir.join("www/index.html"), page)?;
+    Ok(dir)
+}
+
+/// One measured run, as a progress line.
+pub(crate) fn report(rep: usize, name: &str, s: &Sample) {
+    eprintln!(
+        "    rep {} {name:<28} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  cpu {}",
+        rep + 1,
+        s.rps,
+        s.p50_ms,
+        s.p99_ms,
+        s.cpu_us
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} us/req"))
+    );
+}
+
 pub(crate) fn template(name: &str, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let text = std::fs::read_to_string(workspace().join("xtask/bench").join(name))
         .with_context(|| format!("reading xtask/bench/{name}"))?;
@@ -155,12 +180,7 @@ fn wrk_once(
 
 /// Runs the scenario; returns the Markdown section and a JSON object.
 pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
-    let dir = std::env::temp_dir().join(format!("proxy-bench-l7-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("www"))?;
-    let page: String = (0..1024)
-        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
-        .collect();
-    std::fs::write(dir.join("www/index.html"), page)?;
+    let dir = bench_dir("l7")?;
     let mut procs = Procs(Vec::new());
     procs.0.push(
         pinned(
@@ -222,15 +242,7 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
         for (i, (name, port, pid)) in peers.iter().enumerate() {
             wrk(*port, 1, None)?; // warm-up
             let s = wrk(*port, RUN.as_secs(), *pid)?;
-            eprintln!(
-                "    rep {} {name:<14} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  cpu {}",
-                rep + 1,
-                s.rps,
-                s.p50_ms,
-                s.p99_ms,
-                s.cpu_us
-                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} us/req"))
-            );
+            report(rep, name, &s);
             samples[i].push(s);
         }
     }

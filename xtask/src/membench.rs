@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, bail};
 
 use crate::{
-    l7bench::{pinned, template, wait_port},
+    l7bench::{bench_dir, pinned, template, wait_port},
     util::{Procs, median_range},
 };
 
@@ -116,12 +116,7 @@ fn measure(port: u16, pid: u32) -> anyhow::Result<(u64, u64, u64)> {
 
 pub fn memory(bin: &Path) -> anyhow::Result<(String, String)> {
     raise_nofile();
-    let dir = std::env::temp_dir().join(format!("proxy-bench-memory-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("www"))?;
-    let page: String = (0..1024)
-        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
-        .collect();
-    std::fs::write(dir.join("www/index.html"), page)?;
+    let dir = bench_dir("memory")?;
     let mut procs = Procs(Vec::new());
     let arg = |p: std::path::PathBuf| p.to_str().unwrap_or_default().to_owned();
     procs.0.push(

@@ -17,20 +17,11 @@ use std::{
 use anyhow::{Context, bail};
 
 use crate::{
-    l7bench::{Sample, nginx_worker, pinned, template, wait_port, wrk_url},
+    l7bench::{Sample, bench_dir, nginx_worker, pinned, report, template, wait_port, wrk_url},
     util::{Procs, median_range, percentile, workspace},
 };
 
 const RUN: Duration = Duration::from_secs(6);
-
-fn page(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir.join("www"))?;
-    let page: String = (0..1024)
-        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
-        .collect();
-    std::fs::write(dir.join("www/index.html"), page)?;
-    Ok(())
-}
 
 fn arg(p: std::path::PathBuf) -> String {
     p.to_str().unwrap_or_default().to_owned()
@@ -149,21 +140,8 @@ fn table(
     }
 }
 
-fn report(rep: usize, name: &str, s: &Sample) {
-    eprintln!(
-        "    rep {} {name:<24} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  cpu {}",
-        rep + 1,
-        s.rps,
-        s.p50_ms,
-        s.p99_ms,
-        s.cpu_us
-            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} us/req"))
-    );
-}
-
 pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
-    let dir = std::env::temp_dir().join(format!("proxy-bench-h2-{}", std::process::id()));
-    page(&dir)?;
+    let dir = bench_dir("h2")?;
     let mut procs = Procs(Vec::new());
     procs.0.push(
         pinned("nginx", &["-c", &arg(template("origin-nginx.conf", &dir)?)])
@@ -246,8 +224,7 @@ pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
 }
 
 pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
-    let dir = std::env::temp_dir().join(format!("proxy-bench-tls-{}", std::process::id()));
-    page(&dir)?;
+    let dir = bench_dir("tls")?;
     let status = Command::new("openssl")
         .args([
             "req",

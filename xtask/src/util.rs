@@ -288,3 +288,8 @@ pub fn stop_children_on_signal() {
         std::process::exit(130);
     });
 }
+
+/// `ip ARGS...` (iproute2), quiet unless it fails.
+pub fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip").args(args).stdout(Stdio::null()))
+}

@@ -12,17 +12,13 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::util::{Procs, median_range, output, run};
+use crate::util::{Procs, ip, median_range, output, run};
 
 const SND: &str = "pxx-snd";
 const RCV: &str = "pxx-rcv";
 const INSTANCE: &str = "bench-xdp";
 const PACKETS: u64 = 2_000_000;
 const PREFIXES: usize = 100_000;
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    run(Command::new("ip").args(args).stdout(Stdio::null()))
-}
 
 /// The namespaces and the veth pair; removed on drop.
 struct Net;

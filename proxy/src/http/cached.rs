@@ -147,30 +147,21 @@ pub async fn serve(
             match obj.usable(&req_cc, now) {
                 Use::Fresh => {
                     Stats::inc(&stats.hits);
-                    let ttl = obj.ttl(now);
-                    return Ok(answer(&r, &obj, &parts, now, &format!("hit; ttl={ttl}")));
+                    return Ok(hit(&r, &obj, &parts, now, ""));
                 }
                 Use::StaleAccepted => {
                     Stats::inc(&stats.stale);
-                    let ttl = obj.ttl(now);
-                    return Ok(answer(
-                        &r,
-                        &obj,
-                        &parts,
-                        now,
-                        &format!("hit; ttl={ttl}; detail=max-stale"),
-                    ));
+                    return Ok(hit(&r, &obj, &parts, now, "; detail=max-stale"));
                 }
                 Use::StaleWhileRevalidate => {
                     Stats::inc(&stats.stale);
                     refresh_in_background(&r, &key, &parts, &obj);
-                    let ttl = obj.ttl(now);
-                    return Ok(answer(
+                    return Ok(hit(
                         &r,
                         &obj,
                         &parts,
                         now,
-                        &format!("hit; ttl={ttl}; detail=stale-while-revalidate"),
+                        "; detail=stale-while-revalidate",
                     ));
                 }
                 Use::Validate => {
@@ -208,14 +199,7 @@ pub async fn serve(
                     if obj.usable(&req_cc, now) == Use::Fresh {
                         Stats::inc(&stats.hits);
                         Stats::inc(&stats.coalesced);
-                        let ttl = obj.ttl(now);
-                        return Ok(answer(
-                            &r,
-                            &obj,
-                            &parts,
-                            now,
-                            &format!("hit; ttl={ttl}; collapsed"),
-                        ));
+                        return Ok(hit(&r, &obj, &parts, now, "; collapsed"));
                     }
                 }
                 if waited.is_err() {
@@ -248,45 +232,37 @@ pub async fn serve(
     let request_time = SystemTime::now();
     let result = r.forward(parts, body).await;
     let now = SystemTime::now();
-    let usable_on_error = |resp: &Response<Incoming>| {
-        resp.status().is_server_error() && stale.as_ref().is_some_and(|o| o.usable_on_error(now))
+    // stale-if-error: the origin failed (an error, or a 5xx answer) and a stale response
+    // may stand in.
+    let stand_in = |fwd_status: StatusCode| {
+        let obj = stale.as_ref().filter(|o| o.usable_on_error(now))?;
+        Stats::inc(&stats.stale);
+        let ttl = obj.ttl(now);
+        Some(answer_to(
+            &r,
+            obj,
+            &method,
+            &client_headers,
+            now,
+            &format!(
+                "fwd=stale; fwd-status={}; ttl={ttl}; detail=stale-if-error",
+                fwd_status.as_u16()
+            ),
+        ))
     };
     let mut resp = match result {
-        Err(error) => {
-            if let Some(obj) = stale.as_ref().filter(|o| o.usable_on_error(now)) {
-                Stats::inc(&stats.stale);
-                let ttl = obj.ttl(now);
-                let fwd_status = error.status().as_u16();
-                return Ok(answer_to(
-                    &r,
-                    obj,
-                    &method,
-                    &client_headers,
-                    now,
-                    &format!(
-                        "fwd=stale; fwd-status={fwd_status}; ttl={ttl}; detail=stale-if-error"
-                    ),
-                ));
+        Err(mut error) => {
+            if let Some(answer) = stand_in(error.status()) {
+                return Ok(answer);
             }
             Stats::inc(&stats.misses);
-            let mut error = error;
             r.status(error.headers_mut(), &format!("fwd={fwd}"));
             return Err(error);
         }
-        Ok(resp) if usable_on_error(&resp) => {
-            let obj = stale.as_ref().expect("checked");
-            Stats::inc(&stats.stale);
-            let ttl = obj.ttl(now);
-            let fwd_status = resp.status().as_u16();
-            return Ok(answer_to(
-                &r,
-                obj,
-                &method,
-                &client_headers,
-                now,
-                &format!("fwd=stale; fwd-status={fwd_status}; ttl={ttl}; detail=stale-if-error"),
-            ));
-        }
+        Ok(resp) if resp.status().is_server_error() => match stand_in(resp.status()) {
+            Some(answer) => return Ok(answer),
+            None => resp,
+        },
         Ok(resp) => resp,
     };
     super::headers::strip_hop_by_hop(resp.headers_mut());
@@ -553,6 +529,23 @@ fn clone_object(o: &Object) -> Object {
         keep: o.keep,
         vary: o.vary.clone(),
     }
+}
+
+/// An answer from the cache: `hit; ttl=N` and `extra` in `Cache-Status`.
+fn hit(
+    r: &CacheRequest<'_>,
+    obj: &Object,
+    parts: &Parts,
+    now: SystemTime,
+    extra: &str,
+) -> Response<ProxyBody> {
+    answer(
+        r,
+        obj,
+        parts,
+        now,
+        &format!("hit; ttl={}{extra}", obj.ttl(now)),
+    )
 }
 
 fn answer(
