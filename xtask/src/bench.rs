@@ -116,7 +116,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         if s == "h2" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench h2 (3 targets x 3 repetitions, about 1 minute)",
+                "bench h2 (h2c and TLS, 6 targets x 3 repetitions, about 2 minutes)",
                 || crate::protobench::h2(&bin),
             )?;
             sections.push(("h2".to_owned(), text, data));

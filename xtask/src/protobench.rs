@@ -40,18 +40,18 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// h2load (1 thread on CPU 1, 64 connections x 10 streams, h2c) for `secs` seconds.
-fn h2load(port: u16, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Result<Sample> {
-    crate::util::unpolluted(|| h2load_once(port, secs, pid, log))
+fn h2load(url: &str, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Result<Sample> {
+    crate::util::unpolluted(|| h2load_once(url, secs, pid, log))
 }
 
-fn h2load_once(port: u16, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Result<Sample> {
+fn h2load_once(url: &str, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Result<Sample> {
     let _ = std::fs::remove_file(log);
     let before = pid.map(cpu_ticks);
     let out = Command::new("taskset")
         .args(["-c", "1", "h2load", "-t1", "-c64", "-m10"])
         .arg(format!("-D{secs}"))
         .arg(format!("--log-file={}", log.display()))
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(url)
         .stdin(Stdio::null())
         .output()
         .context("running h2load")?;
@@ -75,7 +75,7 @@ fn h2load_once(port: u16, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Re
             .unwrap_or(0)
     };
     if count(" failed") + count(" errored") > 0 {
-        bail!("h2load saw failures on port {port}:\n{text}");
+        bail!("h2load saw failures on {url}:\n{text}");
     }
     let status_2xx: u64 = text
         .lines()
@@ -83,7 +83,7 @@ fn h2load_once(port: u16, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Re
         .and_then(|l| l.split(' ').next()?.parse().ok())
         .unwrap_or(0);
     if status_2xx == 0 {
-        bail!("h2load got no 2xx answers from port {port}:\n{text}");
+        bail!("h2load got no 2xx answers from {url}:\n{text}");
     }
     // Log lines: start time (us), status, duration (us).
     let mut durations: Vec<f64> = std::fs::read_to_string(log)
@@ -140,91 +140,9 @@ fn table(
     }
 }
 
-pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
-    let dir = bench_dir("h2")?;
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        pinned("nginx", &["-c", &arg(template("origin-nginx.conf", &dir)?)])
-            .spawn()
-            .context("starting the origin nginx")?,
-    );
-    procs.0.push(
-        pinned("nginx", &["-c", &arg(template("nginx-h2.conf", &dir)?)])
-            .spawn()
-            .context("starting nginx")?,
-    );
-    let haproxy = pinned("haproxy", &["-f", &arg(template("haproxy-h2.cfg", &dir)?)])
-        .spawn()
-        .context("starting haproxy")?;
-    let haproxy_pid = haproxy.id();
-    procs.0.push(haproxy);
-    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-h2");
-    let proxy = pinned(
-        bin.join("proxy").to_str().unwrap_or_default(),
-        &["run", "--config", &arg(template("proxy-h2.toml", &dir)?)],
-    )
-    .spawn()
-    .context("starting the proxy")?;
-    let proxy_pid = proxy.id();
-    procs.0.push(proxy);
-    for port in [19100, 19131, 19132, 19133] {
-        wait_port(port)?;
-    }
-    let nginx_pid = nginx_worker(&dir.join("nginx-h2.pid"));
-    let targets: [(&str, u16, Option<u32>); 3] = [
-        ("nginx", 19131, nginx_pid),
-        ("HAProxy", 19132, Some(haproxy_pid)),
-        ("proxy", 19133, Some(proxy_pid)),
-    ];
-    let log = dir.join("h2load.log");
-    let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
-    for rep in 0..3 {
-        for (i, (name, port, pid)) in targets.iter().enumerate() {
-            h2load(*port, 1, None, &log)?;
-            let s = h2load(*port, RUN.as_secs(), *pid, &log)?;
-            report(rep, name, &s);
-            samples[i].push(s);
-        }
-    }
-    drop(procs);
-    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-h2");
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut md = format!(
-        "## h2: HTTP/2 (h2c) reverse proxying\n\n\
-         h2load (1 thread, 64 connections, 10 concurrent streams each, {} s after a 1 s warm-up) on CPU 1; nginx \
-         (`listen ... http2`), HAProxy (`proto h2`) and this proxy (h2c on its plain listener), 1 worker each, and \
-         the nginx origin (1 KiB file, HTTP/1.1 keep-alive behind every proxy) on CPU 0. p50/p99 from h2load's \
-         per-request log. Interleaved, 3 repetitions, median (min..max); ratios against nginx.\n\n\
-         | target | req/s | vs nginx | p50 ms | p99 ms | CPU us/request | CPU vs nginx |\n|---|---|---|---|---|---|---|\n",
-        RUN.as_secs()
-    );
-    let mut json = Vec::new();
-    let names: Vec<&str> = targets.iter().map(|t| t.0).collect();
-    table(&names, &samples, 0, &mut md, &mut json, "");
-    md.push_str(
-        "\nThe proxy is ahead of nginx and behind HAProxy here, plainly. Profile (`perf record -g -p <proxy>` during \
-         this load): 37 % of samples in the kernel, mostly the loopback writes to the origin, whose wake-up of \
-         nginx on the same CPU switches the proxy out inside `writev`; 21 % in libc (malloc/free about 12 %, \
-         memmove 5 %); the proxy's own 41 % spread thin over h2 (HPACK), a tokio task per stream, header maps \
-         and the request path. With the old default of 64 idle upstream connections per server (nginx's \
-         `keepalive 64` here too) 640 concurrent streams also closed and reopened upstream connections (7 % of \
-         samples in connect and shutdown): the default is now 1024, which took the proxy from 24k to 34k req/s \
-         in this scenario. HAProxy keeps every idle backend connection (`http-reuse always`, no pool cap) and \
-         allocates from its own pools.\n",
-    );
-    md.push('\n');
-    md.push_str(&crate::util::foreign_note());
-    Ok((
-        md,
-        format!(
-            "{{\"scenario\": \"h2\", \"results\": [{}]}}",
-            json.join(", ")
-        ),
-    ))
-}
-
-pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
-    let dir = bench_dir("tls")?;
+/// An ECDSA P-256 certificate for 127.0.0.1 (`cert.pem`, `key.pem`, and both in
+/// `combined.pem` for HAProxy) in `dir`.
+fn make_certificate(dir: &Path) -> anyhow::Result<()> {
     let status = Command::new("openssl")
         .args([
             "req",
@@ -252,6 +170,109 @@ pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
     if !status.success() {
         bail!("openssl could not make the bench certificate");
     }
+    let combined = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("cert.pem"))?,
+        std::fs::read_to_string(dir.join("key.pem"))?
+    );
+    std::fs::write(dir.join("combined.pem"), combined)?;
+    Ok(())
+}
+
+pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
+    let dir = bench_dir("h2")?;
+    make_certificate(&dir)?;
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        pinned("nginx", &["-c", &arg(template("origin-nginx.conf", &dir)?)])
+            .spawn()
+            .context("starting the origin nginx")?,
+    );
+    procs.0.push(
+        pinned("nginx", &["-c", &arg(template("nginx-h2.conf", &dir)?)])
+            .spawn()
+            .context("starting nginx")?,
+    );
+    let haproxy = pinned("haproxy", &["-f", &arg(template("haproxy-h2.cfg", &dir)?)])
+        .spawn()
+        .context("starting haproxy")?;
+    let haproxy_pid = haproxy.id();
+    procs.0.push(haproxy);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-h2");
+    let proxy = pinned(
+        bin.join("proxy").to_str().unwrap_or_default(),
+        &["run", "--config", &arg(template("proxy-h2.toml", &dir)?)],
+    )
+    .spawn()
+    .context("starting the proxy")?;
+    let proxy_pid = proxy.id();
+    procs.0.push(proxy);
+    for port in [19100, 19131, 19132, 19133, 19134, 19135, 19136] {
+        wait_port(port)?;
+    }
+    let nginx_pid = nginx_worker(&dir.join("nginx-h2.pid"));
+    let targets: [(&str, &str, u16, Option<u32>); 6] = [
+        ("h2c: nginx", "http", 19131, nginx_pid),
+        ("h2c: HAProxy", "http", 19132, Some(haproxy_pid)),
+        ("h2c: proxy", "http", 19133, Some(proxy_pid)),
+        ("TLS h2: nginx", "https", 19134, nginx_pid),
+        ("TLS h2: HAProxy", "https", 19135, Some(haproxy_pid)),
+        ("TLS h2: proxy", "https", 19136, Some(proxy_pid)),
+    ];
+    let log = dir.join("h2load.log");
+    let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
+    for rep in 0..3 {
+        for (i, (name, scheme, port, pid)) in targets.iter().enumerate() {
+            let url = format!("{scheme}://127.0.0.1:{port}/");
+            h2load(&url, 1, None, &log)?;
+            let s = h2load(&url, RUN.as_secs(), *pid, &log)?;
+            report(rep, name, &s);
+            samples[i].push(s);
+        }
+    }
+    drop(procs);
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-h2");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut md = format!(
+        "## h2: HTTP/2 reverse proxying, h2c and over TLS\n\n\
+         h2load (1 thread, 64 connections, 10 concurrent streams each, {} s after a 1 s warm-up) on CPU 1; nginx \
+         (`listen ... http2`), HAProxy (`proto h2`; over TLS `alpn h2`) and this proxy (h2c on its plain listener; \
+         ALPN h2 on its TLS listener), 1 worker each, the same ECDSA P-256 certificate for TLS 1.3, and \
+         the nginx origin (1 KiB file, HTTP/1.1 keep-alive behind every proxy) on CPU 0. p50/p99 from h2load's \
+         per-request log. Interleaved, 3 repetitions, median (min..max); ratios against nginx.\n\n\
+         | target | req/s | vs nginx | p50 ms | p99 ms | CPU us/request | CPU vs nginx |\n|---|---|---|---|---|---|---|\n",
+        RUN.as_secs()
+    );
+    let mut json = Vec::new();
+    let names: Vec<&str> = targets.iter().map(|t| t.0).collect();
+    // h2c rows against nginx h2c, TLS rows against nginx over TLS.
+    table(&names[..3], &samples[..3], 0, &mut md, &mut json, "");
+    table(&names[3..], &samples[3..], 0, &mut md, &mut json, "");
+    md.push_str(
+        "\nThe proxy is behind HAProxy here, plainly (nginx's HTTP/2 is slower than both). Profile (`perf record -g \
+         -p <proxy>` during this load): 37 % of samples in the kernel, mostly the loopback writes to the origin, \
+         whose wake-up of nginx on the same CPU switches the proxy out inside `writev`; 21 % in libc (malloc/free \
+         about 12 %, memmove 5 %); the proxy's own 41 % spread thin over h2 (HPACK), a tokio task per stream, \
+         header maps and the request path. With the proxy's old default of 64 idle upstream connections per \
+         server, 640 concurrent streams also closed and reopened upstream connections (7 % of samples in connect \
+         and shutdown): the default is now 1024, which took the proxy from 24k to 34k req/s; nginx gets \
+         `keepalive 1024` here for the same reason. HAProxy keeps every idle backend connection (`http-reuse \
+         always`, no pool cap) and allocates from its own pools.\n",
+    );
+    md.push('\n');
+    md.push_str(&crate::util::foreign_note());
+    Ok((
+        md,
+        format!(
+            "{{\"scenario\": \"h2\", \"results\": [{}]}}",
+            json.join(", ")
+        ),
+    ))
+}
+
+pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
+    let dir = bench_dir("tls")?;
+    make_certificate(&dir)?;
     let mut procs = Procs(Vec::new());
     procs.0.push(
         pinned("nginx", &["-c", &arg(template("origin-nginx.conf", &dir)?)])
