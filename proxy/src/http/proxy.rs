@@ -414,7 +414,9 @@ async fn proxy(
                 scheme,
                 host: &host,
             };
-            super::cached::serve(r, parts, body).await
+            // Boxed: the cache path's future is several KiB and would otherwise make every
+            // request's future (allocated per request) that large.
+            Box::pin(super::cached::serve(r, parts, body)).await
         }
         None => {
             let (body, bodiless) = upstream_body(body, &generation.config.limits);

@@ -215,7 +215,7 @@ async fn connect_h2(
     Ok(sender)
 }
 
-type Key = (String, SocketAddr);
+type Key = (std::sync::Arc<str>, SocketAddr);
 type IdleList = Vec<(Instant, http1::SendRequest<UpBody>)>;
 
 /// One worker's connections to every upstream server.
@@ -261,7 +261,7 @@ impl ClientPool {
         addr: SocketAddr,
         client: (SocketAddr, SocketAddr),
     ) -> Result<Conn, ConnectError> {
-        let key: Key = (up.name.clone(), addr);
+        let key: Key = (up.pool_key.clone(), addr);
         if up.http2 && !up.proxy_protocol {
             let cached = self
                 .h2
@@ -273,7 +273,7 @@ impl ClientPool {
             let sender = match cached {
                 Some(s) => s,
                 None => {
-                    let s = connect_h2(up, addr).await?;
+                    let s = Box::pin(connect_h2(up, addr)).await?;
                     self.h2.lock().expect("pool").insert(key, s.clone());
                     s
                 }
@@ -288,7 +288,8 @@ impl ClientPool {
         let sender = match pooled {
             Some(s) => s,
             None => {
-                let (s, conn) = connect_h1(up, addr, Some(client)).await?;
+                // Boxed: connecting is the rare case, and its future is large.
+                let (s, conn) = Box::pin(connect_h1(up, addr, Some(client))).await?;
                 tokio::spawn(conn);
                 s
             }

@@ -52,6 +52,9 @@ pub struct UpstreamTlsConfig {
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
+    /// The name again, as the key of the per-worker connection pools (cloned per request
+    /// without allocating).
+    pub pool_key: std::sync::Arc<str>,
     pub servers: Vec<Server>,
     balancer: Box<dyn Balancer>,
     /// `Some` only for consistent hashing: other policies need no key.
@@ -116,6 +119,7 @@ impl Upstream {
             });
         Self {
             name: name.to_owned(),
+            pool_key: name.into(),
             balancer: lb::build(policy, &members),
             servers,
             hash_key,
