@@ -25,7 +25,7 @@ fn addr(a: &str) -> SocketAddr {
 
 struct Cached {
     w: World,
-    _config: PathBuf,
+    config: PathBuf,
     proxy: ChildGuard,
 }
 
@@ -56,11 +56,7 @@ servers = ["127.0.0.1:9000"]
         );
         let config = w.write_config("cache.toml", &body);
         let proxy = w.start_proxy(&config, &["--attach", "none"], &[], addr(PLAIN));
-        Self {
-            w,
-            _config: config,
-            proxy,
-        }
+        Self { w, config, proxy }
     }
 
     fn ns(&self) -> &str {
@@ -605,4 +601,36 @@ fn memory_bound_under_distinct_objects() {
     // Metrics carry the same figures.
     let m = t.w.cli_ok(&["cache", "stats"]);
     assert!(m.contains("hit ratio"), "{m}");
+}
+
+#[test]
+fn the_cache_survives_reloads_and_its_size_needs_a_restart() {
+    let t = Cached::start(90, 1 << 20, "");
+    let p = "/cache/kept?cc=max-age=600";
+    assert_miss(&t.get(p), 1);
+    // A reload that changes a route setting: the stored response is still there.
+    let text = std::fs::read_to_string(&t.config).unwrap();
+    std::fs::write(
+        &t.config,
+        text.replace("[route.cache]\n", "[route.cache]\nlock_timeout = \"7s\"\n"),
+    )
+    .unwrap();
+    let out = t.w.cli(&["reload"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_hit(&t.get(p), 1);
+    // Its memory bound cannot change without a restart; the running config stays.
+    std::fs::write(
+        &t.config,
+        text.replace("max_bytes = 1048576", "max_bytes = 2097152"),
+    )
+    .unwrap();
+    let out = t.w.cli(&["reload"]);
+    assert!(
+        out.code == 2 && out.stderr.contains("[cache] changed"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_hit(&t.get(p), 1);
+    assert_eq!(t.count("kept"), 1);
 }
