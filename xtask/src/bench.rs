@@ -140,7 +140,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         if s == "memory" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench memory (3 servers x 3 repetitions of 10 000 connections, about 3 minutes)",
+                "bench memory (3 servers x 3 repetitions of 10 000 connections, about 2 minutes)",
                 || crate::membench::memory(&bin),
             )?;
             sections.push(("memory".to_owned(), text, data));
