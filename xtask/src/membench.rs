@@ -211,12 +211,12 @@ pub fn memory(bin: &Path) -> anyhow::Result<(String, String)> {
         ));
     }
     md.push_str(
-        "\nThe proxy is behind here, plainly: about 24 KiB per idle keep-alive connection against nginx's 0.5 and \
+        "\nThe proxy is behind here, plainly: about 21 KiB per idle keep-alive connection against nginx's 0.5 and \
          HAProxy's 1.1. Where it goes (hyper 1.x source and measurements with one change at a time): hyper's HTTP/1 \
          connection keeps an 8 KiB read buffer and an 8 KiB header write buffer for the connection's whole life, and \
          the tokio task holding the connection state takes a few KiB more; nginx and HAProxy give an idle keep-alive \
          connection's buffers back to their pools. hyper also kept one request future per connection (7 KiB for this \
-         proxy's request path): the service now boxes it per request, which took the figure from 34 to 24 KiB. The \
+         proxy's request path): the service now boxes it per request, which with smaller futures took the figure from 34 to 21 KiB. The \
          rest needs buffer release on idle inside hyper's HTTP/1 server (not configurable in hyper 1.x on the server \
          side), or an HTTP/1 server of our own. Freed memory goes back to the system: the proxy calls `malloc_trim` \
          every 10 s (glibc keeps freed memory of its thread arenas otherwise; before that change the 245 MiB stayed).\n",
