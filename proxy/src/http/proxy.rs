@@ -386,6 +386,8 @@ async fn proxy(
     {
         parts.headers.insert(header::HOST, v);
     }
+    // Room for the forwarding headers at once (one growth of the map, not several).
+    parts.headers.reserve(6);
     set_forwarding(
         &mut parts.headers,
         &Forwarding {
@@ -431,6 +433,7 @@ async fn proxy(
     };
 
     // 6. response
+    resp.headers_mut().reserve(2);
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let kept_upgrade = resp.headers().get(header::UPGRADE).cloned();
     strip_hop_by_hop(resp.headers_mut());
