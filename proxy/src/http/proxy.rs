@@ -79,7 +79,8 @@ pub fn error_response(status: StatusCode, detail: &str, request_id: &str) -> Res
         )
         .expect("static parts are valid");
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut()
+            .insert(super::headers::X_REQUEST_ID.clone(), v);
     }
     resp
 }
@@ -91,7 +92,7 @@ fn new_request_id() -> String {
 /// A client-sent request id is kept if it is short, printable text.
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(&super::headers::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(new_request_id, str::to_owned)
@@ -451,7 +452,8 @@ async fn proxy(
         format!("{version} {}", server.name),
     );
     if let Ok(v) = HeaderValue::from_str(id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut()
+            .insert(super::headers::X_REQUEST_ID.clone(), v);
     }
     route.response_ops.apply(resp.headers_mut(), &vars);
     if switching && let Some(client_side) = client_upgrade {
