@@ -72,12 +72,7 @@ impl Net {
     }
 
     fn down() {
-        for ns in [SRV, LEGIT, FLOOD] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
+        crate::util::del_netns(&[SRV, LEGIT, FLOOD]);
     }
 }
 

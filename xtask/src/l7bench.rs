@@ -57,7 +57,7 @@ pub(crate) fn pinned(program: &str, args: &[&str]) -> Command {
 }
 
 /// utime + stime of `pid` in clock ticks (100 Hz).
-fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {

@@ -17,7 +17,9 @@ use std::{
 use anyhow::{Context, bail};
 
 use crate::{
-    l7bench::{Sample, bench_dir, nginx_worker, pinned, report, template, wait_port, wrk_url},
+    l7bench::{
+        Sample, bench_dir, cpu_ticks, nginx_worker, pinned, report, template, wait_port, wrk_url,
+    },
     util::{Procs, median_range, percentile, workspace},
 };
 
@@ -25,18 +27,6 @@ const RUN: Duration = Duration::from_secs(6);
 
 fn arg(p: std::path::PathBuf) -> String {
     p.to_str().unwrap_or_default().to_owned()
-}
-
-/// utime + stime of `pid` in clock ticks (100 Hz).
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
 }
 
 /// h2load (1 thread on CPU 1, 64 connections x 10 streams, h2c) for `secs` seconds.
@@ -179,20 +169,23 @@ fn make_certificate(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bench certificate, the nginx origin and the nginx under test (`conf`), all pinned.
+fn origin_and_nginx(dir: &Path, conf: &str) -> anyhow::Result<Procs> {
+    make_certificate(dir)?;
+    let mut procs = Procs(Vec::new());
+    for (what, c) in [("the origin nginx", "origin-nginx.conf"), ("nginx", conf)] {
+        procs.0.push(
+            pinned("nginx", &["-c", &arg(template(c, dir)?)])
+                .spawn()
+                .with_context(|| format!("starting {what}"))?,
+        );
+    }
+    Ok(procs)
+}
+
 pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
     let dir = bench_dir("h2")?;
-    make_certificate(&dir)?;
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        pinned("nginx", &["-c", &arg(template("origin-nginx.conf", &dir)?)])
-            .spawn()
-            .context("starting the origin nginx")?,
-    );
-    procs.0.push(
-        pinned("nginx", &["-c", &arg(template("nginx-h2.conf", &dir)?)])
-            .spawn()
-            .context("starting nginx")?,
-    );
+    let mut procs = origin_and_nginx(&dir, "nginx-h2.conf")?;
     let haproxy = pinned("haproxy", &["-f", &arg(template("haproxy-h2.cfg", &dir)?)])
         .spawn()
         .context("starting haproxy")?;
@@ -272,18 +265,7 @@ pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
 
 pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
     let dir = bench_dir("tls")?;
-    make_certificate(&dir)?;
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        pinned("nginx", &["-c", &arg(template("origin-nginx.conf", &dir)?)])
-            .spawn()
-            .context("starting the origin nginx")?,
-    );
-    procs.0.push(
-        pinned("nginx", &["-c", &arg(template("nginx-tls.conf", &dir)?)])
-            .spawn()
-            .context("starting nginx")?,
-    );
+    let mut procs = origin_and_nginx(&dir, "nginx-tls.conf")?;
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-tls");
     let proxy = pinned(
         bin.join("proxy").to_str().unwrap_or_default(),

@@ -293,3 +293,13 @@ pub fn stop_children_on_signal() {
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
     run(Command::new("ip").args(args).stdout(Stdio::null()))
 }
+
+/// Deletes these network namespaces (those that exist), quietly.
+pub fn del_netns(names: &[&str]) {
+    for ns in names {
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
+    }
+}

@@ -46,12 +46,7 @@ impl Net {
     }
 
     fn down() {
-        for ns in [SND, RCV] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
+        crate::util::del_netns(&[SND, RCV]);
     }
 }
 
