@@ -172,6 +172,25 @@ fn an_unknown_instance_is_named() {
         &proxy_cli(&["blocklist", "list", "--instance", "../etc"]),
         "may only contain",
     );
+    // The cache is reached through the running instance's admin API.
+    assert_fails(
+        &proxy_cli(&["cache", "stats", "--instance", &name]),
+        &format!("instance {name:?} is not running"),
+    );
+    assert_fails(
+        &proxy_cli(&[
+            "cache",
+            "purge",
+            "http://example.com/x",
+            "--instance",
+            &name,
+        ]),
+        "is not running",
+    );
+    assert_fails(
+        &proxy_cli(&["cache", "purge", "example.com/x", "--instance", &name]),
+        "give an absolute http:// or https:// URL",
+    );
 }
 
 #[test]
