@@ -203,13 +203,18 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         // Each section shows its chart (drawn from its JSON) above the line saying when it ran.
         let mut text = text;
         if crate::charts::chart(&json_dir, &name)? {
-            let image = format!("![{name}](benchmarks/{name}.svg)\n\n");
+            let image = format!("![{name}](benchmarks/{name}.svg)");
             if !text.contains(&image) {
-                match text.rfind("_Run on") {
-                    Some(at) => text.insert_str(at, &image),
-                    None => text.push_str(&image),
-                }
+                let at = text.rfind("_Run on").unwrap_or(text.len());
+                let gap = if text[..at].ends_with("\n\n") {
+                    ""
+                } else {
+                    "\n"
+                };
+                text.insert_str(at, &format!("{gap}{image}\n\n"));
             }
+            // A blank line between the text above and the chart.
+            text = text.replace(&format!(".\n{image}"), &format!(".\n\n{image}"));
         }
         md.push_str(&text);
         md.push('\n');
