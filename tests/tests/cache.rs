@@ -598,7 +598,7 @@ fn memory_bound_under_distinct_objects() {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap();
     assert!(rss_kb < 64 * 1024, "RSS {rss_kb} kB for a 1 MiB cache");
-    // Metrics carry the same figures.
+    // The table form of the same figures.
     let m = t.w.cli_ok(&["cache", "stats"]);
     assert!(m.contains("hit ratio"), "{m}");
 }
@@ -633,4 +633,24 @@ fn the_cache_survives_reloads_and_its_size_needs_a_restart() {
     );
     assert_hit(&t.get(p), 1);
     assert_eq!(t.count("kept"), 1);
+}
+
+#[test]
+fn key_headers_split_entries_and_invalidation_follows_them() {
+    let t = Cached::start(91, 1 << 20, "key_headers = [\"x-tenant\"]");
+    let p = "/cache/tenant?cc=max-age=600";
+    assert_miss(&t.get_with(p, &[("x-tenant", "a")]), 1);
+    assert_miss(&t.get_with(p, &[("x-tenant", "b")]), 2);
+    assert_hit(&t.get_with(p, &[("x-tenant", "A")]), 1);
+    assert_hit(&t.get_with(p, &[("x-tenant", "b")]), 2);
+    // A write by tenant a whose answer points (Location) at the page invalidates tenant a's
+    // copy, not tenant b's.
+    let put = t.req(
+        "PUT",
+        "/cache/write?loc=/cache/tenant%3Fcc=max-age=600",
+        &[("x-tenant", "a")],
+    );
+    assert_eq!(put.status, 200, "{put:?}");
+    assert_miss(&t.get_with(p, &[("x-tenant", "a")]), 3);
+    assert_hit(&t.get_with(p, &[("x-tenant", "b")]), 2);
 }

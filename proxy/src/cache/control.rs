@@ -109,20 +109,32 @@ impl Directives {
 
 /// Items of a comma-separated list, respecting quoted strings.
 fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    let mut items = Vec::new();
-    let (mut start, mut quoted) = (0, false);
-    for (i, c) in text.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                items.push(&text[start..i]);
-                start = i + 1;
+    // No allocation: this runs on every request and response of a cached route.
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        let mut quoted = false;
+        let end = t.char_indices().find_map(|(i, c)| match c {
+            '"' => {
+                quoted = !quoted;
+                None
             }
-            _ => {}
+            ',' if !quoted => Some(i),
+            _ => None,
+        });
+        match end {
+            Some(i) => {
+                rest = Some(&t[i + 1..]);
+                Some(&t[..i])
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
         }
-    }
-    items.push(&text[start..]);
-    items.into_iter().map(str::trim).filter(|s| !s.is_empty())
+    })
+    .map(str::trim)
+    .filter(|s| !s.is_empty())
 }
 
 /// Why a response is not stored (the `detail` of `Cache-Status`).
@@ -609,6 +621,13 @@ mod tests {
             ]),
             &stored
         ));
+    }
+
+    #[test]
+    fn lists_split_outside_quotes() {
+        let items: Vec<&str> = split_list(" a, b=\"x, y\" ,, c ").collect();
+        assert_eq!(items, ["a", "b=\"x, y\"", "c"]);
+        assert_eq!(split_list("").count(), 0);
     }
 
     #[test]

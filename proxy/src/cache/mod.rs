@@ -108,6 +108,18 @@ impl Policy {
         })
     }
 
+    /// The request's values of the key headers (an empty map without key_headers).
+    #[must_use]
+    pub fn key_header_values(&self, headers: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for h in &self.key_headers {
+            for v in headers.get_all(h) {
+                out.append(h.clone(), v.clone());
+            }
+        }
+        out
+    }
+
     /// The primary cache key of a request.
     #[must_use]
     pub fn key(&self, scheme: &str, host: &str, uri: &Uri, headers: &HeaderMap) -> String {

@@ -60,17 +60,17 @@ impl CacheRequest<'_> {
     /// `<name>; <params>` appended to the response's `Cache-Status` list.
     fn status(&self, headers: &mut HeaderMap, params: &str) {
         let name = &self.generation.config.server.name;
-        let ident = if !name.is_empty()
+        // An sf-token as it is, anything else as an sf-string.
+        let token = name.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
             && name
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
-            && name.as_bytes()[0].is_ascii_alphabetic()
-        {
-            name.clone()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b));
+        let member = if token {
+            format!("{name}; {params}")
         } else {
-            format!("{name:?}")
+            format!("{name:?}; {params}")
         };
-        super::headers::append_list(headers, &CACHE_STATUS, format!("{ident}; {params}"));
+        super::headers::append_list(headers, &CACHE_STATUS, member);
     }
 
     async fn forward(
@@ -115,6 +115,9 @@ pub async fn serve(
         || parts.headers.contains_key(header::RANGE)
     {
         Stats::inc(&stats.bypass);
+        // What the key takes from the request, for the keys of Location URIs after forwarding
+        // (empty, and free, without key_headers).
+        let key_values = r.policy.key_header_values(&parts.headers);
         let mut resp = r.forward(parts, body).await?;
         if is_unsafe(&method) && (resp.status().is_success() || resp.status().is_redirection()) {
             cache.invalidate(&key);
@@ -125,7 +128,7 @@ pub async fn serve(
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| same_host_uri(v, r.scheme, r.host))
                 {
-                    cache.invalidate(&r.policy.key(r.scheme, r.host, &uri, &parts_headers_empty()));
+                    cache.invalidate(&r.policy.key(r.scheme, r.host, &uri, &key_values));
                 }
             }
         }
@@ -274,18 +277,18 @@ pub async fn serve(
         // The stored response is still good: take the new headers (RFC 9111 4.3.4).
         Stats::inc(&stats.revalidated);
         let refreshed = refreshed(r.policy, old, resp.headers(), request_time, now);
-        let answer_obj = Arc::new(refreshed);
-        cache.insert(&key, &client_headers, clone_object(&answer_obj));
-        drop(lock);
-        let ttl = answer_obj.ttl(now);
-        return Ok(answer_to(
+        let ttl = refreshed.ttl(now);
+        let answer = answer_to(
             &r,
-            &answer_obj,
+            &refreshed,
             &method,
             &client_headers,
             now,
             &format!("fwd={fwd}; fwd-status=304; ttl={ttl}; stored"),
-        ));
+        );
+        cache.insert(&key, &client_headers, refreshed);
+        drop(lock);
+        return Ok(answer);
     }
     Stats::inc(&stats.misses);
 
@@ -308,10 +311,6 @@ pub async fn serve(
     match decision {
         Ok(object) => {
             let mut resp = resp;
-            if r.policy.store_set_cookie {
-                // The client that caused the fetch gets its cookie; the stored copy has none.
-                debug_assert!(!object.headers.contains_key(header::SET_COOKIE));
-            }
             let ttl = object.ttl(now);
             r.status(
                 resp.headers_mut(),
@@ -352,10 +351,6 @@ pub async fn serve(
             Ok(resp.map(BodyExt::boxed))
         }
     }
-}
-
-fn parts_headers_empty() -> HeaderMap {
-    HeaderMap::new()
 }
 
 /// A `Location`-style URI on the same scheme and host, as a path URI.
@@ -492,10 +487,6 @@ fn refreshed(
         }
     }
     let cc = Directives::parse(&headers);
-    let mut received = headers.clone();
-    if let Some(age) = fresh.get(header::AGE) {
-        received.insert(header::AGE, age.clone());
-    }
     let lifetime =
         control::freshness_lifetime(old.status, &headers, &cc, &policy.rules, response_time)
             .unwrap_or(std::time::Duration::ZERO);
@@ -507,28 +498,13 @@ fn refreshed(
         cc,
         lifetime,
         vary,
-        &received,
+        // The age comes from the 304 itself: its Date and Age.
+        fresh,
         request_time,
         response_time,
     );
     object.body = old.body.clone();
     object
-}
-
-fn clone_object(o: &Object) -> Object {
-    Object {
-        status: o.status,
-        headers: o.headers.clone(),
-        body: o.body.clone(),
-        response_time: o.response_time,
-        initial_age: o.initial_age,
-        lifetime: o.lifetime,
-        cc: o.cc.clone(),
-        swr: o.swr,
-        sie: o.sie,
-        keep: o.keep,
-        vary: o.vary.clone(),
-    }
 }
 
 /// An answer from the cache: `hit; ttl=N` and `extra` in `Cache-Status`.
@@ -539,23 +515,14 @@ fn hit(
     now: SystemTime,
     extra: &str,
 ) -> Response<ProxyBody> {
-    answer(
+    answer_to(
         r,
         obj,
-        parts,
+        &parts.method,
+        &parts.headers,
         now,
         &format!("hit; ttl={}{extra}", obj.ttl(now)),
     )
-}
-
-fn answer(
-    r: &CacheRequest<'_>,
-    obj: &Object,
-    parts: &Parts,
-    now: SystemTime,
-    params: &str,
-) -> Response<ProxyBody> {
-    answer_to(r, obj, &parts.method, &parts.headers, now, params)
 }
 
 /// A response from a stored object: 304 when the client's conditionals match, the body
