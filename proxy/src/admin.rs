@@ -427,26 +427,16 @@ fn upstreams(ctx: &AdminCtx) -> Response<Body> {
 fn cache_stats(ctx: &AdminCtx) -> serde_json::Value {
     let cache = &ctx.shared.cache;
     let (entries, bytes) = cache.usage();
-    let s = &cache.stats;
-    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    json!({
+    let mut v = json!({
         "entries": entries,
         "bytes": bytes,
         "max_bytes": cache.max_bytes,
-        "hit_ratio": s.hit_ratio(),
-        "hits": n(&s.hits),
-        "stale": n(&s.stale),
-        "misses": n(&s.misses),
-        "revalidated": n(&s.revalidated),
-        "bypass": n(&s.bypass),
-        "stores": n(&s.stores),
-        "not_stored": n(&s.not_stored),
-        "coalesced": n(&s.coalesced),
-        "background_refreshes": n(&s.background_refreshes),
-        "evictions": n(&s.evictions),
-        "purged": n(&s.purged),
-        "invalidated": n(&s.invalidated),
-    })
+        "hit_ratio": cache.stats.hit_ratio(),
+    });
+    for (name, count) in cache.stats.snapshot() {
+        v[name] = count.into();
+    }
+    v
 }
 
 #[derive(Deserialize)]

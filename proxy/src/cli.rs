@@ -377,21 +377,12 @@ fn cache(instance: &str, action: CacheAction) -> anyhow::Result<()> {
                 "entries {}  bytes {} / {}  hit ratio {ratio}",
                 v["entries"], v["bytes"], v["max_bytes"]
             );
-            for k in [
-                "hits",
-                "stale",
-                "misses",
-                "revalidated",
-                "bypass",
-                "stores",
-                "not_stored",
-                "coalesced",
-                "background_refreshes",
-                "evictions",
-                "purged",
-                "invalidated",
-            ] {
-                println!("  {k:<22}{}", v[k]);
+            // Every counter the API sends, after the summary line.
+            let summary = ["entries", "bytes", "max_bytes", "hit_ratio"];
+            for (k, n) in v.as_object().into_iter().flatten() {
+                if !summary.contains(&k.as_str()) {
+                    println!("  {k:<22}{n}");
+                }
             }
             Ok(())
         }

@@ -314,6 +314,26 @@ impl Stats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Every counter by name (the admin API's and the CLI's names).
+    #[must_use]
+    pub fn snapshot(&self) -> [(&'static str, u64); 12] {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("hits", n(&self.hits)),
+            ("stale", n(&self.stale)),
+            ("misses", n(&self.misses)),
+            ("revalidated", n(&self.revalidated)),
+            ("bypass", n(&self.bypass)),
+            ("stores", n(&self.stores)),
+            ("not_stored", n(&self.not_stored)),
+            ("coalesced", n(&self.coalesced)),
+            ("background_refreshes", n(&self.background_refreshes)),
+            ("evictions", n(&self.evictions)),
+            ("purged", n(&self.purged)),
+            ("invalidated", n(&self.invalidated)),
+        ]
+    }
+
     /// Share of cacheable requests answered from the cache (fresh or stale), if any.
     #[must_use]
     pub fn hit_ratio(&self) -> Option<f64> {

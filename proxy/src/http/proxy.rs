@@ -120,7 +120,6 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             })
 }
 
-/// Serves one request; never fails (errors become responses).
 /// Which server answered a request and how long it took (a response extension, read by the
 /// access log).
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +132,7 @@ pub struct UpstreamHop {
 #[derive(Debug, Clone)]
 pub struct RouteTaken(pub Arc<Route>);
 
+/// Serves one request; never fails (errors become responses).
 pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
