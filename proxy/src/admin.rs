@@ -691,6 +691,35 @@ pub fn render_metrics(ctx: &AdminCtx) -> String {
 
     metric_header(
         &mut out,
+        "proxy_upstream_panic_total",
+        "counter",
+        "Requests a pool sent in panic mode: no server was usable, so every one not drained was tried.",
+    );
+    for (name, up) in &generation.upstreams {
+        let _ = writeln!(
+            out,
+            "proxy_upstream_panic_total{{upstream=\"{}\"}} {}",
+            label(name),
+            up.panic_requests.get()
+        );
+    }
+    metric_header(
+        &mut out,
+        "proxy_upstream_ejections_refused_total",
+        "counter",
+        "Passive ejections not done because they would leave the pool without a usable server or above max_ejection_percent.",
+    );
+    for (name, up) in &generation.upstreams {
+        let _ = writeln!(
+            out,
+            "proxy_upstream_ejections_refused_total{{upstream=\"{}\"}} {}",
+            label(name),
+            up.ejections_refused.get()
+        );
+    }
+
+    metric_header(
+        &mut out,
         "proxy_worker_connections",
         "gauge",
         "Open client connections per worker.",
@@ -733,6 +762,11 @@ pub fn render_metrics(ctx: &AdminCtx) -> String {
             "proxy_deny_pattern_refused_total",
             "Requests refused by a deny-pattern ban rule.",
             g.deny_pattern_refused.get(),
+        ),
+        (
+            "proxy_requests_refused_invalid_total",
+            "Requests refused before routing: more than one or an invalid Host, Host and :authority disagreeing, an invalid or escaping path, CONNECT.",
+            g.requests_refused_invalid.get(),
         ),
         (
             "proxy_bans_total",

@@ -125,6 +125,8 @@ pub struct Global {
     pub in_flight_limited: Counter,
     pub connections_refused: Counter,
     pub deny_pattern_refused: Counter,
+    /// Requests refused with 400/405 before routing (authority, path, CONNECT).
+    pub requests_refused_invalid: Counter,
     pub bans: Counter,
     pub bans_skipped_allowlisted: Counter,
     pub reloads_ok: Counter,

@@ -23,6 +23,8 @@ pub struct Route {
     pub request_ops: CompiledOps,
     pub response_ops: CompiledOps,
     pub pass_server_header: bool,
+    /// Forward the client's own request target instead of the normalised one.
+    pub forward_original_path: bool,
     /// The route's cache settings (None: not cached).
     pub cache: Option<Arc<crate::cache::Policy>>,
     /// Responses and latency of requests that took this route.
@@ -113,6 +115,7 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 request_ops: CompiledOps::compile(&r.headers.request).map_err(invalid)?,
                 response_ops: CompiledOps::compile(&r.headers.response).map_err(invalid)?,
                 pass_server_header: r.pass_server_header,
+                forward_original_path: r.forward_original_path,
                 cache: r
                     .cache
                     .as_ref()
@@ -140,6 +143,7 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 request_ops: CompiledOps::default(),
                 response_ops: CompiledOps::default(),
                 pass_server_header: false,
+                forward_original_path: false,
                 cache: None,
                 statuses: Default::default(),
                 latency: Default::default(),

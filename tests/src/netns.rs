@@ -176,3 +176,19 @@ pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'stati
     .join()
     .expect("namespace thread panicked")
 }
+
+/// Starts `f` on a thread that has entered network namespace `ns` and returns at once (for a
+/// server that lives as long as the test; the caller bounds its life and joins it).
+pub fn spawn_in<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd; it only changes this thread's namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}

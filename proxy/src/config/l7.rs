@@ -104,6 +104,10 @@ pub struct ListenerConfig {
     /// Terminate TLS on this listener.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// What a request path's `%2F`, `%5C` and `\` become: `reject` (400, the default), `keep`
+    /// (left as they are, inside a segment) or `decode` (each a `/`).
+    #[serde(default)]
+    pub escaped_slashes: crate::http::normalize::EscapedSlashes,
 }
 
 /// `[listener.tls]`.
@@ -158,6 +162,10 @@ pub struct RouteConfig {
     /// Pass the origin's `Server` header to the client (default: removed).
     #[serde(default)]
     pub pass_server_header: bool,
+    /// Send the upstream the request target as the client wrote it, not the normalised path
+    /// that routing, access checks and the cache saw (for origins that need the raw bytes).
+    #[serde(default)]
+    pub forward_original_path: bool,
     /// Cache responses on this route (RFC 9111 shared cache); absent: no caching.
     #[serde(default)]
     pub cache: Option<RouteCache>,
@@ -423,6 +431,9 @@ fn default_health_path() -> String {
 fn default_expect() -> u16 {
     200
 }
+fn fifty() -> u32 {
+    50
+}
 fn two() -> u32 {
     2
 }
@@ -433,9 +444,19 @@ fn three() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveConfig {
-    /// Consecutive connect failures or 5xx responses that eject a server; 0 disables.
+    /// Consecutive failures the server causes (connect errors, broken connections, response
+    /// timeouts after a complete request, and 5xx answers when `on_5xx`) that eject it; 0
+    /// disables. What a client causes (bodies too large or too slow, aborts) never counts.
     #[serde(default = "three")]
     pub consecutive_failures: u32,
+    /// Count 5xx responses as failures too (off by default, like nginx's `max_fails`: an
+    /// application that answers 500 is still a working server).
+    #[serde(default)]
+    pub on_5xx: bool,
+    /// At most this share of a pool's servers is ejected at once (percent, default 50); the
+    /// last usable server is never ejected.
+    #[serde(default = "fifty")]
+    pub max_ejection_percent: u32,
     /// First ejection; each further one in a row doubles it, up to `max_ejection`.
     #[serde(default = "d5s", with = "duration")]
     pub base_ejection: Duration,

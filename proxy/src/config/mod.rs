@@ -317,6 +317,27 @@ impl Config {
                 names.join(", ")
             }
         };
+        // A zero here would panic a timer or refuse every request at once.
+        for (k, d) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.request_timeout", self.server.request_timeout),
+            (
+                "server.tls_handshake_timeout",
+                self.server.tls_handshake_timeout,
+            ),
+            ("limits.body_read_timeout", self.limits.body_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(
+                    k.into(),
+                    "must be greater than 0 (e.g. \"30s\")".into(),
+                ));
+            }
+        }
         for (i, listener) in self.listener.iter().enumerate() {
             if let Some(up) = &listener.upstream
                 && !self.upstream.contains_key(up)
@@ -459,6 +480,23 @@ impl Config {
                         "interval and timeout must be greater than 0".into(),
                     ));
                 }
+            }
+            let passive = &upstream.passive;
+            if passive.base_ejection.is_zero() || passive.max_ejection < passive.base_ejection {
+                return Err(invalid(
+                    key("passive"),
+                    "base_ejection must be greater than 0 and max_ejection at least base_ejection"
+                        .into(),
+                ));
+            }
+            if passive.max_ejection_percent > 100 {
+                return Err(invalid(
+                    key("passive.max_ejection_percent"),
+                    format!(
+                        "is {}; it is a percentage, at most 100",
+                        passive.max_ejection_percent
+                    ),
+                ));
             }
             if upstream.retry.attempts > 5 {
                 return Err(invalid(key("retry.attempts"), "must be at most 5".into()));
@@ -634,6 +672,33 @@ mod tests {
 
         let e = parse(&GOOD.replace("\"127.0.0.1:9000\", ", "\"127.0.0.1\", ")).unwrap_err();
         assert!(e.contains("servers"), "{e}");
+    }
+
+    #[test]
+    fn durations_that_must_be_positive_are_checked() {
+        let e = parse(&format!("[server]\nidle_timeout = \"0s\"\n{GOOD}")).unwrap_err();
+        assert!(
+            e.contains("server.idle_timeout") && e.contains("greater than 0"),
+            "{e}"
+        );
+        let e = parse(&format!("[limits]\nbody_read_timeout = \"0s\"\n{GOOD}")).unwrap_err();
+        assert!(e.contains("limits.body_read_timeout"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}\n[upstream.app.passive]\nbase_ejection = \"0s\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("upstream.app.passive"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}\n[upstream.app.passive]\nmax_ejection_percent = 150\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("max_ejection_percent"), "{e}");
+        let e = parse(&GOOD.replace(
+            "upstream = \"app\"",
+            "upstream = \"app\"\nescaped_slashes = \"maybe\"",
+        ))
+        .unwrap_err();
+        assert!(e.contains("escaped_slashes") || e.contains("maybe"), "{e}");
     }
 
     #[test]

@@ -78,11 +78,11 @@ impl CacheRequest<'_> {
         parts: Parts,
         body: Incoming,
     ) -> Result<Response<Incoming>, Response<ProxyBody>> {
-        let (body, bodiless) = upstream_body(body, &self.generation.config.limits);
+        let (body, state) = upstream_body(body, &self.generation.config.limits);
         forward(
             parts,
             body,
-            bodiless,
+            state,
             self.route,
             self.conn,
             self.ctx,
@@ -610,7 +610,7 @@ fn refresh_in_background(r: &CacheRequest<'_>, key: &str, parts: &Parts, obj: &A
         let result = forward(
             head,
             crate::upstream::client::empty_body(),
-            true,
+            super::proxy::BodyState::bodiless(),
             &route,
             &conn,
             &ctx,

@@ -284,6 +284,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !headers.contains_key(&X_FORWARDED_HOST)
+        && !f.host.is_empty()
         && let Ok(v) = HeaderValue::from_str(f.host)
     {
         headers.insert(X_FORWARDED_HOST.clone(), v);

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod cached;
 pub mod headers;
+pub mod normalize;
 pub mod proxy;
 pub mod route;
 pub mod server;

@@ -11,7 +11,10 @@
 use std::{
     convert::Infallible,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
 };
 
 use bytes::Bytes;
@@ -22,11 +25,12 @@ use hyper::{
     header::{self, HeaderMap, HeaderValue},
 };
 use hyper_util::rt::TokioIo;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{
     access::Decision,
     headers::{Forwarding, Vars, set_forwarding, strip_hop_by_hop},
+    normalize,
     route::normalize_host,
 };
 use crate::{
@@ -127,6 +131,11 @@ pub struct UpstreamHop {
     pub server: SocketAddr,
     pub time: std::time::Duration,
 }
+
+/// The request target as the client wrote it, for routes with `forward_original_path` (a
+/// request extension, read where the upstream request is built).
+#[derive(Debug, Clone)]
+struct OriginalTarget(hyper::http::uri::PathAndQuery);
 
 /// The route a request took (a response extension).
 #[derive(Debug, Clone)]
@@ -229,6 +238,41 @@ async fn admit(
     client_ip: IpAddr,
 ) -> Response<ProxyBody> {
     let limits = &generation.config.limits;
+    // One authority and one path for everything that follows (deny patterns, routing, access,
+    // limits, the cache key, the upstream).
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > limits.max_uri_bytes {
+        return error_response(
+            StatusCode::URI_TOO_LONG,
+            "the request target is too long",
+            id,
+        );
+    }
+    let slashes = generation
+        .config
+        .listener
+        .get(conn.listener)
+        .map(|l| l.escaped_slashes)
+        .unwrap_or_default();
+    let (mut parts, body) = req.into_parts();
+    let original = parts.uri.path_and_query().cloned();
+    if let Err(why) = normalize::canonicalize(
+        &parts.method,
+        parts.version,
+        &mut parts.uri,
+        &mut parts.headers,
+        slashes,
+    ) {
+        ctx.shared.metrics.requests_refused_invalid.inc();
+        let status = if why == normalize::Rejection::Connect {
+            StatusCode::METHOD_NOT_ALLOWED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return error_response(status, &why.to_string(), id);
+    }
+    let original = original.filter(|o| Some(o) != parts.uri.path_and_query());
+    let req = Request::from_parts(parts, body);
     if !generation.bans.is_empty() {
         let user_agent = req
             .headers()
@@ -243,14 +287,6 @@ async fn admit(
             ctx.shared.metrics.deny_pattern_refused.inc();
             return error_response(StatusCode::FORBIDDEN, "request refused", id);
         }
-    }
-    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    if target_len > limits.max_uri_bytes {
-        return error_response(
-            StatusCode::URI_TOO_LONG,
-            "the request target is too long",
-            id,
-        );
     }
     if limits.max_body_bytes > 0 && req.body().size_hint().lower() > limits.max_body_bytes {
         return error_response(
@@ -297,7 +333,8 @@ async fn admit(
         );
     };
     let limit = generation.config.server.request_timeout;
-    match tokio::time::timeout(limit, proxy(req, conn, ctx, generation, id, client_ip)).await {
+    let work = proxy(req, original, conn, ctx, generation, id, client_ip);
+    match tokio::time::timeout(limit, work).await {
         Ok(resp) => resp,
         Err(_) => error_response(
             StatusCode::GATEWAY_TIMEOUT,
@@ -309,6 +346,7 @@ async fn admit(
 
 async fn proxy(
     mut req: Request<Incoming>,
+    original: Option<hyper::http::uri::PathAndQuery>,
     conn: &Arc<ConnInfo>,
     ctx: &Arc<WorkerCtx>,
     generation: &Arc<Generation>,
@@ -375,6 +413,11 @@ async fn proxy(
         _ => "1.1",
     };
     let (mut parts, body) = req.into_parts();
+    if route.forward_original_path
+        && let Some(o) = original
+    {
+        parts.extensions.insert(OriginalTarget(o));
+    }
     strip_hop_by_hop(&mut parts.headers);
     if let (true, Some(u)) = (upgrade, upgrade_value) {
         parts
@@ -382,10 +425,12 @@ async fn proxy(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u);
     }
-    if !parts.headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(&raw_host)
-    {
-        parts.headers.insert(header::HOST, v);
+    // No authority (HTTP/1.0 without Host): an empty Host upstream, as RFC 9112 §3.2 asks of
+    // a client that has none.
+    if !parts.headers.contains_key(header::HOST) {
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_static(""));
     }
     // Room for the forwarding headers at once (one growth of the map, not several).
     parts.headers.reserve(6);
@@ -422,8 +467,8 @@ async fn proxy(
             Box::pin(super::cached::serve(r, parts, body)).await
         }
         None => {
-            let (body, bodiless) = upstream_body(body, &generation.config.limits);
-            forward(parts, body, bodiless, &route, conn, ctx, client_ip, id)
+            let (body, state) = upstream_body(body, &generation.config.limits);
+            forward(parts, body, state, &route, conn, ctx, client_ip, id)
                 .await
                 .map(|r| r.map(BodyExt::boxed))
         }
@@ -435,6 +480,10 @@ async fn proxy(
 
     // 6. response
     resp.headers_mut().reserve(2);
+    // One framing towards the client: a length that came with chunked coding means nothing.
+    if resp.headers().contains_key(header::TRANSFER_ENCODING) {
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    }
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let kept_upgrade = resp.headers().get(header::UPGRADE).cloned();
     strip_hop_by_hop(resp.headers_mut());
@@ -479,34 +528,132 @@ async fn proxy(
     resp
 }
 
+/// What became of a request body on its way upstream: still being sent, complete, or failed
+/// by the client (too large, too slow, broken off). Only failures the upstream causes count
+/// against a server's health, so the body's fate decides how a failed attempt is judged.
+#[derive(Debug, Clone, Default)]
+pub struct BodyState(Option<Arc<AtomicU8>>);
+
+const BODY_SENDING: u8 = 0;
+const BODY_DONE: u8 = 1;
+const BODY_TOO_LARGE: u8 = 2;
+const BODY_TOO_SLOW: u8 = 3;
+const BODY_BROKEN: u8 = 4;
+
+impl BodyState {
+    /// A request without a body (complete from the start).
+    #[must_use]
+    pub fn bodiless() -> Self {
+        Self(None)
+    }
+
+    fn get(&self) -> u8 {
+        self.0
+            .as_ref()
+            .map_or(BODY_DONE, |s| s.load(Ordering::Relaxed))
+    }
+
+    fn is_bodiless(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The client's part of a failure: the answer it gets, when its body is what failed.
+    fn client_fault(&self) -> Option<(StatusCode, &'static str)> {
+        match self.get() {
+            BODY_TOO_LARGE => Some((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            )),
+            BODY_TOO_SLOW => Some((
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body arrived too slowly",
+            )),
+            BODY_BROKEN => Some((
+                StatusCode::BAD_REQUEST,
+                "the request body was cut off or malformed",
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The request body as sent upstream, noting its fate in a [`BodyState`].
+struct Watched {
+    inner: UpBody,
+    state: Arc<AtomicU8>,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = crate::upstream::client::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => self.state.store(BODY_DONE, Ordering::Relaxed),
+            std::task::Poll::Ready(Some(Err(e))) => {
+                let fate = if e.is::<http_body_util::LengthLimitError>() {
+                    BODY_TOO_LARGE
+                } else if e.is::<crate::upstream::client::BodyPaceError>() {
+                    BODY_TOO_SLOW
+                } else {
+                    BODY_BROKEN
+                };
+                self.state.store(fate, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The client's request body as the upstream body (size and pace limits applied), and
-/// whether it is empty.
+/// where its fate is noted.
 pub(super) fn upstream_body(
     body: Incoming,
     limits: &crate::config::LimitsConfig,
-) -> (UpBody, bool) {
-    let bodiless = body.is_end_stream();
-    let body = if bodiless {
-        empty_body()
-    } else if limits.max_body_bytes > 0 {
+) -> (UpBody, BodyState) {
+    if body.is_end_stream() {
+        return (empty_body(), BodyState::bodiless());
+    }
+    let paced = ReadTimeout::new(body, limits.body_read_timeout, limits.min_body_rate);
+    let inner = if limits.max_body_bytes > 0 {
         Limited::new(
-            ReadTimeout::new(body, limits.body_read_timeout, limits.min_body_rate),
+            paced,
             usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
         )
         .boxed()
     } else {
-        ReadTimeout::new(body, limits.body_read_timeout, limits.min_body_rate).boxed()
+        paced.boxed()
     };
-    (body, bodiless)
+    let state = Arc::new(AtomicU8::new(BODY_SENDING));
+    let watched = Watched {
+        inner,
+        state: state.clone(),
+    };
+    (watched.boxed(), BodyState(Some(state)))
 }
 
 /// Sends the request to a server of the route's pool, retrying on another server when that is
 /// safe (nothing was sent, or an idempotent request without a body) and the budget allows.
+/// Only failures the upstream causes count against the server: connect errors, broken
+/// connections, timeouts once the request body was complete, and 5xx where the pool says so.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     parts: hyper::http::request::Parts,
     body: UpBody,
-    bodiless: bool,
+    body_state: BodyState,
     route: &Arc<Route>,
     conn: &ConnInfo,
     ctx: &WorkerCtx,
@@ -515,6 +662,7 @@ pub(super) async fn forward(
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {
     let up: &Arc<Upstream> = &route.upstream;
     up.note_request();
+    let bodiless = body_state.is_bodiless();
     // A request without a body can be sent again; one with a body only if nothing was sent.
     let mut body: Option<UpBody> = Some(body);
     let replayable = bodiless && is_idempotent(&parts.method);
@@ -571,16 +719,15 @@ pub(super) async fn forward(
                     });
                 }
                 if status.is_server_error() {
-                    note_failure(up, index);
+                    if up.passive.on_5xx {
+                        up.passive_failure(index);
+                    }
                     // Retry elsewhere only when there is an elsewhere and the budget allows;
                     // otherwise the client gets the server's own answer.
-                    let another = parts
-                        .as_ref()
-                        .is_some_and(|p| up.pick(client_ip, &p.headers, &tried).is_some());
                     if matches!(status.as_u16(), 502..=504)
                         && replayable
                         && retry_allowed
-                        && another
+                        && up.has_candidate(&tried)
                         && up.take_retry()
                     {
                         prepaid = true;
@@ -594,15 +741,19 @@ pub(super) async fn forward(
             Attempt::ConnectFailed(e) => {
                 // Nothing was sent (the body is still ours): always safe to try elsewhere.
                 debug!(upstream = up.name, server = %server.addr, "connect failed: {e}");
-                note_failure(up, index);
+                up.passive_failure(index);
                 last_error = (
                     StatusCode::BAD_GATEWAY,
                     "the upstream server could not be reached",
                 );
             }
             Attempt::Failed(e) => {
+                if let Some((status, why)) = body_state.client_fault() {
+                    debug!(upstream = up.name, server = %server.addr, "request body failed: {e}");
+                    return Err(error_response(status, why, id));
+                }
                 debug!(upstream = up.name, server = %server.addr, "request failed: {e}");
-                note_failure(up, index);
+                up.passive_failure(index);
                 last_error = (
                     StatusCode::BAD_GATEWAY,
                     "the upstream server closed the connection or sent an invalid response",
@@ -612,7 +763,13 @@ pub(super) async fn forward(
                 }
             }
             Attempt::TimedOut => {
-                note_failure(up, index);
+                if let Some((status, why)) = body_state.client_fault() {
+                    return Err(error_response(status, why, id));
+                }
+                // Waiting on a body the client has not finished is not the server's fault.
+                if body_state.get() == BODY_DONE {
+                    up.passive_failure(index);
+                }
                 return Err(error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the upstream server did not answer in time",
@@ -658,9 +815,10 @@ async fn send_one(
             _ => empty_body(),
         };
         let path = head
-            .uri
-            .path_and_query()
-            .cloned()
+            .extensions
+            .remove::<OriginalTarget>()
+            .map(|o| o.0)
+            .or_else(|| head.uri.path_and_query().cloned())
             .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
         let mut uri = hyper::http::uri::Parts::default();
         if up.http2 {
@@ -692,11 +850,4 @@ async fn send_one(
     tokio::time::timeout(up.response_timeout, work)
         .await
         .unwrap_or(Attempt::TimedOut)
-}
-
-fn note_failure(up: &Upstream, index: usize) {
-    let server = &up.servers[index];
-    if let Some(t) = server.health.passive_failure(&up.passive) {
-        warn!(upstream = up.name, server = %server.addr, ejected_for = ?t, "server ejected after consecutive failures");
-    }
 }

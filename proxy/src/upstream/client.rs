@@ -39,6 +39,16 @@ pub fn empty_body() -> UpBody {
         .boxed()
 }
 
+/// How a client's request body failed the pace limits (the client's fault, never the
+/// upstream's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyPaceError {
+    #[error("the client stopped sending the request body")]
+    Stalled,
+    #[error("the client sends the request body slower than the minimum rate")]
+    TooSlow,
+}
+
 /// A request body that fails when no data arrives for `timeout` (a client trickling its
 /// body, or stalling, ties up a worker and an upstream connection otherwise).
 pub struct ReadTimeout<B> {
@@ -94,18 +104,14 @@ where
                         && elapsed > MIN_RATE_GRACE
                         && (self.received as f64) < self.min_rate as f64 * elapsed.as_secs_f64()
                     {
-                        return Poll::Ready(Some(Err(
-                            "the client sends the request body slower than the minimum rate".into(),
-                        )));
+                        return Poll::Ready(Some(Err(BodyPaceError::TooSlow.into())));
                     }
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
                 if self.sleep.as_mut().poll(cx).is_ready() {
-                    Poll::Ready(Some(Err(
-                        "the client stopped sending the request body".into()
-                    )))
+                    Poll::Ready(Some(Err(BodyPaceError::Stalled.into())))
                 } else {
                     Poll::Pending
                 }

@@ -84,16 +84,31 @@ impl ServerHealth {
         }
     }
 
-    /// A request failed; returns the ejection time when this failure ejected the server.
-    pub fn passive_failure(&self, cfg: &PassiveConfig) -> Option<Duration> {
+    /// Whether a passive ejection is running now.
+    #[must_use]
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        now_ms < self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// A request failed through the server's fault. When that makes `consecutive_failures`,
+    /// the server is ejected if `may_eject` agrees (the pool's last usable server and servers
+    /// past `max_ejection_percent` are not).
+    pub fn passive_failure(
+        &self,
+        cfg: &PassiveConfig,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Passive {
         if cfg.consecutive_failures == 0 {
-            return None;
+            return Passive::Counted;
         }
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n < cfg.consecutive_failures {
-            return None;
+            return Passive::Counted;
         }
         self.failures.store(0, Ordering::Relaxed);
+        if !may_eject() {
+            return Passive::Refused;
+        }
         let round = self.ejections.fetch_add(1, Ordering::Relaxed).min(16);
         let time = cfg
             .base_ejection
@@ -103,7 +118,7 @@ impl ServerHealth {
             now_ms() + u64::try_from(time.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        Some(time)
+        Passive::Ejected(time)
     }
 
     /// Records an active check; returns `Some(new state)` when the server changed state.
@@ -125,6 +140,17 @@ impl ServerHealth {
         }
         None
     }
+}
+
+/// What one failure did to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passive {
+    /// Counted towards `consecutive_failures`.
+    Counted,
+    /// The server is out for this long.
+    Ejected(Duration),
+    /// It would have been ejected, but the pool cannot spare it.
+    Refused,
 }
 
 /// Every server's health, keyed by pool name and address; it outlives config reloads.
@@ -252,27 +278,33 @@ mod tests {
     fn passive_ejection_grows_and_is_capped() {
         let cfg = PassiveConfig {
             consecutive_failures: 2,
+            on_5xx: false,
+            max_ejection_percent: 50,
             base_ejection: Duration::from_secs(1),
             max_ejection: Duration::from_secs(3),
         };
         let h = ServerHealth::default();
-        assert_eq!(h.passive_failure(&cfg), None);
-        assert_eq!(h.passive_failure(&cfg), Some(Duration::from_secs(1)));
+        let fail = || h.passive_failure(&cfg, || true);
+        assert_eq!(fail(), Passive::Counted);
+        assert_eq!(fail(), Passive::Ejected(Duration::from_secs(1)));
         assert!(!h.usable(now_ms()));
-        h.passive_failure(&cfg);
-        assert_eq!(h.passive_failure(&cfg), Some(Duration::from_secs(2)));
-        h.passive_failure(&cfg);
-        assert_eq!(
-            h.passive_failure(&cfg),
-            Some(Duration::from_secs(3)),
-            "capped"
-        );
+        fail();
+        assert_eq!(fail(), Passive::Ejected(Duration::from_secs(2)));
+        fail();
+        assert_eq!(fail(), Passive::Ejected(Duration::from_secs(3)), "capped");
         h.passive_success();
-        h.passive_failure(&cfg);
+        fail();
         assert_eq!(
-            h.passive_failure(&cfg),
-            Some(Duration::from_secs(1)),
+            fail(),
+            Passive::Ejected(Duration::from_secs(1)),
             "a success resets the growth"
+        );
+        let spared = ServerHealth::default();
+        spared.passive_failure(&cfg, || false);
+        assert_eq!(spared.passive_failure(&cfg, || false), Passive::Refused);
+        assert!(
+            spared.usable(now_ms()),
+            "a refused ejection leaves it usable"
         );
     }
 }

@@ -8,12 +8,13 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use hyper::header::{COOKIE, HeaderMap};
+use tracing::{info, warn};
 
 pub use health::{HealthBoard, ServerHealth};
 use lb::{Balancer, Member, PickContext, Policy};
@@ -72,6 +73,11 @@ pub struct Upstream {
     budget: RetryBudget,
     /// Time to the servers' response headers.
     pub latency: crate::metrics::Histogram,
+    /// Requests sent while no server was usable (panic mode), and whether it is on now.
+    pub panic_requests: crate::metrics::Counter,
+    in_panic: AtomicBool,
+    /// Ejections not done to keep the pool serving.
+    pub ejections_refused: crate::metrics::Counter,
 }
 
 impl Upstream {
@@ -135,11 +141,16 @@ impl Upstream {
             retry: config.retry.clone(),
             budget: RetryBudget::default(),
             latency: crate::metrics::Histogram::default(),
+            panic_requests: crate::metrics::Counter::default(),
+            in_panic: AtomicBool::new(false),
+            ejections_refused: crate::metrics::Counter::default(),
         }
     }
 
-    /// Picks a usable server, avoiding those in `exclude` (tried already). `None`: no server
-    /// is usable (all down or ejected): the caller answers 503.
+    /// Picks a usable server, avoiding those in `exclude` (tried already). When no server at
+    /// all is usable (every one down by the checks or ejected), the pool is in panic mode and
+    /// picks among all servers not drained, as Envoy does, rather than refuse every request.
+    /// `None`: nothing left to try (the caller answers 502/503).
     pub fn pick(
         &self,
         client_ip: std::net::IpAddr,
@@ -159,19 +170,100 @@ impl Upstream {
             }
             Some(HashKey::Cookie(name)) => cookie(headers, name),
         };
-        let usable = |i: usize| {
-            !exclude.contains(&i) && self.servers.get(i).is_some_and(|s| s.health.usable(now))
-        };
         let load = |i: usize| {
             self.servers
                 .get(i)
                 .map_or(u32::MAX, |s| s.inflight.load(Ordering::Relaxed))
         };
-        self.balancer.pick(&PickContext {
+        let panic = !self.servers.iter().any(|s| s.health.usable(now));
+        if panic != self.in_panic.swap(panic, Ordering::Relaxed) {
+            if panic {
+                warn!(
+                    upstream = self.name,
+                    "no server is usable (all down or ejected): panic mode, sending to every server that is not drained"
+                );
+            } else {
+                info!(
+                    upstream = self.name,
+                    "a server is usable again: panic mode over"
+                );
+            }
+        }
+        let usable = |i: usize| {
+            !exclude.contains(&i)
+                && self.servers.get(i).is_some_and(|s| {
+                    if panic {
+                        !s.health.is_drained()
+                    } else {
+                        s.health.usable(now)
+                    }
+                })
+        };
+        let picked = self.balancer.pick(&PickContext {
             key,
             usable: &usable,
             load: &load,
+        });
+        if panic && picked.is_some() {
+            self.panic_requests.inc();
+        }
+        picked
+    }
+
+    /// Whether a server not in `exclude` could still be picked; leaves the balancer as it is.
+    #[must_use]
+    pub fn has_candidate(&self, exclude: &[usize]) -> bool {
+        let now = health::now_ms();
+        let panic = !self.servers.iter().any(|s| s.health.usable(now));
+        self.servers.iter().enumerate().any(|(i, s)| {
+            !exclude.contains(&i)
+                && if panic {
+                    !s.health.is_drained()
+                } else {
+                    s.health.usable(now)
+                }
         })
+    }
+
+    /// A request to server `index` failed through the server's fault: count it, and eject
+    /// the server when that is due and the pool can spare it (never its last usable server,
+    /// never more than `max_ejection_percent` of its servers).
+    pub fn passive_failure(&self, index: usize) {
+        let Some(server) = self.servers.get(index) else {
+            return;
+        };
+        let may_eject = || {
+            let now = health::now_ms();
+            let others_usable = self
+                .servers
+                .iter()
+                .enumerate()
+                .any(|(i, s)| i != index && s.health.usable(now));
+            let ejected = self
+                .servers
+                .iter()
+                .filter(|s| s.health.is_ejected(now))
+                .count();
+            let cap = u64::from(self.passive.max_ejection_percent);
+            others_usable && (ejected as u64 + 1) * 100 <= cap * self.servers.len() as u64
+        };
+        match server.health.passive_failure(&self.passive, may_eject) {
+            health::Passive::Counted => {}
+            health::Passive::Ejected(t) => warn!(
+                upstream = self.name,
+                server = %server.addr,
+                ejected_for = ?t,
+                "server ejected after consecutive failures"
+            ),
+            health::Passive::Refused => {
+                self.ejections_refused.inc();
+                warn!(
+                    upstream = self.name,
+                    server = %server.addr,
+                    "server failing, but not ejected: it is the pool's last usable server or max_ejection_percent is reached"
+                );
+            }
+        }
     }
 
     /// Counts a request for the retry budget.
