@@ -7,11 +7,8 @@ use aya_ebpf::{
 
 use crate::{
     filter::{Verdict, decide},
-    packet::Packet,
+    packet::{HEADERS_MAX, Packet},
 };
-
-/// Bytes of headers the parser may read: Ethernet + two VLAN tags + an IPv6 header.
-const HEADERS_MAX: u32 = 14 + 8 + 40;
 
 #[classifier]
 pub fn tc_filter(ctx: TcContext) -> i32 {
@@ -23,10 +20,15 @@ pub fn tc_filter(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn try_tc_filter(ctx: &TcContext) -> Result<i32, ()> {
-    // Direct access only covers the linear part of the skb: pull the headers in if needed.
+    // Direct access only covers the linear part of the skb, and a driver may leave no more than
+    // the Ethernet header there: pull in every byte the parser may read (VLAN tags, IPv4
+    // options, IPv6 extension headers, the TCP flags), or the whole packet when it is shorter,
+    // so that the verdict depends on the packet and not on how the driver laid it out. If the
+    // pull fails the parser sees only the linear part; a header cut there is limited like a SYN
+    // or counted malformed (packet.rs), as a packet really cut there would be.
     let linear = ctx.data_end() - ctx.data();
-    if linear < HEADERS_MAX as usize && ctx.len() > linear as u32 {
-        let _ = ctx.pull_data(ctx.len().min(HEADERS_MAX));
+    if linear < HEADERS_MAX && ctx.len() as usize > linear {
+        let _ = ctx.pull_data(ctx.len().min(HEADERS_MAX as u32));
     }
     // SAFETY: reading a field of the skb the kernel passed in.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };

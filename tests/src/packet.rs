@@ -1,5 +1,6 @@
-//! A small packet builder: Ethernet (with optional VLAN tags) carrying IPv4 (with options) or
-//! IPv6, carrying a TCP SYN. Checksums are left zero: the filter never looks at them.
+//! A small packet builder: Ethernet (with optional VLAN tags) carrying IPv4 (with options, or
+//! a fragment) or IPv6 (with extension headers), carrying a TCP SYN. Checksums are left zero:
+//! the filter never looks at them.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -8,13 +9,21 @@ const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 
-fn tcp_syn() -> Vec<u8> {
+const IPPROTO_TCP: u8 = 6;
+const TCP_SYN: u8 = 0x02;
+
+/// A TCP header with the given flags byte (0x02 SYN, 0x10 ACK, 0x12 SYN+ACK).
+fn tcp(flags: u8) -> Vec<u8> {
     let mut t = vec![0u8; 20];
     t[0..2].copy_from_slice(&40000u16.to_be_bytes());
     t[2..4].copy_from_slice(&80u16.to_be_bytes());
     t[12] = 5 << 4; // data offset
-    t[13] = 0x02; // SYN
+    t[13] = flags;
     t
+}
+
+fn tcp_syn() -> Vec<u8> {
+    tcp(TCP_SYN)
 }
 
 /// An Ethernet frame; `tags` are (TPID, VLAN id) pairs, outermost first.
@@ -31,30 +40,124 @@ pub fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> 
 
 /// An IPv4 packet with `options_words` 32-bit words of options (IHL = 5 + options_words).
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, options_words: u8) -> Vec<u8> {
+    ipv4_packet(src, dst, options_words, 0, &tcp_syn())
+}
+
+/// An IPv4 packet carrying `payload` as TCP; `frag` is the flags/fragment-offset field
+/// (0x2000 more fragments, the low 13 bits the offset in 8-byte units).
+fn ipv4_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    options_words: u8,
+    frag: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let ihl = 5 + options_words;
-    let payload = tcp_syn();
     let total = usize::from(ihl) * 4 + payload.len();
     let mut h = vec![0u8; usize::from(ihl) * 4];
     h[0] = 0x40 | ihl;
     h[2..4].copy_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
     h[8] = 64; // TTL
-    h[9] = 6; // TCP
+    h[9] = IPPROTO_TCP;
     h[12..16].copy_from_slice(&src.octets());
     h[16..20].copy_from_slice(&dst.octets());
     for b in &mut h[20..] {
         *b = 1; // NOP options
     }
-    h.extend_from_slice(&payload);
+    h.extend_from_slice(payload);
     h
 }
 
 /// An IPv6 packet carrying a TCP SYN.
 pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
-    let payload = tcp_syn();
+    ipv6_chain(src, dst, &[], TCP_SYN)
+}
+
+/// An IPv6 extension header, for [`ipv6_chain`].
+#[derive(Clone, Copy, Debug)]
+pub enum Ext {
+    /// Hop-by-hop options, this many bytes in all (a multiple of 8 from 8 to 2048).
+    HopByHop(usize),
+    /// A routing header (type 4, segment routing) with no segment left to visit, so the host
+    /// goes on to the next header: 24 bytes.
+    Routing,
+    /// Destination options, this many bytes in all (a multiple of 8 from 8 to 2048).
+    DestOpts(usize),
+    /// A fragment header: the offset in 8-byte units, and whether more fragments follow.
+    Fragment { offset: u16, more: bool },
+    /// An authentication header with a 12-byte ICV: 24 bytes.
+    Auth,
+}
+
+impl Ext {
+    fn next_header(self) -> u8 {
+        match self {
+            Ext::HopByHop(_) => 0,
+            Ext::Routing => 43,
+            Ext::Fragment { .. } => 44,
+            Ext::Auth => 51,
+            Ext::DestOpts(_) => 60,
+        }
+    }
+
+    /// The header's bytes, announcing `next` as the header that follows it.
+    fn bytes(self, next: u8) -> Vec<u8> {
+        let options = |len: usize| {
+            assert!(
+                len.is_multiple_of(8) && (8..=2048).contains(&len),
+                "{len}-byte options header"
+            );
+            // Pad1 options (zero bytes) fill the header: a valid, if odd, option area.
+            let mut h = vec![0u8; len];
+            h[1] = u8::try_from(len / 8 - 1).unwrap();
+            h
+        };
+        let mut h = match self {
+            Ext::HopByHop(len) | Ext::DestOpts(len) => options(len),
+            Ext::Routing => {
+                let mut h = vec![0u8; 24];
+                h[1] = 2; // 16 bytes after the first 8
+                h[2] = 4; // segment routing
+                h[3] = 0; // segments left
+                h[8..24]
+                    .copy_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0xee, 0, 0, 0, 0, 1).octets());
+                h
+            }
+            Ext::Fragment { offset, more } => {
+                let mut h = vec![0u8; 8];
+                let field = (offset << 3) | u16::from(more);
+                h[2..4].copy_from_slice(&field.to_be_bytes());
+                h[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes()); // identification
+                h
+            }
+            Ext::Auth => {
+                let mut h = vec![0u8; 24];
+                h[1] = 4; // in 4-byte units, minus 2
+                h[4..8].copy_from_slice(&0x100u32.to_be_bytes()); // SPI
+                h[8..12].copy_from_slice(&1u32.to_be_bytes()); // sequence number
+                h
+            }
+        };
+        h[0] = next;
+        h
+    }
+}
+
+/// An IPv6 packet whose fixed header is followed by `chain`, then a TCP header with `flags`.
+/// After a fragment header that is not the first fragment, the bytes that look like a TCP
+/// header are payload (the fragment's data), as an attacker would place them.
+pub fn ipv6_chain(src: Ipv6Addr, dst: Ipv6Addr, chain: &[Ext], flags: u8) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for (i, ext) in chain.iter().enumerate() {
+        let next = chain.get(i + 1).map_or(IPPROTO_TCP, |e| e.next_header());
+        payload.extend_from_slice(&ext.bytes(next));
+    }
+    payload.extend_from_slice(&tcp(flags));
     let mut h = vec![0u8; 40];
     h[0] = 0x60;
     h[4..6].copy_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
-    h[6] = 6;
+    h[6] = chain.first().map_or(IPPROTO_TCP, |e| e.next_header());
     h[7] = 64;
     h[8..24].copy_from_slice(&src.octets());
     h[24..40].copy_from_slice(&dst.octets());
@@ -95,6 +198,69 @@ pub fn v6_frame(src: &str) -> Vec<u8> {
         &[],
         ETH_P_IPV6,
         &ipv6(src.parse().unwrap(), "2001:db8:ff::1".parse().unwrap()),
+    )
+}
+
+/// An IPv6 TCP frame whose fixed header is followed by `chain` (see [`ipv6_chain`]).
+pub fn v6_chain_frame(src: &str, chain: &[Ext], flags: u8) -> Vec<u8> {
+    ethernet(
+        &[],
+        ETH_P_IPV6,
+        &ipv6_chain(
+            src.parse().unwrap(),
+            "2001:db8:ff::1".parse().unwrap(),
+            chain,
+            flags,
+        ),
+    )
+}
+
+/// An IPv4 fragment whose first 20 bytes of data look like a TCP SYN: `offset` in 8-byte
+/// units (0 for the first fragment), `more` for the more-fragments flag.
+pub fn v4_fragment_frame(src: &str, offset: u16, more: bool) -> Vec<u8> {
+    let frag = offset | if more { 0x2000 } else { 0 };
+    ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4_packet(
+            src.parse().unwrap(),
+            Ipv4Addr::new(10, 255, 0, 1),
+            0,
+            frag,
+            &tcp_syn(),
+        ),
+    )
+}
+
+/// A first IPv4 fragment carrying only the first 8 bytes of a TCP header (ports and sequence
+/// number): the flags would come in the next fragment (RFC 1858's tiny fragment).
+pub fn v4_tiny_first_fragment_frame(src: &str) -> Vec<u8> {
+    ethernet(
+        &[],
+        ETH_P_IP,
+        &ipv4_packet(
+            src.parse().unwrap(),
+            Ipv4Addr::new(10, 255, 0, 1),
+            0,
+            0x2000,
+            &tcp_syn()[..8],
+        ),
+    )
+}
+
+/// A QinQ-tagged IPv4 TCP frame with `options_words` words of IP options and the given TCP
+/// flags: the longest IPv4 header path through the parser.
+pub fn qinq_v4_options_frame(src: &str, options_words: u8, flags: u8) -> Vec<u8> {
+    ethernet(
+        &[(ETH_P_8021AD, 10), (ETH_P_8021Q, 100)],
+        ETH_P_IP,
+        &ipv4_packet(
+            src.parse().unwrap(),
+            Ipv4Addr::new(10, 255, 0, 1),
+            options_words,
+            0,
+            &tcp(flags),
+        ),
     )
 }
 

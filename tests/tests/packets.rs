@@ -210,7 +210,151 @@ fn fixtures() -> Vec<Fixture> {
             Pass,
             Malformed,
         ),
+        // IPv6 extension headers: the source is read whatever the chain, so a blocked source
+        // stays blocked behind any of them (SYN counting: syn_limiter_counts_*).
+        f(
+            "IPv6 SYN behind hop-by-hop, blocked",
+            v6_chain_frame("2001:db8::10", &[Ext::HopByHop(8)], SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 SYN behind hop-by-hop, not listed",
+            v6_chain_frame("2001:db8:1::10", &[Ext::HopByHop(8)], SYN),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv6 SYN behind a routing header, blocked",
+            v6_chain_frame("2001:db8::11", &[Ext::Routing], SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 SYN behind destination options, blocked",
+            v6_chain_frame("2001:db8::12", &[Ext::DestOpts(16)], SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 SYN behind AH, blocked",
+            v6_chain_frame("2001:db8::13", &[Ext::Auth], SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 first fragment with a SYN, blocked",
+            v6_chain_frame("2001:db8::14", &[FIRST_FRAGMENT], SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 non-first fragment, blocked",
+            v6_chain_frame("2001:db8::15", &[LATER_FRAGMENT], SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 non-first fragment, not listed",
+            v6_chain_frame("2001:db8:1::15", &[LATER_FRAGMENT], SYN),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv6 SYN behind six extension headers, blocked",
+            v6_chain_frame("2001:db8::16", &six_headers(), SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 SYN behind more extension headers than the walk follows, blocked",
+            v6_chain_frame("2001:db8::17", &too_many_headers(), SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 SYN behind more extension headers than the walk follows, not listed",
+            v6_chain_frame("2001:db8:1::17", &too_many_headers(), SYN),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv6 SYN behind a 512-byte hop-by-hop header, blocked",
+            v6_chain_frame("2001:db8::18", &[Ext::HopByHop(512)], SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 extension header chain cut short, blocked",
+            truncated(
+                v6_chain_frame("2001:db8::19", &[Ext::HopByHop(8), Ext::DestOpts(64)], SYN),
+                14 + 40 + 8 + 20,
+            ),
+            Drop,
+            Blocked,
+        ),
+        // IPv4 fragments: the source counts, the bytes after a later fragment's header do not.
+        f(
+            "IPv4 non-first fragment, blocked",
+            v4_fragment_frame("10.0.0.9", 185, false),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv4 non-first fragment, not listed",
+            v4_fragment_frame("192.0.3.1", 185, true),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv4 first fragment, blocked",
+            v4_fragment_frame("10.0.0.9", 0, true),
+            Drop,
+            Blocked,
+        ),
+        // The longest IPv4 path: two VLAN tags and 40 bytes of options before the TCP flags.
+        f(
+            "QinQ-tagged IPv4 with 40 bytes of options, blocked",
+            qinq_v4_options_frame("192.0.2.9", 10, SYN),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "QinQ-tagged IPv4 with 40 bytes of options, not listed",
+            qinq_v4_options_frame("192.0.3.9", 10, SYN),
+            Pass,
+            Plain,
+        ),
     ]
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIRST_FRAGMENT: Ext = Ext::Fragment {
+    offset: 0,
+    more: true,
+};
+/// A later fragment (offset 1480 bytes) whose data starts with bytes that look like a TCP SYN.
+const LATER_FRAGMENT: Ext = Ext::Fragment {
+    offset: 185,
+    more: false,
+};
+
+/// One of each extension header the parser walks (six: within its bound of eight).
+fn six_headers() -> Vec<Ext> {
+    vec![
+        Ext::HopByHop(8),
+        Ext::DestOpts(8),
+        Ext::Routing,
+        FIRST_FRAGMENT,
+        Ext::Auth,
+        Ext::DestOpts(24),
+    ]
+}
+
+/// Nine small headers: one more than the parser walks before it stops looking for TCP.
+fn too_many_headers() -> Vec<Ext> {
+    vec![Ext::DestOpts(8); 9]
 }
 
 /// A pinned datapath for this test, removed on drop.
@@ -409,6 +553,62 @@ fn syn_rate_limit_per_source_prefix() {
         maps.counters().unwrap().get(Counter::DroppedSynRate) - before,
         2
     );
+
+    // A SYN flood wearing IPv6 extension headers draws on the same bucket as a plain one.
+    let v6_syn = |src: &str, chain: &[Ext]| v6_chain_frame(src, chain, SYN);
+    let before = maps.counters().unwrap().get(Counter::DroppedSynRate);
+    assert_eq!(
+        t.datapath
+            .test_run_xdp(&v6_syn("2001:db8:7::1", &[]))
+            .unwrap(),
+        XDP_PASS
+    );
+    assert_eq!(
+        t.datapath
+            .test_run_xdp(&v6_syn("2001:db8:7::2", &[Ext::HopByHop(8)]))
+            .unwrap(),
+        XDP_PASS,
+        "behind hop-by-hop: same /64, second token"
+    );
+    assert_eq!(
+        t.datapath
+            .test_run_xdp(&v6_syn("2001:db8:7::3", &six_headers()))
+            .unwrap(),
+        XDP_DROP,
+        "behind six headers: same /64, bucket empty"
+    );
+    assert_eq!(
+        t.datapath
+            .test_run_tc(&v6_syn("2001:db8:7::4", &[FIRST_FRAGMENT]))
+            .unwrap(),
+        TC_ACT_SHOT,
+        "a first fragment is a SYN in TC too"
+    );
+    assert_eq!(
+        t.datapath
+            .test_run_xdp(&v6_syn("2001:db8:7::5", &too_many_headers()))
+            .unwrap(),
+        XDP_DROP,
+        "beyond the walk: limited like a SYN"
+    );
+    assert_eq!(
+        t.datapath
+            .test_run_xdp(&v6_syn("2001:db8:7::6", &[LATER_FRAGMENT]))
+            .unwrap(),
+        XDP_PASS,
+        "a later fragment carries no SYN"
+    );
+    assert_eq!(
+        t.datapath
+            .test_run_xdp(&v6_chain_frame("2001:db8:7::7", &[Ext::HopByHop(8)], ACK))
+            .unwrap(),
+        XDP_PASS,
+        "ACKs behind headers are not limited"
+    );
+    assert_eq!(
+        maps.counters().unwrap().get(Counter::DroppedSynRate) - before,
+        3
+    );
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(
         t.datapath.test_run_xdp(&syn("192.0.2.9")).unwrap(),
@@ -424,4 +624,214 @@ fn syn_rate_limit_per_source_prefix() {
             XDP_PASS
         );
     }
+}
+
+/// A frame from a source, and whether the SYN limiter must count it.
+struct SynCase {
+    what: &'static str,
+    frame: fn(&str) -> Vec<u8>,
+    v6: bool,
+    counted: bool,
+}
+
+fn syn_cases() -> Vec<SynCase> {
+    fn v4(what: &'static str, frame: fn(&str) -> Vec<u8>, counted: bool) -> SynCase {
+        SynCase {
+            what,
+            frame,
+            v6: false,
+            counted,
+        }
+    }
+    fn v6(what: &'static str, frame: fn(&str) -> Vec<u8>, counted: bool) -> SynCase {
+        SynCase {
+            what,
+            frame,
+            v6: true,
+            counted,
+        }
+    }
+    vec![
+        v4("IPv4 SYN", |s| v4_tcp_frame(s, SYN), true),
+        v4("IPv4 ACK", |s| v4_tcp_frame(s, ACK), false),
+        v4(
+            "IPv4 first fragment with a SYN",
+            |s| v4_fragment_frame(s, 0, true),
+            true,
+        ),
+        v4(
+            "IPv4 non-first fragment whose data looks like a SYN",
+            |s| v4_fragment_frame(s, 185, true),
+            false,
+        ),
+        v4(
+            "IPv4 last fragment whose data looks like a SYN",
+            |s| v4_fragment_frame(s, 1, false),
+            false,
+        ),
+        v4(
+            "IPv4 first fragment cut before the TCP flags",
+            v4_tiny_first_fragment_frame,
+            true,
+        ),
+        v4(
+            "QinQ-tagged IPv4 SYN with 40 bytes of options",
+            |s| qinq_v4_options_frame(s, 10, SYN),
+            true,
+        ),
+        v4(
+            "QinQ-tagged IPv4 ACK with 40 bytes of options",
+            |s| qinq_v4_options_frame(s, 10, ACK),
+            false,
+        ),
+        v6("IPv6 SYN", |s| v6_chain_frame(s, &[], SYN), true),
+        v6(
+            "IPv6 SYN behind hop-by-hop",
+            |s| v6_chain_frame(s, &[Ext::HopByHop(8)], SYN),
+            true,
+        ),
+        v6(
+            "IPv6 ACK behind hop-by-hop",
+            |s| v6_chain_frame(s, &[Ext::HopByHop(8)], ACK),
+            false,
+        ),
+        v6(
+            "IPv6 SYN behind a routing header",
+            |s| v6_chain_frame(s, &[Ext::Routing], SYN),
+            true,
+        ),
+        v6(
+            "IPv6 SYN behind destination options",
+            |s| v6_chain_frame(s, &[Ext::DestOpts(16)], SYN),
+            true,
+        ),
+        v6(
+            "IPv6 SYN behind AH",
+            |s| v6_chain_frame(s, &[Ext::Auth], SYN),
+            true,
+        ),
+        v6(
+            "IPv6 first fragment with a SYN",
+            |s| v6_chain_frame(s, &[FIRST_FRAGMENT], SYN),
+            true,
+        ),
+        v6(
+            "IPv6 first fragment with an ACK",
+            |s| v6_chain_frame(s, &[FIRST_FRAGMENT], ACK),
+            false,
+        ),
+        v6(
+            "IPv6 non-first fragment whose data looks like a SYN",
+            |s| v6_chain_frame(s, &[LATER_FRAGMENT], SYN),
+            false,
+        ),
+        v6(
+            "IPv6 SYN behind six extension headers",
+            |s| v6_chain_frame(s, &six_headers(), SYN),
+            true,
+        ),
+        v6(
+            "IPv6 ACK behind six extension headers",
+            |s| v6_chain_frame(s, &six_headers(), ACK),
+            false,
+        ),
+        v6(
+            "IPv6 SYN behind eight extension headers (the bound)",
+            |s| v6_chain_frame(s, &[Ext::DestOpts(8); 8], SYN),
+            true,
+        ),
+        v6(
+            "IPv6 ACK behind eight extension headers (the bound)",
+            |s| v6_chain_frame(s, &[Ext::DestOpts(8); 8], ACK),
+            false,
+        ),
+        // Beyond what the parser walks, it cannot tell a SYN from an ACK: both are counted.
+        v6(
+            "IPv6 SYN behind nine extension headers",
+            |s| v6_chain_frame(s, &too_many_headers(), SYN),
+            true,
+        ),
+        v6(
+            "IPv6 ACK behind nine extension headers",
+            |s| v6_chain_frame(s, &too_many_headers(), ACK),
+            true,
+        ),
+        v6(
+            "IPv6 SYN behind a 512-byte hop-by-hop header",
+            |s| v6_chain_frame(s, &[Ext::HopByHop(512)], SYN),
+            true,
+        ),
+        v6(
+            "IPv6 extension header chain cut short",
+            |s| {
+                truncated(
+                    v6_chain_frame(s, &[Ext::HopByHop(8), Ext::DestOpts(64)], SYN),
+                    14 + 40 + 8 + 20,
+                )
+            },
+            true,
+        ),
+    ]
+}
+
+/// Which packets the SYN limiter counts, in both programs: with one token per source, a counted
+/// frame passes once and is dropped the second time; any other frame passes both times. Each
+/// run has its own source, so no case draws on another's bucket.
+#[test]
+fn syn_limiter_counts_what_may_open_a_connection() {
+    require_root();
+    proxy::kernel::ensure_bpffs().unwrap();
+    let pin_dir = proxy::kernel::pin_dir(&format!("packet-test-{}", unique_id()));
+    let mut t = TestDatapath {
+        datapath: Datapath::load(&pin_dir).unwrap(),
+    };
+    t.datapath
+        .set_rate_config(proxy_common::RateConfig {
+            syn_rate: 1,
+            syn_burst: 1,
+            prefix_v4: 32,
+            prefix_v6: 128,
+        })
+        .unwrap();
+    let mut failures = Vec::new();
+    let mut source = 0u16;
+    for case in syn_cases() {
+        for tc in [false, true] {
+            source += 1;
+            let src = if case.v6 {
+                format!("2001:db8:5::{source:x}")
+            } else {
+                format!("198.18.{}.{}", source >> 8, source & 0xff)
+            };
+            let frame = (case.frame)(&src);
+            let mut run = || {
+                if tc {
+                    t.datapath.test_run_tc(&frame).map(|r| r == TC_ACT_OK)
+                } else {
+                    t.datapath.test_run_xdp(&frame).map(|r| r == XDP_PASS)
+                }
+            };
+            let program = if tc { "TC" } else { "XDP" };
+            let (first, second) = match (run(), run()) {
+                (Ok(first), Ok(second)) => (first, second),
+                (Err(e), _) | (_, Err(e)) => panic!("{}: {program} test run: {e}", case.what),
+            };
+            if !first || second == case.counted {
+                failures.push(format!(
+                    "{} ({program}): expected {}, passed {first} then {second}",
+                    case.what,
+                    if case.counted {
+                        "counted"
+                    } else {
+                        "not counted"
+                    },
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "the SYN limiter counted the wrong packets:\n{}",
+        failures.join("\n")
+    );
 }
