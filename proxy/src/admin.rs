@@ -769,9 +769,29 @@ pub fn render_metrics(ctx: &AdminCtx) -> String {
             g.requests_refused_invalid.get(),
         ),
         (
+            "proxy_proxy_protocol_refused_total",
+            "Connections closed on a PROXY listener because the sender is not in proxy_protocol_from.",
+            g.proxy_protocol_refused.get(),
+        ),
+        (
+            "proxy_forwarded_blocked_total",
+            "Requests refused (403) because the client behind a trusted proxy is on the blocklist.",
+            g.forwarded_blocked.get(),
+        ),
+        (
             "proxy_bans_total",
             "Clients banned in the kernel by [[ban]] rules.",
             g.bans.get(),
+        ),
+        (
+            "proxy_bans_kept_stronger_total",
+            "Bans not applied because a manual or imported block, or a longer ban, of the prefix stays.",
+            g.bans_kept_stronger.get(),
+        ),
+        (
+            "proxy_bans_failed_total",
+            "Bans the kernel blocklist map refused (it is full: see proxy stats); the client is not blocked.",
+            g.bans_failed.get(),
         ),
         (
             "proxy_bans_skipped_allowlisted_total",
@@ -799,6 +819,23 @@ pub fn render_metrics(ctx: &AdminCtx) -> String {
             metric_header(&mut out, base, "counter", help);
         }
         let _ = writeln!(out, "{name} {value}");
+    }
+    metric_header(
+        &mut out,
+        "proxy_client_state_evictions_total",
+        "counter",
+        "Per-client entries evicted to keep the tables within limits.max_tracked_clients.",
+    );
+    let (windows, offences) = shared.bans.evictions();
+    for (table, n) in [
+        ("rate", shared.limits.evictions()),
+        ("ban_windows", windows),
+        ("offences", offences),
+    ] {
+        let _ = writeln!(
+            out,
+            "proxy_client_state_evictions_total{{table=\"{table}\"}} {n}"
+        );
     }
     let cache = &shared.cache;
     let cs = &cache.stats;

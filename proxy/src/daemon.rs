@@ -15,7 +15,7 @@ use proxy_common::Reason;
 use crate::{
     config::{AttachMode, Config},
     defense::{
-        ListStore,
+        Applied, BlockItem, ListStore,
         ban::{BanEngine, BanRequest},
         limits::ClientLimits,
         state::StateFile,
@@ -167,24 +167,28 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
     let metrics = Arc::new(crate::metrics::Global::default());
     let access_log = crate::access_log::AccessLog::start(&config.access_log, metrics.clone())
         .with_context(|| format!("access_log.path: cannot open {:?}", config.access_log.path))?;
+    // The lists as the request path checks them (clients behind a trusted proxy; every
+    // client when nothing is attached).
+    let maps = Arc::new(KernelMaps::open(&pin_dir)?);
     let shared = Arc::new(Shared {
         generation: ArcSwap::from_pointee(generation),
         tls: ArcSwap::from_pointee(tls),
-        limits: Arc::new(ClientLimits::default()),
-        bans: BanEngine::new(ban_tx),
+        limits: Arc::new(ClientLimits::new(config.limits.max_tracked_clients)),
+        bans: BanEngine::new(
+            ban_tx,
+            config.limits.max_tracked_clients,
+            config.limits.client_prefix_v6,
+        ),
         metrics,
         requests: crate::metrics::StatusCounts::default(),
         latency: crate::metrics::Histogram::default(),
         access_log,
         cache: crate::cache::Cache::new(config.cache.max_bytes),
+        maps: Some(maps.clone()),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let deny = if attach == AttachMode::None {
-        Some(Arc::new(KernelMaps::open(&pin_dir)?))
-    } else {
-        None
-    };
+    let deny = (attach == AttachMode::None).then(|| maps.clone());
     let lctxs: Vec<Arc<ListenerCtx>> = config
         .listener
         .iter()
@@ -402,8 +406,13 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
     Ok(())
 }
 
+/// Longest a ban waits for others to share its state file write.
+const BAN_BATCH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Applies the bans the request path asks for, through the same code path as
-/// `proxy blocklist add` (kernel map + state file); also sweeps idle limit state.
+/// `proxy blocklist add` (kernel map + state file), in batches: the bans that arrive within
+/// [`BAN_BATCH`] of the first share one lock and one state file write, so a flood of bans
+/// costs a write per 100 ms, not one per ban. Also sweeps idle limit state.
 async fn apply_bans(
     mut requests: tokio::sync::mpsc::UnboundedReceiver<BanRequest>,
     store: Arc<Mutex<ListStore>>,
@@ -412,7 +421,7 @@ async fn apply_bans(
 ) {
     let mut sweep = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
-        let request = tokio::select! {
+        let first = tokio::select! {
             r = requests.recv() => match r { Some(r) => r, None => return },
             _ = sweep.tick() => {
                 shared.limits.sweep();
@@ -422,37 +431,82 @@ async fn apply_bans(
             }
             _ = stop.changed() => return,
         };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + BAN_BATCH;
+        while batch.len() < 10_000 {
+            match tokio::time::timeout_at(deadline, requests.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) | Err(_) => break,
+            }
+        }
         let store = store.clone();
-        let r = request.clone();
+        let requests_copy = batch.clone();
         let applied = tokio::task::spawn_blocking(move || {
             let mut store = store.lock().expect("list store");
-            if store.maps().is_allowed(r.client)? {
-                return Ok(false);
+            let mut allowed = Vec::with_capacity(requests_copy.len());
+            for r in &requests_copy {
+                allowed.push(store.maps().is_allowed(r.client)?);
             }
-            let note = format!("auto-ban: {} (offence {})", r.rule, r.offence);
-            store
-                .block(&[r.cidr], Some(r.ttl), Reason::L7Abuse, Some(&note))
-                .map(|_| true)
+            let notes: Vec<String> = requests_copy
+                .iter()
+                .map(|r| format!("auto-ban: {} (offence {})", r.rule, r.offence))
+                .collect();
+            let items: Vec<BlockItem<'_>> = requests_copy
+                .iter()
+                .zip(&notes)
+                .zip(&allowed)
+                .filter(|(_, allowed)| !**allowed)
+                .map(|((r, note), _)| BlockItem {
+                    cidr: r.cidr,
+                    ttl: Some(r.ttl),
+                    reason: Reason::L7Abuse,
+                    note: Some(note),
+                })
+                .collect();
+            let outcomes = store.ban_batch(&items)?;
+            Ok::<_, crate::defense::DefenseError>((allowed, outcomes))
         })
         .await;
-        match applied {
-            Ok(Ok(true)) => {
-                shared.metrics.bans.inc();
-                warn!(
-                    client = %request.client,
-                    banned = %request.cidr,
-                    rule = request.rule,
-                    ttl = ?request.ttl,
-                    offence = request.offence,
-                    "client banned in the kernel"
-                );
+        let (allowed, outcomes) = match applied {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                error!(bans = batch.len(), "bans failed: {e}");
+                continue;
             }
-            Ok(Ok(false)) => {
+            Err(e) => {
+                error!("ban task failed: {e}");
+                continue;
+            }
+        };
+        let mut outcomes = outcomes.into_iter();
+        for (request, allowed) in batch.iter().zip(allowed) {
+            if allowed {
                 shared.metrics.bans_skipped_allowlisted.inc();
                 info!(client = %request.client, rule = request.rule, "ban skipped: the client is allowlisted");
+                continue;
             }
-            Ok(Err(e)) => error!(client = %request.client, rule = request.rule, "ban failed: {e}"),
-            Err(e) => error!("ban task failed: {e}"),
+            match outcomes.next() {
+                Some(Applied::Added | Applied::Updated) => {
+                    shared.metrics.bans.inc();
+                    warn!(
+                        client = %request.client,
+                        banned = %request.cidr,
+                        rule = request.rule,
+                        ttl = ?request.ttl,
+                        offence = request.offence,
+                        "client banned in the kernel"
+                    );
+                }
+                Some(Applied::Kept) => {
+                    shared.metrics.bans_kept_stronger.inc();
+                    info!(client = %request.client, banned = %request.cidr, rule = request.rule, "ban not needed: a stronger block of the prefix stays");
+                }
+                Some(Applied::Failed(e)) => {
+                    shared.metrics.bans_failed.inc();
+                    error!(client = %request.client, banned = %request.cidr, rule = request.rule, "ban failed, the client is NOT blocked in the kernel (is the blocklist map full? see `proxy stats`): {e}");
+                }
+                None => {}
+            }
         }
     }
 }

@@ -127,8 +127,16 @@ pub struct Global {
     pub deny_pattern_refused: Counter,
     /// Requests refused with 400/405 before routing (authority, path, CONNECT).
     pub requests_refused_invalid: Counter,
+    /// Connections refused on a PROXY listener: the sender is not in `proxy_protocol_from`.
+    pub proxy_protocol_refused: Counter,
+    /// Requests refused because the client behind a trusted proxy is on the blocklist.
+    pub forwarded_blocked: Counter,
     pub bans: Counter,
     pub bans_skipped_allowlisted: Counter,
+    /// Bans not applied because a manual block or a longer ban of the prefix was there.
+    pub bans_kept_stronger: Counter,
+    /// Bans the kernel map refused (full).
+    pub bans_failed: Counter,
     pub reloads_ok: Counter,
     pub reloads_failed: Counter,
     pub access_log_dropped: Counter,

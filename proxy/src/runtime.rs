@@ -42,6 +42,20 @@ pub struct Generation {
     pub bans: Vec<ban::CompiledRule>,
 }
 
+impl Generation {
+    /// Whether `ip` may be banned: never a trusted proxy nor a PROXY protocol sender (they
+    /// relay other clients' traffic; the allowlist is checked where the ban is applied).
+    #[must_use]
+    pub fn may_ban(&self, ip: std::net::IpAddr) -> bool {
+        let c = &self.config;
+        !c.server.trusted_proxies.iter().any(|p| p.contains(ip))
+            && !c
+                .listener
+                .iter()
+                .any(|l| l.proxy_protocol_from.iter().any(|p| p.contains(ip)))
+    }
+}
+
 /// Per listener, the TLS server config in force (None for plain listeners). Swapped on reload
 /// and when certificate files change.
 pub type TlsConfigs = Vec<Option<Arc<rustls::ServerConfig>>>;
@@ -63,6 +77,9 @@ pub struct Shared {
     pub access_log: Option<crate::access_log::AccessLog>,
     /// The response cache (survives reloads).
     pub cache: Arc<crate::cache::Cache>,
+    /// The pinned lists, for clients the kernel cannot see: those behind a trusted proxy
+    /// (and every client when no kernel program is attached).
+    pub maps: Option<Arc<crate::kernel::KernelMaps>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +196,14 @@ pub fn listeners_compatible(old: &Config, new: &Config) -> Result<(), String> {
         || old.kernel.interfaces != new.kernel.interfaces
     {
         return Err("workers or [kernel] changed: that needs a restart, not a reload".into());
+    }
+    if (old.limits.max_tracked_clients, old.limits.client_prefix_v6)
+        != (new.limits.max_tracked_clients, new.limits.client_prefix_v6)
+    {
+        return Err(
+            "limits.max_tracked_clients or limits.client_prefix_v6 changed: that needs a restart, not a reload"
+                .into(),
+        );
     }
     if old.cache != new.cache {
         return Err("[cache] changed: that needs a restart, not a reload".into());

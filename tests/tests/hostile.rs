@@ -543,6 +543,13 @@ fn one_authority_per_request() {
         // hyper refuses some of these itself (400 too); either way nothing reaches the origin.
         t.refused(what, &r, expect);
     }
+    // The refusal says what was wrong.
+    let r = t.one(
+        PLAIN,
+        "GET / HTTP/1.1\r\nHost: www.test\r\nHost: admin.test\r\n\r\n",
+    );
+    assert!(r.body.contains("more than one Host header"), "{r:?}");
+    t.origin.take();
     // HTTP/1.0 without Host: no authority, so only host-less routes; none is sent upstream.
     let r = t.one(PLAIN, "GET / HTTP/1.0\r\n\r\n");
     let m = t.forwarded("HTTP/1.0 without Host", &r);
@@ -1145,4 +1152,136 @@ health = { path = "/health", interval = "200ms", timeout = "1s", fall = 1, rise 
         "{}",
         t.proxy.log()
     );
+}
+
+#[test]
+fn limits_and_bans_hold_behind_a_trusted_proxy() {
+    let body = r#"
+[server]
+trusted_proxies = ["127.0.0.0/8"]
+
+[limits]
+requests_per_second = 1
+burst = 1
+max_tracked_clients = 1024
+
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[route]]
+path = "/"
+upstream = "raw"
+
+[[route]]
+path = "/denied/"
+upstream = "raw"
+allow = ["192.0.2.0/24"]
+
+[[ban]]
+name = "abuse"
+on = "status"
+statuses = ["403", "429"]
+threshold = 2
+window = "30s"
+ttl = "10m"
+prefix_v4 = 24
+
+[upstream.raw]
+servers = ["127.0.0.1:9100"]
+"#;
+    let t = Hostile::start(106, body);
+    let from = |client: &str, path: &str| {
+        t.get(
+            "www.test",
+            path,
+            &format!("X-Forwarded-For: {client}\r\nConnection: close\r\n"),
+        )
+        .status
+    };
+    let listed = || t.w.cli_ok(&["blocklist", "list"]);
+    let wait_listed = |cidr: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !listed().contains(cidr) {
+            assert!(
+                Instant::now() < deadline,
+                "{cidr} not banned:\n{}\n{}",
+                listed(),
+                t.proxy.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Two addresses of one IPv6 /64 are one client: one bucket.
+    assert_eq!(from("2001:db8:0:1::1", "/a"), 200);
+    assert_eq!(from("2001:db8:0:1::2", "/a"), 429);
+    assert_eq!(from("2001:db8:0:2::1", "/a"), 200, "another /64");
+    // A second offence bans the /64, and the client behind the proxy is refused in
+    // userspace (the kernel only sees 127.0.0.1).
+    assert_eq!(from("2001:db8:0:1::3", "/a"), 429);
+    wait_listed("2001:db8:0:1::/64");
+    assert_eq!(from("2001:db8:0:1::99", "/a"), 403);
+    // IPv4-mapped IPv6 in X-Forwarded-For is the IPv4 client.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(from("::ffff:203.0.113.9", "/a"), 200);
+    assert_eq!(from("203.0.113.9", "/a"), 429);
+    assert_eq!(from("::ffff:203.0.113.9", "/a"), 429);
+    wait_listed("203.0.113.0/24");
+    // The trusted proxy itself answers to limits but is never banned, even when every one of
+    // its requests is refused.
+    for _ in 0..4 {
+        let _ = t.get("www.test", "/a", "Connection: close\r\n");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!listed().contains("127.0.0."), "{}", listed());
+    // A manual block is never weakened by an automatic ban of the same prefix.
+    t.w.cli_ok(&[
+        "blocklist",
+        "add",
+        "198.51.100.0/24",
+        "--reason",
+        "operator",
+    ]);
+    assert_eq!(from("198.51.100.7", "/a"), 403);
+    assert_eq!(from("198.51.100.7", "/a"), 403);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !t.metrics().contains("proxy_bans_kept_stronger_total 1") {
+        assert!(Instant::now() < deadline, "{}", t.metrics());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let line = listed()
+        .lines()
+        .find(|l| l.contains("198.51.100.0/24"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        line.contains("manual") && line.contains("never") && !line.contains("l7-abuse"),
+        "the manual block stays as it was: {line}"
+    );
+    // A flood of distinct clients stays within max_tracked_clients: entries are evicted and
+    // counted, memory does not grow.
+    let mut flood = String::new();
+    for i in 0..1500u32 {
+        flood.push_str(&format!(
+            "GET /denied/x HTTP/1.1\r\nHost: www.test\r\nX-Forwarded-For: 10.{}.{}.{}\r\n\r\n",
+            (i >> 16) & 0xff,
+            (i >> 8) & 0xff,
+            i & 0xff
+        ));
+    }
+    let responses = raw(t.ns(), PLAIN, flood.as_bytes(), Duration::from_secs(2));
+    assert_eq!(responses.len(), 1500);
+    assert!(responses.iter().all(|r| r.status == 403));
+    let metrics = t.metrics();
+    for table in ["rate", "ban_windows"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "proxy_client_state_evictions_total{{table=\"{table}\"}}"
+                ))
+            })
+            .unwrap_or_else(|| panic!("{metrics}"));
+        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 1500 - 1024 - 32 * 2, "{line}");
+    }
 }

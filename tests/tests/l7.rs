@@ -307,7 +307,8 @@ passive = { consecutive_failures = 1, base_ejection = "30s" }
         let r = t.get("a", "/");
         assert_eq!(r.status, 502, "{r:?}");
         assert!(
-            r.body.contains("could not be reached") && !r.body.contains("909")
+            r.body.contains("could not be reached")
+                && !r.body.contains("909")
                 && !r.body.contains("127.0.0.1"),
             "error page leaks the upstream: {}",
             r.body
@@ -799,6 +800,13 @@ upstream = "app"
 [[listener]]
 address = "127.0.0.1:8081"
 proxy_protocol = true
+proxy_protocol_from = ["127.0.0.0/8"]
+upstream = "app"
+
+[[listener]]
+address = "127.0.0.1:8083"
+proxy_protocol = true
+proxy_protocol_from = ["192.0.2.0/24"]
 upstream = "app"
 
 [[route]]
@@ -860,6 +868,14 @@ proxy_protocol = true
         "{}",
         r.body
     );
+    // A PROXY header from an address not in proxy_protocol_from: closed unserved.
+    let (out, _) = t.raw(
+        "127.0.0.1:8083",
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8083\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"
+            .to_vec(),
+        Duration::from_secs(3),
+    );
+    assert!(out.is_empty(), "{out}");
     // A connection without a header on a PROXY listener is closed unserved.
     let (out, _) = t.raw(
         "127.0.0.1:8081",

@@ -98,6 +98,10 @@ pub struct ListenerConfig {
     /// balancer in front); its source address is then the client address.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// The load balancers allowed to send that header (required with `proxy_protocol`): a
+    /// connection from any other address is closed before a byte is read.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<Cidr>,
     /// Accept HTTP/2 with prior knowledge (h2c) on a plain listener.
     #[serde(default = "yes")]
     pub h2c: bool,
@@ -431,6 +435,12 @@ fn default_health_path() -> String {
 fn default_expect() -> u16 {
     200
 }
+fn default_max_tracked() -> usize {
+    100_000
+}
+fn default_client_prefix_v6() -> u8 {
+    64
+}
 fn fifty() -> u32 {
     50
 }
@@ -536,6 +546,15 @@ pub struct LimitsConfig {
     /// a body; a slower upload is aborted. 0 = no minimum.
     #[serde(default)]
     pub min_body_rate: u64,
+    /// Clients whose rate buckets, ban windows and offence counts are kept at most (each
+    /// table); past it the oldest-looking entry is evicted (counted in
+    /// `proxy_client_state_evictions_total`). Restart only.
+    #[serde(default = "default_max_tracked")]
+    pub max_tracked_clients: usize,
+    /// IPv6 clients are one client per prefix of this length for limits and bans (a host gets
+    /// a whole /64 and can pick any address in it). Restart only.
+    #[serde(default = "default_client_prefix_v6")]
+    pub client_prefix_v6: u8,
     /// HTTP/2: streams a client may have open at once.
     #[serde(default = "default_h2_streams")]
     pub h2_max_concurrent_streams: u32,
@@ -622,7 +641,8 @@ pub struct BanRule {
     /// Ban the client's prefix of this length instead of the single address.
     #[serde(default = "p32")]
     pub prefix_v4: u8,
-    #[serde(default = "p128")]
+    /// For IPv6 the default is the /64 a host owns (any address in it is the same client).
+    #[serde(default = "default_client_prefix_v6")]
     pub prefix_v6: u8,
 }
 
@@ -637,9 +657,6 @@ fn d86400s() -> Duration {
 }
 fn p32() -> u8 {
     32
-}
-fn p128() -> u8 {
-    128
 }
 
 /// `[admin]`: the admin API (metrics, health, reload, lists).

@@ -357,6 +357,12 @@ impl Config {
                         .into(),
                 ));
             }
+            if listener.proxy_protocol && listener.proxy_protocol_from.is_empty() {
+                return Err(invalid(
+                    format!("listener[{i}].proxy_protocol_from"),
+                    "is required with proxy_protocol = true: list the load balancers that send the header (e.g. [\"10.0.0.0/24\"]); anyone else could claim any client address".into(),
+                ));
+            }
             if listener.address.port() == 0 {
                 return Err(invalid(
                     format!("listener[{i}].address"),
@@ -542,6 +548,21 @@ impl Config {
             return Err(invalid(
                 "limits.burst".into(),
                 "must be at least 1 when requests_per_second is set".into(),
+            ));
+        }
+        if limits.client_prefix_v6 > 128 {
+            return Err(invalid(
+                "limits.client_prefix_v6".into(),
+                format!(
+                    "is {}; an IPv6 prefix is at most 128",
+                    limits.client_prefix_v6
+                ),
+            ));
+        }
+        if limits.max_tracked_clients < 1024 {
+            return Err(invalid(
+                "limits.max_tracked_clients".into(),
+                "must be at least 1024".into(),
             ));
         }
         if limits.max_header_bytes < 8192 {

@@ -145,35 +145,59 @@ struct Window {
     count: u32,
 }
 
-/// Counts events per rule and client; shared by all workers.
+/// Counts events per rule and client; shared by all workers. Both tables are bounded
+/// (`limits.max_tracked_clients`); IPv6 clients count per `limits.client_prefix_v6` prefix.
 pub struct BanEngine {
     windows: Sharded<(usize, IpAddr), Window>,
     /// Bans so far per client, for escalation; and when the last one ends.
     offences: Sharded<IpAddr, (u32, Option<Instant>)>,
     requests: mpsc::UnboundedSender<BanRequest>,
+    prefix_v6: u8,
 }
 
 impl BanEngine {
     #[must_use]
-    pub fn new(requests: mpsc::UnboundedSender<BanRequest>) -> Arc<Self> {
+    pub fn new(
+        requests: mpsc::UnboundedSender<BanRequest>,
+        max_clients: usize,
+        prefix_v6: u8,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            windows: Sharded::default(),
-            offences: Sharded::default(),
+            windows: Sharded::bounded(max_clients),
+            offences: Sharded::bounded(max_clients),
             requests,
+            prefix_v6,
         })
     }
 
+    /// Window and offence entries evicted to stay within the bound.
+    #[must_use]
+    pub fn evictions(&self) -> (u64, u64) {
+        (self.windows.evictions(), self.offences.evictions())
+    }
+
     /// Records `event` for `client` against `rules`; returns whether a deny pattern matched
-    /// (the request is then refused).
-    pub fn record(&self, rules: &[CompiledRule], client: IpAddr, event: Event<'_>) -> bool {
+    /// (the request is then refused). A client that may not be banned (`bannable` false: a
+    /// trusted proxy, a PROXY sender) is only checked, never counted.
+    pub fn record(
+        &self,
+        rules: &[CompiledRule],
+        client: IpAddr,
+        event: Event<'_>,
+        bannable: bool,
+    ) -> bool {
         let mut denied = false;
         for (i, rule) in rules.iter().enumerate() {
             if !rule.matches(event) {
                 continue;
             }
             denied |= matches!(event, Event::Request { .. });
+            if !bannable {
+                continue;
+            }
             let now = Instant::now();
-            let over = self.windows.with((i, client), |w| {
+            let key = super::limits::client_key(client, self.prefix_v6);
+            let over = self.windows.with((i, key), |w| {
                 if w.start
                     .is_none_or(|s| now.duration_since(s) > rule.rule.window)
                 {
@@ -198,7 +222,8 @@ impl BanEngine {
     fn ban(&self, rule: &CompiledRule, client: IpAddr, now: Instant) {
         // One ban at a time per client: events still in flight while the first ban is being
         // applied do not escalate it.
-        let offence = self.offences.with(client, |(n, until)| {
+        let key = super::limits::client_key(client, self.prefix_v6);
+        let offence = self.offences.with(key, |(n, until)| {
             if until.is_some_and(|u| now < u) {
                 return None;
             }
@@ -212,7 +237,7 @@ impl BanEngine {
             .saturating_mul(1 << (offence - 1).min(20))
             .min(rule.rule.max_ttl);
         self.offences
-            .with(client, |(_, until)| *until = Some(now + ttl));
+            .with(key, |(_, until)| *until = Some(now + ttl));
         let len = if client.is_ipv4() {
             rule.rule.prefix_v4
         } else {
@@ -248,7 +273,7 @@ mod tests {
     #[test]
     fn status_rule_bans_at_the_threshold_and_escalates() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let engine = BanEngine::new(tx);
+        let engine = BanEngine::new(tx, 1000, 64);
         let rules = compile_all(&[rule(
             r#"name = "errors"
 on = "status"
@@ -260,11 +285,11 @@ max_ttl = "3s""#,
         )])
         .unwrap();
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
-        engine.record(&rules, ip, Event::Status(200));
-        engine.record(&rules, ip, Event::Status(429));
-        engine.record(&rules, ip, Event::Status(503));
+        engine.record(&rules, ip, Event::Status(200), true);
+        engine.record(&rules, ip, Event::Status(429), true);
+        engine.record(&rules, ip, Event::Status(503), true);
         assert!(rx.try_recv().is_err());
-        engine.record(&rules, ip, Event::Status(404 + 25));
+        engine.record(&rules, ip, Event::Status(404 + 25), true);
         let ban = rx.try_recv().unwrap();
         assert_eq!(
             (ban.cidr.to_string().as_str(), ban.ttl, ban.offence),
@@ -272,7 +297,7 @@ max_ttl = "3s""#,
         );
         std::thread::sleep(Duration::from_millis(1100));
         for _ in 0..3 {
-            engine.record(&rules, ip, Event::Status(429));
+            engine.record(&rules, ip, Event::Status(429), true);
         }
         assert_eq!(
             rx.try_recv().unwrap().ttl,
@@ -284,7 +309,7 @@ max_ttl = "3s""#,
     #[test]
     fn deny_patterns_match_and_deny() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let engine = BanEngine::new(tx);
+        let engine = BanEngine::new(tx, 1000, 64);
         let rules = compile_all(&[rule(
             r#"name = "scanner"
 on = "deny-pattern"
@@ -300,7 +325,8 @@ prefix_v4 = 24"#,
             Event::Request {
                 path: "/index.html",
                 user_agent: "curl"
-            }
+            },
+            true
         ));
         assert!(engine.record(
             &rules,
@@ -308,7 +334,8 @@ prefix_v4 = 24"#,
             Event::Request {
                 path: "/.env",
                 user_agent: "curl"
-            }
+            },
+            true
         ));
         assert_eq!(rx.try_recv().unwrap().cidr.to_string(), "198.51.100.0/24");
         assert!(engine.record(
@@ -317,8 +344,24 @@ prefix_v4 = 24"#,
             Event::Request {
                 path: "/",
                 user_agent: "sqlmap/1.7"
-            }
+            },
+            true
         ));
+        // A client that may not be banned is refused by the pattern but never counted.
+        while rx.try_recv().is_ok() {}
+        let relay: IpAddr = "203.0.113.1".parse().unwrap();
+        for _ in 0..5 {
+            assert!(engine.record(
+                &rules,
+                relay,
+                Event::Request {
+                    path: "/.env",
+                    user_agent: "curl"
+                },
+                false
+            ));
+        }
+        assert!(rx.try_recv().is_err(), "no ban for a relay");
     }
 
     #[test]

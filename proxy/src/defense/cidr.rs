@@ -29,10 +29,24 @@ pub struct Cidr {
     len: u8,
 }
 
+/// An IPv4-mapped IPv6 prefix (`::ffff:a.b.c.d/96+n`) as the IPv4 prefix it names (`/n`):
+/// clients, lists and rules all speak of an IPv4 client in one form.
+fn canonical(addr: IpAddr, len: u8) -> (IpAddr, u8) {
+    match addr {
+        IpAddr::V6(v6) if len >= 96 => match v6.to_ipv4_mapped() {
+            Some(v4) => (IpAddr::V4(v4), len - 96),
+            None => (addr, len),
+        },
+        _ => (addr, len),
+    }
+}
+
 impl Cidr {
-    /// A prefix of `len` bits of `addr`; host bits are cleared.
+    /// A prefix of `len` bits of `addr`; host bits are cleared (an IPv4-mapped IPv6 prefix
+    /// becomes the IPv4 prefix).
     #[must_use]
     pub fn new_truncating(addr: IpAddr, len: u8) -> Self {
+        let (addr, len) = canonical(addr, len);
         Self {
             addr: mask(addr, len),
             len,
@@ -42,6 +56,7 @@ impl Cidr {
     /// The single address `addr` (/32 or /128).
     #[must_use]
     pub fn host(addr: IpAddr) -> Self {
+        let addr = addr.to_canonical();
         Self {
             addr,
             len: max_len(addr),
@@ -66,6 +81,7 @@ impl Cidr {
     /// Whether `ip` lies inside this prefix.
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
         ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
     }
 }
@@ -129,7 +145,7 @@ impl FromStr for Cidr {
             }
         };
         let cidr = Self::new_truncating(addr, len);
-        if cidr.addr != addr {
+        if cidr.addr != canonical(addr, len).0 {
             return Err(CidrError::HostBits {
                 input: input.to_owned(),
                 len,
@@ -207,6 +223,29 @@ mod tests {
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_the_ipv4_prefix() {
+        let c: Cidr = "::ffff:192.0.2.0/120".parse().unwrap();
+        assert_eq!(c.to_string(), "192.0.2.0/24");
+        assert_eq!(
+            "::ffff:192.0.2.7".parse::<Cidr>().unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert!(c.contains("::ffff:192.0.2.9".parse().unwrap()));
+        assert!(c.contains("192.0.2.9".parse().unwrap()));
+        assert_eq!(
+            Cidr::host("::ffff:10.0.0.1".parse().unwrap()).to_string(),
+            "10.0.0.1/32"
+        );
+        assert_eq!(
+            "::ffff:0:0/96".parse::<Cidr>().unwrap().to_string(),
+            "0.0.0.0/0",
+            "every mapped address is every IPv4 address"
+        );
+        assert_eq!("::/64".parse::<Cidr>().unwrap().to_string(), "::/64");
+        assert!("::ffff:192.0.2.7/120".parse::<Cidr>().is_err(), "host bits");
     }
 
     #[test]

@@ -5,37 +5,67 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher, Hash, RandomState},
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 const SHARDS: usize = 32;
 
-/// A map split into independently locked shards.
+/// A map split into independently locked shards, optionally bounded: a new key in a full shard
+/// evicts another entry (an arbitrary one), so a flood of distinct clients cannot grow it.
 pub struct Sharded<K, V> {
     shards: Vec<Mutex<HashMap<K, V>>>,
     hasher: RandomState,
+    /// Entries per shard at most (`usize::MAX`: unbounded).
+    per_shard: usize,
+    evictions: AtomicU64,
 }
 
-impl<K: Hash + Eq, V: Default> Default for Sharded<K, V> {
+impl<K: Hash + Eq + Clone, V: Default> Default for Sharded<K, V> {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-        }
+        Self::bounded(usize::MAX)
     }
 }
 
-impl<K: Hash + Eq, V: Default> Sharded<K, V> {
+impl<K: Hash + Eq + Clone, V: Default> Sharded<K, V> {
+    /// At most about `max` entries (rounded up to a multiple of the shard count).
+    #[must_use]
+    pub fn bounded(max: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            per_shard: max.div_ceil(SHARDS).max(1),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
     fn shard(&self, key: &K) -> &Mutex<HashMap<K, V>> {
         let i = usize::try_from(self.hasher.hash_one(key)).unwrap_or(0) % SHARDS;
         &self.shards[i]
     }
 
-    /// Runs `f` on the entry of `key` (created with `V::default()` when absent).
+    /// Runs `f` on the entry of `key` (created with `V::default()` when absent; in a full
+    /// shard another entry is evicted first).
     pub fn with<R>(&self, key: K, f: impl FnOnce(&mut V) -> R) -> R {
         let mut shard = self.shard(&key).lock().expect("shard lock");
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+            // HashMap's order follows its random hash keys: the first entry is as good as a
+            // random victim, and costs no bookkeeping on the hot path.
+            if let Some(victim) = shard.keys().next().cloned() {
+                shard.remove(&victim);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         f(shard.entry(key).or_default())
+    }
+
+    /// Entries evicted to stay within the bound, so far.
+    #[must_use]
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the entry of `key` if it exists.
@@ -66,11 +96,27 @@ impl<K: Hash + Eq, V: Default> Sharded<K, V> {
     }
 }
 
-/// Who a request-rate bucket belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The key a client's limits and bans are kept under: its address, or for IPv6 its prefix of
+/// `prefix_v6` bits (one host owns a whole /64 and can pick any address in it).
+#[must_use]
+pub fn client_key(ip: IpAddr, prefix_v6: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(a) if prefix_v6 < 128 => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix_v6))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+        other => other,
+    }
+}
+
+/// Who a request-rate bucket belongs to: a client key (see [`client_key`]), or a keyed hash
+/// of a header's value (any length of value costs 8 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitKey {
     Ip(IpAddr),
-    Value(String),
+    Value(u64),
 }
 
 #[derive(Debug)]
@@ -88,12 +134,20 @@ impl Default for Bucket {
     }
 }
 
-/// Per-client limit state.
-#[derive(Default)]
+/// Per-client limit state. The rate buckets are bounded (`max_tracked_clients`); the open
+/// connection and in-flight counters are bounded by the open connections themselves.
 pub struct ClientLimits {
     buckets: Sharded<LimitKey, Bucket>,
     connections: Sharded<IpAddr, u32>,
     in_flight: Sharded<IpAddr, u32>,
+    /// Keys header values, so a client cannot pick which bucket its value lands in.
+    value_hasher: RandomState,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self::new(usize::MAX)
+    }
 }
 
 /// Decrements a per-client counter when dropped.
@@ -117,6 +171,29 @@ impl Drop for CountGuard {
 }
 
 impl ClientLimits {
+    /// Limits tracking at most about `max_clients` rate buckets.
+    #[must_use]
+    pub fn new(max_clients: usize) -> Self {
+        Self {
+            buckets: Sharded::bounded(max_clients),
+            connections: Sharded::default(),
+            in_flight: Sharded::default(),
+            value_hasher: RandomState::new(),
+        }
+    }
+
+    /// The bucket key for a header value.
+    #[must_use]
+    pub fn value_key(&self, value: &[u8]) -> LimitKey {
+        LimitKey::Value(self.value_hasher.hash_one(value))
+    }
+
+    /// Rate buckets evicted to stay within `max_tracked_clients`.
+    #[must_use]
+    pub fn evictions(&self) -> u64 {
+        self.buckets.evictions()
+    }
+
     /// Takes a token from `key`'s bucket (`rate` per second, `burst` deep). `Err(wait)`: over
     /// the limit, a token is due in `wait`.
     pub fn take_request(&self, key: LimitKey, rate: u32, burst: u32) -> Result<(), Duration> {
@@ -208,6 +285,37 @@ mod tests {
                 .is_ok(),
             "other clients have their own"
         );
+    }
+
+    #[test]
+    fn bounded_tables_evict_instead_of_growing() {
+        let l = ClientLimits::new(64);
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = l.take_request(LimitKey::Ip(ip), 10, 5);
+        }
+        assert!(l.buckets.len() <= 64 + SHARDS, "{}", l.buckets.len());
+        assert!(l.evictions() >= 10_000 - 64 - SHARDS as u64);
+        // Header values of any length cost one small key, and equal values share it.
+        let long = vec![b'x'; 100_000];
+        assert_eq!(l.value_key(&long), l.value_key(&long.clone()));
+        assert_ne!(l.value_key(b"a"), l.value_key(b"b"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa::1"), 128),
+            ip("2001:db8:1:2:aaaa::1")
+        );
+        assert_eq!(client_key(ip("2001:db8::1"), 0), ip("::"));
+        assert_eq!(client_key(ip("192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.1"), 64), ip("192.0.2.1"));
     }
 
     #[test]

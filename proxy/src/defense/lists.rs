@@ -53,6 +53,37 @@ pub struct SyncReport {
     pub stray_removed: usize,
 }
 
+/// One prefix to block.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockItem<'a> {
+    pub cidr: Cidr,
+    pub ttl: Option<Duration>,
+    pub reason: Reason,
+    pub note: Option<&'a str>,
+}
+
+/// What became of one block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Added,
+    Updated,
+    /// A stronger entry was there and stays (automatic bans only).
+    Kept,
+    /// The kernel map refused it (automatic bans only; e.g. the map is full).
+    Failed(String),
+}
+
+/// Whether an unexpired entry outranks an automatic ban ending at `expires_at_ms`: an
+/// operator's block (manual or imported) always does; another ban does if it ends later.
+fn stronger(existing: &BlockRecord, expires_at_ms: Option<u64>) -> bool {
+    existing.reason != Reason::L7Abuse.name()
+        || match (existing.expires_at_ms, expires_at_ms) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a >= b,
+        }
+}
+
 /// Monotonic expiry for the kernel from a wall-clock expiry.
 fn kernel_expiry(expires_at_ms: Option<u64>, now_ms: u64, now_mono_ns: u64) -> u64 {
     match expires_at_ms {
@@ -120,7 +151,8 @@ impl ListStore {
         &self.maps
     }
 
-    /// Blocks each prefix (adding or replacing), with an optional TTL.
+    /// Blocks each prefix (adding or replacing), with an optional TTL. All or nothing: if the
+    /// kernel map or the state file refuses one, every change is undone.
     pub fn block(
         &mut self,
         cidrs: &[Cidr],
@@ -128,42 +160,89 @@ impl ListStore {
         reason: Reason,
         note: Option<&str>,
     ) -> Result<ImportReport, DefenseError> {
+        let items: Vec<BlockItem<'_>> = cidrs
+            .iter()
+            .map(|&cidr| BlockItem {
+                cidr,
+                ttl,
+                reason,
+                note,
+            })
+            .collect();
+        let outcomes = self.apply_blocks(&items, false)?;
+        let mut report = ImportReport::default();
+        for o in outcomes {
+            match o {
+                Applied::Added => report.added += 1,
+                Applied::Updated => report.updated += 1,
+                Applied::Kept | Applied::Failed(_) => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Automatic bans, many at once (one lock, one state file write): each is applied unless
+    /// the prefix already has a stronger entry (a manual or imported block, or a ban that ends
+    /// later), which is kept as it is. A ban the kernel map refuses (full) is reported as
+    /// `Failed` and the others still apply.
+    pub fn ban_batch(&mut self, items: &[BlockItem<'_>]) -> Result<Vec<Applied>, DefenseError> {
+        self.apply_blocks(items, true)
+    }
+
+    fn apply_blocks(
+        &mut self,
+        items: &[BlockItem<'_>],
+        automatic: bool,
+    ) -> Result<Vec<Applied>, DefenseError> {
         let lock = self.file.lock()?;
         let mut state = self.file.read()?;
         let now = now_ms();
         let now_mono = monotonic_now_ns();
-        let expires_at_ms =
-            ttl.map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
-        let entry = BlockEntry {
-            expires_at_ns: kernel_expiry(expires_at_ms, now, now_mono),
-            reason: reason as u32,
-            flags: 0,
-        };
-        let mut report = ImportReport::default();
+        let mut outcomes = Vec::with_capacity(items.len());
         // Undo log: the previous record of every prefix changed so far (the state file and
         // the kernel agree, so the record is enough to restore the kernel entry).
         let mut undo: Vec<(Cidr, Option<BlockRecord>)> = Vec::new();
         let mut result = Ok(());
-        for cidr in cidrs {
-            if let Err(e) = self.maps.block(cidr, entry) {
+        for item in items {
+            let expires_at_ms = item
+                .ttl
+                .map(|t| now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
+            let existing = state
+                .blocklist
+                .get(&item.cidr)
+                .filter(|r| !r.is_expired(now));
+            if automatic && existing.is_some_and(|r| stronger(r, expires_at_ms)) {
+                outcomes.push(Applied::Kept);
+                continue;
+            }
+            let entry = BlockEntry {
+                expires_at_ns: kernel_expiry(expires_at_ms, now, now_mono),
+                reason: item.reason as u32,
+                flags: 0,
+            };
+            if let Err(e) = self.maps.block(&item.cidr, entry) {
+                if automatic {
+                    outcomes.push(Applied::Failed(e.to_string()));
+                    continue;
+                }
                 result = Err(e.into());
                 break;
             }
             let record = BlockRecord {
-                reason: reason.name().to_owned(),
-                note: note.map(str::to_owned),
+                reason: item.reason.name().to_owned(),
+                note: item.note.map(str::to_owned),
                 added_at_ms: now,
                 expires_at_ms,
             };
-            let previous = state.blocklist.insert(*cidr, record);
-            if previous.is_some() {
-                report.updated += 1;
+            let previous = state.blocklist.insert(item.cidr, record);
+            outcomes.push(if previous.is_some() {
+                Applied::Updated
             } else {
-                report.added += 1;
-            }
-            undo.push((*cidr, previous));
+                Applied::Added
+            });
+            undo.push((item.cidr, previous));
         }
-        if result.is_ok() {
+        if result.is_ok() && !undo.is_empty() {
             result = self.file.write(&lock, &state);
         }
         if let Err(e) = result {
@@ -175,7 +254,7 @@ impl ListStore {
             }
             return Err(e);
         }
-        Ok(report)
+        Ok(outcomes)
     }
 
     /// Removes a prefix from the blocklist.
@@ -389,6 +468,22 @@ mod tests {
 
         let e = parse_list(Path::new("drop.txt"), "10.0.0.0/8\n10.0.0.1/8\n").unwrap_err();
         assert!(e.to_string().starts_with("drop.txt:2: "), "{e}");
+    }
+
+    #[test]
+    fn bans_never_weaken_an_entry() {
+        let record = |reason: Reason, expires_at_ms| BlockRecord {
+            reason: reason.name().to_owned(),
+            note: None,
+            added_at_ms: 0,
+            expires_at_ms,
+        };
+        assert!(stronger(&record(Reason::Manual, Some(10)), Some(1000)));
+        assert!(stronger(&record(Reason::Import, None), None));
+        assert!(stronger(&record(Reason::L7Abuse, None), Some(1000)));
+        assert!(stronger(&record(Reason::L7Abuse, Some(2000)), Some(1000)));
+        assert!(!stronger(&record(Reason::L7Abuse, Some(500)), Some(1000)));
+        assert!(!stronger(&record(Reason::L7Abuse, Some(500)), None));
     }
 
     #[test]

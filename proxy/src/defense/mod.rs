@@ -9,7 +9,7 @@ pub mod state;
 use std::path::PathBuf;
 
 pub use cidr::{Cidr, CidrError};
-pub use lists::{BlockView, ImportReport, ListStore, SyncReport, parse_list};
+pub use lists::{Applied, BlockItem, BlockView, ImportReport, ListStore, SyncReport, parse_list};
 
 use crate::kernel::KernelError;
 

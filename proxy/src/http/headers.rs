@@ -223,26 +223,68 @@ fn trusted(ip: IpAddr, list: &[Cidr]) -> bool {
     list.iter().any(|c| c.contains(ip))
 }
 
-/// The real client address: the peer, unless the peer is a trusted proxy, in which case the
-/// nearest `X-Forwarded-For` address that is not trusted.
+/// The address in a `Forwarded` `for=` value: `192.0.2.1`, `192.0.2.1:80`,
+/// `"[2001:db8::1]:80"`; `None` for `unknown`, obfuscated names and anything else.
+fn forwarded_for(value: &str) -> Option<IpAddr> {
+    let v = value.trim().trim_matches('"');
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    let host = match v.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => v,
+    };
+    host.parse().ok()
+}
+
+/// The hops a trusted proxy reported, nearest last: `X-Forwarded-For`, or without it the
+/// `for=` of each RFC 7239 `Forwarded` element. `None` stands for an entry that is not an
+/// address (the walk stops there).
+fn reported_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let xff: Vec<Option<IpAddr>> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|s| s.trim().parse().ok())
+        .collect();
+    if !xff.is_empty() {
+        return xff;
+    }
+    headers
+        .get_all(&FORWARDED)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|element| {
+            element.split(';').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| forwarded_for(v))?
+            })
+        })
+        .collect()
+}
+
+/// The real client address, in canonical form (an IPv4-mapped IPv6 address as IPv4): the
+/// peer, unless the peer is a trusted proxy; then the nearest reported hop that is not
+/// trusted. An entry that is not an address ends the walk at the last trusted hop, so a
+/// client cannot hide behind garbage.
 #[must_use]
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[Cidr]) -> IpAddr {
-    if !trusted(peer, trusted_proxies) {
-        return peer;
+    let mut client = peer.to_canonical();
+    if !trusted(client, trusted_proxies) {
+        return client;
     }
-    let mut chain: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    while let Some(ip) = chain.pop() {
-        if !trusted(ip, trusted_proxies) {
-            return ip;
+    for hop in reported_hops(headers).into_iter().rev() {
+        let Some(ip) = hop else {
+            return client;
+        };
+        client = ip.to_canonical();
+        if !trusted(client, trusted_proxies) {
+            return client;
         }
     }
-    peer
+    client
 }
 
 /// What the forwarding headers say about one request.
@@ -414,6 +456,35 @@ mod rule_tests {
             client_ip("198.51.100.1".parse().unwrap(), &h, &trusted),
             "198.51.100.1".parse::<IpAddr>().unwrap()
         );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Mapped addresses are canonical everywhere.
+        assert_eq!(
+            client_ip(ip("::ffff:10.2.2.2"), &h, &trusted),
+            ip("203.0.113.5")
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("::ffff:203.0.113.9"),
+        );
+        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("203.0.113.9"));
+        // Garbage stops the walk at the last trusted hop.
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.5, nonsense, 10.1.1.1"),
+        );
+        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("10.1.1.1"));
+        // RFC 7239 Forwarded when there is no X-Forwarded-For.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static(
+                "for=\"[2001:db8::9]:4711\";proto=https, for=10.1.1.1:80;by=x",
+            ),
+        );
+        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("2001:db8::9"));
+        h.insert("forwarded", HeaderValue::from_static("for=unknown"));
+        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("10.2.2.2"));
     }
 
     #[test]

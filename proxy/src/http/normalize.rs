@@ -85,20 +85,20 @@ impl Authority {
 /// Parses `uri-host [":" port]` strictly: a DNS-style name or IPv4 address (letters, digits,
 /// `-`, `.`, `_`), or an IPv6 literal in brackets; a port of at most five digits up to 65535
 /// (an empty port after `:` means none, as RFC 3986 allows).
-pub fn parse_authority(raw: &[u8]) -> Result<Authority, ()> {
+pub fn parse_authority(raw: &[u8]) -> Option<Authority> {
     if raw.is_empty() || raw.len() > 261 {
-        return Err(());
+        return None;
     }
     let (host, port) = if raw[0] == b'[' {
-        let close = raw.iter().position(|&b| b == b']').ok_or(())?;
+        let close = raw.iter().position(|&b| b == b']')?;
         let literal = &raw[1..close];
-        let text = std::str::from_utf8(literal).map_err(|_| ())?;
-        let addr: std::net::Ipv6Addr = text.parse().map_err(|_| ())?;
+        let text = std::str::from_utf8(literal).ok()?;
+        let addr: std::net::Ipv6Addr = text.parse().ok()?;
         let rest = &raw[close + 1..];
         let port = match rest {
             [] => None,
             [b':', digits @ ..] => Some(digits),
-            _ => return Err(()),
+            _ => return None,
         };
         (format!("[{addr}]"), port)
     } else {
@@ -115,25 +115,22 @@ pub fn parse_authority(raw: &[u8]) -> Result<Authority, ()> {
             || name.starts_with(b".")
             || name.windows(2).any(|w| w == b"..")
         {
-            return Err(());
+            return None;
         }
-        let text = std::str::from_utf8(name).map_err(|_| ())?;
+        let text = std::str::from_utf8(name).ok()?;
         (text.to_ascii_lowercase(), port)
     };
     let port = match port {
         None | Some([]) => None,
         Some(digits) => {
             if digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
-                return Err(());
+                return None;
             }
-            let n: u32 = std::str::from_utf8(digits)
-                .map_err(|_| ())?
-                .parse()
-                .map_err(|_| ())?;
-            Some(u16::try_from(n).map_err(|_| ())?)
+            let n: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+            Some(u16::try_from(n).ok()?)
         }
     };
-    Ok(Authority { host, port })
+    Some(Authority { host, port })
 }
 
 /// The one authority of a request. `Ok(None)` only for an HTTP/1.0 request without any.
@@ -154,14 +151,14 @@ pub fn request_authority(
         return Err(Rejection::DuplicateHost);
     }
     let host = host_header
-        .map(|h| parse_authority(h.as_bytes()).map_err(|()| Rejection::InvalidHost))
+        .map(|h| parse_authority(h.as_bytes()).ok_or(Rejection::InvalidHost))
         .transpose()?;
     let target = match uri.authority() {
         Some(a) => {
             if a.as_str().contains('@') {
                 return Err(Rejection::UserInfo);
             }
-            Some(parse_authority(a.as_str().as_bytes()).map_err(|()| Rejection::InvalidAuthority)?)
+            Some(parse_authority(a.as_str().as_bytes()).ok_or(Rejection::InvalidAuthority)?)
         }
         None => None,
     };
@@ -472,7 +469,7 @@ mod tests {
         );
     }
 
-    fn auth(s: &str) -> Result<Authority, ()> {
+    fn auth(s: &str) -> Option<Authority> {
         parse_authority(s.as_bytes())
     }
 
@@ -480,7 +477,7 @@ mod tests {
     fn hosts_parse_strictly() {
         assert_eq!(
             auth("WWW.Test."),
-            Ok(Authority {
+            Some(Authority {
                 host: "www.test".into(),
                 port: None
             })
@@ -507,7 +504,7 @@ mod tests {
             "a\tb",
             "www.test:123456",
         ] {
-            assert!(auth(bad).is_err(), "{bad:?}");
+            assert!(auth(bad).is_none(), "{bad:?}");
         }
     }
 

@@ -34,7 +34,10 @@ use super::{
     route::normalize_host,
 };
 use crate::{
-    defense::{ban, limits::LimitKey},
+    defense::{
+        ban,
+        limits::{LimitKey, client_key},
+    },
     kernel::spread::WorkerLoadHandle,
     runtime::{Generation, Route, Shared},
     upstream::{
@@ -192,10 +195,13 @@ pub async fn handle(
     let status = resp.status().as_u16();
     ctx.shared.requests.record(status);
     ctx.shared.latency.observe(started.elapsed());
-    if !generation.bans.is_empty() {
-        ctx.shared
-            .bans
-            .record(&generation.bans, client_ip, ban::Event::Status(status));
+    if !generation.bans.is_empty() && generation.may_ban(client_ip) {
+        ctx.shared.bans.record(
+            &generation.bans,
+            client_ip,
+            ban::Event::Status(status),
+            true,
+        );
     }
     if let (Some(log), Some((method, host, target, protocol, user_agent, referer))) =
         (&ctx.shared.access_log, logged)
@@ -273,6 +279,20 @@ async fn admit(
     }
     let original = original.filter(|o| Some(o) != parts.uri.path_and_query());
     let req = Request::from_parts(parts, body);
+    // The kernel only sees the proxy in front; a banned client behind it is refused here.
+    if client_ip != conn.peer.ip()
+        && let Some(maps) = &ctx.shared.maps
+        && maps
+            .is_denied(client_ip, crate::kernel::monotonic_now_ns())
+            .unwrap_or(false)
+    {
+        ctx.shared.metrics.forwarded_blocked.inc();
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "access denied for this client address",
+            id,
+        );
+    }
     if !generation.bans.is_empty() {
         let user_agent = req
             .headers()
@@ -283,7 +303,12 @@ async fn admit(
             path: req.uri().path(),
             user_agent,
         };
-        if ctx.shared.bans.record(&generation.bans, client_ip, event) {
+        if ctx.shared.bans.record(
+            &generation.bans,
+            client_ip,
+            event,
+            generation.may_ban(client_ip),
+        ) {
             ctx.shared.metrics.deny_pattern_refused.inc();
             return error_response(StatusCode::FORBIDDEN, "request refused", id);
         }
@@ -296,12 +321,13 @@ async fn admit(
         );
     }
     if limits.requests_per_second > 0 {
+        let by_ip = || LimitKey::Ip(client_key(client_ip, limits.client_prefix_v6));
         let key = match limits.key.strip_prefix("header:") {
-            Some(name) => match req.headers().get(name).and_then(|v| v.to_str().ok()) {
-                Some(v) => LimitKey::Value(v.to_owned()),
-                None => LimitKey::Ip(client_ip),
+            Some(name) => match req.headers().get(name) {
+                Some(v) => ctx.shared.limits.value_key(v.as_bytes()),
+                None => by_ip(),
             },
-            None => LimitKey::Ip(client_ip),
+            None => by_ip(),
         };
         if let Err(wait) =
             ctx.shared
@@ -320,11 +346,10 @@ async fn admit(
             return resp;
         }
     }
-    let Some(_counted) = ctx
-        .shared
-        .limits
-        .start_request(client_ip, limits.requests_in_flight_per_client)
-    else {
+    let Some(_counted) = ctx.shared.limits.start_request(
+        client_key(client_ip, limits.client_prefix_v6),
+        limits.requests_in_flight_per_client,
+    ) else {
         ctx.shared.metrics.in_flight_limited.inc();
         return error_response(
             StatusCode::TOO_MANY_REQUESTS,

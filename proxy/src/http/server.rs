@@ -185,6 +185,20 @@ async fn connection(
     let _counted = wctx.load.connection();
     let server = wctx.shared.generation.load().config.server.clone();
     let (peer, local) = if lctx.proxy_protocol {
+        // Only the listed load balancers may say who the client is.
+        let sender_ok = wctx
+            .shared
+            .generation
+            .load()
+            .config
+            .listener
+            .get(lctx.index)
+            .is_some_and(|l| l.proxy_protocol_from.iter().any(|c| c.contains(peer.ip())));
+        if !sender_ok {
+            wctx.shared.metrics.proxy_protocol_refused.inc();
+            debug!(%peer, "connection refused: not in proxy_protocol_from");
+            return;
+        }
         match tokio::time::timeout(
             server.header_read_timeout,
             proxy_protocol::read_header(&mut stream),
@@ -194,7 +208,10 @@ async fn connection(
             Ok(Ok(ProxyHeader::Proxied {
                 source,
                 destination,
-            })) => (source, destination),
+            })) => (
+                SocketAddr::new(source.ip().to_canonical(), source.port()),
+                destination,
+            ),
             Ok(Ok(ProxyHeader::Local)) => (peer, local),
             Ok(Err(e)) => {
                 debug!(%peer, "bad PROXY protocol header: {e}");
@@ -209,14 +226,13 @@ async fn connection(
         (peer, local)
     };
     // Connections per client, counted before any TLS work.
-    let limit = wctx
-        .shared
-        .generation
-        .load()
-        .config
-        .limits
-        .connections_per_client;
-    let Some(_per_client) = wctx.shared.limits.open_connection(peer.ip(), limit) else {
+    let (limit, prefix_v6) = {
+        let generation = wctx.shared.generation.load();
+        let l = &generation.config.limits;
+        (l.connections_per_client, l.client_prefix_v6)
+    };
+    let key = crate::defense::limits::client_key(peer.ip(), prefix_v6);
+    let Some(_per_client) = wctx.shared.limits.open_connection(key, limit) else {
         debug!(%peer, "connection refused: too many connections from this client");
         return;
     };
@@ -318,12 +334,14 @@ async fn serve_http<S>(
             .downcast_ref::<hyper::Error>()
             .is_some_and(|e| e.is_parse() || e.is_parse_too_large());
         let generation = shared.generation.load();
-        if refused && !generation.bans.is_empty() {
-            let client = super::headers::client_ip(peer.ip(), &hyper::HeaderMap::new(), &[]);
+        // Before a request head there is no forwarded address: the client is the peer, and
+        // a trusted proxy or PROXY sender in front is never banned for what it relays.
+        if refused && !generation.bans.is_empty() && generation.may_ban(peer.ip()) {
             shared.bans.record(
                 &generation.bans,
-                client,
+                peer.ip(),
                 crate::defense::ban::Event::Invalid,
+                true,
             );
         }
     }
