@@ -779,6 +779,16 @@ pub fn render_metrics(ctx: &AdminCtx) -> String {
             g.forwarded_blocked.get(),
         ),
         (
+            "proxy_send_timeouts_total",
+            "Connections closed because the client read nothing of a response for send_timeout.",
+            g.send_timeouts.get(),
+        ),
+        (
+            "proxy_tunnel_idle_closed_total",
+            "Upgraded connections (WebSocket) closed after tunnel_idle_timeout without traffic.",
+            g.tunnel_idle_closed.get(),
+        ),
+        (
             "proxy_bans_total",
             "Clients banned in the kernel by [[ban]] rules.",
             g.bans.get(),

@@ -131,6 +131,10 @@ pub struct Global {
     pub proxy_protocol_refused: Counter,
     /// Requests refused because the client behind a trusted proxy is on the blocklist.
     pub forwarded_blocked: Counter,
+    /// Connections closed because the client read nothing of a response for `send_timeout`.
+    pub send_timeouts: Counter,
+    /// Upgraded connections (tunnels) closed after `tunnel_idle_timeout` without traffic.
+    pub tunnel_idle_closed: Counter,
     pub bans: Counter,
     pub bans_skipped_allowlisted: Counter,
     /// Bans not applied because a manual block or a longer ban of the prefix was there.

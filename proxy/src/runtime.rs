@@ -25,6 +25,8 @@ pub struct Route {
     pub pass_server_header: bool,
     /// Forward the client's own request target instead of the normalised one.
     pub forward_original_path: bool,
+    /// Upgrade protocols passed through (lowercase).
+    pub upgrades: Vec<String>,
     /// The route's cache settings (None: not cached).
     pub cache: Option<Arc<crate::cache::Policy>>,
     /// Responses and latency of requests that took this route.
@@ -133,6 +135,7 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 response_ops: CompiledOps::compile(&r.headers.response).map_err(invalid)?,
                 pass_server_header: r.pass_server_header,
                 forward_original_path: r.forward_original_path,
+                upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
                 cache: r
                     .cache
                     .as_ref()
@@ -161,6 +164,7 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 response_ops: CompiledOps::default(),
                 pass_server_header: false,
                 forward_original_path: false,
+                upgrades: vec!["websocket".to_owned()],
                 cache: None,
                 statuses: Default::default(),
                 latency: Default::default(),

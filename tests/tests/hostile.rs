@@ -1285,3 +1285,134 @@ servers = ["127.0.0.1:9100"]
         assert!(n >= 1500 - 1024 - 32 * 2, "{line}");
     }
 }
+
+/// Reads an HTTP response head byte by byte (the rest stays in the stream).
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+const WS_REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+#[test]
+fn slow_readers_and_tunnels_are_bounded() {
+    let body = r#"
+[server]
+send_timeout = "1s"
+tunnel_idle_timeout = "1500ms"
+
+[limits]
+connections_per_client = 2
+
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[route]]
+path = "/"
+upstream = "raw"
+
+[[route]]
+path = "/ws"
+upstream = "demo"
+
+[[route]]
+path = "/cache/"
+upstream = "demo"
+
+[upstream.raw]
+servers = ["127.0.0.1:9100"]
+
+[upstream.demo]
+servers = ["127.0.0.1:9000"]
+"#;
+    let t = Hostile::start(107, body);
+    // A client that stops reading a large response is cut off after send_timeout.
+    let (got, closed) = run_in(t.ns(), || {
+        let mut s = TcpStream::connect(addr(PLAIN)).unwrap();
+        s.write_all(b"GET /cache/big?size=33554432 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => got += n,
+                Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        };
+        (got, closed)
+    });
+    assert!(closed, "the connection was not closed (read {got} bytes)");
+    assert!(got < 32 << 20, "the whole response came through: {got}");
+    assert!(
+        t.metrics().contains("proxy_send_timeouts_total 1"),
+        "{}",
+        t.metrics()
+    );
+
+    // A WebSocket tunnel keeps its place in the per-client connection limit, and closes when
+    // idle for tunnel_idle_timeout.
+    let ns = t.ns().to_owned();
+    let (third_refused, after_idle) = run_in(&ns, || {
+        let mut ws = TcpStream::connect(addr(PLAIN)).unwrap();
+        ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        ws.write_all(WS_REQUEST).unwrap();
+        let head = read_head(&mut ws);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let mut second = TcpStream::connect(addr(PLAIN)).unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        second
+            .write_all(b"GET /cache/x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        assert!(read_head(&mut second).starts_with("HTTP/1.1 200"));
+        let mut third = TcpStream::connect(addr(PLAIN)).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let _ = third.write_all(b"GET /cache/y HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        let third_refused = read_head(&mut third).is_empty();
+        // Idle past tunnel_idle_timeout: the proxy closes the tunnel.
+        std::thread::sleep(Duration::from_millis(2500));
+        let mut byte = [0u8; 1];
+        let after_idle = ws.read(&mut byte);
+        (third_refused, after_idle.map_err(|e| e.kind()))
+    });
+    assert!(third_refused, "a third connection got in beside the tunnel");
+    assert!(
+        matches!(after_idle, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "the idle tunnel is still open: {after_idle:?}"
+    );
+    assert!(
+        t.metrics().contains("proxy_tunnel_idle_closed_total 1"),
+        "{}",
+        t.metrics()
+    );
+
+    // Only the route's upgrade protocols pass: h2c goes upstream as a plain request...
+    let r = t.get(
+        "a.test",
+        "/plain",
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n",
+    );
+    let m = t.forwarded("h2c upgrade", &r);
+    for name in ["upgrade", "connection", "http2-settings"] {
+        assert!(m.headers(name).is_empty(), "{name} went upstream: {m:?}");
+    }
+    // ...and an upstream that switches protocols unasked is refused.
+    let r = t.one(
+        PLAIN,
+        "GET /ws HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert_eq!(r.status, 502, "{r:?}");
+}

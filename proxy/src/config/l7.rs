@@ -27,6 +27,13 @@ pub struct ServerConfig {
     /// How long requests in flight may run on after a stop signal.
     #[serde(default = "d10s", with = "duration")]
     pub drain_timeout: Duration,
+    /// A response write to the client that makes no progress for this long closes the
+    /// connection (a client that stops reading cannot hold the response and its upstream).
+    #[serde(default = "d60s", with = "duration")]
+    pub send_timeout: Duration,
+    /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
+    #[serde(default = "d1h", with = "duration")]
+    pub tunnel_idle_timeout: Duration,
     /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed: the client address
     /// is the nearest address in those headers that is not one of them.
     #[serde(default)]
@@ -65,6 +72,9 @@ fn d2s() -> Duration {
 }
 fn d0s() -> Duration {
     Duration::ZERO
+}
+fn d1h() -> Duration {
+    Duration::from_secs(3600)
 }
 fn d10m() -> Duration {
     Duration::from_secs(600)
@@ -166,6 +176,10 @@ pub struct RouteConfig {
     /// Pass the origin's `Server` header to the client (default: removed).
     #[serde(default)]
     pub pass_server_header: bool,
+    /// Upgrade protocols (the `Upgrade` header's tokens) passed to the upstream; a request
+    /// for any other is forwarded as a plain request without `Upgrade`.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
     /// Send the upstream the request target as the client wrote it, not the normalised path
     /// that routing, access checks and the cache saw (for origins that need the raw bytes).
     #[serde(default)]
@@ -250,6 +264,10 @@ pub struct RouteCache {
     /// going to the origin themselves.
     #[serde(default = "d5s", with = "duration")]
     pub lock_timeout: Duration,
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_owned()]
 }
 
 fn default_path() -> String {

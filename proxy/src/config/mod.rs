@@ -329,6 +329,11 @@ impl Config {
                 "server.tls_handshake_timeout",
                 self.server.tls_handshake_timeout,
             ),
+            ("server.send_timeout", self.server.send_timeout),
+            (
+                "server.tunnel_idle_timeout",
+                self.server.tunnel_idle_timeout,
+            ),
             ("limits.body_read_timeout", self.limits.body_read_timeout),
         ] {
             if d.is_zero() {
@@ -423,6 +428,18 @@ impl Config {
             ] {
                 crate::http::headers::validate_ops(ops)
                     .map_err(|p| invalid(key(&format!("headers.{side}")), p))?;
+            }
+            for (k, token) in route.upgrades.iter().enumerate() {
+                if token.is_empty()
+                    || !token
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+                {
+                    return Err(invalid(
+                        key(&format!("upgrades[{k}]")),
+                        format!("{token:?} is not a protocol token (e.g. \"websocket\")"),
+                    ));
+                }
             }
             if let Some(auth) = &route.auth {
                 crate::http::access::validate_auth(auth).map_err(|p| invalid(key("auth"), p))?;

@@ -250,6 +250,24 @@ impl ClientLimits {
         self.count(ip, max, false)
     }
 
+    /// Counts one more open connection from `ip` without checking `max`: a connection that
+    /// was admitted at accept and outlives its first guard (an upgraded tunnel).
+    pub fn hold_connection(self: &Arc<Self>, ip: IpAddr, max: u32) -> CountGuard {
+        if max == 0 {
+            return CountGuard {
+                limits: None,
+                ip,
+                requests: false,
+            };
+        }
+        self.connections.with(ip, |n| *n += 1);
+        CountGuard {
+            limits: Some(self.clone()),
+            ip,
+            requests: false,
+        }
+    }
+
     /// Counts a request in flight from `ip`; `None` when it would exceed `max` (0 = no limit).
     pub fn start_request(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<CountGuard> {
         self.count(ip, max, true)

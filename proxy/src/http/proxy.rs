@@ -127,6 +127,66 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             })
 }
 
+/// Whether every protocol the `Upgrade` header names (`websocket`, `h2c`, `foo/2`) is one the
+/// route passes through.
+fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let mut any = false;
+    for value in headers.get_all(header::UPGRADE) {
+        let Ok(text) = value.to_str() else {
+            return false;
+        };
+        for token in text.split(',') {
+            let name = token.split('/').next().unwrap_or("").trim();
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+                return false;
+            }
+            any = true;
+        }
+    }
+    any
+}
+
+/// Splices an upgraded connection to its upstream until either side closes, or no byte moves
+/// either way for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::Upgraded,
+    upstream: hyper::upgrade::Upgraded,
+    idle: std::time::Duration,
+    metrics: &crate::metrics::Global,
+) {
+    use super::server::{Activity, Progress};
+    let progress = Progress::new();
+    let mut a = Activity {
+        inner: TokioIo::new(client),
+        progress: progress.clone(),
+    };
+    let mut b = Activity {
+        inner: TokioIo::new(upstream),
+        progress: progress.clone(),
+    };
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    let mut check = tokio::time::interval(std::time::Duration::from_secs(1).min(idle));
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    let mut copy = std::pin::pin!(copy);
+    loop {
+        tokio::select! {
+            r = &mut copy => {
+                if let Err(e) = r {
+                    debug!("upgraded connection ended: {e}");
+                }
+                return;
+            }
+            _ = check.tick() => {
+                if progress.idle_ms(crate::upstream::health::now_ms()) >= idle_ms {
+                    metrics.tunnel_idle_closed.inc();
+                    debug!("closing an upgraded connection idle for tunnel_idle_timeout");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Which server answered a request and how long it took (a response extension, read by the
 /// access log).
 #[derive(Debug, Clone, Copy)]
@@ -423,7 +483,7 @@ async fn proxy(
     }
 
     // 4. upstream request
-    let upgrade = is_upgrade(&req);
+    let upgrade = is_upgrade(&req) && upgrade_allowed(req.headers(), &route.upgrades);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let upgrade_value = req.headers().get(header::UPGRADE).cloned();
     let vars = Vars {
@@ -511,6 +571,16 @@ async fn proxy(
     }
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let kept_upgrade = resp.headers().get(header::UPGRADE).cloned();
+    // A switch nobody asked for (or to another protocol) would leave client and proxy reading
+    // the connection two different ways.
+    if switching && (client_upgrade.is_none() || !upgrade_allowed(resp.headers(), &route.upgrades))
+    {
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "the upstream server switched protocols without being asked to",
+            id,
+        );
+    }
     strip_hop_by_hop(resp.headers_mut());
     if let (true, Some(u)) = (switching, kept_upgrade) {
         resp.headers_mut()
@@ -532,13 +602,20 @@ async fn proxy(
     route.response_ops.apply(resp.headers_mut(), &vars);
     if switching && let Some(client_side) = client_upgrade {
         let upstream_side = hyper::upgrade::on(&mut resp);
+        // The tunnel outlives the HTTP connection that was counted at accept: it keeps its
+        // place in the client's connection limit.
+        let limits = &generation.config.limits;
+        let held = ctx.shared.limits.hold_connection(
+            client_key(conn.peer.ip(), limits.client_prefix_v6),
+            limits.connections_per_client,
+        );
+        let idle = server.tunnel_idle_timeout;
+        let metrics = ctx.shared.metrics.clone();
         tokio::spawn(async move {
+            let _held = held;
             match tokio::try_join!(client_side, upstream_side) {
                 Ok((client_io, upstream_io)) => {
-                    let (mut a, mut b) = (TokioIo::new(client_io), TokioIo::new(upstream_io));
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
-                        debug!("upgraded connection ended: {e}");
-                    }
+                    tunnel(client_io, upstream_io, idle, &metrics).await;
                 }
                 Err(e) => debug!("upgrade failed: {e}"),
             }

@@ -45,10 +45,63 @@ pub struct ListenerCtx {
     pub deny: Option<Arc<KernelMaps>>,
 }
 
-/// A stream that notes the time of its last read or write, for the idle timeout.
-struct Activity<S> {
-    inner: S,
-    last: Arc<AtomicU64>,
+/// When a connection last moved bytes (idle timeouts), and since when a write has been
+/// waiting on the peer (send timeout).
+#[derive(Debug)]
+pub(crate) struct Progress {
+    last: AtomicU64,
+    /// 0: no write waiting.
+    write_blocked_since: AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            last: AtomicU64::new(now_ms()),
+            write_blocked_since: AtomicU64::new(0),
+        })
+    }
+
+    fn moved(&self) {
+        self.last.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn wrote<T>(&self, r: &Poll<std::io::Result<T>>, progressed: bool) {
+        match r {
+            Poll::Ready(Ok(_)) if progressed => {
+                self.moved();
+                self.write_blocked_since.store(0, Ordering::Relaxed);
+            }
+            Poll::Pending => {
+                let _ = self.write_blocked_since.compare_exchange(
+                    0,
+                    now_ms().max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Milliseconds since bytes last moved either way.
+    pub(crate) fn idle_ms(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last.load(Ordering::Relaxed))
+    }
+
+    /// Milliseconds a write has been waiting for the peer to read (0: none is waiting).
+    pub(crate) fn write_stalled_ms(&self, now: u64) -> u64 {
+        match self.write_blocked_since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => now.saturating_sub(since),
+        }
+    }
+}
+
+/// A stream that reports its [`Progress`].
+pub(crate) struct Activity<S> {
+    pub(crate) inner: S,
+    pub(crate) progress: Arc<Progress>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
@@ -60,7 +113,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.last.store(now_ms(), Ordering::Relaxed);
+            self.progress.moved();
         }
         r
     }
@@ -73,13 +126,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_ms(), Ordering::Relaxed);
-        }
+        let progressed = matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        self.progress.wrote(&r, progressed);
         r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress.wrote(&r, false);
+        r
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
@@ -90,9 +144,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_ms(), Ordering::Relaxed);
-        }
+        let progressed = matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        self.progress.wrote(&r, progressed);
         r
     }
     fn is_write_vectored(&self) -> bool {
@@ -272,10 +325,10 @@ async fn serve_http<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let last = Arc::new(AtomicU64::new(now_ms()));
+    let progress = Progress::new();
     let io = TokioIo::new(Activity {
         inner: io,
-        last: last.clone(),
+        progress: progress.clone(),
     });
     let peer = info.peer;
     let shared = wctx.shared.clone();
@@ -304,7 +357,12 @@ async fn serve_http<S>(
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
     let idle_ms = u64::try_from(server.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-    let mut check = tokio::time::interval(Duration::from_secs(1).min(server.idle_timeout));
+    let send_ms = u64::try_from(server.send_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut check = tokio::time::interval(
+        Duration::from_secs(1)
+            .min(server.idle_timeout)
+            .min(server.send_timeout),
+    );
     // Accepted during the stop grace: serve what comes, then close.
     let mut closing = *stop.borrow_and_update();
     if closing {
@@ -318,8 +376,15 @@ async fn serve_http<S>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = check.tick(), if !closing => {
-                if now_ms().saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
+            _ = check.tick() => {
+                let now = now_ms();
+                // A client that stops reading a response: nothing graceful is left to do.
+                if progress.write_stalled_ms(now) >= send_ms {
+                    debug!(%peer, "closing a connection: the client read nothing for send_timeout");
+                    shared.metrics.send_timeouts.inc();
+                    return;
+                }
+                if !closing && progress.idle_ms(now) >= idle_ms {
                     debug!(%peer, "closing an idle connection");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
