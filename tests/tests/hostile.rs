@@ -1416,3 +1416,136 @@ servers = ["127.0.0.1:9000"]
     );
     assert_eq!(r.status, 502, "{r:?}");
 }
+
+/// An argon2id hash with a cost high enough to time (hundreds of milliseconds per check).
+fn slow_hash(password: &str) -> String {
+    use argon2::{PasswordHasher, password_hash::SaltString};
+    let params = argon2::Params::new(64 * 1024, 8, 1, None).unwrap();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(
+            password.as_bytes(),
+            &SaltString::encode_b64(b"fixed-test-salt!").unwrap(),
+        )
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn password_checks_never_stall_the_worker() {
+    use base64::Engine;
+    let body = format!(
+        r#"
+[server]
+trusted_proxies = ["127.0.0.0/8"]
+
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[route]]
+path = "/private/"
+upstream = "raw"
+auth = {{ type = "basic", users = {{ alice = "{}" }} }}
+
+[[route]]
+path = "/"
+upstream = "raw"
+
+[[ban]]
+name = "guessers"
+on = "status"
+statuses = ["401"]
+threshold = 3
+window = "30s"
+ttl = "1m"
+
+[upstream.raw]
+servers = ["127.0.0.1:9100"]
+"#,
+        slow_hash("right")
+    );
+    let t = Hostile::start(108, &body);
+    let ns = t.ns().to_owned();
+    let creds = |user: &str, pw: &str| {
+        format!(
+            "Authorization: Basic {}\r\nConnection: close\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+        )
+    };
+    // Every request here closes its connection, so waiting long for quiet costs nothing.
+    let send = |path: &str, extra: &str| {
+        let r = raw(
+            t.ns(),
+            PLAIN,
+            format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n{extra}\r\n").as_bytes(),
+            Duration::from_secs(10),
+        );
+        r.first().map_or(0, |r| r.status)
+    };
+    let timed = |path: &str, extra: &str| {
+        let start = Instant::now();
+        let status = send(path, extra);
+        (status, start.elapsed())
+    };
+    let (status, known) = timed("/private/x", &creds("alice", "wrong"));
+    assert_eq!(status, 401);
+    assert!(
+        known > Duration::from_millis(80),
+        "the hash is too cheap to time: {known:?}"
+    );
+    // An unknown user costs a check too (no user enumeration by timing).
+    let (status, unknown) = timed("/private/x", &creds("mallory", "wrong"));
+    assert_eq!(status, 401);
+    assert!(
+        unknown * 3 > known,
+        "unknown user {unknown:?}, known user {known:?}"
+    );
+    t.origin.take();
+    // Checks run off the worker: with four slow checks in flight on the one worker, another
+    // request is answered at once.
+    let guesses: Vec<_> = (0..4)
+        .map(|_| {
+            let extra = creds("alice", "wrong-again");
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                raw(
+                    &ns,
+                    PLAIN,
+                    format!("GET /private/y HTTP/1.1\r\nHost: a.test\r\n{extra}\r\n").as_bytes(),
+                    Duration::from_secs(10),
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(30));
+    let (status, open) = timed("/open", "Connection: close\r\n");
+    assert_eq!(status, 200);
+    assert!(
+        open * 2 < known,
+        "an open request waited {open:?} behind password checks of {known:?}"
+    );
+    for g in guesses {
+        assert_eq!(g.join().unwrap()[0].status, 401);
+    }
+    // A success is reused for a while: the second request skips argon2.
+    let (status, first) = timed("/private/x", &creds("alice", "right"));
+    assert_eq!(status, 200);
+    let (status, second) = timed("/private/x", &creds("alice", "right"));
+    assert_eq!(status, 200);
+    assert!(second * 2 < first, "first {first:?}, second {second:?}");
+    t.origin.take();
+    // Failed logins feed a [[ban]] rule like any other status.
+    let guesser = |pw: &str| {
+        send(
+            "/private/x",
+            &format!("{}X-Forwarded-For: 203.0.113.50\r\n", creds("alice", pw)),
+        )
+    };
+    for pw in ["a", "b", "c"] {
+        assert_eq!(guesser(pw), 401);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while guesser("right") != 403 {
+        assert!(Instant::now() < deadline, "the guesser was not banned");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

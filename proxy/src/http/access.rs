@@ -1,7 +1,12 @@
 //! Access control per route: client address allow/deny lists (403) and authentication
 //! (401 with `WWW-Authenticate`): HTTP Basic against argon2 password hashes, or bearer tokens
 //! against SHA-256 digests. Secrets are never stored in the config in clear.
-use std::{collections::HashSet, net::IpAddr, sync::Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
@@ -18,15 +23,21 @@ pub enum Decision {
     Forbidden,
     /// 401, with the challenge for `WWW-Authenticate`.
     Unauthorized(HeaderValue),
+    /// 503: every password check slot is taken and none freed up in time.
+    Busy,
 }
 
 #[derive(Debug)]
 enum Auth {
     Basic {
         challenge: HeaderValue,
-        users: Vec<(String, String)>,
-        /// SHA-256 of `user:password` pairs already verified (argon2 is slow on purpose).
-        verified: Mutex<HashSet<[u8; 32]>>,
+        users: Vec<(String, Arc<str>)>,
+        /// A hash with the first user's parameters, verified for unknown users so that they
+        /// cost the same as known ones (no user enumeration by timing).
+        dummy: Arc<str>,
+        /// SHA-256 of `user:password` pairs verified recently, and when (argon2 is slow on
+        /// purpose; a success is reused for `VERIFIED_TTL`).
+        verified: Mutex<HashMap<[u8; 32], Instant>>,
     },
     Bearer {
         challenge: HeaderValue,
@@ -43,6 +54,47 @@ pub struct Access {
 }
 
 const VERIFIED_CACHE_MAX: usize = 4096;
+/// How long a verified `user:password` is trusted without running argon2 again.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// How long a request waits for a password check slot before it gets a 503.
+const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Password checks run on the blocking pool, at most one per CPU at once: argon2 takes tens
+/// of milliseconds of CPU on purpose and must never stall a worker's other connections.
+fn check_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(cpus.max(2))
+    })
+}
+
+/// A PHC hash of a random password with the parameters of `like` (same algorithm, memory,
+/// iterations: the same cost to verify).
+fn dummy_hash(like: &str) -> Result<String, String> {
+    use argon2::{PasswordHasher, password_hash::SaltString};
+    let parsed = PasswordHash::new(like).map_err(|e| e.to_string())?;
+    let params = argon2::Params::try_from(&parsed).map_err(|e| e.to_string())?;
+    let algorithm = argon2::Algorithm::try_from(parsed.algorithm).map_err(|e| e.to_string())?;
+    let version = parsed
+        .version
+        .map_or(Ok(argon2::Version::V0x13), argon2::Version::try_from)
+        .map_err(|e| e.to_string())?;
+    let mut secret = [0u8; 32];
+    getrandom(&mut secret)?;
+    let mut salt = [0u8; 16];
+    getrandom(&mut salt)?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::new(algorithm, version, params)
+        .hash_password(&secret, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Verifies `password` against a PHC hash (blocking: argon2).
+fn verify(password: &[u8], hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok())
+}
 
 fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
@@ -99,10 +151,15 @@ fn compile_auth(auth: &AuthConfig) -> Result<Auth, String> {
                 PasswordHash::new(hash)
                     .map_err(|e| format!("password hash of {user:?} is not a PHC string ({e}); make one with `proxy hash-password`"))?;
             }
+            let first = users.values().next().expect("checked: at least one user");
             Ok(Auth::Basic {
                 challenge: challenge("Basic", realm)?,
-                users: users.iter().map(|(u, h)| (u.clone(), h.clone())).collect(),
-                verified: Mutex::new(HashSet::new()),
+                users: users
+                    .iter()
+                    .map(|(u, h)| (u.clone(), Arc::from(h.as_str())))
+                    .collect(),
+                dummy: Arc::from(dummy_hash(first)?.as_str()),
+                verified: Mutex::new(HashMap::new()),
             })
         }
         AuthConfig::Bearer { realm, tokens } => {
@@ -133,8 +190,9 @@ impl Access {
         })
     }
 
-    /// Address rules first (deny, then allow), then authentication.
-    pub fn check(&self, client: IpAddr, headers: &HeaderMap) -> Decision {
+    /// Address rules first (deny, then allow), then authentication. A Basic password check
+    /// runs on the blocking pool (bounded, see [`check_slots`]), never on the worker.
+    pub async fn check(&self, client: IpAddr, headers: &HeaderMap) -> Decision {
         if self.deny.iter().any(|c| c.contains(client))
             || (!self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(client)))
         {
@@ -148,9 +206,10 @@ impl Access {
             Auth::Basic {
                 challenge,
                 users,
+                dummy,
                 verified,
             } => {
-                let ok = credentials
+                let raw = credentials
                     .and_then(|c| {
                         c.strip_prefix("Basic ")
                             .or_else(|| c.strip_prefix("basic "))
@@ -159,39 +218,14 @@ impl Access {
                         base64::engine::general_purpose::STANDARD
                             .decode(b64.trim())
                             .ok()
-                    })
-                    .is_some_and(|raw| {
-                        let key = sha256(&raw);
-                        if verified.lock().expect("auth cache").contains(&key) {
-                            return true;
-                        }
-                        let Some((user, password)) = std::str::from_utf8(&raw)
-                            .ok()
-                            .and_then(|s| s.split_once(':'))
-                        else {
-                            return false;
-                        };
-                        let good = users.iter().any(|(u, hash)| {
-                            u == user
-                                && PasswordHash::new(hash).is_ok_and(|h| {
-                                    Argon2::default()
-                                        .verify_password(password.as_bytes(), &h)
-                                        .is_ok()
-                                })
-                        });
-                        if good {
-                            let mut cache = verified.lock().expect("auth cache");
-                            if cache.len() >= VERIFIED_CACHE_MAX {
-                                cache.clear();
-                            }
-                            cache.insert(key);
-                        }
-                        good
                     });
-                if ok {
-                    Decision::Allow
-                } else {
-                    Decision::Unauthorized(challenge.clone())
+                let Some(raw) = raw else {
+                    return Decision::Unauthorized(challenge.clone());
+                };
+                match check_basic(&raw, users, dummy, verified).await {
+                    Some(true) => Decision::Allow,
+                    Some(false) => Decision::Unauthorized(challenge.clone()),
+                    None => Decision::Busy,
                 }
             }
             Auth::Bearer { challenge, digests } => {
@@ -209,6 +243,55 @@ impl Access {
             }
         }
     }
+}
+
+/// `user:password` against the users; `None` when no check slot freed up in time.
+async fn check_basic(
+    raw: &[u8],
+    users: &[(String, Arc<str>)],
+    dummy: &Arc<str>,
+    verified: &Mutex<HashMap<[u8; 32], Instant>>,
+) -> Option<bool> {
+    let key = sha256(raw);
+    let now = Instant::now();
+    if verified
+        .lock()
+        .expect("auth cache")
+        .get(&key)
+        .is_some_and(|at| now.duration_since(*at) < VERIFIED_TTL)
+    {
+        return Some(true);
+    }
+    let (user, password) = std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.split_once(':'))
+        .unwrap_or(("", ""));
+    let known = users
+        .iter()
+        .find(|(u, _)| u == user)
+        .map(|(_, h)| h.clone());
+    // An unknown user costs one argon2 run too.
+    let hash = known.clone().unwrap_or_else(|| dummy.clone());
+    let password = password.as_bytes().to_vec();
+    let _slot = tokio::time::timeout(CHECK_QUEUE_WAIT, check_slots().acquire())
+        .await
+        .ok()?
+        .ok()?;
+    let matched = tokio::task::spawn_blocking(move || verify(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let good = matched && known.is_some();
+    if good {
+        let mut cache = verified.lock().expect("auth cache");
+        if cache.len() >= VERIFIED_CACHE_MAX {
+            cache.retain(|_, at| now.duration_since(*at) < VERIFIED_TTL);
+            if cache.len() >= VERIFIED_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(key, now);
+    }
+    Some(good)
 }
 
 /// `sha256:<hex>` of a bearer token, for the config.
@@ -255,8 +338,8 @@ mod tests {
         h
     }
 
-    #[test]
-    fn address_rules() {
+    #[tokio::test]
+    async fn address_rules() {
         let a = Access::compile(
             &["10.0.0.0/8".parse().unwrap()],
             &["10.9.0.0/16".parse().unwrap()],
@@ -264,19 +347,22 @@ mod tests {
         )
         .unwrap();
         let h = HeaderMap::new();
-        assert_eq!(a.check("10.1.1.1".parse().unwrap(), &h), Decision::Allow);
         assert_eq!(
-            a.check("10.9.1.1".parse().unwrap(), &h),
+            a.check("10.1.1.1".parse().unwrap(), &h).await,
+            Decision::Allow
+        );
+        assert_eq!(
+            a.check("10.9.1.1".parse().unwrap(), &h).await,
             Decision::Forbidden
         );
         assert_eq!(
-            a.check("192.0.2.1".parse().unwrap(), &h),
+            a.check("192.0.2.1".parse().unwrap(), &h).await,
             Decision::Forbidden
         );
     }
 
-    #[test]
-    fn basic_auth_against_argon2() {
+    #[tokio::test]
+    async fn basic_auth_against_argon2() {
         let hash = hash_password("s3cret").unwrap();
         let auth = AuthConfig::Basic {
             realm: "ops".into(),
@@ -284,22 +370,25 @@ mod tests {
         };
         let a = Access::compile(&[], &[], Some(&auth)).unwrap();
         let ip = "192.0.2.1".parse().unwrap();
-        assert_eq!(a.check(ip, &basic("alice", "s3cret")), Decision::Allow);
         assert_eq!(
-            a.check(ip, &basic("alice", "s3cret")),
+            a.check(ip, &basic("alice", "s3cret")).await,
+            Decision::Allow
+        );
+        assert_eq!(
+            a.check(ip, &basic("alice", "s3cret")).await,
             Decision::Allow,
             "cached"
         );
-        let Decision::Unauthorized(c) = a.check(ip, &basic("alice", "wrong")) else {
+        let Decision::Unauthorized(c) = a.check(ip, &basic("alice", "wrong")).await else {
             panic!()
         };
         assert_eq!(c, "Basic realm=\"ops\"");
         assert!(matches!(
-            a.check(ip, &basic("bob", "s3cret")),
+            a.check(ip, &basic("bob", "s3cret")).await,
             Decision::Unauthorized(_)
         ));
         assert!(matches!(
-            a.check(ip, &HeaderMap::new()),
+            a.check(ip, &HeaderMap::new()).await,
             Decision::Unauthorized(_)
         ));
         let bad = AuthConfig::Basic {
@@ -310,7 +399,24 @@ mod tests {
     }
 
     #[test]
-    fn bearer_tokens_against_sha256() {
+    fn unknown_users_cost_a_hash_with_the_same_parameters() {
+        let hash = hash_password("s3cret").unwrap();
+        let dummy = dummy_hash(&hash).unwrap();
+        let (a, b) = (
+            PasswordHash::new(&hash).unwrap(),
+            PasswordHash::new(&dummy).unwrap(),
+        );
+        assert_eq!(a.algorithm, b.algorithm);
+        assert_eq!(
+            argon2::Params::try_from(&a).unwrap(),
+            argon2::Params::try_from(&b).unwrap()
+        );
+        assert_ne!(a.salt, b.salt);
+        assert!(!verify(b"s3cret", &dummy));
+    }
+
+    #[tokio::test]
+    async fn bearer_tokens_against_sha256() {
         let auth = AuthConfig::Bearer {
             realm: "api".into(),
             tokens: vec![token_digest("tok-1")],
@@ -318,10 +424,13 @@ mod tests {
         let a = Access::compile(&[], &[], Some(&auth)).unwrap();
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok-1"));
-        assert_eq!(a.check("192.0.2.1".parse().unwrap(), &h), Decision::Allow);
+        assert_eq!(
+            a.check("192.0.2.1".parse().unwrap(), &h).await,
+            Decision::Allow
+        );
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok-2"));
         assert!(matches!(
-            a.check("192.0.2.1".parse().unwrap(), &h),
+            a.check("192.0.2.1".parse().unwrap(), &h).await,
             Decision::Unauthorized(_)
         ));
         assert!(

@@ -465,8 +465,18 @@ async fn proxy(
     };
 
     // 3. access
-    match route.access.check(client_ip, req.headers()) {
+    match route.access.check(client_ip, req.headers()).await {
         Decision::Allow => {}
+        Decision::Busy => {
+            let mut resp = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many password checks at once; try again",
+                id,
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
         Decision::Forbidden => {
             return error_response(
                 StatusCode::FORBIDDEN,
