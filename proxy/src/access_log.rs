@@ -2,7 +2,6 @@
 //! off the request path. The request path only queues a record; when the queue is full the
 //! record is dropped and counted, never waited for. SIGUSR1 reopens the file (log rotation).
 use std::{
-    fs::OpenOptions,
     io::{BufWriter, Write},
     net::IpAddr,
     path::PathBuf,
@@ -125,7 +124,8 @@ impl AccessLog {
 
 fn open(path: Option<&PathBuf>) -> std::io::Result<Box<dyn Write + Send>> {
     Ok(match path {
-        Some(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?),
+        // Never through a link planted where the log goes (root opens it at start).
+        Some(p) => Box::new(crate::safe_fs::open_append(p, 0o640)?),
         None => Box::new(std::io::stdout()),
     })
 }

@@ -110,12 +110,8 @@ pub enum Bound {
 pub fn bind(listen: Listen) -> std::io::Result<Bound> {
     match listen {
         Listen::Unix(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let _ = std::fs::remove_file(&path);
-            let listener = std::os::unix::net::UnixListener::bind(&path)?;
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            // Mode 0600 from its first instant (bound in a private directory, then moved).
+            let listener = crate::safe_fs::bind_private_unix(&path)?;
             listener.set_nonblocking(true)?;
             Ok(Bound::Unix(listener, path))
         }

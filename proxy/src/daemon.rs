@@ -255,20 +255,21 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
         // What the daemon still writes: the state file's directory, the reload result, the
         // access log (when reopened).
         let reload_result = reload_result_file(&instance);
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&reload_result);
+        let _ = crate::safe_fs::open_append(&reload_result, 0o644);
+        let lock = StateFile::new(state_file.clone()).lock_file();
+        crate::safe_fs::open_or_create(&lock, 0o600)
+            .with_context(|| format!("creating the lock file {}", lock.display()))?;
         let mut owned = vec![reload_result];
         if let Some(dir) = state_file.parent() {
             owned.push(dir.to_owned());
         }
         owned.push(state_file.clone());
+        owned.push(lock);
         if config.access_log.path != "stdout" {
             owned.push(PathBuf::from(&config.access_log.path));
         }
         for path in &owned {
-            crate::privileges::hand_over(path, account)
+            crate::safe_fs::hand_over(path, account)
                 .with_context(|| format!("giving {} to user {user:?}", path.display()))?;
         }
         crate::privileges::drop_to(account)

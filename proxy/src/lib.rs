@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod privileges;
 pub mod proxy_protocol;
 pub mod runtime;
+pub mod safe_fs;
 pub mod tls;
 pub mod upstream;
 pub mod workers;

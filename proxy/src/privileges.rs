@@ -3,7 +3,7 @@
 //! to update the maps it already holds: bans, the expiry sweep, the admin API's list changes).
 //! A compromise of the HTTP path can then not load programs, attach them, bind ports below
 //! 1024 or touch files it does not own.
-use std::{ffi::CString, io, os::unix::fs::chown, path::Path};
+use std::{ffi::CString, io};
 
 /// `CAP_BPF` (Linux 5.8+).
 const CAP_BPF: u32 = 39;
@@ -56,14 +56,6 @@ pub fn lookup(name: &str) -> Result<Account, String> {
         uid: pwd.pw_uid,
         gid: pwd.pw_gid,
     })
-}
-
-/// Gives `account` ownership of `path` if it exists (a directory the daemon writes into).
-pub fn hand_over(path: &Path, account: Account) -> io::Result<()> {
-    match chown(path, Some(account.uid), Some(account.gid)) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }
 
 /// Switches this process to `account`, keeping only CAP_BPF. Call it before any thread that

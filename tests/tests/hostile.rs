@@ -1549,3 +1549,96 @@ servers = ["127.0.0.1:9100"]
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn files_in_the_daemons_directory_cannot_be_turned_against_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let w = World::new(109, ORIGIN_BIN);
+    // Something root owns that the unprivileged user must never get: outside its directory.
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let untouched = |what: &str| {
+        let meta = std::fs::metadata(&victim).unwrap();
+        assert_eq!(
+            (
+                meta.uid(),
+                std::fs::read_to_string(&victim).unwrap().as_str()
+            ),
+            (0, "precious"),
+            "{what}: the file outside was changed"
+        );
+    };
+    let admin = w.dir.path().join("admin.sock");
+    let config = w.write_config(
+        "files.toml",
+        &format!(
+            "user = \"nobody\"\nworkers = 1\n[kernel]\nattach = \"none\"\n[admin]\nlisten = \"unix:{}\"\n[[listener]]\naddress = \"127.0.0.1:8080\"\nupstream = \"o\"\n[upstream.o]\nservers = [\"127.0.0.1:9000\"]\n",
+            admin.display()
+        ),
+    );
+    let state = w.dir.path().join("state.json");
+    // The user replaced the state file with a link before a restart: the start fails, saying
+    // so, and neither reads, writes nor hands over what the link points to.
+    std::os::unix::fs::symlink(&victim, &state).unwrap();
+    let mut cmd = proxy_tests::netns::Topology::command_in(
+        &w.topo.srv_ns,
+        proxy_tests::process::proxy_bin().to_str().unwrap(),
+    );
+    cmd.args([
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--attach",
+        "none",
+    ]);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started over a planted link: {stderr}"
+    );
+    assert!(
+        stderr.contains("state.json"),
+        "the error names the file: {stderr}"
+    );
+    untouched("start over a linked state file");
+    std::fs::remove_file(&state).unwrap();
+
+    let proxy = w.start_proxy(&config, &["--attach", "none"], &[], addr(PLAIN));
+    // The admin socket is its owner's only, the pins root's only.
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o777;
+    assert_eq!(mode(&admin), 0o600);
+    let pins = proxy::kernel::pin_dir(&w.instance);
+    assert_eq!(mode(&pins), 0o700);
+    assert_eq!(mode(pins.parent().unwrap()), 0o700);
+    // The lock file belongs to the daemon's user, 0600: another local user cannot hold it.
+    let lock = w.dir.path().join("state.json.lock");
+    assert_eq!(mode(&lock), 0o600);
+    let other = std::process::Command::new("setpriv")
+        .args(["--reuid=1", "--regid=1", "--clear-groups", "flock", "-n"])
+        .arg(&lock)
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(
+        !other.status.success(),
+        "another user took the lock: {}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    // Root's CLI writes through the user's directory: a link planted where the temporary
+    // file used to go is not followed...
+    std::os::unix::fs::symlink(&victim, w.dir.path().join("state.json.tmp")).unwrap();
+    w.cli_ok(&["blocklist", "add", "192.0.2.9"]);
+    untouched("CLI write next to a planted temporary link");
+    assert!(w.cli_ok(&["blocklist", "list"]).contains("192.0.2.9/32"));
+    // ...nor a lock file replaced by a link (the CLI refuses, naming it).
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let out = w.cli(&["blocklist", "add", "192.0.2.10"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("state.json.lock"), "{}", out.stderr);
+    untouched("CLI lock through a planted link");
+    drop(proxy);
+}

@@ -4,8 +4,7 @@
 //! `<state>.lock`, so concurrent CLI calls and the daemon's sweep never lose an update.
 use std::{
     collections::BTreeMap,
-    fs::{File, OpenOptions},
-    io::Write,
+    fs::File,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -105,25 +104,26 @@ impl StateFile {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| self.write_err(e))?;
         }
-        // Read-only is enough for flock, and works on a lock file another user (root's CLI)
-        // created; create it only when it is missing.
-        let file = match File::open(self.lock_path()) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(self.lock_path())
-                .map_err(|e| self.write_err(e))?,
-            Err(e) => return Err(self.write_err(e)),
-        };
+        // Read-only is enough for flock. Mode 0600: no other local user can open it, so none
+        // can hold the lock (after a privilege drop the daemon's user owns it; root opens
+        // anything). A planted symbolic link is refused.
+        let lock = self.lock_path();
+        let file = crate::safe_fs::open_or_create(&lock, 0o600).map_err(|source| {
+            DefenseError::StateWrite {
+                path: lock.clone(),
+                source,
+            }
+        })?;
         file.lock().map_err(|e| self.write_err(e))?;
         Ok(StateLock { _file: file })
     }
 
     /// Reads the file; a missing file is an empty state.
     pub fn read(&self) -> Result<State, DefenseError> {
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match crate::safe_fs::open_read(&self.path).and_then(|mut f| {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut f, &mut t).map(|_| t)
+        }) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(State {
@@ -154,24 +154,18 @@ impl StateFile {
         Ok(state)
     }
 
-    /// Replaces the file atomically. Call with the lock held.
+    /// Replaces the file atomically (never through a planted link; the directory is synced
+    /// after the rename). Call with the lock held.
     pub fn write(&self, _lock: &StateLock, state: &State) -> Result<(), DefenseError> {
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let text = serde_json::to_vec_pretty(state).expect("state serializes");
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(self.write_err(e));
-        }
-        Ok(())
+        let mut text = serde_json::to_vec_pretty(state).expect("state serializes");
+        text.push(b'\n');
+        crate::safe_fs::write_atomic(&self.path, &text, 0o644).map_err(|e| self.write_err(e))
+    }
+
+    /// The lock file's path (handed to the daemon's user with the state file).
+    #[must_use]
+    pub fn lock_file(&self) -> PathBuf {
+        self.lock_path()
     }
 
     /// The file's modification time, to notice changes cheaply.

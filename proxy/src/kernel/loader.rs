@@ -108,10 +108,17 @@ impl Datapath {
         if !Self::available() {
             return Err(KernelError::NoKernelPrograms);
         }
-        std::fs::create_dir_all(pin_dir).map_err(|source| KernelError::PinDir {
-            path: pin_dir.to_owned(),
-            source,
-        })?;
+        // Only root looks into the pins (0700), the instance's and the one above it.
+        let private = |dir: &Path| {
+            crate::safe_fs::make_private_dir(dir).map_err(|source| KernelError::PinDir {
+                path: dir.to_owned(),
+                source,
+            })
+        };
+        if let Some(parent) = pin_dir.parent() {
+            private(parent)?;
+        }
+        private(pin_dir)?;
         let paths: Vec<(&'static str, PathBuf)> =
             maps::PINNED.iter().map(|m| (*m, pin_dir.join(m))).collect();
         let mut loader = EbpfLoader::new();
@@ -562,7 +569,7 @@ impl Datapath {
     /// run takes the links over). A clsact (netlink) attachment cannot be kept.
     pub fn keep_attached(&mut self) -> Result<usize, KernelError> {
         let dir = self.link_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| KernelError::PinDir {
+        crate::safe_fs::make_private_dir(&dir).map_err(|source| KernelError::PinDir {
             path: dir.clone(),
             source,
         })?;
