@@ -566,7 +566,10 @@ fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
     let maps = open_maps(target)?;
     let counters = maps.counters()?;
     let by_interface = maps.counters_by_interface()?;
-    let blocked = maps.blocked()?.len();
+    let entries = maps.blocked()?;
+    let blocked = entries.len();
+    let blocked_v4 = entries.iter().filter(|(c, _)| c.is_ipv4()).count();
+    let errors = full_map_errors(blocked_v4, blocked - blocked_v4);
     let allowed = maps.allowed()?.len();
     let pin_dir = kernel::pin_dir(&target.instance);
     let spread = spread::read_spread_config(&pin_dir)?;
@@ -593,6 +596,7 @@ fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
             "interfaces": interfaces,
             "blocklist_entries": blocked,
             "allowlist_entries": allowed,
+            "errors": errors,
             "spread_policy": spread::policy_name(spread.policy),
             "workers": workers.iter().enumerate().map(|(i, w)| json!({
                 "worker": i,
@@ -640,7 +644,28 @@ fn stats(target: &Target, json: bool) -> anyhow::Result<()> {
             );
         }
     }
+    // After the figures, so they still print; the exit status says something is wrong.
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("; "));
+    }
     Ok(())
+}
+
+/// What `proxy stats` reports as errors: a blocklist map that is full (every further block
+/// and ban fails until entries expire or are removed).
+fn full_map_errors(v4: usize, v6: usize) -> Vec<String> {
+    [
+        ("BLOCK_V4", "IPv4", v4, proxy_common::BLOCK_V4_MAX),
+        ("BLOCK_V6", "IPv6", v6, proxy_common::BLOCK_V6_MAX),
+    ]
+    .into_iter()
+    .filter(|(_, _, n, max)| *n >= *max as usize)
+    .map(|(map, family, n, _)| {
+        format!(
+            "the {family} blocklist map ({map}) is full ({n} entries): new blocks and automatic bans fail; remove entries (`proxy blocklist remove`/`flush`) or block wider prefixes"
+        )
+    })
+    .collect()
 }
 
 /// Loads the config for `proxy run`, with the command-line overrides applied and checked.

@@ -1642,3 +1642,78 @@ fn files_in_the_daemons_directory_cannot_be_turned_against_root() {
     untouched("CLI lock through a planted link");
     drop(proxy);
 }
+
+#[test]
+fn a_full_blocklist_map_is_never_silent() {
+    let body = r#"
+[server]
+trusted_proxies = ["127.0.0.0/8"]
+
+[limits]
+requests_per_second = 1
+burst = 1
+
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[route]]
+path = "/"
+upstream = "raw"
+
+[[ban]]
+name = "rate"
+on = "status"
+statuses = ["429"]
+threshold = 1
+ttl = "1m"
+
+[upstream.raw]
+servers = ["127.0.0.1:9100"]
+"#;
+    let t = Hostile::start(110, body);
+    // Exactly as many IPv6 entries as the map holds.
+    let max = proxy_common::BLOCK_V6_MAX;
+    let mut list = String::with_capacity(max as usize * 24);
+    for i in 0..max {
+        list.push_str(&format!("2001:db8:{:x}:{:x}::1\n", i >> 16, i & 0xffff));
+    }
+    let file = t.w.dir.path().join("many.txt");
+    std::fs::write(&file, list).unwrap();
+    t.w.cli_ok(&["blocklist", "import", file.to_str().unwrap()]);
+    // proxy stats prints its figures and fails, naming the full map.
+    let out = t.w.cli(&["stats"]);
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stdout.contains("blocklist_entries"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("IPv6 blocklist map (BLOCK_V6) is full"),
+        "{}",
+        out.stderr
+    );
+    let out = t.w.cli(&["stats", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["errors"].as_array().map(Vec::len), Some(1), "{json}");
+    // One more block fails with an error that names the map, and nothing is half-written.
+    let out = t.w.cli(&["blocklist", "add", "2001:db8:ffff::1"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("BLOCK_V6"), "{}", out.stderr);
+    // An automatic ban that does not fit is logged and counted, never silent.
+    for _ in 0..2 {
+        let _ = t.get(
+            "www.test",
+            "/",
+            "X-Forwarded-For: 2001:db9::7\r\nConnection: close\r\n",
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.metrics().contains("proxy_bans_failed_total 1") {
+        assert!(Instant::now() < deadline, "{}", t.metrics());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        t.proxy
+            .log()
+            .contains("ban failed, the client is NOT blocked"),
+        "{}",
+        t.proxy.log()
+    );
+}
