@@ -1359,6 +1359,52 @@ servers = ["127.0.0.1:9000"]
         t.metrics()
     );
 
+    // HTTP/2: a stream whose window the client keeps shut is reset after send_timeout; the
+    // connection and its other streams go on.
+    let (stalled, next) = run_in(t.ns(), || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(addr(PLAIN)).await.unwrap();
+            let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(conn);
+            let req = hyper::Request::get("http://a.test/cache/h2big?size=4000000")
+                .body(())
+                .unwrap();
+            let (resp, _) = client.send_request(req, true).unwrap();
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut body = resp.into_body();
+            // Never release flow-control capacity: the window stays shut after 64 KiB.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let mut got = 0usize;
+            let stalled = loop {
+                match tokio::time::timeout(Duration::from_secs(3), body.data()).await {
+                    Ok(Some(Ok(chunk))) => got += chunk.len(),
+                    Ok(Some(Err(e))) => break format!("reset after {got} bytes: {e}"),
+                    Ok(None) => break format!("complete: {got} bytes"),
+                    Err(_) => break format!("still open after {got} bytes"),
+                }
+            };
+            let mut client = client.ready().await.unwrap();
+            let req = hyper::Request::get("http://a.test/cache/h2small")
+                .body(())
+                .unwrap();
+            let (resp, _) = client.send_request(req, true).unwrap();
+            let next = resp.await.map(|r| r.status().as_u16());
+            (stalled, next.map_err(|e| e.to_string()))
+        })
+    });
+    assert!(stalled.starts_with("reset"), "{stalled}");
+    assert_eq!(next, Ok(200), "the connection goes on");
+    assert!(
+        t.metrics().contains("proxy_send_timeouts_total 2"),
+        "{}",
+        t.metrics()
+    );
+
     // A WebSocket tunnel keeps its place in the per-client connection limit, and closes when
     // idle for tunnel_idle_timeout.
     let ns = t.ns().to_owned();

@@ -7,3 +7,4 @@ pub mod normalize;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod stall;

@@ -290,7 +290,7 @@ pub async fn handle(
             referer,
         });
     }
-    Ok(resp)
+    Ok(resp.map(super::stall::watched))
 }
 
 /// Limits before any work: deny patterns, sizes, the client's request rate and requests in

@@ -13,7 +13,7 @@ use std::{
 
 use hyper::service::service_fn;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::conn::auto,
 };
 use tokio::{
@@ -337,7 +337,12 @@ async fn serve_http<S>(
     // connection, and the request path's future is several KiB; idle keep-alive connections
     // should not hold it.
     let service = service_fn(move |req| Box::pin(handle(req, info.clone(), wctx.clone())));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/2 streams run as tasks of their own, each with a send_timeout watchdog.
+    let executor = super::stall::StreamExecutor {
+        send_timeout: server.send_timeout,
+        metrics: shared.metrics.clone(),
+    };
+    let mut builder = auto::Builder::new(executor);
     builder
         .http1()
         .timer(TokioTimer::new())
