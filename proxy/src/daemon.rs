@@ -440,6 +440,13 @@ async fn apply_bans(
                 Ok(None) | Err(_) => break,
             }
         }
+        // A ban prefix never takes in a trusted proxy or PROXY sender.
+        {
+            let generation = shared.generation.load();
+            for r in &mut batch {
+                r.cidr = generation.ban_prefix(r.client, r.cidr);
+            }
+        }
         let store = store.clone();
         let requests_copy = batch.clone();
         let applied = tokio::task::spawn_blocking(move || {

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 
 use crate::{
     config::{Config, ListenerConfig},
-    defense::{ban, limits::ClientLimits},
+    defense::{Cidr, ban, limits::ClientLimits},
     http::{access::Access, headers::CompiledOps, route::Router},
     tls,
     upstream::{HealthBoard, Upstream},
@@ -55,6 +55,27 @@ impl Generation {
                 .listener
                 .iter()
                 .any(|l| l.proxy_protocol_from.iter().any(|p| p.contains(ip)))
+    }
+}
+
+impl Generation {
+    /// The prefix a ban may really cover: `wanted`, unless it would take in a trusted proxy
+    /// or a PROXY sender (one client of a shared /64 or /24 must never get the load balancer
+    /// in front dropped); then the client's own address alone.
+    #[must_use]
+    pub fn ban_prefix(&self, client: std::net::IpAddr, wanted: Cidr) -> Cidr {
+        let c = &self.config;
+        let relays = c
+            .server
+            .trusted_proxies
+            .iter()
+            .chain(c.listener.iter().flat_map(|l| l.proxy_protocol_from.iter()));
+        let mut relays = relays;
+        if relays.any(|r| r.overlaps(&wanted)) {
+            Cidr::host(client)
+        } else {
+            wanted
+        }
     }
 }
 

@@ -14,35 +14,56 @@ use std::{
 
 use crate::privileges::Account;
 
+/// Flags for every open here: no link is followed, and a FIFO planted at the path cannot
+/// block the open (regular files ignore `O_NONBLOCK`; anything else is then refused).
+const FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+
+/// `file`, if it is a regular file.
+fn regular(file: File, path: &Path) -> io::Result<File> {
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ))
+    }
+}
+
 /// Opens `path` for reading; a symbolic link is refused (`ELOOP`).
 pub fn open_read(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+        .custom_flags(FLAGS)
+        .open(path)?;
+    regular(file, path)
 }
 
 /// Opens (creating with `mode`) `path` for appending; a symbolic link is refused.
 pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+        .custom_flags(FLAGS)
+        .open(path)?;
+    regular(file, path)
 }
 
 /// Opens `path` read-only, creating it empty with `mode` if it is missing; a symbolic link is
 /// refused (for lock files: `flock` needs no write access).
 pub fn open_or_create(path: &Path, mode: u32) -> io::Result<File> {
     match open_read(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => regular(
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(mode)
+                .custom_flags(FLAGS)
+                .open(path)?,
+            path,
+        ),
         other => other,
     }
 }
@@ -175,6 +196,13 @@ mod tests {
         assert!(open_read(&link).is_err());
         assert!(open_append(&link, 0o600).is_err());
         assert!(open_or_create(&link, 0o600).is_err());
+        // A FIFO cannot hold up the open.
+        let fifo = d.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(open_read(&fifo).is_err());
+        assert!(open_or_create(&fifo, 0o600).is_err());
         // The atomic write replaces the link itself, never writes through it.
         write_atomic(&link, b"new", 0o644).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");

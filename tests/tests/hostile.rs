@@ -543,6 +543,12 @@ fn one_authority_per_request() {
         // hyper refuses some of these itself (400 too); either way nothing reaches the origin.
         t.refused(what, &r, expect);
     }
+    // Connection cannot name the Host away: the upstream gets the one that was routed.
+    let r = t.get("www.test", "/", "Connection: keep-alive, host\r\n");
+    assert_eq!(
+        t.forwarded("Connection: host", &r).headers("host"),
+        ["www.test"]
+    );
     // The refusal says what was wrong.
     let r = t.one(
         PLAIN,
@@ -649,6 +655,12 @@ fn paths_are_normalised_before_routing_access_and_cache() {
         "GET /x%2F..%2Fadmin/x HTTP/1.1\r\nHost: other.test\r\n\r\n",
     );
     t.refused("decode: /x/../admin/x needs auth", &r, 401);
+    // Path parameters: routes match without them (Java containers drop them), and a dot
+    // segment with parameters is refused.
+    let r = t.get("other.test", "/admin;x/secret", "");
+    t.refused("/admin;x/secret takes the /admin/ route", &r, 401);
+    let r = t.get("other.test", "/public/..;/admin/x", "");
+    t.refused("..; segment", &r, 400);
     // Deny patterns see the normalised path.
     let r = t.get("other.test", "/%73ecret/x", "");
     t.refused("deny pattern through an escape", &r, 403);
@@ -663,6 +675,11 @@ fn paths_are_normalised_before_routing_access_and_cache() {
         t.forwarded("forward_original_path", &r).target(),
         "/raw/./a/%7e/../b"
     );
+    // The cache key holds a non-default port: a response to another port is not served.
+    let r = t.get("other.test:6666", "/cache/port", "");
+    t.forwarded("cache fill on port 6666", &r);
+    let r = t.get("other.test", "/cache/port", "");
+    t.forwarded("same path without the port goes to the origin", &r);
     // The cache key uses the normalised path: two spellings, one origin request.
     let r = t.get("other.test", "/cache/a", "");
     t.forwarded("cache fill", &r);
@@ -1168,6 +1185,11 @@ max_tracked_clients = 1024
 [[listener]]
 address = "127.0.0.1:8080"
 
+[[listener]]
+address = "127.0.0.1:8083"
+proxy_protocol = true
+proxy_protocol_from = ["127.0.0.0/8", "192.0.2.1/32"]
+
 [[route]]
 path = "/"
 upstream = "raw"
@@ -1257,6 +1279,29 @@ servers = ["127.0.0.1:9100"]
         line.contains("manual") && line.contains("never") && !line.contains("l7-abuse"),
         "the manual block stays as it was: {line}"
     );
+    // A blocked client behind a PROXY-protocol balancer is refused at the connection.
+    let refused = raw(
+        t.ns(),
+        "127.0.0.1:8083",
+        b"PROXY TCP4 198.51.100.9 127.0.0.1 40000 8083\r\nGET /a HTTP/1.1\r\nHost: www.test\r\n\r\n",
+        Duration::from_millis(500),
+    );
+    assert!(refused.is_empty(), "{refused:?}");
+    let ok = raw(
+        t.ns(),
+        "127.0.0.1:8083",
+        b"PROXY TCP4 198.18.0.9 127.0.0.1 40000 8083\r\nGET /a HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n",
+        Duration::from_millis(500),
+    );
+    assert_eq!(ok.first().map(|r| r.status), Some(200), "{ok:?}");
+    // A ban prefix (here /24) that would take in a PROXY sender (192.0.2.1) covers the
+    // client's own address only.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(from("192.0.2.77", "/a"), 200);
+    assert_eq!(from("192.0.2.77", "/a"), 429);
+    assert_eq!(from("192.0.2.77", "/a"), 429);
+    wait_listed("192.0.2.77/32");
+    assert!(!listed().contains("192.0.2.0/24"), "{}", listed());
     // A flood of distinct clients stays within max_tracked_clients: entries are evicted and
     // counted, memory does not grow.
     let mut flood = String::new();

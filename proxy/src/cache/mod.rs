@@ -566,18 +566,30 @@ impl Cache {
     }
 }
 
+/// The authority as keys hold it: the canonical host, and the port unless it is the scheme's
+/// default (a response to `Host: a.example:6666` is never served for `a.example`).
+#[must_use]
+pub fn key_authority(scheme: &str, authority: &str) -> String {
+    match crate::http::normalize::parse_authority(authority.as_bytes()) {
+        Some(a) => match a.port {
+            Some(p) if !matches!((scheme, p), ("http", 80) | ("https", 443)) => {
+                format!("{}:{p}", a.host)
+            }
+            _ => a.host,
+        },
+        None => authority.to_ascii_lowercase(),
+    }
+}
+
 /// `HTTP://Example.COM:80/p` -> `http://example.com/p`, as keys are written.
 #[must_use]
 pub fn normalize_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
+    let scheme = scheme.to_ascii_lowercase();
     let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-    format!(
-        "{}://{}{path}",
-        scheme.to_ascii_lowercase(),
-        crate::http::route::normalize_host(authority)
-    )
+    format!("{scheme}://{}{path}", key_authority(&scheme, authority))
 }
 
 #[cfg(test)]
@@ -623,7 +635,12 @@ mod tests {
         );
         let q = policy("ignore_query = true");
         assert_eq!(q.key("https", "h", &uri, &h), "https://h/p");
-        assert_eq!(normalize_url("HTTP://Ex.com:8080/a?b"), "http://ex.com/a?b");
+        assert_eq!(
+            normalize_url("HTTP://Ex.com:8080/a?b"),
+            "http://ex.com:8080/a?b"
+        );
+        assert_eq!(normalize_url("HTTP://Ex.com:80/a?b"), "http://ex.com/a?b");
+        assert_eq!(normalize_url("https://Ex.com.:443/"), "https://ex.com/");
     }
 
     #[test]

@@ -444,6 +444,12 @@ impl Config {
             if let Some(auth) = &route.auth {
                 crate::http::access::validate_auth(auth).map_err(|p| invalid(key("auth"), p))?;
             }
+            if route.forward_original_path && route.cache.is_some() {
+                return Err(invalid(
+                    key("forward_original_path"),
+                    "cannot be combined with [route.cache]: the cache keys on the normalised path, so two spellings the origin may answer differently would share an entry".into(),
+                ));
+            }
             if let Some(cache) = &route.cache {
                 crate::cache::validate_route(cache, self.cache.max_bytes)
                     .map_err(|(k, p)| invalid(key(&format!("cache.{k}")), p))?;

@@ -78,6 +78,12 @@ impl Cidr {
         self.addr.is_ipv4()
     }
 
+    /// Whether the two prefixes share any address (one contains the other).
+    #[must_use]
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
     /// Whether `ip` lies inside this prefix.
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -246,6 +252,15 @@ mod tests {
         );
         assert_eq!("::/64".parse::<Cidr>().unwrap().to_string(), "::/64");
         assert!("::ffff:192.0.2.7/120".parse::<Cidr>().is_err(), "host bits");
+    }
+
+    #[test]
+    fn overlaps() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        assert!(c("10.0.0.0/8").overlaps(&c("10.1.2.3")));
+        assert!(c("10.1.2.3").overlaps(&c("10.0.0.0/8")));
+        assert!(!c("10.0.0.0/8").overlaps(&c("11.0.0.0/8")));
+        assert!(!c("10.0.0.0/8").overlaps(&c("::/0")));
     }
 
     #[test]

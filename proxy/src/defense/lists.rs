@@ -73,6 +73,12 @@ pub enum Applied {
     Failed(String),
 }
 
+/// How many entries of a map of `max` automatic bans may fill (all but a sixteenth).
+#[must_use]
+pub fn auto_ban_limit(max: u32) -> usize {
+    (max - max / 16) as usize
+}
+
 /// Whether an unexpired entry outranks an automatic ban ending at `expires_at_ms`: an
 /// operator's block (manual or imported) always does; another ban does if it ends later.
 fn stronger(existing: &BlockRecord, expires_at_ms: Option<u64>) -> bool {
@@ -199,6 +205,14 @@ impl ListStore {
         let now = now_ms();
         let now_mono = monotonic_now_ns();
         let mut outcomes = Vec::with_capacity(items.len());
+        // Automatic bans leave the last sixteenth of each map to the operator: a flood of
+        // bans from fresh prefixes cannot lock `proxy blocklist add` out.
+        let mut used = if automatic {
+            let v4 = state.blocklist.keys().filter(|c| c.is_ipv4()).count();
+            (v4, state.blocklist.len() - v4)
+        } else {
+            (0, 0)
+        };
         // Undo log: the previous record of every prefix changed so far (the state file and
         // the kernel agree, so the record is enough to restore the kernel entry).
         let mut undo: Vec<(Cidr, Option<BlockRecord>)> = Vec::new();
@@ -214,6 +228,21 @@ impl ListStore {
             if automatic && existing.is_some_and(|r| stronger(r, expires_at_ms)) {
                 outcomes.push(Applied::Kept);
                 continue;
+            }
+            if automatic && existing.is_none() {
+                let (count, max) = if item.cidr.is_ipv4() {
+                    (&mut used.0, proxy_common::BLOCK_V4_MAX)
+                } else {
+                    (&mut used.1, proxy_common::BLOCK_V6_MAX)
+                };
+                if *count >= auto_ban_limit(max) {
+                    outcomes.push(Applied::Failed(format!(
+                        "the blocklist map holds {count} entries; automatic bans stop at {} so the rest stays free for operators' blocks",
+                        auto_ban_limit(max)
+                    )));
+                    continue;
+                }
+                *count += 1;
             }
             let entry = BlockEntry {
                 expires_at_ns: kernel_expiry(expires_at_ms, now, now_mono),

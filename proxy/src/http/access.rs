@@ -61,12 +61,14 @@ const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// Password checks run on the blocking pool, at most one per CPU at once: argon2 takes tens
 /// of milliseconds of CPU on purpose and must never stall a worker's other connections.
-fn check_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-        tokio::sync::Semaphore::new(cpus.max(2))
-    })
+fn check_slots() -> Arc<tokio::sync::Semaphore> {
+    static SLOTS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| {
+            let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+            Arc::new(tokio::sync::Semaphore::new(cpus.max(2)))
+        })
+        .clone()
 }
 
 /// A PHC hash of a random password with the parameters of `like` (same algorithm, memory,
@@ -273,13 +275,18 @@ async fn check_basic(
     // An unknown user costs one argon2 run too.
     let hash = known.clone().unwrap_or_else(|| dummy.clone());
     let password = password.as_bytes().to_vec();
-    let _slot = tokio::time::timeout(CHECK_QUEUE_WAIT, check_slots().acquire())
+    let slot = tokio::time::timeout(CHECK_QUEUE_WAIT, check_slots().acquire_owned())
         .await
         .ok()?
         .ok()?;
-    let matched = tokio::task::spawn_blocking(move || verify(&password, &hash))
-        .await
-        .unwrap_or(false);
+    // The slot goes with the check: a client that resets its request (h2 RST_STREAM) does not
+    // free it while argon2 still runs.
+    let matched = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        verify(&password, &hash)
+    })
+    .await
+    .unwrap_or(false);
     let good = matched && known.is_some();
     if good {
         let mut cache = verified.lock().expect("auth cache");

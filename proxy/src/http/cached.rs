@@ -49,6 +49,7 @@ pub struct CacheRequest<'a> {
     pub client_ip: IpAddr,
     pub id: &'a str,
     pub scheme: &'a str,
+    /// The authority as cache keys hold it ([`crate::cache::key_authority`]).
     pub host: &'a str,
 }
 
@@ -364,7 +365,7 @@ fn same_host_uri(value: &str, scheme: &str, host: &str) -> Option<hyper::Uri> {
         .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
         && uri
             .authority()
-            .is_some_and(|a| super::route::normalize_host(a.as_str()) == host);
+            .is_some_and(|a| crate::cache::key_authority(scheme, a.as_str()) == host);
     same.then(|| uri.path_and_query()?.as_str().parse().ok())
         .flatten()
 }

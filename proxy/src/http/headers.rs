@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use hyper::header::{
-    CONNECTION, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// Hop-by-hop headers: they describe one connection and never cross a proxy. (Names, not
@@ -23,12 +23,16 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes the hop-by-hop headers, and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // `Connection` may name extension headers, never the fields that carry the message's one
+    // authority and framing (`Connection: host` must not leave the upstream without the Host
+    // that was routed).
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| *name != HOST && *name != CONTENT_LENGTH)
         .collect();
     for name in named {
         headers.remove(name);
@@ -53,15 +57,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             "connection",
-            HeaderValue::from_static("keep-alive, X-Secret"),
+            HeaderValue::from_static("keep-alive, X-Secret, host, content-length"),
         );
+        h.insert("host", HeaderValue::from_static("a.test"));
+        h.insert("content-length", HeaderValue::from_static("3"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
+        assert_eq!(h.len(), 3);
         assert!(h.contains_key("x-kept"));
+        assert_eq!(h["host"], "a.test", "Connection cannot remove the Host");
+        assert_eq!(h["content-length"], "3");
     }
 
     #[test]
@@ -241,11 +249,12 @@ fn forwarded_for(value: &str) -> Option<IpAddr> {
 /// `for=` of each RFC 7239 `Forwarded` element. `None` stands for an entry that is not an
 /// address (the walk stops there).
 fn reported_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    // Some balancers write `ip:port` (or `[v6]:port`): the same parser as `for=` reads them.
     let xff: Vec<Option<IpAddr>> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(|s| s.trim().parse().ok())
+        .map(forwarded_for)
         .collect();
     if !xff.is_empty() {
         return xff;
@@ -474,6 +483,12 @@ mod rule_tests {
             HeaderValue::from_static("203.0.113.5, nonsense, 10.1.1.1"),
         );
         assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("10.1.1.1"));
+        // Ports on X-Forwarded-For entries.
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.5:4711, [2001:db8::5]:80"),
+        );
+        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("2001:db8::5"));
         // RFC 7239 Forwarded when there is no X-Forwarded-For.
         let mut h = HeaderMap::new();
         h.insert(

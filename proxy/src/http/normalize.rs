@@ -38,6 +38,10 @@ pub enum Rejection {
     EscapedSlash,
     #[error("the request path climbs above the root with '..'")]
     AboveRoot,
+    #[error(
+        "a '.' or '..' path segment carries parameters (';'), which origins read as a dot segment"
+    )]
+    DotSegmentParameters,
     #[error("CONNECT is not supported: this is a reverse proxy")]
     Connect,
     #[error(
@@ -265,6 +269,13 @@ pub fn normalize_path(path: &str, slashes: EscapedSlashes) -> Result<Cow<'_, str
     let mut trailing = false;
     for seg in decoded.split(|&b| b == b'/').skip(1) {
         trailing = false;
+        // `..;x` is `..` to Tomcat, Jetty and Spring: never a name.
+        if seg.contains(&b';') {
+            let base = seg.split(|&b| b == b';').next().unwrap_or(b"");
+            if base == b"." || base == b".." {
+                return Err(Rejection::DotSegmentParameters);
+            }
+        }
         match seg {
             b"" => trailing = true,
             b"." => trailing = true,
@@ -292,6 +303,25 @@ pub fn normalize_path(path: &str, slashes: EscapedSlashes) -> Result<Cow<'_, str
     } else {
         Ok(Cow::Owned(out))
     }
+}
+
+/// The path as routes and deny patterns match it: each segment without its `;` parameters
+/// (`/admin;x/a` is `/admin/a`, as Java servlet containers read it), so a route's path prefix
+/// and its access rules cannot be stepped around with parameters. The upstream still gets the
+/// path with them.
+#[must_use]
+pub fn match_path(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(seg.split(';').next().unwrap_or(""));
+    }
+    Cow::Owned(out)
 }
 
 /// One message framing (RFC 9112 §6): a request with `Transfer-Encoding` has exactly
@@ -445,6 +475,26 @@ mod tests {
         assert_eq!(norm("/a%g1"), Err(Rejection::BadPercentEncoding));
         assert_eq!(norm("a/b"), Err(Rejection::NotOriginForm));
         assert_eq!(norm(""), Err(Rejection::NotOriginForm));
+    }
+
+    #[test]
+    fn path_parameters() {
+        for p in [
+            "/public/..;/admin/x",
+            "/a/.;x/b",
+            "/%2e%2e;/admin",
+            "/a/..;jsessionid=1",
+        ] {
+            assert_eq!(norm(p), Err(Rejection::DotSegmentParameters), "{p}");
+        }
+        assert_eq!(
+            norm("/a;b/c").as_deref(),
+            Ok("/a;b/c"),
+            "kept for the upstream"
+        );
+        assert_eq!(match_path("/admin;x/secret"), "/admin/secret");
+        assert_eq!(match_path("/a;b;c/d;e/"), "/a/d/");
+        assert!(matches!(match_path("/plain"), Cow::Borrowed(_)));
     }
 
     #[test]

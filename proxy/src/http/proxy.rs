@@ -360,7 +360,7 @@ async fn admit(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let event = ban::Event::Request {
-            path: req.uri().path(),
+            path: &normalize::match_path(req.uri().path()),
             user_agent,
         };
         if ctx.shared.bans.record(
@@ -458,7 +458,11 @@ async fn proxy(
     // 2. route
     let Some(route) = generation
         .router
-        .find(conn.listener, &host, req.uri().path())
+        .find(
+            conn.listener,
+            &host,
+            &normalize::match_path(req.uri().path()),
+        )
         .cloned()
     else {
         return error_response(StatusCode::NOT_FOUND, "no route for this host and path", id);
@@ -546,6 +550,7 @@ async fn proxy(
     // 5. forward (through the cache when the route has one)
     let forwarded = match route.cache.as_ref().filter(|_| !upgrade) {
         Some(policy) => {
+            let cache_host = crate::cache::key_authority(scheme, &raw_host);
             let r = super::cached::CacheRequest {
                 policy,
                 route: &route,
@@ -555,7 +560,7 @@ async fn proxy(
                 client_ip,
                 id,
                 scheme,
-                host: &host,
+                host: &cache_host,
             };
             // Boxed: the cache path's future is several KiB and would otherwise make every
             // request's future (allocated per request) that large.

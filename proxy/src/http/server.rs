@@ -66,10 +66,14 @@ impl Progress {
         self.last.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// A write or flush returned: bytes moved (`progressed`), or it is waiting on the peer.
+    /// Any completed call ends a wait (TLS buffers writes and may wait only in the flush).
     fn wrote<T>(&self, r: &Poll<std::io::Result<T>>, progressed: bool) {
         match r {
-            Poll::Ready(Ok(_)) if progressed => {
-                self.moved();
+            Poll::Ready(Ok(_)) => {
+                if progressed {
+                    self.moved();
+                }
                 self.write_blocked_since.store(0, Ordering::Relaxed);
             }
             Poll::Pending => {
@@ -136,7 +140,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
         r
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progress.wrote(&r, false);
+        r
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
@@ -261,10 +267,21 @@ async fn connection(
             Ok(Ok(ProxyHeader::Proxied {
                 source,
                 destination,
-            })) => (
-                SocketAddr::new(source.ip().to_canonical(), source.port()),
-                destination,
-            ),
+            })) => {
+                let source = SocketAddr::new(source.ip().to_canonical(), source.port());
+                // The kernel only sees the load balancer: a blocked client behind it is
+                // refused here, before any TLS or HTTP work.
+                if let Some(maps) = &wctx.shared.maps
+                    && maps
+                        .is_denied(source.ip(), monotonic_now_ns())
+                        .unwrap_or(false)
+                {
+                    wctx.shared.metrics.forwarded_blocked.inc();
+                    debug!(%source, "connection refused: the PROXY source is on the blocklist");
+                    return;
+                }
+                (source, destination)
+            }
             Ok(Ok(ProxyHeader::Local)) => (peer, local),
             Ok(Err(e)) => {
                 debug!(%peer, "bad PROXY protocol header: {e}");

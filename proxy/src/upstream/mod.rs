@@ -78,6 +78,8 @@ pub struct Upstream {
     in_panic: AtomicBool,
     /// Ejections not done to keep the pool serving.
     pub ejections_refused: crate::metrics::Counter,
+    /// Held while deciding an ejection, so two workers cannot both take the last server out.
+    eject: std::sync::Mutex<()>,
 }
 
 impl Upstream {
@@ -144,6 +146,7 @@ impl Upstream {
             panic_requests: crate::metrics::Counter::default(),
             in_panic: AtomicBool::new(false),
             ejections_refused: crate::metrics::Counter::default(),
+            eject: std::sync::Mutex::new(()),
         }
     }
 
@@ -247,6 +250,11 @@ impl Upstream {
             let cap = u64::from(self.passive.max_ejection_percent);
             others_usable && (ejected as u64 + 1) * 100 <= cap * self.servers.len() as u64
         };
+        // Only on failures (never on the hot path): decide and eject under one lock.
+        let _deciding = self
+            .eject
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match server.health.passive_failure(&self.passive, may_eject) {
             health::Passive::Counted => {}
             health::Passive::Ejected(t) => warn!(
