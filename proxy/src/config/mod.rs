@@ -487,6 +487,21 @@ impl Config {
                 "prefix lengths are at most 32 (IPv4) and 128 (IPv6)".into(),
             ));
         }
+        // Zero would not mean "no limit": the idle check cannot tick every 0 s (it panicked in
+        // every connection) and hyper would refuse every request at once.
+        for (name, d) in [
+            ("header_read_timeout", self.server.header_read_timeout),
+            ("idle_timeout", self.server.idle_timeout),
+            ("request_timeout", self.server.request_timeout),
+            ("tls_handshake_timeout", self.server.tls_handshake_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(
+                    format!("server.{name}"),
+                    "must be greater than 0".into(),
+                ));
+            }
+        }
         let limits = &self.limits;
         let header_key_ok = |h: &str| hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok();
         if limits.key != "client_ip"
@@ -634,6 +649,21 @@ mod tests {
 
         let e = parse(&GOOD.replace("\"127.0.0.1:9000\", ", "\"127.0.0.1\", ")).unwrap_err();
         assert!(e.contains("servers"), "{e}");
+    }
+
+    #[test]
+    fn server_timeouts_must_be_positive() {
+        for key in [
+            "header_read_timeout",
+            "idle_timeout",
+            "request_timeout",
+            "tls_handshake_timeout",
+        ] {
+            let e = parse(&format!("{GOOD}\n[server]\n{key} = \"0s\"\n")).unwrap_err();
+            assert!(e.contains(&format!("server.{key}")), "{e}");
+        }
+        // drain_timeout = 0 is meaningful: close at once on stop.
+        parse(&format!("{GOOD}\n[server]\ndrain_timeout = \"0s\"\n")).unwrap();
     }
 
     #[test]
