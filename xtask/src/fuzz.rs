@@ -53,6 +53,24 @@ fn cargo_fuzz() -> Command {
         .env("RUSTC_BOOTSTRAP", "1")
         // The fuzz build needs no kernel programs (and must not build them with ASan flags).
         .env("PROXY_SKIP_EBPF", "1");
+    // What `cargo run` set for xtask itself: build scripts (ring's) track CARGO_MANIFEST_DIR,
+    // so with it the fuzz build would differ from a plain `cargo fuzz` in proxy/fuzz, and
+    // each would rebuild half the dependencies after the other.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            c.env_remove(&*name);
+        }
+    }
     c
 }
 
