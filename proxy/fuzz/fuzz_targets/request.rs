@@ -11,6 +11,8 @@
 //!
 //! The connection ends once the input is used up and the proxy has had time to answer
 //! (see [`Conn`]); a connection still open 10 s later is a crash (a hang in the request path).
+//! With `PROXY_FUZZ_SHOW=1` in the environment the proxy's answers are printed (for triage:
+//! `cargo fuzz run request <input>`).
 #![no_main]
 
 use std::{
@@ -141,6 +143,7 @@ struct World {
     server: ServerConfig,
     http1: ListenerCtx,
     h2c: ListenerCtx,
+    show: bool,
 }
 
 /// The origin: echoes the body; status and headers as the request's `x-origin-*` ask.
@@ -233,6 +236,7 @@ fn world() -> &'static World {
             server,
             http1: listener(false),
             h2c: listener(true),
+            show: std::env::var_os("PROXY_FUZZ_SHOW").is_some(),
         }
     })
 }
@@ -242,6 +246,7 @@ fn world() -> &'static World {
 /// the latest [`PATIENCE`] after the last write. Writes (the responses) are discarded.
 struct Conn {
     input: Bytes,
+    show: bool,
     load: Arc<LoadTable>,
     last_write: Instant,
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -278,6 +283,9 @@ impl AsyncWrite for Conn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.last_write = Instant::now();
+        if self.show {
+            eprint!("{}", String::from_utf8_lossy(buf));
+        }
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -305,6 +313,7 @@ fuzz_target!(|data: &[u8]| {
     w.rt.block_on(async {
         let conn = Conn {
             input: Bytes::copy_from_slice(data),
+            show: w.show,
             load: w.load.clone(),
             last_write: Instant::now(),
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
