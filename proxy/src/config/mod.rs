@@ -229,6 +229,15 @@ pub fn validate_instance(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Most request headers `limits.max_headers` may allow: with the forwarding headers and the
+/// header rules a request gets, it stays far below what a header map can hold (24 576).
+const MAX_HEADERS: usize = 10_000;
+/// Most `limits.h2_max_header_list_bytes` (HTTP/2 counts at least 33 bytes per field, so this
+/// bounds a request to under 8 000 fields).
+const MAX_H2_HEADER_LIST_BYTES: u32 = 256 * 1024;
+/// Most `set` plus `add` rules per route and direction.
+const MAX_HEADER_RULES: usize = 1_000;
+
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -396,6 +405,12 @@ impl Config {
             ] {
                 crate::http::headers::validate_ops(ops)
                     .map_err(|p| invalid(key(&format!("headers.{side}")), p))?;
+                if ops.set.len() + ops.add.len() > MAX_HEADER_RULES {
+                    return Err(invalid(
+                        key(&format!("headers.{side}")),
+                        format!("at most {MAX_HEADER_RULES} set and add rules"),
+                    ));
+                }
             }
             if let Some(auth) = &route.auth {
                 crate::http::access::validate_auth(auth).map_err(|p| invalid(key("auth"), p))?;
@@ -525,6 +540,23 @@ impl Config {
             return Err(invalid(
                 "limits.max_header_bytes".into(),
                 "must be at least 8192".into(),
+            ));
+        }
+        // A header map holds at most 24 576 fields (http's HeaderMap panics past that, in
+        // hyper's parser or when the proxy adds its own), so requests must stay well below.
+        if limits.max_headers > MAX_HEADERS {
+            return Err(invalid(
+                "limits.max_headers".into(),
+                format!("is {}; at most {MAX_HEADERS}", limits.max_headers),
+            ));
+        }
+        if limits.h2_max_header_list_bytes > MAX_H2_HEADER_LIST_BYTES {
+            return Err(invalid(
+                "limits.h2_max_header_list_bytes".into(),
+                format!(
+                    "is {}; at most {MAX_H2_HEADER_LIST_BYTES}",
+                    limits.h2_max_header_list_bytes
+                ),
             ));
         }
         if limits.max_headers == 0
@@ -664,6 +696,25 @@ mod tests {
         }
         // drain_timeout = 0 is meaningful: close at once on stop.
         parse(&format!("{GOOD}\n[server]\ndrain_timeout = \"0s\"\n")).unwrap();
+    }
+
+    #[test]
+    fn header_counts_stay_within_a_header_map() {
+        // 30 000 allowed headers let one request panic hyper's parser (HeaderMap holds 24 576).
+        let e = parse(&format!("{GOOD}\n[limits]\nmax_headers = 30000\n")).unwrap_err();
+        assert!(e.contains("limits.max_headers"), "{e}");
+        parse(&format!("{GOOD}\n[limits]\nmax_headers = 10000\n")).unwrap();
+        let e = parse(&format!(
+            "{GOOD}\n[limits]\nh2_max_header_list_bytes = 4000000000\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("limits.h2_max_header_list_bytes"), "{e}");
+        let rules: String = (0..1001).map(|i| format!("\"x-{i}\" = \"v\"\n")).collect();
+        let e = parse(&format!(
+            "{GOOD}\n[[route]]\nupstream = \"app\"\n[route.headers.request.add]\n{rules}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("route[0].headers.request"), "{e}");
     }
 
     #[test]
