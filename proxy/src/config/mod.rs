@@ -203,13 +203,24 @@ pub(crate) mod duration {
 
     use serde::{Deserialize, Deserializer, de::Error};
 
+    /// The longest duration a config may give (100 years). Timers add durations to the clock,
+    /// which overflows (and panicked, e.g. on every request body with `body_read_timeout =
+    /// "300000000000y"`) for durations near what humantime accepts.
+    pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
+        let parsed = humantime::parse_duration(&text).map_err(|e| {
             D::Error::custom(format!(
                 "invalid duration {text:?} ({e}); write e.g. \"500ms\", \"10s\", \"5m\""
             ))
-        })
+        })?;
+        if parsed > MAX {
+            return Err(D::Error::custom(format!(
+                "duration {text:?} is longer than 100 years"
+            )));
+        }
+        Ok(parsed)
     }
 }
 
@@ -715,6 +726,23 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("route[0].headers.request"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_at_most_100_years() {
+        let e = parse(&format!(
+            "{GOOD}\n[limits]\nbody_read_timeout = \"300000000000y\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("body_read_timeout") && e.contains("longer than 100 years"),
+            "{e}"
+        );
+        let c = parse(&format!(
+            "{GOOD}\n[limits]\nbody_read_timeout = \"36500d\"\n"
+        ))
+        .unwrap();
+        assert!(c.limits.body_read_timeout <= duration::MAX);
     }
 
     #[test]
