@@ -4,6 +4,7 @@ mod attack;
 mod bench;
 mod cachebench;
 mod charts;
+mod fuzz;
 mod l7bench;
 mod membench;
 mod protobench;
@@ -40,8 +41,18 @@ enum Command {
         #[arg(long, value_parser = util::parse_duration)]
         duration: Option<std::time::Duration>,
     },
-    /// Run every test: unit tests, BPF packet tests, end-to-end tests in network namespaces.
+    /// Run every test: unit tests, short fuzz runs, BPF packet tests, end-to-end tests in
+    /// network namespaces.
     Test,
+    /// Run the fuzz targets in proxy/fuzz (default: all), each for --time seconds; fails naming
+    /// the target and the crash input if one crashes.
+    Fuzz {
+        /// Targets to run (default: all): the files in proxy/fuzz/fuzz_targets/.
+        targets: Vec<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
     /// Run benchmarks (default: all implemented scenarios) and write docs/benchmarks.md.
     Bench {
         /// Scenarios to run (default: all): l7, h2, tls, cache, xdp, attack, spread, memory;
@@ -57,6 +68,7 @@ fn main() -> ExitCode {
         Command::Build { release } => setup::setup().and_then(|()| run::build(release)),
         Command::Run { release, duration } => run::demo(release, duration),
         Command::Test => run::test(),
+        Command::Fuzz { targets, time } => fuzz::fuzz(&targets, time),
         Command::Bench { scenarios } => bench::bench(&scenarios),
     };
     match result {

@@ -78,6 +78,8 @@ pub fn test() -> anyhow::Result<()> {
             "xtask",
         ]))
     })?;
+    // Every parser under libFuzzer for a short while (`cargo xtask fuzz` runs longer).
+    crate::fuzz::fuzz(&[], crate::fuzz::TEST_SECONDS)?;
     // Last, so the run closes on cargo's own summary line. One test at a time: the tests
     // attach programs, pin maps and make namespaces.
     eprintln!(

@@ -203,13 +203,24 @@ pub(crate) mod duration {
 
     use serde::{Deserialize, Deserializer, de::Error};
 
+    /// The longest duration a config may give (100 years). Timers add durations to the clock,
+    /// which overflows (and panicked, e.g. on every request body with `body_read_timeout =
+    /// "300000000000y"`) for durations near what humantime accepts.
+    pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
+        let parsed = humantime::parse_duration(&text).map_err(|e| {
             D::Error::custom(format!(
                 "invalid duration {text:?} ({e}); write e.g. \"500ms\", \"10s\", \"5m\""
             ))
-        })
+        })?;
+        if parsed > MAX {
+            return Err(D::Error::custom(format!(
+                "duration {text:?} is longer than 100 years"
+            )));
+        }
+        Ok(parsed)
     }
 }
 
@@ -228,6 +239,15 @@ pub fn validate_instance(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Most request headers `limits.max_headers` may allow: with the forwarding headers and the
+/// header rules a request gets, it stays far below what a header map can hold (24 576).
+const MAX_HEADERS: usize = 10_000;
+/// Most `limits.h2_max_header_list_bytes` (HTTP/2 counts at least 33 bytes per field, so this
+/// bounds a request to under 8 000 fields).
+const MAX_H2_HEADER_LIST_BYTES: u32 = 256 * 1024;
+/// Most `set` plus `add` rules per route and direction.
+const MAX_HEADER_RULES: usize = 1_000;
 
 impl Config {
     /// Reads, parses and validates a config file.
@@ -317,7 +337,8 @@ impl Config {
                 names.join(", ")
             }
         };
-        // A zero here would panic a timer or refuse every request at once.
+        // Zero would not mean "no limit": the idle check cannot tick every 0 s (it panicked in
+        // every connection) and hyper would refuse every request at once.
         for (k, d) in [
             (
                 "server.header_read_timeout",
@@ -428,6 +449,12 @@ impl Config {
             ] {
                 crate::http::headers::validate_ops(ops)
                     .map_err(|p| invalid(key(&format!("headers.{side}")), p))?;
+                if ops.set.len() + ops.add.len() > MAX_HEADER_RULES {
+                    return Err(invalid(
+                        key(&format!("headers.{side}")),
+                        format!("at most {MAX_HEADER_RULES} set and add rules"),
+                    ));
+                }
             }
             for (k, token) in route.upgrades.iter().enumerate() {
                 if token.is_empty()
@@ -594,6 +621,23 @@ impl Config {
                 "must be at least 8192".into(),
             ));
         }
+        // A header map holds at most 24 576 fields (http's HeaderMap panics past that, in
+        // hyper's parser or when the proxy adds its own), so requests must stay well below.
+        if limits.max_headers > MAX_HEADERS {
+            return Err(invalid(
+                "limits.max_headers".into(),
+                format!("is {}; at most {MAX_HEADERS}", limits.max_headers),
+            ));
+        }
+        if limits.h2_max_header_list_bytes > MAX_H2_HEADER_LIST_BYTES {
+            return Err(invalid(
+                "limits.h2_max_header_list_bytes".into(),
+                format!(
+                    "is {}; at most {MAX_H2_HEADER_LIST_BYTES}",
+                    limits.h2_max_header_list_bytes
+                ),
+            ));
+        }
         if limits.max_headers == 0
             || limits.max_uri_bytes == 0
             || limits.h2_max_concurrent_streams == 0
@@ -743,6 +787,57 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("escaped_slashes") || e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn server_timeouts_must_be_positive() {
+        for key in [
+            "header_read_timeout",
+            "idle_timeout",
+            "request_timeout",
+            "tls_handshake_timeout",
+        ] {
+            let e = parse(&format!("{GOOD}\n[server]\n{key} = \"0s\"\n")).unwrap_err();
+            assert!(e.contains(&format!("server.{key}")), "{e}");
+        }
+        // drain_timeout = 0 is meaningful: close at once on stop.
+        parse(&format!("{GOOD}\n[server]\ndrain_timeout = \"0s\"\n")).unwrap();
+    }
+
+    #[test]
+    fn header_counts_stay_within_a_header_map() {
+        // 30 000 allowed headers let one request panic hyper's parser (HeaderMap holds 24 576).
+        let e = parse(&format!("{GOOD}\n[limits]\nmax_headers = 30000\n")).unwrap_err();
+        assert!(e.contains("limits.max_headers"), "{e}");
+        parse(&format!("{GOOD}\n[limits]\nmax_headers = 10000\n")).unwrap();
+        let e = parse(&format!(
+            "{GOOD}\n[limits]\nh2_max_header_list_bytes = 4000000000\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("limits.h2_max_header_list_bytes"), "{e}");
+        let rules: String = (0..1001).map(|i| format!("\"x-{i}\" = \"v\"\n")).collect();
+        let e = parse(&format!(
+            "{GOOD}\n[[route]]\nupstream = \"app\"\n[route.headers.request.add]\n{rules}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("route[0].headers.request"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_at_most_100_years() {
+        let e = parse(&format!(
+            "{GOOD}\n[limits]\nbody_read_timeout = \"300000000000y\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("body_read_timeout") && e.contains("longer than 100 years"),
+            "{e}"
+        );
+        let c = parse(&format!(
+            "{GOOD}\n[limits]\nbody_read_timeout = \"36500d\"\n"
+        ))
+        .unwrap();
+        assert!(c.limits.body_read_timeout <= duration::MAX);
     }
 
     #[test]

@@ -372,7 +372,7 @@ fn same_host_uri(value: &str, scheme: &str, host: &str) -> Option<hyper::Uri> {
 
 /// The object to store for a response, or why not.
 #[allow(clippy::too_many_arguments)]
-fn decide(
+pub fn decide(
     policy: &Policy,
     request: &HeaderMap,
     req_cc: &Directives,
@@ -467,7 +467,7 @@ fn finish_object(
 }
 
 /// The stored object with the headers of a 304 merged in and its clock restarted.
-fn refreshed(
+pub fn refreshed(
     policy: &Policy,
     old: &Object,
     fresh: &HeaderMap,

@@ -332,7 +332,10 @@ async fn connection(
     }
 }
 
-async fn serve_http<S>(
+/// Serves HTTP on one accepted (and, if configured, TLS-terminated) connection until it ends,
+/// `stop` turns true or it idles out. Public so that the fuzz target `request` drives the real
+/// server settings with in-memory connections.
+pub async fn serve_http<S>(
     io: S,
     info: Arc<ConnInfo>,
     lctx: &ListenerCtx,

@@ -17,8 +17,8 @@ use super::KernelError;
 pub struct LoadTable {
     base: NonNull<WorkerLoad>,
     bytes: usize,
-    // Keeps the map alive for as long as the mapping is used.
-    _map: MapData,
+    // Keeps the map alive for as long as the mapping is used (None: private memory).
+    _map: Option<MapData>,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics (see `field`); the pointer
@@ -65,7 +65,33 @@ impl LoadTable {
         Ok(Self {
             base: NonNull::new(addr.cast()).expect("mmap does not return null on success"),
             bytes,
-            _map: map,
+            _map: Some(map),
+        })
+    }
+
+    /// A table in private memory that no kernel program reads: for running the request path
+    /// in-process (tests, fuzzing) where no `WORKER_LOAD` map is pinned.
+    pub fn detached() -> std::io::Result<Self> {
+        let bytes = std::mem::size_of::<WorkerLoad>() * MAX_WORKERS as usize;
+        // SAFETY: a fresh anonymous private mapping, read/write, of `bytes`; the result is
+        // checked. It is zeroed, page-aligned and unmapped only by Drop.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            base: NonNull::new(addr.cast()).expect("mmap does not return null on success"),
+            bytes,
+            _map: None,
         })
     }
 
@@ -225,5 +251,24 @@ pub fn policy_name(code: u32) -> &'static str {
         c if c == SpreadPolicy::LeastLoaded as u32 => "least-loaded",
         c if c == SpreadPolicy::P2c as u32 => "p2c",
         _ => "hash",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detached_table_counts_like_the_mapped_one() {
+        let table = std::sync::Arc::new(LoadTable::detached().expect("anonymous mapping"));
+        let handle = WorkerLoadHandle::new(table.clone(), 3);
+        let request = handle.request();
+        let connection = handle.connection();
+        assert_eq!(table.snapshot()[3].inflight, 1);
+        assert_eq!(table.snapshot()[3].connections, 1);
+        drop((request, connection));
+        assert_eq!(table.snapshot()[3].inflight, 0);
+        assert_eq!(table.snapshot()[3].connections, 0);
+        assert_eq!(table.snapshot().len(), MAX_WORKERS as usize);
     }
 }
