@@ -65,7 +65,21 @@ pub fn test() -> anyhow::Result<()> {
     // What the end-to-end tests drive: curl (admin socket as another user), chromium (the
     // dashboard, headless).
     crate::setup::ensure_packages(&["curl", "chromium"])?;
+    crate::setup::ensure_rust_components(&["rustfmt", "clippy"])?;
+    step("cargo fmt --check", || {
+        run(cargo().args(["fmt", "--all", "--check"]))
+    })?;
     build(false)?;
+    step("cargo clippy -D warnings", || {
+        run(cargo().args([
+            "clippy",
+            "--locked",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
     step("unit tests (host)", || {
         run(cargo().args([
             "test",

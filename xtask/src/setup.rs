@@ -167,3 +167,33 @@ fn mount_bpffs() -> anyhow::Result<()> {
         run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
     })
 }
+
+/// Adds rustup components (rustfmt, clippy) the checks need, when missing; a toolchain
+/// without rustup (Debian's) must already have them.
+pub fn ensure_rust_components(components: &[&str]) -> anyhow::Result<()> {
+    let have = |c: &str| {
+        let (cmd, arg) = match c {
+            "rustfmt" => ("cargo", "fmt"),
+            "clippy" => ("cargo", "clippy"),
+            other => ("cargo", other),
+        };
+        Command::new(cmd)
+            .args([arg, "--version"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let missing: Vec<&str> = components.iter().copied().filter(|c| !have(c)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(
+        &format!("rustup component add {}", missing.join(" ")),
+        || {
+            run(Command::new("rustup")
+                .args(["component", "add"])
+                .args(&missing))
+        },
+    )
+}

@@ -200,6 +200,10 @@ fn world() -> &'static World {
         let config = Config::parse(&text, Path::new("fuzz.toml")).expect("valid fuzz config");
         let server = config.server.clone();
         let max_bytes = config.cache.max_bytes;
+        let (max_clients, prefix_v6) = (
+            config.limits.max_tracked_clients,
+            config.limits.client_prefix_v6,
+        );
         let generation = runtime::build(1, Arc::new(config), &HealthBoard::default())
             .expect("fuzz config builds");
         let (ban_tx, mut ban_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -208,13 +212,15 @@ fn world() -> &'static World {
         let shared = Arc::new(Shared {
             generation: ArcSwap::from_pointee(generation),
             tls: ArcSwap::from_pointee(vec![None]),
-            limits: Arc::new(ClientLimits::default()),
-            bans: BanEngine::new(ban_tx),
+            limits: Arc::new(ClientLimits::new(max_clients)),
+            bans: BanEngine::new(ban_tx, max_clients, prefix_v6),
             metrics: Arc::new(Global::default()),
             requests: Default::default(),
             latency: Default::default(),
             access_log: None,
             cache: Cache::new(max_bytes),
+            // No pinned maps: the blocklist is the kernel's business, not this target's.
+            maps: None,
         });
         let load = Arc::new(LoadTable::detached().expect("anonymous load table"));
         let wctx = Arc::new(WorkerCtx {

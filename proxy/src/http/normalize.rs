@@ -117,6 +117,7 @@ pub fn parse_authority(raw: &[u8]) -> Option<Authority> {
                 .iter()
                 .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
             || name.starts_with(b".")
+            || name.ends_with(b".")
             || name.windows(2).any(|w| w == b"..")
         {
             return None;
@@ -544,6 +545,7 @@ mod tests {
             "evil@admin.test",
             "a..b",
             ".a",
+            "a.test..",
             "www.test:99999",
             "www.test:80:80",
             "www.test:8a",
