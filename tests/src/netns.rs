@@ -165,16 +165,7 @@ impl Drop for Topology {
 
 /// Runs `f` on a thread that has entered network namespace `ns`; sockets made there belong to it.
 pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on a valid namespace fd; it only changes this thread's namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
+    spawn_in(ns, f).join().expect("namespace thread panicked")
 }
 
 /// Starts `f` on a thread that has entered network namespace `ns` and returns at once (for a
