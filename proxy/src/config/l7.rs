@@ -38,9 +38,24 @@ pub struct ServerConfig {
     /// is the nearest address in those headers that is not one of them.
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
+    /// Which header the trusted proxies write the client address into: exactly that one is
+    /// read (a client could add the other one itself).
+    #[serde(default)]
+    pub client_address_from: ClientAddressFrom,
     /// Name this proxy gives itself in `Via` and in error pages.
     #[serde(default = "default_via")]
     pub name: String,
+}
+
+/// `server.client_address_from`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAddressFrom {
+    /// `X-Forwarded-For` (nginx, HAProxy, most cloud balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=...` (Envoy with `use_remote_address`, some CDNs).
+    Forwarded,
 }
 
 impl Default for ServerConfig {

@@ -85,7 +85,10 @@ mod tests {
 
 // ---------------------------------------------------------------- header rules with variables
 
-use crate::{config::HeaderOps, defense::Cidr};
+use crate::{
+    config::{ClientAddressFrom, HeaderOps},
+    defense::Cidr,
+};
 
 /// Values a header rule may use.
 pub struct Vars<'a> {
@@ -245,33 +248,31 @@ fn forwarded_for(value: &str) -> Option<IpAddr> {
     host.parse().ok()
 }
 
-/// The hops a trusted proxy reported, nearest last: `X-Forwarded-For`, or without it the
-/// `for=` of each RFC 7239 `Forwarded` element. `None` stands for an entry that is not an
-/// address (the walk stops there).
-fn reported_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    // Some balancers write `ip:port` (or `[v6]:port`): the same parser as `for=` reads them.
-    let xff: Vec<Option<IpAddr>> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(forwarded_for)
-        .collect();
-    if !xff.is_empty() {
-        return xff;
-    }
-    headers
-        .get_all(&FORWARDED)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(|element| {
-            element.split(';').find_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| forwarded_for(v))?
+/// The hops a trusted proxy reported in the header `from` names, nearest last. `None`
+/// stands for an entry that is not an address (the walk stops there).
+fn reported_hops(headers: &HeaderMap, from: ClientAddressFrom) -> Vec<Option<IpAddr>> {
+    match from {
+        // Some balancers write `ip:port` (or `[v6]:port`): the same parser as `for=` reads them.
+        ClientAddressFrom::XForwardedFor => headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(forwarded_for)
+            .collect(),
+        ClientAddressFrom::Forwarded => headers
+            .get_all(&FORWARDED)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| forwarded_for(v))?
+                })
             })
-        })
-        .collect()
+            .collect(),
+    }
 }
 
 /// The real client address, in canonical form (an IPv4-mapped IPv6 address as IPv4): the
@@ -279,12 +280,17 @@ fn reported_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 /// trusted. An entry that is not an address ends the walk at the last trusted hop, so a
 /// client cannot hide behind garbage.
 #[must_use]
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[Cidr]) -> IpAddr {
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted_proxies: &[Cidr],
+    from: ClientAddressFrom,
+) -> IpAddr {
     let mut client = peer.to_canonical();
     if !trusted(client, trusted_proxies) {
         return client;
     }
-    for hop in reported_hops(headers).into_iter().rev() {
+    for hop in reported_hops(headers, from).into_iter().rev() {
         let Some(ip) = hop else {
             return client;
         };
@@ -451,6 +457,7 @@ mod rule_tests {
 
     #[test]
     fn client_ip_trusts_only_listed_proxies() {
+        const XFF: ClientAddressFrom = ClientAddressFrom::XForwardedFor;
         let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
         h.insert(
@@ -458,17 +465,17 @@ mod rule_tests {
             HeaderValue::from_static("203.0.113.5, 10.1.1.1"),
         );
         assert_eq!(
-            client_ip("10.2.2.2".parse().unwrap(), &h, &trusted),
+            client_ip("10.2.2.2".parse().unwrap(), &h, &trusted, XFF),
             "203.0.113.5".parse::<IpAddr>().unwrap()
         );
         assert_eq!(
-            client_ip("198.51.100.1".parse().unwrap(), &h, &trusted),
+            client_ip("198.51.100.1".parse().unwrap(), &h, &trusted, XFF),
             "198.51.100.1".parse::<IpAddr>().unwrap()
         );
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // Mapped addresses are canonical everywhere.
         assert_eq!(
-            client_ip(ip("::ffff:10.2.2.2"), &h, &trusted),
+            client_ip(ip("::ffff:10.2.2.2"), &h, &trusted, XFF),
             ip("203.0.113.5")
         );
         let mut h = HeaderMap::new();
@@ -476,20 +483,27 @@ mod rule_tests {
             "x-forwarded-for",
             HeaderValue::from_static("::ffff:203.0.113.9"),
         );
-        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("10.2.2.2"), &h, &trusted, XFF),
+            ip("203.0.113.9")
+        );
         // Garbage stops the walk at the last trusted hop.
         h.insert(
             "x-forwarded-for",
             HeaderValue::from_static("203.0.113.5, nonsense, 10.1.1.1"),
         );
-        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("10.1.1.1"));
+        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted, XFF), ip("10.1.1.1"));
         // Ports on X-Forwarded-For entries.
         h.insert(
             "x-forwarded-for",
             HeaderValue::from_static("203.0.113.5:4711, [2001:db8::5]:80"),
         );
-        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("2001:db8::5"));
-        // RFC 7239 Forwarded when there is no X-Forwarded-For.
+        assert_eq!(
+            client_ip(ip("10.2.2.2"), &h, &trusted, XFF),
+            ip("2001:db8::5")
+        );
+        // RFC 7239 Forwarded, when the balancers are said to write it; a client's own
+        // X-Forwarded-For is then ignored.
         let mut h = HeaderMap::new();
         h.insert(
             "forwarded",
@@ -497,9 +511,24 @@ mod rule_tests {
                 "for=\"[2001:db8::9]:4711\";proto=https, for=10.1.1.1:80;by=x",
             ),
         );
-        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("2001:db8::9"));
+        assert_eq!(
+            client_ip(ip("10.2.2.2"), &h, &trusted, ClientAddressFrom::Forwarded),
+            ip("2001:db8::9")
+        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.66"));
+        let fwd = ClientAddressFrom::Forwarded;
+        assert_eq!(
+            client_ip(ip("10.2.2.2"), &h, &trusted, fwd),
+            ip("2001:db8::9")
+        );
+        assert_eq!(
+            client_ip(ip("10.2.2.2"), &h, &trusted, XFF),
+            ip("198.51.100.66"),
+            "and the other way round"
+        );
+        h.remove("x-forwarded-for");
         h.insert("forwarded", HeaderValue::from_static("for=unknown"));
-        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted), ip("10.2.2.2"));
+        assert_eq!(client_ip(ip("10.2.2.2"), &h, &trusted, fwd), ip("10.2.2.2"));
     }
 
     #[test]

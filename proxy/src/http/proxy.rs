@@ -218,6 +218,7 @@ pub async fn handle(
         conn.peer.ip(),
         req.headers(),
         &generation.config.server.trusted_proxies,
+        generation.config.server.client_address_from,
     );
     // Only copied when the access log is on.
     let logged = ctx.shared.access_log.as_ref().map(|_| {
