@@ -1808,3 +1808,30 @@ servers = ["127.0.0.1:9100"]
         t.proxy.log()
     );
 }
+
+#[test]
+fn the_client_address_comes_from_the_configured_header_only() {
+    let body = r#"
+[server]
+trusted_proxies = ["127.0.0.0/8"]
+client_address_from = "forwarded"
+
+[[listener]]
+address = "127.0.0.1:8080"
+
+[[route]]
+path = "/"
+upstream = "raw"
+allow = ["192.0.2.0/24"]
+
+[upstream.raw]
+servers = ["127.0.0.1:9100"]
+"#;
+    let t = Hostile::start(111, body);
+    // The balancer writes Forwarded: that client is let in.
+    let r = t.get("www.test", "/", "Forwarded: for=\"192.0.2.5:4711\"\r\n");
+    t.forwarded("Forwarded from the balancer", &r);
+    // A client's own X-Forwarded-For names nobody.
+    let r = t.get("www.test", "/", "X-Forwarded-For: 192.0.2.5\r\n");
+    t.refused("X-Forwarded-For when Forwarded is configured", &r, 403);
+}
