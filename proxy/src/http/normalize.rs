@@ -382,9 +382,9 @@ pub fn canonicalize(
     if method == Method::CONNECT {
         return Err(Rejection::Connect);
     }
-    if version <= Version::HTTP_11 {
-        check_framing(version, headers)?;
-    }
+    // HTTP/2 too: h2 refuses Transfer-Encoding itself, and repeated equal content-length
+    // fields go upstream as one.
+    check_framing(version, headers)?;
     let authority = request_authority(version, uri, headers)?;
     let path = uri.path();
     let asterisk = path == "*" && method == Method::OPTIONS;
