@@ -854,6 +854,16 @@ const SMUGGLING: &[(&str, &str, Outcome)] = &[
         Forwarded(b"abc"),
     ),
     (
+        "bare LF line endings",
+        "POST / HTTP/1.1\nHost: www.test\nContent-Length: 3\n\nabc",
+        Forwarded(b"abc"),
+    ),
+    (
+        "chunk size line ended by a bare LF",
+        "POST / HTTP/1.1\r\nHost: www.test\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+        CutOff(400),
+    ),
+    (
         "equal Content-Length twice",
         "POST / HTTP/1.1\r\nHost: www.test\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
         Forwarded(b"abc"),
