@@ -75,6 +75,33 @@ pub struct Authority {
 }
 
 impl Authority {
+    /// Whether `value` is already this authority's canonical text (then it need not be
+    /// written again: the common case costs no allocation).
+    #[must_use]
+    pub fn is_written_as(&self, value: &[u8]) -> bool {
+        let Some(rest) = value.strip_prefix(self.host.as_bytes()) else {
+            return false;
+        };
+        match (self.port, rest) {
+            (None, []) => true,
+            (Some(p), [b':', digits @ ..]) => {
+                let mut buf = [0u8; 5];
+                let mut n = p;
+                let mut i = buf.len();
+                loop {
+                    i -= 1;
+                    buf[i] = b'0' + u8::try_from(n % 10).expect("a digit");
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                digits == &buf[i..]
+            }
+            _ => false,
+        }
+    }
+
     /// The value sent upstream as `Host` (and in `X-Forwarded-Host`).
     #[must_use]
     pub fn header_value(&self) -> HeaderValue {
@@ -403,7 +430,12 @@ pub fn canonicalize(
     }
     match &authority {
         Some(a) => {
-            headers.insert(HOST, a.header_value());
+            let written = headers
+                .get(HOST)
+                .is_some_and(|h| a.is_written_as(h.as_bytes()));
+            if !written {
+                headers.insert(HOST, a.header_value());
+            }
         }
         None => {
             headers.remove(HOST);
@@ -535,6 +567,12 @@ mod tests {
         );
         assert_eq!(auth("www.test:8080").unwrap().port, Some(8080));
         assert_eq!(auth("www.test:").unwrap().port, None);
+        let a = auth("www.test:8080").unwrap();
+        assert!(a.is_written_as(b"www.test:8080"));
+        assert!(!a.is_written_as(b"WWW.test:8080") && !a.is_written_as(b"www.test:080"));
+        assert!(!a.is_written_as(b"www.test"));
+        assert!(auth("www.test").unwrap().is_written_as(b"www.test"));
+        assert!(!auth("www.test.").unwrap().is_written_as(b"www.test."));
         assert_eq!(auth("192.0.2.1:80").unwrap().host, "192.0.2.1");
         assert_eq!(auth("[::1]:8443").unwrap().host, "[::1]");
         assert_eq!(auth("[2001:DB8::1]").unwrap().host, "[2001:db8::1]");

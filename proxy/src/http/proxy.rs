@@ -31,7 +31,6 @@ use super::{
     access::Decision,
     headers::{Forwarding, Vars, set_forwarding, strip_hop_by_hop},
     normalize,
-    route::normalize_host,
 };
 use crate::{
     defense::{
@@ -323,21 +322,24 @@ async fn admit(
         .unwrap_or_default();
     let (mut parts, body) = req.into_parts();
     let original = parts.uri.path_and_query().cloned();
-    if let Err(why) = normalize::canonicalize(
+    let authority = match normalize::canonicalize(
         &parts.method,
         parts.version,
         &mut parts.uri,
         &mut parts.headers,
         slashes,
     ) {
-        ctx.shared.metrics.requests_refused_invalid.inc();
-        let status = if why == normalize::Rejection::Connect {
-            StatusCode::METHOD_NOT_ALLOWED
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        return error_response(status, &why.to_string(), id);
-    }
+        Ok(a) => a,
+        Err(why) => {
+            ctx.shared.metrics.requests_refused_invalid.inc();
+            let status = if why == normalize::Rejection::Connect {
+                StatusCode::METHOD_NOT_ALLOWED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return error_response(status, &why.to_string(), id);
+        }
+    };
     let original = original.filter(|o| Some(o) != parts.uri.path_and_query());
     let req = Request::from_parts(parts, body);
     // The kernel only sees the proxy in front; a banned client behind it is refused here.
@@ -419,7 +421,9 @@ async fn admit(
         );
     };
     let limit = generation.config.server.request_timeout;
-    let work = proxy(req, original, conn, ctx, generation, id, client_ip);
+    let work = proxy(
+        req, authority, original, conn, ctx, generation, id, client_ip,
+    );
     match tokio::time::timeout(limit, work).await {
         Ok(resp) => resp,
         Err(_) => error_response(
@@ -430,8 +434,13 @@ async fn admit(
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request context of #13 replaces these parameters"
+)]
 async fn proxy(
     mut req: Request<Incoming>,
+    authority: Option<normalize::Authority>,
     original: Option<hyper::http::uri::PathAndQuery>,
     conn: &Arc<ConnInfo>,
     ctx: &Arc<WorkerCtx>,
@@ -443,18 +452,15 @@ async fn proxy(
     let server = &generation.config.server;
     // 1. identify
     let scheme = if conn.tls { "https" } else { "http" };
+    // The one authority, as canonicalize left it: the host routed on, and the Host text sent
+    // upstream (empty for HTTP/1.0 without one).
+    let host = authority.map(|a| a.host).unwrap_or_default();
     let raw_host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
         .unwrap_or_default();
-    let host = normalize_host(&raw_host);
 
     // 2. route
     let Some(route) = generation
