@@ -952,5 +952,21 @@ pub fn render_metrics(ctx: &AdminCtx) -> String {
         }
         Err(e) => warn!("reading the kernel counters for /metrics: {e}"),
     }
+    if let Some((allocations, polls)) = crate::counters::snapshot() {
+        metric_header(
+            &mut out,
+            "proxy_bench_allocations_total",
+            "counter",
+            "Heap allocations by the whole process (bench-counters builds only).",
+        );
+        let _ = writeln!(out, "proxy_bench_allocations_total {allocations}");
+        metric_header(
+            &mut out,
+            "proxy_bench_task_polls_total",
+            "counter",
+            "Polls of request-path tasks: connections, upstream connections, HTTP/2 streams (bench-counters builds only).",
+        );
+        let _ = writeln!(out, "proxy_bench_task_polls_total {polls}");
+    }
     out
 }

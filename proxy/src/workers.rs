@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     http::{
-        proxy::WorkerCtx,
+        ctx::WorkerCtx,
         server::{self, ListenerCtx},
     },
     kernel::spread::WorkerLoadHandle,

@@ -96,6 +96,9 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     if !chosen.is_empty() {
         build(true)?;
     }
+    if chosen.contains(&"l7") {
+        crate::l7bench::build_extras()?;
+    }
     let mut sections = Vec::new();
     for s in chosen {
         if s == "spread" {
@@ -108,7 +111,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         if s == "l7" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench l7 (4 targets x 3 repetitions, about 1.5 minutes)",
+                "bench l7 (5 targets x 3 repetitions, then allocations and polls, about 2.5 minutes)",
                 || crate::l7bench::l7(&bin),
             )?;
             sections.push(("l7".to_owned(), text, data));

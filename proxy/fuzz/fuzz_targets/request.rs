@@ -1,7 +1,7 @@
 //! Whole requests through the request path: the input is the byte stream of one client
 //! connection, served by the proxy's own connection code (`http::server::serve_http`: the
 //! hyper settings and limits of a plain listener, HTTP/1.1, or HTTP/2 with prior knowledge when
-//! the input starts with the h2 preface) and its request handler (`http::proxy::handle`:
+//! the input starts with the h2 preface) and its request handler (`http::phases::handle`:
 //! limits, ban rules, routing, access rules and bearer auth, header rules, forwarding headers,
 //! the response cache, retries) against an origin in the same process.
 //!
@@ -40,7 +40,7 @@ use proxy::{
     config::{Config, ServerConfig},
     defense::{ban::BanEngine, limits::ClientLimits},
     http::{
-        proxy::{ConnInfo, WorkerCtx},
+        ctx::{ConnInfo, WorkerCtx},
         server::{ListenerCtx, serve_http},
     },
     kernel::spread::{LoadTable, WorkerLoadHandle},

@@ -550,8 +550,8 @@ pub struct LimitsConfig {
     #[serde(default = "default_burst")]
     pub burst: u32,
     /// What a "client" is for the request rate: `client_ip` or `header:NAME`.
-    #[serde(default = "default_limit_key")]
-    pub key: String,
+    #[serde(default)]
+    pub key: RateKey,
     /// Open connections per client address; more are closed at accept (before any TLS
     /// work). 0 = no limit.
     #[serde(default)]
@@ -609,8 +609,28 @@ impl Default for LimitsConfig {
 fn default_burst() -> u32 {
     20
 }
-fn default_limit_key() -> String {
-    "client_ip".into()
+/// What the request rate limit counts by (`limits.key`), parsed at load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum RateKey {
+    /// The client address (by `limits.client_prefix_v6` for IPv6).
+    #[default]
+    ClientIp,
+    /// A header's value (`header:NAME`); requests without it count by client address.
+    Header(hyper::header::HeaderName),
+}
+
+impl TryFrom<String> for RateKey {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        if text == "client_ip" {
+            return Ok(Self::ClientIp);
+        }
+        text.strip_prefix("header:")
+            .and_then(|n| hyper::header::HeaderName::from_bytes(n.as_bytes()).ok())
+            .map(Self::Header)
+            .ok_or_else(|| format!("{text:?}: use client_ip or header:NAME"))
+    }
 }
 fn default_max_header_bytes() -> usize {
     16 * 1024

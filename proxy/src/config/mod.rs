@@ -582,18 +582,6 @@ impl Config {
             ));
         }
         let limits = &self.limits;
-        let header_key_ok = |h: &str| hyper::header::HeaderName::from_bytes(h.as_bytes()).is_ok();
-        if limits.key != "client_ip"
-            && limits
-                .key
-                .strip_prefix("header:")
-                .is_none_or(|h| !header_key_ok(h))
-        {
-            return Err(invalid(
-                "limits.key".into(),
-                format!("{:?}: use client_ip or header:NAME", limits.key),
-            ));
-        }
         if limits.requests_per_second > 0 && limits.burst == 0 {
             return Err(invalid(
                 "limits.burst".into(),

@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     fs::File,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    time::SystemTime,
 };
 
 use serde::{Deserialize, Serialize};
@@ -59,9 +59,7 @@ pub struct State {
 /// Wall-clock now in ms since the Unix epoch.
 #[must_use]
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::clock::wall_ms()
 }
 
 /// Holds the exclusive lock on a state file; released on drop.

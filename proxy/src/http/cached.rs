@@ -15,83 +15,59 @@
 //!    (`cache::body`).
 //!
 //! Every answer on such a route carries `Cache-Status` (RFC 9211).
-use std::{net::IpAddr, sync::Arc, time::SystemTime};
+use std::{sync::Arc, time::SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{
-    Method, Response, StatusCode,
+    Method, Request, Response, StatusCode,
     body::Incoming,
     header::{self, HeaderMap, HeaderValue},
     http::request::Parts,
 };
 use tracing::debug;
 
-use super::proxy::{ConnInfo, ProxyBody, WorkerCtx, error_response, forward, upstream_body};
-use crate::{
-    cache::{
-        Cache, Fill, FillGuard, Lookup, Object, Policy, Stats, Use,
-        body::{Pending, StoreBody},
-        control::{self, Directives, NotStored},
-    },
-    runtime::{Generation, Route},
+use super::{
+    ctx::{ProxyBody, RequestCtx},
+    error::{ErrorKind, ProxyError},
+    forward::{self, BodyState},
+    phases::{self, Validators},
+};
+use crate::cache::{
+    Fill, FillGuard, Lookup, Object, Policy, Stats, Use,
+    body::{Pending, StoreBody},
+    control::{self, Directives, NotStored},
 };
 
 static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
 
-/// Everything about the request the cache path needs.
-pub struct CacheRequest<'a> {
-    pub policy: &'a Arc<Policy>,
-    pub route: &'a Arc<Route>,
-    pub conn: &'a Arc<ConnInfo>,
-    pub ctx: &'a Arc<WorkerCtx>,
-    pub generation: &'a Arc<Generation>,
-    pub client_ip: IpAddr,
-    pub id: &'a str,
-    pub scheme: &'a str,
-    /// The authority as cache keys hold it ([`crate::cache::key_authority`]).
-    pub host: &'a str,
+/// Appends `<name>; <params>` to the response's `Cache-Status` list (RFC 9211): the name as
+/// an sf-token when it is one, else as an sf-string.
+pub fn append_cache_status(headers: &mut HeaderMap, name: &str, params: &str) {
+    let token = name.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b));
+    let member = if token {
+        format!("{name}; {params}")
+    } else {
+        format!("{name:?}; {params}")
+    };
+    super::headers::append_list(headers, &CACHE_STATUS, member);
 }
 
-impl CacheRequest<'_> {
-    fn cache(&self) -> &Arc<Cache> {
-        &self.ctx.shared.cache
-    }
-
-    /// `<name>; <params>` appended to the response's `Cache-Status` list.
-    fn status(&self, headers: &mut HeaderMap, params: &str) {
-        let name = &self.generation.config.server.name;
-        // An sf-token as it is, anything else as an sf-string.
-        let token = name.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b));
-        let member = if token {
-            format!("{name}; {params}")
-        } else {
-            format!("{name:?}; {params}")
-        };
-        super::headers::append_list(headers, &CACHE_STATUS, member);
-    }
-
-    async fn forward(
-        &self,
-        parts: Parts,
-        body: Incoming,
-    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
-        let (body, state) = upstream_body(body, &self.generation.config.limits);
-        forward(
-            parts,
-            body,
-            state,
-            self.route,
-            self.conn,
-            self.ctx,
-            self.client_ip,
-            self.id,
-        )
-        .await
-    }
+/// The upstream request (phase 4) and the send phase (5) for the cache: `validators` when
+/// the fetch is the cache's own (the client's conditionals replaced by the stored
+/// response's validators).
+async fn fetch(
+    ctx: &mut RequestCtx,
+    parts: Parts,
+    body: Incoming,
+    validators: Option<Validators<'_>>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let parts = phases::upstream_request(ctx, parts, validators);
+    let (body, state) = forward::upstream_body(body, &ctx.generation.config.limits);
+    phases::send(ctx, parts, body, &state).await
 }
 
 fn is_unsafe(m: &Method) -> bool {
@@ -101,14 +77,19 @@ fn is_unsafe(m: &Method) -> bool {
     )
 }
 
+/// The cache lookup phase of a route with a cache: answers from the cache, or fetches (and
+/// stores), or validates. `Cache-Status` parameters are left in `ctx.cache_status`.
 pub async fn serve(
-    r: CacheRequest<'_>,
-    mut parts: Parts,
-    body: Incoming,
-) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
-    let cache = r.cache().clone();
+    ctx: &mut RequestCtx,
+    policy: &Arc<Policy>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let cache = ctx.worker.shared.cache.clone();
     let stats = cache.stats.clone();
-    let key = r.policy.key(r.scheme, r.host, &parts.uri, &parts.headers);
+    let scheme = ctx.scheme();
+    let host = crate::cache::key_authority(scheme, ctx.host_header.to_str().unwrap_or(""));
+    let key = policy.key(scheme, &host, &parts.uri, &parts.headers);
     let method = parts.method.clone();
 
     // 1. Not for the cache.
@@ -118,8 +99,14 @@ pub async fn serve(
         Stats::inc(&stats.bypass);
         // What the key takes from the request, for the keys of Location URIs after forwarding
         // (empty, and free, without key_headers).
-        let key_values = r.policy.key_header_values(&parts.headers);
-        let mut resp = r.forward(parts, body).await?;
+        let key_values = policy.key_header_values(&parts.headers);
+        let detail = if method == Method::GET || method == Method::HEAD {
+            "fwd=bypass; detail=range"
+        } else {
+            "fwd=method"
+        };
+        ctx.cache_status = Some(detail.to_owned());
+        let resp = fetch(ctx, parts, body, None).await?;
         if is_unsafe(&method) && (resp.status().is_success() || resp.status().is_redirection()) {
             cache.invalidate(&key);
             for h in [header::LOCATION, header::CONTENT_LOCATION] {
@@ -127,18 +114,12 @@ pub async fn serve(
                     .headers()
                     .get(&h)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| same_host_uri(v, r.scheme, r.host))
+                    .and_then(|v| same_host_uri(v, scheme, &host))
                 {
-                    cache.invalidate(&r.policy.key(r.scheme, r.host, &uri, &key_values));
+                    cache.invalidate(&policy.key(scheme, &host, &uri, &key_values));
                 }
             }
         }
-        let detail = if method == Method::GET || method == Method::HEAD {
-            "fwd=bypass; detail=range"
-        } else {
-            "fwd=method"
-        };
-        r.status(resp.headers_mut(), detail);
         return Ok(resp.map(BodyExt::boxed));
     }
 
@@ -151,17 +132,17 @@ pub async fn serve(
             match obj.usable(&req_cc, now) {
                 Use::Fresh => {
                     Stats::inc(&stats.hits);
-                    return Ok(hit(&r, &obj, &parts, now, ""));
+                    return Ok(hit(ctx, &obj, &parts, now, ""));
                 }
                 Use::StaleAccepted => {
                     Stats::inc(&stats.stale);
-                    return Ok(hit(&r, &obj, &parts, now, "; detail=max-stale"));
+                    return Ok(hit(ctx, &obj, &parts, now, "; detail=max-stale"));
                 }
                 Use::StaleWhileRevalidate => {
                     Stats::inc(&stats.stale);
-                    refresh_in_background(&r, &key, &parts, &obj);
+                    refresh_in_background(ctx, policy, &key, &parts, &obj);
                     return Ok(hit(
-                        &r,
+                        ctx,
                         &obj,
                         &parts,
                         now,
@@ -179,16 +160,8 @@ pub async fn serve(
     };
     if req_cc.only_if_cached {
         Stats::inc(&stats.misses);
-        let mut resp = error_response(
-            StatusCode::GATEWAY_TIMEOUT,
-            "only-if-cached: no stored response can be used",
-            r.id,
-        );
-        r.status(
-            resp.headers_mut(),
-            &format!("fwd={fwd}; detail=only-if-cached"),
-        );
-        return Err(resp);
+        ctx.cache_status = Some(format!("fwd={fwd}; detail=only-if-cached"));
+        return Err(ErrorKind::OnlyIfCached.into());
     }
 
     // 3. Coalesce GET misses.
@@ -197,13 +170,13 @@ pub async fn serve(
         match cache.fill(&key) {
             Fill::Leader(g) => lock = Some(g),
             Fill::Wait(mut rx) => {
-                let waited = tokio::time::timeout(r.policy.lock_timeout, rx.changed()).await;
+                let waited = tokio::time::timeout(policy.lock_timeout, rx.changed()).await;
                 if let Lookup::Hit(obj) = cache.lookup(&key, &parts.headers) {
                     let now = SystemTime::now();
                     if obj.usable(&req_cc, now) == Use::Fresh {
                         Stats::inc(&stats.hits);
                         Stats::inc(&stats.coalesced);
-                        return Ok(hit(&r, &obj, &parts, now, "; collapsed"));
+                        return Ok(hit(ctx, &obj, &parts, now, "; collapsed"));
                     }
                 }
                 if waited.is_err() {
@@ -216,54 +189,41 @@ pub async fn serve(
 
     // 4. Fetch or validate.
     let client_headers = parts.headers.clone();
-    for h in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_RANGE,
-    ] {
-        parts.headers.remove(h);
-    }
     let validating = stale.as_ref().filter(|o| o.has_validators()).cloned();
-    if let Some(obj) = &validating {
-        if let Some(etag) = obj.headers.get(header::ETAG) {
-            parts.headers.insert(header::IF_NONE_MATCH, etag.clone());
-        }
-        if let Some(lm) = obj.headers.get(header::LAST_MODIFIED) {
-            parts.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
-        }
-    }
+    let validators = Validators {
+        etag: validating
+            .as_ref()
+            .and_then(|o| o.headers.get(header::ETAG)),
+        last_modified: validating
+            .as_ref()
+            .and_then(|o| o.headers.get(header::LAST_MODIFIED)),
+    };
     let head_only = method == Method::HEAD;
     let request_time = SystemTime::now();
-    let result = r.forward(parts, body).await;
+    let result = fetch(ctx, parts, body, Some(validators)).await;
     let now = SystemTime::now();
     // stale-if-error: the origin failed (an error, or a 5xx answer) and a stale response
     // may stand in.
-    let stand_in = |fwd_status: StatusCode| {
+    let stand_in = |ctx: &mut RequestCtx, fwd_status: StatusCode| {
         let obj = stale.as_ref().filter(|o| o.usable_on_error(now))?;
         Stats::inc(&stats.stale);
         let ttl = obj.ttl(now);
-        Some(answer_to(
-            &r,
-            obj,
-            &method,
-            &client_headers,
-            now,
-            &format!(
-                "fwd=stale; fwd-status={}; ttl={ttl}; detail=stale-if-error",
-                fwd_status.as_u16()
-            ),
-        ))
+        ctx.cache_status = Some(format!(
+            "fwd=stale; fwd-status={}; ttl={ttl}; detail=stale-if-error",
+            fwd_status.as_u16()
+        ));
+        Some(answer_to(obj, &method, &client_headers, now))
     };
     let mut resp = match result {
-        Err(mut error) => {
-            if let Some(answer) = stand_in(error.status()) {
+        Err(error) => {
+            if let Some(answer) = stand_in(ctx, error.status()) {
                 return Ok(answer);
             }
             Stats::inc(&stats.misses);
-            r.status(error.headers_mut(), &format!("fwd={fwd}"));
+            ctx.cache_status = Some(format!("fwd={fwd}"));
             return Err(error);
         }
-        Ok(resp) if resp.status().is_server_error() => match stand_in(resp.status()) {
+        Ok(resp) if resp.status().is_server_error() => match stand_in(ctx, resp.status()) {
             Some(answer) => return Ok(answer),
             None => resp,
         },
@@ -277,16 +237,10 @@ pub async fn serve(
     {
         // The stored response is still good: take the new headers (RFC 9111 4.3.4).
         Stats::inc(&stats.revalidated);
-        let refreshed = refreshed(r.policy, old, resp.headers(), request_time, now);
+        let refreshed = refreshed(policy, old, resp.headers(), request_time, now);
         let ttl = refreshed.ttl(now);
-        let answer = answer_to(
-            &r,
-            &refreshed,
-            &method,
-            &client_headers,
-            now,
-            &format!("fwd={fwd}; fwd-status=304; ttl={ttl}; stored"),
-        );
+        let answer = answer_to(&refreshed, &method, &client_headers, now);
+        ctx.cache_status = Some(format!("fwd={fwd}; fwd-status=304; ttl={ttl}; stored"));
         cache.insert(&key, &client_headers, refreshed);
         drop(lock);
         return Ok(answer);
@@ -299,7 +253,7 @@ pub async fn serve(
         Err(NotStored::Method)
     } else {
         decide(
-            r.policy,
+            policy,
             &client_headers,
             &req_cc,
             status,
@@ -311,21 +265,17 @@ pub async fn serve(
     };
     match decision {
         Ok(object) => {
-            let mut resp = resp;
             let ttl = object.ttl(now);
-            r.status(
-                resp.headers_mut(),
-                &format!(
-                    "fwd={fwd}; fwd-status={}; ttl={ttl}; stored",
-                    status.as_u16()
-                ),
-            );
+            ctx.cache_status = Some(format!(
+                "fwd={fwd}; fwd-status={}; ttl={ttl}; stored",
+                status.as_u16()
+            ));
             let pending = Pending {
                 cache: cache.clone(),
                 key,
                 request: client_headers,
                 object,
-                max_bytes: usize::try_from(r.policy.max_object_bytes).unwrap_or(usize::MAX),
+                max_bytes: usize::try_from(policy.max_object_bytes).unwrap_or(usize::MAX),
                 lock,
             };
             Ok(resp.map(|b| StoreBody::new(b, pending).boxed()))
@@ -341,14 +291,11 @@ pub async fn serve(
             {
                 cache.invalidate(&key);
             }
-            r.status(
-                resp.headers_mut(),
-                &format!(
-                    "fwd={fwd}; fwd-status={}; detail={}",
-                    status.as_u16(),
-                    why.detail()
-                ),
-            );
+            ctx.cache_status = Some(format!(
+                "fwd={fwd}; fwd-status={}; detail={}",
+                status.as_u16(),
+                why.detail()
+            ));
             Ok(resp.map(BodyExt::boxed))
         }
     }
@@ -371,7 +318,10 @@ fn same_host_uri(value: &str, scheme: &str, host: &str) -> Option<hyper::Uri> {
 }
 
 /// The object to store for a response, or why not.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the inputs of RFC 9111's storing rules, each on its own"
+)]
 pub fn decide(
     policy: &Policy,
     request: &HeaderMap,
@@ -429,7 +379,10 @@ pub fn decide(
     Ok(object)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of a stored object, each on its own"
+)]
 fn finish_object(
     policy: &Policy,
     status: StatusCode,
@@ -510,31 +463,23 @@ pub fn refreshed(
 
 /// An answer from the cache: `hit; ttl=N` and `extra` in `Cache-Status`.
 fn hit(
-    r: &CacheRequest<'_>,
+    ctx: &mut RequestCtx,
     obj: &Object,
     parts: &Parts,
     now: SystemTime,
     extra: &str,
 ) -> Response<ProxyBody> {
-    answer_to(
-        r,
-        obj,
-        &parts.method,
-        &parts.headers,
-        now,
-        &format!("hit; ttl={}{extra}", obj.ttl(now)),
-    )
+    ctx.cache_status = Some(format!("hit; ttl={}{extra}", obj.ttl(now)));
+    answer_to(obj, &parts.method, &parts.headers, now)
 }
 
 /// A response from a stored object: 304 when the client's conditionals match, the body
-/// (shared, not copied) for GET, none for HEAD; with `Age` and `Cache-Status`.
+/// (shared, not copied) for GET, none for HEAD; with `Age`.
 fn answer_to(
-    r: &CacheRequest<'_>,
     obj: &Object,
     method: &Method,
     request: &HeaderMap,
     now: SystemTime,
-    params: &str,
 ) -> Response<ProxyBody> {
     let age = control::age_value(obj.age(now));
     let mut resp = if obj.status == StatusCode::OK && control::not_modified(request, &obj.headers) {
@@ -570,53 +515,46 @@ fn answer_to(
         resp
     };
     resp.headers_mut().insert(header::AGE, age);
-    r.status(resp.headers_mut(), params);
     resp
 }
 
 /// `stale-while-revalidate`: one background request refreshes the entry (none when one is
-/// already under way for the key).
-fn refresh_in_background(r: &CacheRequest<'_>, key: &str, parts: &Parts, obj: &Arc<Object>) {
-    let cache = r.cache().clone();
+/// already under way for the key). It runs the upstream request and send phases on a
+/// context of its own.
+fn refresh_in_background(
+    ctx: &RequestCtx,
+    policy: &Arc<Policy>,
+    key: &str,
+    parts: &Parts,
+    obj: &Arc<Object>,
+) {
+    let cache = ctx.worker.shared.cache.clone();
     let Some(lock) = cache.try_fill(key) else {
         return;
     };
     Stats::inc(&cache.stats.background_refreshes);
     let mut head = parts.clone();
     head.method = Method::GET;
-    for h in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_RANGE,
-    ] {
-        head.headers.remove(h);
-    }
-    if let Some(etag) = obj.headers.get(header::ETAG) {
-        head.headers.insert(header::IF_NONE_MATCH, etag.clone());
-    }
-    if let Some(lm) = obj.headers.get(header::LAST_MODIFIED) {
-        head.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
-    }
-    let (policy, route, conn, ctx) = (
-        r.policy.clone(),
-        r.route.clone(),
-        r.conn.clone(),
-        r.ctx.clone(),
-    );
-    let (client_ip, id, key, old) = (r.client_ip, r.id.to_owned(), key.to_owned(), obj.clone());
+    let mut bg = ctx.fork();
+    let policy = policy.clone();
+    let (key, old) = (key.to_owned(), obj.clone());
     let request = parts.headers.clone();
     tokio::spawn(async move {
         let _lock = lock;
         let request_time = SystemTime::now();
-        let result = forward(
+        let head = phases::upstream_request(
+            &bg,
+            head,
+            Some(Validators {
+                etag: old.headers.get(header::ETAG),
+                last_modified: old.headers.get(header::LAST_MODIFIED),
+            }),
+        );
+        let result = phases::send(
+            &mut bg,
             head,
             crate::upstream::client::empty_body(),
-            super::proxy::BodyState::bodiless(),
-            &route,
-            &conn,
-            &ctx,
-            client_ip,
-            &id,
+            &BodyState::bodiless(),
         )
         .await;
         let now = SystemTime::now();

@@ -311,7 +311,7 @@ pub struct Forwarding<'a> {
     /// "1.0", "1.1" or "2".
     pub version: &'a str,
     pub via_name: &'a str,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     pub trusted_proxies: &'a [Cidr],
 }
 
@@ -356,12 +356,19 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         element.push_str(f.host);
     }
     append_list(headers, &FORWARDED, element);
-    append_list(headers, &VIA, format!("{} {}", f.version, f.via_name));
-    if !headers.contains_key(&X_REQUEST_ID)
-        && let Some(v) = owned_value(f.request_id.to_owned())
-    {
-        headers.insert(X_REQUEST_ID.clone(), v);
+    append_via(headers, f.version, f.via_name);
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), f.request_id.clone());
     }
+}
+
+/// Appends this proxy to `Via` (`1.1 name`).
+pub fn append_via(headers: &mut HeaderMap, version: &str, name: &str) {
+    let mut item = String::with_capacity(version.len() + 1 + name.len());
+    item.push_str(version);
+    item.push(' ');
+    item.push_str(name);
+    append_list(headers, &VIA, item);
 }
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -542,7 +549,7 @@ mod rule_tests {
             host: "a.test",
             version: "1.1",
             via_name: "proxy",
-            request_id: "abc",
+            request_id: &HeaderValue::from_static("abc"),
             trusted_proxies: &[],
         };
         set_forwarding(&mut h, &f);

@@ -23,7 +23,10 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use super::proxy::{ConnInfo, WorkerCtx, handle};
+use super::{
+    ctx::{ConnInfo, WorkerCtx},
+    phases::handle,
+};
 use crate::{
     kernel::{KernelMaps, monotonic_now_ns},
     proxy_protocol::{self, ProxyHeader},
@@ -218,7 +221,7 @@ pub async fn serve(
             shutdown.clone(),
             open_tx.clone(),
         );
-        tokio::spawn(task);
+        crate::counters::spawn(task);
     }
     drop(listener);
     drop(open_tx);

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 
-use super::proxy::ProxyBody;
+use super::ctx::ProxyBody;
 use crate::upstream::health::now_ms;
 
 tokio::task_local! {
@@ -57,7 +57,7 @@ where
             sleep: None,
             metrics: self.metrics.clone(),
         };
-        tokio::spawn(WATCH.scope(watch, dog));
+        crate::counters::spawn(WATCH.scope(watch, dog));
     }
 }
 

@@ -167,11 +167,5 @@ pub fn ensure_bpffs() -> Result<(), KernelError> {
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`, used for blocklist expiry.
 #[must_use]
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into `ts`, a valid timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+    crate::clock::monotonic_ns()
 }

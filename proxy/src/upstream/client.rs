@@ -213,7 +213,7 @@ async fn connect_h2(
         .handshake(TokioIo::new(io))
         .await
         .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
+    crate::counters::spawn(async move {
         if let Err(e) = conn.await {
             debug!("upstream HTTP/2 connection ended: {e}");
         }
@@ -296,7 +296,7 @@ impl ClientPool {
             None => {
                 // Boxed: connecting is the rare case, and its future is large.
                 let (s, conn) = Box::pin(connect_h1(up, addr, Some(client))).await?;
-                tokio::spawn(conn);
+                crate::counters::spawn(conn);
                 s
             }
         };

@@ -1,0 +1,281 @@
+//! The contexts of the request path: what a worker shares with its connections
+//! ([`WorkerCtx`]), what is known of one client connection ([`ConnInfo`]), and the one
+//! per-request context every phase works on ([`RequestCtx`]).
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
+
+use bytes::Bytes;
+use hyper::{
+    Request, Version,
+    body::Incoming,
+    header::{self, HeaderValue},
+    http::uri::PathAndQuery,
+};
+
+use super::normalize;
+use crate::{
+    kernel::spread::WorkerLoadHandle,
+    runtime::{Generation, Route, Shared},
+    upstream::client::ClientPool,
+};
+
+/// The body type of every response the proxy sends.
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// What is known about the client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub listener: usize,
+    /// The client (from the PROXY header when the listener expects one).
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// What a worker shares with all its connections.
+pub struct WorkerCtx {
+    pub shared: Arc<Shared>,
+    pub pool: Arc<ClientPool>,
+    pub load: WorkerLoadHandle,
+}
+
+/// Which server answered a request and how long it took.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamHop {
+    pub server: SocketAddr,
+    pub time: std::time::Duration,
+}
+
+/// The request as the client wrote it, for the access log (only copied when it is on).
+#[derive(Debug)]
+pub struct LogFields {
+    pub method: String,
+    pub host: String,
+    pub target: String,
+    pub protocol: &'static str,
+    pub user_agent: String,
+    pub referer: String,
+}
+
+/// One request, from its head to its log line: created once in the first phase, then read
+/// and filled in by each phase in turn (`http::phases`).
+pub struct RequestCtx {
+    pub started: Instant,
+    pub conn: Arc<ConnInfo>,
+    pub worker: Arc<WorkerCtx>,
+    /// The config generation the request started on (it finishes on it, across reloads).
+    pub generation: Arc<Generation>,
+    /// The request id: the client's when it sent a usable one, else a new one.
+    pub id: HeaderValue,
+    /// The one client address every limit, ban, rule and log line uses.
+    pub client_ip: IpAddr,
+    pub version: Version,
+    /// The routed host (lowercase, no port; empty for HTTP/1.0 without a Host).
+    pub host: String,
+    /// The `Host` sent upstream (the canonical authority, with its port).
+    pub host_header: HeaderValue,
+    /// The client's request target, when a route forwards it as written.
+    pub original_target: Option<PathAndQuery>,
+    pub route: Option<Arc<Route>>,
+    /// Upstream servers tried so far (indexes into the route's pool).
+    pub tried: Vec<usize>,
+    /// The server whose answer is forwarded.
+    pub hop: Option<UpstreamHop>,
+    /// `Cache-Status` parameters, set by the cache phase on a cached route.
+    pub cache_status: Option<String>,
+    pub log: Option<LogFields>,
+}
+
+impl RequestCtx {
+    /// The context of a request, before any check: id, client address, and what the access
+    /// log will want of the request as it came.
+    #[must_use]
+    pub fn new(req: &Request<Incoming>, conn: Arc<ConnInfo>, worker: Arc<WorkerCtx>) -> Self {
+        let generation = worker.shared.generation.load_full();
+        let server = &generation.config.server;
+        let client_ip = super::headers::client_ip(
+            conn.peer.ip(),
+            req.headers(),
+            &server.trusted_proxies,
+            server.client_address_from,
+        );
+        let log = worker.shared.access_log.as_ref().map(|_| log_fields(req));
+        Self {
+            started: Instant::now(),
+            id: request_id(req.headers()),
+            client_ip,
+            version: req.version(),
+            host: String::new(),
+            host_header: HeaderValue::from_static(""),
+            original_target: None,
+            route: None,
+            tried: Vec::new(),
+            hop: None,
+            cache_status: None,
+            log,
+            conn,
+            worker,
+            generation,
+        }
+    }
+
+    /// A context for a request the proxy makes on this one's behalf (a background cache
+    /// refresh): the same client, id, authority and route; its own clock and attempts.
+    #[must_use]
+    pub fn fork(&self) -> Self {
+        Self {
+            started: Instant::now(),
+            conn: self.conn.clone(),
+            worker: self.worker.clone(),
+            generation: self.generation.clone(),
+            id: self.id.clone(),
+            client_ip: self.client_ip,
+            version: self.version,
+            host: self.host.clone(),
+            host_header: self.host_header.clone(),
+            original_target: self.original_target.clone(),
+            route: self.route.clone(),
+            tried: Vec::new(),
+            hop: None,
+            cache_status: None,
+            log: None,
+        }
+    }
+
+    #[must_use]
+    pub fn scheme(&self) -> &'static str {
+        if self.conn.tls { "https" } else { "http" }
+    }
+
+    /// The request id as text (always ASCII: generated hex, or checked printable).
+    #[must_use]
+    pub fn id_str(&self) -> &str {
+        self.id.to_str().unwrap_or("")
+    }
+
+    /// The route; set by the request filter, which every later phase follows.
+    ///
+    /// # Panics
+    /// Before the request filter has run (a phase out of order).
+    #[must_use]
+    pub fn route(&self) -> &Arc<Route> {
+        self.route
+            .as_ref()
+            .expect("the request filter sets the route")
+    }
+
+    /// The values header rules may use.
+    #[must_use]
+    pub fn vars(&self) -> super::headers::Vars<'_> {
+        super::headers::Vars {
+            client_ip: self.client_ip,
+            host: &self.host,
+            scheme: self.scheme(),
+            request_id: self.id_str(),
+        }
+    }
+
+    pub(super) fn set_authority(
+        &mut self,
+        authority: Option<normalize::Authority>,
+        host: HeaderValue,
+    ) {
+        self.host = authority.map(|a| a.host).unwrap_or_default();
+        self.host_header = host;
+    }
+
+    /// "HTTP/1.1"-style text of the client's protocol version.
+    #[must_use]
+    pub fn protocol(&self) -> &'static str {
+        protocol(self.version)
+    }
+
+    /// "1.1"-style text, as `Via` names it.
+    #[must_use]
+    pub fn via_version(&self) -> &'static str {
+        match self.version {
+            Version::HTTP_2 => "2",
+            Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        }
+    }
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn log_fields(req: &Request<Incoming>) -> LogFields {
+    let text = |h: header::HeaderName| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    LogFields {
+        method: req.method().to_string(),
+        host: req
+            .uri()
+            .authority()
+            .map_or_else(|| text(header::HOST), |a| a.as_str().to_owned()),
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str)
+            .to_owned(),
+        protocol: protocol(req.version()),
+        user_agent: text(header::USER_AGENT),
+        referer: text(header::REFERER),
+    }
+}
+
+/// A client-sent request id is kept if it is short, printable text; otherwise a new random
+/// 128-bit id in hex.
+fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&super::headers::X_REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.as_bytes().iter().all(u8::is_ascii_graphic)
+    {
+        return v.clone();
+    }
+    let mut hex = [0u8; 32];
+    let n = fastrand::u128(..);
+    for (i, b) in hex.iter_mut().enumerate() {
+        let nibble = u8::try_from((n >> (124 - 4 * i)) & 0xf).unwrap_or(0);
+        *b = b"0123456789abcdef"[usize::from(nibble)];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_when_printable_and_made_otherwise() {
+        let mut h = hyper::HeaderMap::new();
+        let made = request_id(&h);
+        assert_eq!(made.len(), 32);
+        assert!(made.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(request_id(&h), made, "random");
+        h.insert("x-request-id", HeaderValue::from_static("abc-1"));
+        assert_eq!(request_id(&h), "abc-1");
+        h.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_eq!(request_id(&h).len(), 32);
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
+        );
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}
