@@ -3,6 +3,7 @@
 //! under test and the origin are pinned to CPU 0, wrk to CPU 1; peers are interleaved, 3
 //! repetitions; CPU per request is the proxy process's own user+system time.
 use std::{
+    fmt::Write as _,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -10,7 +11,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::util::{Procs, median_range, workspace};
+use crate::util::{Procs, median_range, to_f64, workspace};
 
 const RUN: Duration = Duration::from_secs(6);
 
@@ -172,13 +173,17 @@ fn wrk_once(
         p50_ms: field("50%").and_then(|v| ms(&v)).unwrap_or(f64::NAN),
         p99_ms: field("99%").and_then(|v| ms(&v)).unwrap_or(f64::NAN),
         cpu_us: match (before, after) {
-            (Some(b), Some(a)) if total > 0.0 => Some((a - b) as f64 * 10_000.0 / total),
+            (Some(b), Some(a)) if total > 0.0 => Some(to_f64(a - b) * 10_000.0 / total),
             _ => None,
         },
     })
 }
 
 /// Runs the scenario; returns the Markdown section and a JSON object.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the scenario start to end: servers, measured runs, then the table"
+)]
 pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
     let dir = bench_dir("l7")?;
     let mut procs = Procs(Vec::new());
@@ -274,12 +279,13 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
         let (p99, _, _) = median_range(&ss.iter().map(|s| s.p99_ms).collect::<Vec<_>>());
         let cpus: Vec<f64> = ss.iter().filter_map(|s| s.cpu_us).collect();
         let cpu = (!cpus.is_empty()).then(|| median_range(&cpus).0);
-        md.push_str(&format!(
-            "| {name} | {rps:.0} ({lo:.0}..{hi:.0}) | {:.2} | {p50:.2} | {p99:.2} | {} | {} |\n",
+        let _ = writeln!(
+            md,
+            "| {name} | {rps:.0} ({lo:.0}..{hi:.0}) | {:.2} | {p50:.2} | {p99:.2} | {} | {} |",
             rps / nginx_rps,
             cpu.map_or_else(|| "–".to_owned(), |c| format!("{c:.1}")),
             cpu.map_or_else(|| "–".to_owned(), |c| format!("{:.2}", c / nginx_cpu)),
-        ));
+        );
         json.push(format!(
             "{{\"target\": \"{name}\", \"rps\": {rps:.0}, \"p50_ms\": {p50:.3}, \"p99_ms\": {p99:.3}, \"cpu_us_per_request\": {}}}",
             cpu.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
