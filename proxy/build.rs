@@ -41,9 +41,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let linker_dir = match find_bpf_linker() {
-        Some(dir) => dir,
-        None => return missing("bpf-linker is not on PATH nor in /opt/proxy-toolchain/bin"),
+    let Some(linker_dir) = find_bpf_linker() else {
+        return missing("bpf-linker is not on PATH nor in /opt/proxy-toolchain/bin");
     };
     if !Path::new(EBPF_RUSTC).exists() || !Path::new(EBPF_CARGO).exists() {
         return missing(

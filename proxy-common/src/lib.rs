@@ -157,6 +157,10 @@ pub struct BlockEntry {
 impl BlockEntry {
     /// Whether the entry is still in force at monotonic time `now_ns`.
     #[inline(always)]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the XDP/TC programs, where it must be inlined into the caller"
+    )]
     #[must_use]
     pub fn is_active(&self, now_ns: u64) -> bool {
         self.expires_at_ns == 0 || now_ns < self.expires_at_ns

@@ -98,7 +98,7 @@ impl AccessLog {
         let format = config.format;
         std::thread::Builder::new()
             .name("proxy-access-log".into())
-            .spawn(move || writer(&rx, sink, path, format, &flag))?;
+            .spawn(move || writer(&rx, sink, path.as_ref(), format, &flag))?;
         Ok(Some(Self {
             tx,
             reopen,
@@ -111,7 +111,7 @@ impl AccessLog {
         match self.tx.try_send(record) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics.access_log_dropped.inc()
+                self.metrics.access_log_dropped.inc();
             }
         }
     }
@@ -133,7 +133,7 @@ fn open(path: Option<&PathBuf>) -> std::io::Result<Box<dyn Write + Send>> {
 fn writer(
     rx: &Receiver<Record>,
     sink: Box<dyn Write + Send>,
-    path: Option<PathBuf>,
+    path: Option<&PathBuf>,
     format: Format,
     reopen: &AtomicBool,
 ) {
@@ -161,7 +161,7 @@ fn writer(
         }
         if reopen.swap(false, Ordering::Relaxed) {
             let _ = out.flush();
-            match open(path.as_ref()) {
+            match open(path) {
                 Ok(sink) => out = BufWriter::with_capacity(64 * 1024, sink),
                 Err(e) => tracing::error!(
                     "reopening the access log failed, writing on to the old file: {e}"
@@ -210,8 +210,8 @@ fn parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
 
 /// `2026-11-24T09:30:01.123Z`
 fn rfc3339(t: SystemTime) -> String {
-    let (y, m, d, h, min, s, ms) = parts(t);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
+    let (year, month, day, hour, min, sec, ms) = parts(t);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{min:02}:{sec:02}.{ms:03}Z")
 }
 
 const MONTHS: [&str; 12] = [
@@ -228,11 +228,14 @@ fn quoted(s: &str) -> String {
 
 /// `client - - [24/Nov/2026:09:30:01 +0000] "GET /x HTTP/1.1" 200 1234 "referer" "agent"`
 fn combined_line(r: &Record) -> String {
-    let (y, m, d, h, min, s, _) = parts(r.time);
+    let (year, month, day, hour, min, sec, _) = parts(r.time);
     format!(
-        "{} - - [{d:02}/{}/{y:04}:{h:02}:{min:02}:{s:02} +0000] \"{} {} {}\" {} {} \"{}\" \"{}\"\n",
+        "{} - - [{day:02}/{}/{year:04}:{hour:02}:{min:02}:{sec:02} +0000] \"{} {} {}\" {} {} \"{}\" \"{}\"\n",
         r.client,
-        MONTHS[usize::try_from(m).unwrap_or(1).saturating_sub(1).min(11)],
+        MONTHS[usize::try_from(month)
+            .unwrap_or(1)
+            .saturating_sub(1)
+            .min(11)],
         r.method,
         r.target,
         r.protocol,

@@ -127,6 +127,10 @@ pub enum BlocklistAction {
     /// Block an address or CIDR (replaces an existing entry for the same prefix).
     Add {
         /// e.g. 192.0.2.7, 198.51.100.0/24, 2001:db8::/32
+        #[expect(
+            clippy::doc_markdown,
+            reason = "clap prints this doc comment as --help text, where backticks would show"
+        )]
         cidr: String,
         /// Remove the entry by itself after this long (e.g. 90s, 10m, 12h).
         #[arg(long, value_parser = parse_ttl)]
@@ -306,6 +310,7 @@ fn admin_call(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    use std::fmt::Write as _;
     use std::io::{Read, Write};
     let address = admin_address(instance)?;
     let body = body.map(ToString::to_string).unwrap_or_default();
@@ -314,7 +319,7 @@ fn admin_call(
         body.len()
     );
     if let Ok(token) = std::env::var("PROXY_ADMIN_TOKEN") {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        let _ = write!(request, "Authorization: Bearer {token}\r\n");
     }
     request.push_str("\r\n");
     request.push_str(&body);

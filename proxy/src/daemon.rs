@@ -51,7 +51,7 @@ pub fn runtime_file(instance: &str) -> PathBuf {
 }
 
 /// Failures the tests inject through `PROXY_TEST_FAULTS` (comma-separated):
-/// `no-reuseport-prog` (act as if the sk_reuseport program cannot load) and
+/// `no-reuseport-prog` (act as if the `sk_reuseport` program cannot load) and
 /// `stop-worker=W@MS` (worker W stops by itself after MS milliseconds).
 #[derive(Debug, Default)]
 struct Faults {
@@ -85,7 +85,11 @@ impl Faults {
 }
 
 /// Runs the proxy until SIGINT or SIGTERM.
-pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> anyhow::Result<()> {
+#[expect(
+    clippy::too_many_lines,
+    reason = "the daemon's start-up sequence, step by step in the order it must happen"
+)]
+pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyhow::Result<()> {
     kernel::require_root()?;
     raise_open_files_limit();
     kernel::ensure_bpffs()?;
@@ -113,7 +117,9 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
     }
     info!(instance, pin_dir = %pin_dir.display(), "kernel programs loaded, maps pinned");
     let attach = config.kernel.attach;
-    if attach != AttachMode::None {
+    if attach == AttachMode::None {
+        info!("kernel.attach = none: the blocklist is enforced in userspace at accept()");
+    } else {
         for iface in &config.kernel.interfaces {
             datapath.attach(iface, attach).with_context(|| {
                 format!(
@@ -122,8 +128,6 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
                 )
             })?;
         }
-    } else {
-        info!("kernel.attach = none: the blocklist is enforced in userspace at accept()");
     }
 
     // Lists: the state file is the durable truth; make the maps match it.
@@ -229,7 +233,7 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
                 crate::admin::bind(listen).context("admin.listen: cannot bind the admin API")?;
             let ctx = Arc::new(crate::admin::AdminCtx {
                 instance: instance.clone(),
-                config_path: config_path.clone(),
+                config_path: config_path.to_path_buf(),
                 shared: shared.clone(),
                 store: store.clone(),
                 kernel: KernelMaps::open(&pin_dir)?,
@@ -352,7 +356,7 @@ pub fn run(config: Config, config_path: PathBuf, keep_kernel_state: bool) -> any
                     r
                 }
             };
-            let outcome = reload(&shared, &board, &config_path);
+            let outcome = reload(&shared, &board, config_path);
             match &outcome {
                 Ok(id) => {
                     let _ = checks.send(true);
@@ -539,13 +543,14 @@ fn raise_open_files_limit() {
     };
     // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit we own.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0
+            || limit.rlim_cur >= limit.rlim_max
         {
             return;
         }
         let before = limit.rlim_cur;
         limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) == 0 {
             info!(
                 from = before,
                 to = limit.rlim_max,
@@ -669,7 +674,7 @@ async fn watch_certificates(shared: Arc<Shared>, mut stop: watch::Receiver<bool>
     }
 }
 
-/// Attaches the sk_reuseport program to every listener group. If that is not possible the
+/// Attaches the `sk_reuseport` program to every listener group. If that is not possible the
 /// kernel's own hash spreads connections; the operator asked for spreading, so say so, once.
 fn spread_connections(
     datapath: &mut Datapath,
@@ -696,7 +701,7 @@ fn spread_connections(
     };
     match result {
         Ok(()) => {
-            info!(policy = ?policy, workers, "connections spread in the kernel (sk_reuseport)")
+            info!(policy = ?policy, workers, "connections spread in the kernel (sk_reuseport)");
         }
         Err(e) => {
             warn!(

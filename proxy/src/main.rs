@@ -36,7 +36,7 @@ fn run(args: &proxy::cli::RunArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     proxy::daemon::check_not_running(&config.instance)?;
-    let result = proxy::daemon::run(config, args.config.clone(), args.keep_kernel_state);
+    let result = proxy::daemon::run(config, &args.config, args.keep_kernel_state);
     if let Err(e) = &result {
         tracing::error!("{e:#}");
     }

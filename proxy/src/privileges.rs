@@ -1,5 +1,5 @@
 //! Dropping root after start-up: once the kernel programs are attached, the maps opened and
-//! the sockets bound, the daemon switches to an unprivileged user and keeps only CAP_BPF (needed
+//! the sockets bound, the daemon switches to an unprivileged user and keeps only `CAP_BPF` (needed
 //! to update the maps it already holds: bans, the expiry sweep, the admin API's list changes).
 //! A compromise of the HTTP path can then not load programs, attach them, bind ports below
 //! 1024 or touch files it does not own.
@@ -58,8 +58,8 @@ pub fn lookup(name: &str) -> Result<Account, String> {
     })
 }
 
-/// Switches this process to `account`, keeping only CAP_BPF. Call it before any thread that
-/// must keep CAP_BPF is spawned: capabilities are per thread, and new threads inherit them
+/// Switches this process to `account`, keeping only `CAP_BPF`. Call it before any thread that
+/// must keep `CAP_BPF` is spawned: capabilities are per thread, and new threads inherit them
 /// from the thread that creates them.
 pub fn drop_to(account: Account) -> io::Result<()> {
     let check = |rc: libc::c_int| {

@@ -352,9 +352,14 @@ fn same_family(source: SocketAddr, destination: SocketAddr) -> (IpAddr, IpAddr) 
 }
 
 /// Encodes a PROXY v2 header (PROXY command, TCP over IPv4 or IPv6; if the two addresses
-/// differ in family, map the IPv4 one to IPv6 (::ffff:a.b.c.d) and use the IPv6 family).
+/// differ in family, map the IPv4 one to IPv6 (`::ffff:a.b.c.d`) and use the IPv6 family).
 ///
 /// IPv6 flow information and scope ids are not carried by the protocol and are dropped.
+#[must_use]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the address block lengths are the constants 12 and 36"
+)]
 pub fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(V2_FIXED_LEN + V2_IPV6_LEN);
     out.extend_from_slice(&V2_SIGNATURE);
@@ -389,6 +394,7 @@ fn ipv6_octets(ip: IpAddr) -> [u8; 16] {
 /// Encodes a PROXY v1 line ("PROXY TCP4 ..." / "PROXY TCP6 ..."), same family rule as above.
 ///
 /// The line includes its terminating CRLF.
+#[must_use]
 pub fn encode_v1(source: SocketAddr, destination: SocketAddr) -> String {
     let (s, d) = same_family(source, destination);
     let protocol = if s.is_ipv4() { "TCP4" } else { "TCP6" };
@@ -980,6 +986,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "positions and bytes are the low bits of random u64s, on purpose"
+    )]
     async fn mutated_headers_never_panic() {
         let seeds: Vec<Vec<u8>> = vec![
             b"PROXY TCP4 192.0.2.1 198.51.100.7 51234 443\r\n".to_vec(),
@@ -997,7 +1007,7 @@ mod tests {
         };
         for round in 0..4000 {
             let mut input = seeds[round % seeds.len()].clone();
-            for _ in 0..(1 + next() % 4) {
+            for _ in 0..=(next() % 4) {
                 let len = input.len();
                 let pos = (next() as usize) % len;
                 match next() % 3 {

@@ -1,5 +1,5 @@
 //! Workers: one OS thread each, with its own current-thread tokio runtime and its own listening
-//! socket per listener, all in one SO_REUSEPORT group per listener. Nothing is shared between
+//! socket per listener, all in one `SO_REUSEPORT` group per listener. Nothing is shared between
 //! workers on the request path but the config they were built from and the kernel maps.
 use std::{net::SocketAddr, sync::Arc, thread::JoinHandle, time::Duration};
 
@@ -17,7 +17,7 @@ use crate::{
     upstream::client::ClientPool,
 };
 
-/// A listening socket for one worker: SO_REUSEPORT is set before bind, so every worker's socket
+/// A listening socket for one worker: `SO_REUSEPORT` is set before bind, so every worker's socket
 /// joins the listener's group.
 pub fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

@@ -17,6 +17,7 @@ pub struct Reply {
 
 impl Reply {
     /// The value of header `name` (case-insensitive), if present.
+    #[must_use]
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;

@@ -27,6 +27,12 @@ pub struct World {
 impl World {
     /// Namespaces on 10.250.<subnet>.0/24 and an origin (`origin_bin`, the tests' demo-origin)
     /// named `origin-1` on [`ORIGIN`] in the server namespace.
+    ///
+    /// # Panics
+    ///
+    /// If the tests do not run as root, or the namespaces, the temporary directory or the
+    /// origin cannot be set up.
+    #[must_use]
     pub fn new(subnet: u8, origin_bin: &str) -> Self {
         require_root();
         let topo = Topology::new(subnet);
@@ -44,6 +50,11 @@ impl World {
     }
 
     /// Starts another origin in the server namespace (killed on drop of the guard).
+    ///
+    /// # Panics
+    ///
+    /// If the origin cannot be started, or does not accept connections within 5 s.
+    #[must_use]
     pub fn spawn_origin(
         &self,
         origin_bin: &str,
@@ -73,6 +84,11 @@ impl World {
     }
 
     /// Writes a config file: `instance` and `state_file` for this world, then `body`.
+    ///
+    /// # Panics
+    ///
+    /// If the file cannot be written.
+    #[must_use]
     pub fn write_config(&self, name: &str, body: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         let text = format!(
@@ -86,6 +102,11 @@ impl World {
 
     /// Starts `proxy run --config <config> <args>` (with `env`) in the server namespace and
     /// waits until `ready` (an address inside the server namespace) answers HTTP.
+    ///
+    /// # Panics
+    ///
+    /// If the proxy cannot be started, exits, or does not serve within 20 s.
+    #[must_use]
     pub fn start_proxy(
         &self,
         config: &Path,
@@ -123,6 +144,7 @@ impl World {
     }
 
     /// `proxy <args> --instance <this instance>`.
+    #[must_use]
     pub fn cli(&self, args: &[&str]) -> Output {
         run(Command::new(proxy_bin())
             .args(args)
@@ -130,6 +152,14 @@ impl World {
     }
 
     /// Like [`World::cli`], and fails the test unless it succeeds; returns stdout.
+    ///
+    /// # Panics
+    ///
+    /// If the command does not exit with 0.
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "called for the command's effect as often as for its output"
+    )]
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
         assert_eq!(
@@ -141,6 +171,11 @@ impl World {
     }
 
     /// `proxy stats --json`.
+    ///
+    /// # Panics
+    ///
+    /// If `proxy stats --json` fails or does not print JSON.
+    #[must_use]
     pub fn stats(&self) -> serde_json::Value {
         serde_json::from_str(&self.cli_ok(&["stats", "--json"])).expect("stats --json is JSON")
     }

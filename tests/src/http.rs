@@ -35,6 +35,7 @@ pub struct Reply {
 }
 
 impl Reply {
+    #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -126,7 +127,10 @@ pub fn get(
 }
 
 /// Any request from namespace `ns` (a fresh single-threaded runtime on a thread in it).
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one parameter per part of the request; the tests spell them out at each call"
+)]
 pub fn request(
     ns: &str,
     client: &Client,
@@ -170,6 +174,12 @@ pub struct TestPki {
 }
 
 impl TestPki {
+    /// A new CA, its certificate written to `dir/ca.pem`.
+    ///
+    /// # Panics
+    ///
+    /// If a key or the certificate cannot be made, or the file cannot be written.
+    #[must_use]
     pub fn new(dir: &Path) -> Self {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -187,6 +197,14 @@ impl TestPki {
     }
 
     /// A leaf certificate for `names`, signed by the CA; returns (cert path, key path).
+    ///
+    /// # Panics
+    ///
+    /// If a key or the certificate cannot be made, or the files cannot be written.
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "writes the files; a caller that already knows their paths ignores the result"
+    )]
     pub fn leaf(
         &self,
         dir: &Path,

@@ -1,4 +1,4 @@
-//! Helpers for the end-to-end tests: a packet builder for BPF_PROG_TEST_RUN fixtures, network
+//! Helpers for the end-to-end tests: a packet builder for `BPF_PROG_TEST_RUN` fixtures, network
 //! namespaces and processes that clean up after themselves (guards with `Drop`), and a tiny
 //! HTTP client that runs inside a namespace.
 pub mod client;
@@ -9,6 +9,10 @@ pub mod packet;
 pub mod process;
 
 /// Fails (never skips) unless the tests run as root: the kernel tests must run in CI.
+///
+/// # Panics
+///
+/// If the effective user is not root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };

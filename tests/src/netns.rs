@@ -21,7 +21,7 @@ fn ip(args: &[&str]) {
 }
 
 /// Two namespaces, `srv` (where the proxy and the origin run) and `cli` (the client), joined by
-/// a veth pair: `srv_if` 10.250.N.1/24 + fd00:250:N::1/64, `cli_if` 10.250.N.2/24 + fd00:250:N::2/64.
+/// a veth pair: `srv_if` 10.250.N.1/24 + `fd00:250:N::1/64`, `cli_if` 10.250.N.2/24 + `fd00:250:N::2/64`.
 pub struct Topology {
     pub srv_ns: String,
     pub cli_ns: String,
@@ -45,6 +45,11 @@ pub struct SecondClient {
 
 impl Topology {
     /// `subnet` picks 10.250.<subnet>.0/24, so tests never share addresses.
+    ///
+    /// # Panics
+    ///
+    /// If an `ip` command fails (not root, or a name is taken).
+    #[must_use]
     pub fn new(subnet: u8) -> Self {
         let id = unique_id();
         let t = Self {
@@ -141,6 +146,7 @@ impl Topology {
 
     /// A command that runs inside `ns`, keeping the host's mount namespace (so the pins under
     /// /sys/fs/bpf stay visible; `ip netns exec` would remount /sys and hide them).
+    #[must_use]
     pub fn command_in(ns: &str, program: &str) -> Command {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net=/run/netns/{ns}"))
@@ -164,12 +170,20 @@ impl Drop for Topology {
 }
 
 /// Runs `f` on a thread that has entered network namespace `ns`; sockets made there belong to it.
+///
+/// # Panics
+///
+/// If `f` panics, or the thread cannot enter `ns`.
 pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     spawn_in(ns, f).join().expect("namespace thread panicked")
 }
 
 /// Starts `f` on a thread that has entered network namespace `ns` and returns at once (for a
 /// server that lives as long as the test; the caller bounds its life and joins it).
+///
+/// # Panics
+///
+/// Not here: the new thread panics if it cannot enter `ns`, which shows when it is joined.
 pub fn spawn_in<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,

@@ -27,6 +27,7 @@ fn tcp_syn() -> Vec<u8> {
 }
 
 /// An Ethernet frame; `tags` are (TPID, VLAN id) pairs, outermost first.
+#[must_use]
 pub fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
     for (tpid, vid) in tags {
@@ -38,7 +39,8 @@ pub fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> 
     f
 }
 
-/// An IPv4 packet with `options_words` 32-bit words of options (IHL = 5 + options_words).
+/// An IPv4 packet with `options_words` 32-bit words of options (IHL = 5 + `options_words`).
+#[must_use]
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, options_words: u8) -> Vec<u8> {
     ipv4_packet(src, dst, options_words, 0, &tcp_syn())
 }
@@ -70,6 +72,7 @@ fn ipv4_packet(
 }
 
 /// An IPv6 packet carrying a TCP SYN.
+#[must_use]
 pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
     ipv6_chain(src, dst, &[], TCP_SYN)
 }
@@ -147,6 +150,11 @@ impl Ext {
 /// An IPv6 packet whose fixed header is followed by `chain`, then a TCP header with `flags`.
 /// After a fragment header that is not the first fragment, the bytes that look like a TCP
 /// header are payload (the fragment's data), as an attacker would place them.
+///
+/// # Panics
+///
+/// If the extension headers and the TCP header come to more than 65 535 bytes.
+#[must_use]
 pub fn ipv6_chain(src: Ipv6Addr, dst: Ipv6Addr, chain: &[Ext], flags: u8) -> Vec<u8> {
     let mut payload = Vec::new();
     for (i, ext) in chain.iter().enumerate() {
@@ -166,13 +174,19 @@ pub fn ipv6_chain(src: Ipv6Addr, dst: Ipv6Addr, chain: &[Ext], flags: u8) -> Vec
 }
 
 /// An IPv4 TCP frame with the given flags byte (0x02 SYN, 0x10 ACK, 0x12 SYN+ACK).
+#[must_use]
 pub fn v4_tcp_frame(src: &str, flags: u8) -> Vec<u8> {
     let mut f = v4_frame(src);
     f[14 + 20 + 13] = flags;
     f
 }
 
-/// Frame helpers for the fixtures.
+/// An IPv4 TCP SYN frame from `src` (the first of the frame helpers for the fixtures).
+///
+/// # Panics
+///
+/// If `src` is not an IPv4 address.
+#[must_use]
 pub fn v4_frame(src: &str) -> Vec<u8> {
     ethernet(
         &[],
@@ -181,6 +195,12 @@ pub fn v4_frame(src: &str) -> Vec<u8> {
     )
 }
 
+/// Like [`v4_frame`], with `options_words` 32-bit words of IP options.
+///
+/// # Panics
+///
+/// If `src` is not an IPv4 address.
+#[must_use]
 pub fn v4_frame_with_options(src: &str, options_words: u8) -> Vec<u8> {
     ethernet(
         &[],
@@ -193,6 +213,12 @@ pub fn v4_frame_with_options(src: &str, options_words: u8) -> Vec<u8> {
     )
 }
 
+/// An IPv6 TCP SYN frame from `src`.
+///
+/// # Panics
+///
+/// If `src` is not an IPv6 address.
+#[must_use]
 pub fn v6_frame(src: &str) -> Vec<u8> {
     ethernet(
         &[],
@@ -202,6 +228,11 @@ pub fn v6_frame(src: &str) -> Vec<u8> {
 }
 
 /// An IPv6 TCP frame whose fixed header is followed by `chain` (see [`ipv6_chain`]).
+///
+/// # Panics
+///
+/// If `src` is not an IPv6 address.
+#[must_use]
 pub fn v6_chain_frame(src: &str, chain: &[Ext], flags: u8) -> Vec<u8> {
     ethernet(
         &[],
@@ -217,6 +248,11 @@ pub fn v6_chain_frame(src: &str, chain: &[Ext], flags: u8) -> Vec<u8> {
 
 /// An IPv4 fragment whose first 20 bytes of data look like a TCP SYN: `offset` in 8-byte
 /// units (0 for the first fragment), `more` for the more-fragments flag.
+///
+/// # Panics
+///
+/// If `src` is not an IPv4 address.
+#[must_use]
 pub fn v4_fragment_frame(src: &str, offset: u16, more: bool) -> Vec<u8> {
     let frag = offset | if more { 0x2000 } else { 0 };
     ethernet(
@@ -234,6 +270,11 @@ pub fn v4_fragment_frame(src: &str, offset: u16, more: bool) -> Vec<u8> {
 
 /// A first IPv4 fragment carrying only the first 8 bytes of a TCP header (ports and sequence
 /// number): the flags would come in the next fragment (RFC 1858's tiny fragment).
+///
+/// # Panics
+///
+/// If `src` is not an IPv4 address.
+#[must_use]
 pub fn v4_tiny_first_fragment_frame(src: &str) -> Vec<u8> {
     ethernet(
         &[],
@@ -250,6 +291,11 @@ pub fn v4_tiny_first_fragment_frame(src: &str) -> Vec<u8> {
 
 /// A QinQ-tagged IPv4 TCP frame with `options_words` words of IP options and the given TCP
 /// flags: the longest IPv4 header path through the parser.
+///
+/// # Panics
+///
+/// If `src` is not an IPv4 address.
+#[must_use]
 pub fn qinq_v4_options_frame(src: &str, options_words: u8, flags: u8) -> Vec<u8> {
     ethernet(
         &[(ETH_P_8021AD, 10), (ETH_P_8021Q, 100)],
@@ -264,6 +310,12 @@ pub fn qinq_v4_options_frame(src: &str, options_words: u8, flags: u8) -> Vec<u8>
     )
 }
 
+/// An IPv4 TCP SYN frame from `src` with one VLAN tag (802.1Q).
+///
+/// # Panics
+///
+/// If `src` is not an IPv4 address.
+#[must_use]
 pub fn vlan_v4_frame(src: &str) -> Vec<u8> {
     ethernet(
         &[(ETH_P_8021Q, 100)],
@@ -272,6 +324,12 @@ pub fn vlan_v4_frame(src: &str) -> Vec<u8> {
     )
 }
 
+/// An IPv4 TCP SYN frame from `src` with two VLAN tags (802.1ad, then 802.1Q).
+///
+/// # Panics
+///
+/// If `src` is not an IPv4 address.
+#[must_use]
 pub fn qinq_v4_frame(src: &str) -> Vec<u8> {
     ethernet(
         &[(ETH_P_8021AD, 10), (ETH_P_8021Q, 100)],
@@ -280,6 +338,12 @@ pub fn qinq_v4_frame(src: &str) -> Vec<u8> {
     )
 }
 
+/// An IPv6 TCP SYN frame from `src` with two VLAN tags (802.1ad, then 802.1Q).
+///
+/// # Panics
+///
+/// If `src` is not an IPv6 address.
+#[must_use]
 pub fn qinq_v6_frame(src: &str) -> Vec<u8> {
     ethernet(
         &[(ETH_P_8021AD, 10), (ETH_P_8021Q, 100)],
@@ -289,6 +353,11 @@ pub fn qinq_v6_frame(src: &str) -> Vec<u8> {
 }
 
 /// Three VLAN tags: more than the parser follows, so the frame counts as non-IP.
+///
+/// # Panics
+///
+/// If `src` is not an IPv4 address.
+#[must_use]
 pub fn triple_tagged_v4_frame(src: &str) -> Vec<u8> {
     ethernet(
         &[(ETH_P_8021AD, 1), (ETH_P_8021Q, 2), (ETH_P_8021Q, 3)],
@@ -297,17 +366,20 @@ pub fn triple_tagged_v4_frame(src: &str) -> Vec<u8> {
     )
 }
 
+#[must_use]
 pub fn arp_frame() -> Vec<u8> {
     ethernet(&[], ETH_P_ARP, &[0u8; 28])
 }
 
 /// `frame` cut to `len` bytes.
+#[must_use]
 pub fn truncated(mut frame: Vec<u8>, len: usize) -> Vec<u8> {
     frame.truncate(len);
     frame
 }
 
 /// An IPv4 frame whose header claims a version other than 4.
+#[must_use]
 pub fn bad_version_v4_frame(src: &str) -> Vec<u8> {
     let mut f = v4_frame(src);
     f[14] = 0x55;
@@ -315,6 +387,7 @@ pub fn bad_version_v4_frame(src: &str) -> Vec<u8> {
 }
 
 /// An IPv4 frame with IHL below 5.
+#[must_use]
 pub fn bad_ihl_v4_frame(src: &str) -> Vec<u8> {
     let mut f = v4_frame(src);
     f[14] = 0x44;

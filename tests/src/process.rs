@@ -6,6 +6,10 @@ use std::{
 };
 
 /// The proxy binary under test: `$PROXY_BIN`, else `target/debug/proxy` (built by `cargo xtask test`).
+///
+/// # Panics
+///
+/// If the binary is not there.
 pub fn proxy_bin() -> PathBuf {
     let path = std::env::var_os("PROXY_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/proxy"),
@@ -28,6 +32,11 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     /// Starts `cmd` with stdout and stderr going to `log`.
+    ///
+    /// # Panics
+    ///
+    /// If the log file cannot be created or `cmd` cannot be started.
+    #[must_use]
     pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).expect("create log file");
         let err = out.try_clone().expect("dup log file");
@@ -44,11 +53,18 @@ impl ChildGuard {
         }
     }
 
+    /// The process's PID.
+    ///
+    /// # Panics
+    ///
+    /// If the process has already been reaped.
+    #[must_use]
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.as_ref().expect("running").id()).expect("pid fits")
     }
 
     /// The process's output so far.
+    #[must_use]
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -67,6 +83,10 @@ impl ChildGuard {
     }
 
     /// SIGINT, then wait up to `timeout` for a clean exit; returns the exit code.
+    ///
+    /// # Panics
+    ///
+    /// If the process has already been reaped, or waiting for it fails.
     pub fn interrupt(&mut self, timeout: Duration) -> Option<i32> {
         self.signal(libc::SIGINT);
         let deadline = Instant::now() + timeout;
@@ -87,6 +107,10 @@ impl ChildGuard {
     }
 
     /// Whether the process has exited (and reaps it if so).
+    ///
+    /// # Panics
+    ///
+    /// If waiting for the process fails.
     pub fn exited(&mut self) -> bool {
         match self.child.as_mut() {
             None => true,
@@ -110,11 +134,16 @@ pub struct Output {
 }
 
 /// Runs the proxy CLI with `args` and waits for it.
+#[must_use]
 pub fn proxy_cli(args: &[&str]) -> Output {
     run(Command::new(proxy_bin()).args(args))
 }
 
 /// Runs a prepared command and collects its output.
+///
+/// # Panics
+///
+/// If the command cannot be started.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.stdin(Stdio::null()).output().expect("run command");
     Output {

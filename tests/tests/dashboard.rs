@@ -146,7 +146,7 @@ ttl = "10m"
     // A screenshot for people to look at.
     let shot = dir.path().join("dashboard.png");
     render(&w, dir.path(), Some(&shot));
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(&shot).map_or(0, |m| m.len());
     assert!(size > 10_000, "screenshot missing or empty ({size} bytes)");
     let keep: PathBuf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
     std::fs::create_dir_all(&keep).unwrap();

@@ -3,6 +3,7 @@
 //! Every case asserts one outcome: refused (with the status named), or forwarded as one
 //! unambiguous message. One test at a time (the harness makes network namespaces).
 use std::{
+    fmt::Write as _,
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
@@ -181,7 +182,7 @@ impl Origin {
             listener.set_nonblocking(true).unwrap();
             ready_tx.send(()).unwrap();
             // Bounded: the origin stops by itself after two minutes at most.
-            let deadline = Instant::now() + Duration::from_secs(120);
+            let deadline = Instant::now() + Duration::from_mins(2);
             while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((s, _)) => {
@@ -479,6 +480,10 @@ fn routes() -> String {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the authority rules one after another (absolute form, Host, HTTP/1.0, HTTP/2) on one proxy"
+)]
 fn one_authority_per_request() {
     let t = Hostile::start(101, &routes());
     // Absolute form wins, and the upstream sees the authority that was routed.
@@ -876,6 +881,10 @@ const SMUGGLING: &[(&str, &str, Outcome)] = &[
 ];
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the HTTP/1.1 corpus, then the HTTP/2 cases, on one proxy; each outcome's checks inline"
+)]
 fn request_smuggling_corpus() {
     let t = Hostile::start(103, &routes());
     for (what, bytes, outcome) in SMUGGLING {
@@ -1004,7 +1013,7 @@ fn request_smuggling_corpus() {
 
 /// A client preface, an empty SETTINGS frame, and one request on stream 1: a HEADERS frame
 /// whose header block is HPACK literals without indexing (any bytes, as a hostile client
-/// would send them), then one DATA frame with END_STREAM when `data` is not empty.
+/// would send them), then one DATA frame with `END_STREAM` when `data` is not empty.
 fn h2_request(headers: &[(&str, &[u8])], data: &[u8]) -> Vec<u8> {
     fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
         let len = u32::try_from(payload.len()).unwrap();
@@ -1027,7 +1036,7 @@ fn h2_request(headers: &[(&str, &[u8])], data: &[u8]) -> Vec<u8> {
         string(&mut block, name.as_bytes());
         string(&mut block, value);
     }
-    let end_stream = if data.is_empty() { 0x1 } else { 0 };
+    let end_stream = u8::from(data.is_empty());
     frame(&mut out, 0x1, 0x4 | end_stream, 1, &block);
     if !data.is_empty() {
         frame(&mut out, 0x0, 0x1, 1, data);
@@ -1182,6 +1191,10 @@ health = { path = "/health", interval = "200ms", timeout = "1s", fall = 1, rise 
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one trusted-proxy setup through limits, bans, blocks and the tracked-client bound, in order"
+)]
 fn limits_and_bans_hold_behind_a_trusted_proxy() {
     let body = r#"
 [server]
@@ -1316,12 +1329,13 @@ servers = ["127.0.0.1:9100"]
     // counted, memory does not grow.
     let mut flood = String::new();
     for i in 0..1500u32 {
-        flood.push_str(&format!(
+        let _ = write!(
+            flood,
             "GET /denied/x HTTP/1.1\r\nHost: www.test\r\nX-Forwarded-For: 10.{}.{}.{}\r\n\r\n",
             (i >> 16) & 0xff,
             (i >> 8) & 0xff,
             i & 0xff
-        ));
+        );
     }
     let responses = raw(t.ns(), PLAIN, flood.as_bytes(), Duration::from_secs(2));
     assert_eq!(responses.len(), 1500);
@@ -1357,6 +1371,10 @@ fn read_head(s: &mut TcpStream) -> String {
 const WS_REQUEST: &[u8] = b"GET /ws HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one proxy, then each kind of slow peer (HTTP/1.1, HTTP/2, WebSocket) in turn"
+)]
 fn slow_readers_and_tunnels_are_bounded() {
     let body = r#"
 [server]
@@ -1532,6 +1550,10 @@ fn slow_hash(password: &str) -> String {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one route's password checks: cost, checks off the worker, reuse, then bans, in order"
+)]
 fn password_checks_never_stall_the_worker() {
     use base64::Engine;
     let body = format!(
@@ -1776,7 +1798,7 @@ servers = ["127.0.0.1:9100"]
     let max = proxy_common::BLOCK_V6_MAX;
     let mut list = String::with_capacity(max as usize * 24);
     for i in 0..max {
-        list.push_str(&format!("2001:db8:{:x}:{:x}::1\n", i >> 16, i & 0xffff));
+        let _ = writeln!(list, "2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff);
     }
     let file = t.w.dir.path().join("many.txt");
     std::fs::write(&file, list).unwrap();

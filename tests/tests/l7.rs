@@ -982,6 +982,8 @@ servers = ["127.0.0.1:9000"]
 
 #[test]
 fn per_route_access_control_and_authentication() {
+    use base64::Engine;
+
     let hash_of = |cmd: &str, secret: &str| -> String {
         let mut child = std::process::Command::new(proxy_tests::process::proxy_bin())
             .arg(cmd)
@@ -1041,7 +1043,6 @@ servers = ["127.0.0.1:9000"]
     let r = t.get("a", "/ops/");
     assert_eq!(r.status, 401);
     assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"ops\""));
-    use base64::Engine;
     let good = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("alice:s3cret")

@@ -1,4 +1,4 @@
-//! Table-driven packet tests of the XDP and TC programs through BPF_PROG_TEST_RUN: each fixture
+//! Table-driven packet tests of the XDP and TC programs through `BPF_PROG_TEST_RUN`: each fixture
 //! is a description, a frame from the builder, and the expected verdict. Both programs must
 //! agree on every fixture (they share one parser and one decision).
 use proxy::{
@@ -36,6 +36,10 @@ struct Fixture {
     class: Class,
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the fixture table: one entry per packet shape, grouped by what it tests"
+)]
 fn fixtures() -> Vec<Fixture> {
     use Class::*;
     use Expect::*;
@@ -492,6 +496,10 @@ fn removing_an_entry_takes_effect_on_the_next_packet() {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one token bucket driven step by step: rate, burst, prefixes, extension headers, allowlist"
+)]
 fn syn_rate_limit_per_source_prefix() {
     require_root();
     proxy::kernel::ensure_bpffs().unwrap();
@@ -634,6 +642,10 @@ struct SynCase {
     counted: bool,
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the SYN case table: one entry per packet shape, counted or not"
+)]
 fn syn_cases() -> Vec<SynCase> {
     fn v4(what: &'static str, frame: fn(&str) -> Vec<u8>, counted: bool) -> SynCase {
         SynCase {

@@ -1,4 +1,4 @@
-//! Connection spreading across workers by the sk_reuseport program, with real sockets in a
+//! Connection spreading across workers by the `sk_reuseport` program, with real sockets in a
 //! network namespace. Connections are opened one at a time and each is seen counted by a
 //! worker before the next, so `least-loaded` is exactly predictable.
 use std::{
@@ -126,6 +126,10 @@ servers = ["{ORIGIN}"]
     }
 }
 
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "a worker count (at most MAX_WORKERS), exact in f64"
+)]
 fn imbalance(counts: &[u32]) -> f64 {
     let max = f64::from(*counts.iter().max().unwrap());
     let mean = f64::from(counts.iter().sum::<u32>()) / counts.len() as f64;

@@ -1,8 +1,9 @@
 //! `cargo xtask bench attack`: legitimate HTTP throughput and p99 while a bounded SYN flood from
 //! a blocked source address hits the proxy, for: no flood; the blocklist in XDP; the same
-//! blocklist enforced in userspace at accept() (`attach = "none"`); the same blocklist in
+//! blocklist enforced in userspace at `accept()` (`attach = "none"`); the same blocklist in
 //! nftables (netdev ingress). All inside network namespaces this benchmark makes and removes.
 use std::{
+    fmt::Write as _,
     net::Ipv4Addr,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
@@ -16,7 +17,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::util::{Procs, ip, median_range, output, run};
+use crate::util::{Procs, ip, median_range, output, run, to_f64};
 
 const SRV: &str = "pxb-srv";
 const LEGIT: &str = "pxb-legit";
@@ -90,6 +91,10 @@ fn in_ns(ns: &str, program: &Path) -> Command {
     c
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the loop folds the sum to 16 bits before the cast"
+)]
 fn checksum(data: &[u8], initial: u32) -> u16 {
     let mut sum = initial;
     for chunk in data.chunks(2) {
@@ -103,13 +108,17 @@ fn checksum(data: &[u8], initial: u32) -> u16 {
 
 /// Sends TCP SYNs from `src` to `dst:port` through a raw socket, from inside network namespace
 /// `ns`, until `stop` or `limit`; returns how many were sent. Bounded in time by the caller.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "AF_INET (2) fits a sa_family_t, and size_of::<sockaddr_in>() (16) a socklen_t"
+)]
 fn syn_flood(
     ns: &str,
     src: Ipv4Addr,
     dst: Ipv4Addr,
     port: u16,
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
 ) -> anyhow::Result<()> {
     let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
     // SAFETY: setns on a namespace fd only changes this thread's network namespace.
@@ -210,6 +219,10 @@ fn parse_wrk(out: &str) -> Option<(f64, f64)> {
     Some((rps, ms))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run start to end: namespaces, servers, flood and load, then teardown, in order"
+)]
 fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
     let _net = Net::up()?;
     let attach = if mode == "xdp" { "xdp" } else { "none" };
@@ -310,7 +323,7 @@ fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
                 libc::CPU_SET(1, &mut set);
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
             }
-            syn_flood(FLOOD, FLOOD_IP, SRV_FLOOD, 8080, stop, sent)
+            syn_flood(FLOOD, FLOOD_IP, SRV_FLOOD, 8080, &stop, &sent)
         })
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -346,7 +359,7 @@ fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
     Ok(Run {
         rps,
         p99_ms,
-        flood_pps: sent.load(Ordering::Relaxed) as f64 / elapsed,
+        flood_pps: to_f64(sent.load(Ordering::Relaxed)) / elapsed,
     })
 }
 
@@ -395,10 +408,11 @@ pub fn attack(bin: &Path) -> anyhow::Result<(String, String)> {
             "userspace" => "blocklist at accept() (attach none)",
             _ => "nftables netdev ingress drop",
         };
-        md.push_str(&format!(
-            "| {label} | {rps:.0} ({rlo:.0}..{rhi:.0}) | {:.2} | {p99:.2} ({plo:.2}..{phi:.2}) | {pps:.0} |\n",
+        let _ = writeln!(
+            md,
+            "| {label} | {rps:.0} ({rlo:.0}..{rhi:.0}) | {:.2} | {p99:.2} ({plo:.2}..{phi:.2}) | {pps:.0} |",
             rps / base_rps
-        ));
+        );
         json.push(format!("{{\"mode\": \"{mode}\", \"legit_rps\": {rps:.0}, \"legit_p99_ms\": {p99:.3}, \"flood_pps\": {pps:.0}}}"));
     }
     md.push('\n');

@@ -19,6 +19,7 @@
 //! Every load is bounded in time and stays on 127.0.0.1. Results go to `docs/benchmarks.md`
 //! (a section per scenario) and `docs/benchmarks/<scenario>.json`.
 use std::{
+    fmt::Write as _,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::Path,
@@ -35,13 +36,17 @@ use anyhow::{Context, bail};
 use crate::{
     run::build,
     setup::setup,
-    util::{Procs, is_root, median_range, percentile, step, workspace},
+    util::{Procs, is_root, median_range, percentile, step, to_f64, workspace},
 };
 
 const SCENARIOS: [&str; 8] = [
     "l7", "h2", "tls", "cache", "xdp", "attack", "spread", "memory",
 ];
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one step per scenario, then the document put together from their sections"
+)]
 pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     crate::util::stop_children_on_signal();
@@ -290,6 +295,10 @@ struct SpreadRun {
     heavy_rps: f64,
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run start to end: proxy, heavy and short clients, sampling, in order"
+)]
 fn spread_once(bin: &Path, policy: &str, dir: &Path) -> anyhow::Result<SpreadRun> {
     let config = dir.join(format!("spread-{policy}.toml"));
     std::fs::write(
@@ -384,7 +393,7 @@ fn spread_once(bin: &Path, policy: &str, dir: &Path) -> anyhow::Result<SpreadRun
         let total: f64 = counts.iter().sum();
         if counts.len() == WORKERS as usize && total > 0.0 {
             let max = counts.iter().copied().fold(0.0, f64::max);
-            ratios.push(max / (total / counts.len() as f64));
+            ratios.push(max / (total / f64::from(WORKERS)));
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -392,7 +401,7 @@ fn spread_once(bin: &Path, policy: &str, dir: &Path) -> anyhow::Result<SpreadRun
     for t in threads {
         latencies.extend(t.join().unwrap_or_default());
     }
-    let heavy = heavy_done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let heavy = to_f64(heavy_done.load(Ordering::Relaxed)) / started.elapsed().as_secs_f64();
     drop(procs);
     let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{INSTANCE}"));
     latencies.sort_by(f64::total_cmp);
@@ -441,9 +450,10 @@ fn spread() -> anyhow::Result<(String, String)> {
         let (p50, p50_lo, p50_hi) = f(|r| r.p50_ms);
         let (p99, p99_lo, p99_hi) = f(|r| r.p99_ms);
         let (rps, rps_lo, rps_hi) = f(|r| r.heavy_rps);
-        md.push_str(&format!(
-            "| {policy} | {im:.2} ({im_lo:.2}..{im_hi:.2}) | {p50:.2} ({p50_lo:.2}..{p50_hi:.2}) | {p99:.2} ({p99_lo:.2}..{p99_hi:.2}) | {rps:.0} ({rps_lo:.0}..{rps_hi:.0}) |\n"
-        ));
+        let _ = writeln!(
+            md,
+            "| {policy} | {im:.2} ({im_lo:.2}..{im_hi:.2}) | {p50:.2} ({p50_lo:.2}..{p50_hi:.2}) | {p99:.2} ({p99_lo:.2}..{p99_hi:.2}) | {rps:.0} ({rps_lo:.0}..{rps_hi:.0}) |"
+        );
         json.push(format!(
             "{{\"policy\": \"{policy}\", \"imbalance\": {im:.3}, \"short_p50_ms\": {p50:.3}, \"short_p99_ms\": {p99:.3}, \"heavy_rps\": {rps:.0}}}"
         ));

@@ -9,7 +9,7 @@
 //! Same method as `l7`: systems under test and the origin on CPU 0, wrk on CPU 1, targets
 //! interleaved, 3 repetitions, medians with their range; CPU per request is the serving
 //! process's own user+system time.
-use std::{path::Path, time::Duration};
+use std::{fmt::Write as _, path::Path, time::Duration};
 
 use anyhow::Context;
 
@@ -41,6 +41,10 @@ fn get_head(port: u16) -> anyhow::Result<String> {
     Ok(text.split("\r\n\r\n").next().unwrap_or("").to_owned())
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the scenario start to end: servers, checks, measured runs, then the table"
+)]
 pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
     let dir = bench_dir("cache")?;
     let unique = workspace().join("xtask/bench/unique.lua");
@@ -191,10 +195,11 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "–".to_owned(),
         };
-        md.push_str(&format!(
-            "| {name} | {rps:.0} ({lo:.0}..{hi:.0}) | {ratio:.2} | {p50:.2} | {p99:.2} | {} | {c_ratio} |\n",
+        let _ = writeln!(
+            md,
+            "| {name} | {rps:.0} ({lo:.0}..{hi:.0}) | {ratio:.2} | {p50:.2} | {p99:.2} | {} | {c_ratio} |",
             c.map_or_else(|| "–".to_owned(), |c| format!("{c:.1}")),
-        ));
+        );
         json.push(format!(
             "{{\"target\": \"{name}\", \"rps\": {rps:.0}, \"rps_min\": {lo:.0}, \"rps_max\": {hi:.0}, \"p50_ms\": {p50:.3}, \"p99_ms\": {p99:.3}, \"cpu_us_per_request\": {}}}",
             c.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))

@@ -4,7 +4,7 @@
 //!
 //! cargo-fuzz needs nightly flags (`-Z sanitizer`); the stable toolchain accepts them with
 //! `RUSTC_BOOTSTRAP=1`, since rustup cannot download a nightly here. The targets are the
-//! files in proxy/fuzz/fuzz_targets/; committed seeds are in proxy/fuzz/seeds/<target>/, the
+//! files in `proxy/fuzz/fuzz_targets/`; committed seeds are in proxy/fuzz/seeds/<target>/, the
 //! corpus a run grows in proxy/fuzz/corpus/<target>/ and crash inputs in
 //! proxy/fuzz/artifacts/<target>/ (both ignored by git).
 use std::{
@@ -27,7 +27,7 @@ fn fuzz_dir() -> PathBuf {
     workspace().join("proxy").join("fuzz")
 }
 
-/// Every fuzz target: the files in proxy/fuzz/fuzz_targets/, sorted.
+/// Every fuzz target: the files in `proxy/fuzz/fuzz_targets/`, sorted.
 pub fn targets() -> anyhow::Result<Vec<String>> {
     let dir = fuzz_dir().join("fuzz_targets");
     let mut names = Vec::new();

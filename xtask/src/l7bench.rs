@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::util::{Procs, cargo, median_range, run, step, workspace};
+use crate::util::{Procs, cargo, median_range, run, step, to_f64, workspace};
 
 const RUN: Duration = Duration::from_secs(6);
 
@@ -271,13 +271,17 @@ fn wrk_once(
         p50_ms: field("50%").and_then(|v| ms(&v)).unwrap_or(f64::NAN),
         p99_ms: field("99%").and_then(|v| ms(&v)).unwrap_or(f64::NAN),
         cpu_us: match (before, after) {
-            (Some(b), Some(a)) if total > 0.0 => Some((a - b) as f64 * 10_000.0 / total),
+            (Some(b), Some(a)) if total > 0.0 => Some(to_f64(a - b) * 10_000.0 / total),
             _ => None,
         },
     })
 }
 
 /// Runs the scenario; returns the Markdown section and a JSON object.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the scenario start to end: servers, measured runs, then the table"
+)]
 pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
     let dir = bench_dir("l7")?;
     let mut procs = Procs(Vec::new());
@@ -390,12 +394,13 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
         let (p99, _, _) = median_range(&ss.iter().map(|s| s.p99_ms).collect::<Vec<_>>());
         let cpus: Vec<f64> = ss.iter().filter_map(|s| s.cpu_us).collect();
         let cpu = (!cpus.is_empty()).then(|| median_range(&cpus).0);
-        md.push_str(&format!(
-            "| {name} | {rps:.0} ({lo:.0}..{hi:.0}) | {:.2} | {p50:.2} | {p99:.2} | {} | {} |\n",
+        let _ = writeln!(
+            md,
+            "| {name} | {rps:.0} ({lo:.0}..{hi:.0}) | {:.2} | {p50:.2} | {p99:.2} | {} | {} |",
             rps / nginx_rps,
             cpu.map_or_else(|| "–".to_owned(), |c| format!("{c:.1}")),
             cpu.map_or_else(|| "–".to_owned(), |c| format!("{:.2}", c / nginx_cpu)),
-        ));
+        );
         let counts = if *name == "proxy" {
             format!(
                 ", \"allocations_per_request\": {allocs:.2}, \"task_polls_per_request\": {polls:.3}"

@@ -48,6 +48,10 @@ enum Command {
     /// the target and the crash input if one crashes.
     Fuzz {
         /// Targets to run (default: all): the files in proxy/fuzz/fuzz_targets/.
+        #[expect(
+            clippy::doc_markdown,
+            reason = "clap prints this doc comment as --help text, where backticks would show"
+        )]
         targets: Vec<String>,
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]

@@ -4,6 +4,7 @@
 //! set up its HTTP state for it) and then stays open and idle. RSS is summed over the server's
 //! processes (nginx: master and worker) from /proc, before and with the connections.
 use std::{
+    fmt::Write as _,
     io::{Read, Write},
     net::TcpStream,
     path::Path,
@@ -14,12 +15,12 @@ use anyhow::{Context, bail};
 
 use crate::{
     l7bench::{bench_dir, pinned, template, wait_port},
-    util::{Procs, median_range},
+    util::{Procs, median_range, to_f64},
 };
 
 const CONNECTIONS: usize = 10_000;
 
-/// VmRSS of `pid` and its children, in KiB.
+/// `VmRSS` of `pid` and its children, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let own = |p: u32| {
         std::fs::read_to_string(format!("/proc/{p}/status"))
@@ -78,14 +79,14 @@ fn raise_nofile() {
     };
     // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit we own.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut l) == 0 {
             let hard = l.rlim_max;
             l.rlim_max = hard.max(65536);
             l.rlim_cur = l.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const l) != 0 {
                 l.rlim_max = hard;
                 l.rlim_cur = hard;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &raw const l);
             }
         }
     }
@@ -160,10 +161,10 @@ pub fn memory(bin: &Path) -> anyhow::Result<(String, String)> {
             eprintln!(
                 "    rep {} {name:<8} idle {:>7.1} MiB  with {CONNECTIONS} connections {:>7.1} MiB  ({:.2} KiB/connection)  after they closed {:>7.1} MiB",
                 rep + 1,
-                idle as f64 / 1024.0,
-                loaded as f64 / 1024.0,
-                loaded.saturating_sub(idle) as f64 / CONNECTIONS as f64,
-                after as f64 / 1024.0,
+                to_f64(idle) / 1024.0,
+                to_f64(loaded) / 1024.0,
+                to_f64(loaded.saturating_sub(idle)) / to_f64(CONNECTIONS as u64),
+                to_f64(after) / 1024.0,
             );
             samples[i].push((idle, loaded, after));
         }
@@ -177,7 +178,7 @@ pub fn memory(bin: &Path) -> anyhow::Result<(String, String)> {
         median_range(
             &samples[i]
                 .iter()
-                .map(|s| s.1 as f64 / 1024.0)
+                .map(|s| to_f64(s.1) / 1024.0)
                 .collect::<Vec<_>>(),
         )
     };
@@ -195,17 +196,18 @@ pub fn memory(bin: &Path) -> anyhow::Result<(String, String)> {
         let (idle, _, _) = median_range(
             &samples[i]
                 .iter()
-                .map(|s| s.0 as f64 / 1024.0)
+                .map(|s| to_f64(s.0) / 1024.0)
                 .collect::<Vec<_>>(),
         );
         let (loaded, lo, hi) = loaded_med(i);
-        let per = (loaded - idle) * 1024.0 / CONNECTIONS as f64;
+        let per = (loaded - idle) * 1024.0 / to_f64(CONNECTIONS as u64);
         // Measured 11 s after the closes in the first repetition only.
-        let after = samples[i][0].2 as f64 / 1024.0;
-        md.push_str(&format!(
-            "| {name} | {idle:.1} | {loaded:.1} ({lo:.1}..{hi:.1}) | {:.2} | {per:.2} | {after:.1} |\n",
+        let after = to_f64(samples[i][0].2) / 1024.0;
+        let _ = writeln!(
+            md,
+            "| {name} | {idle:.1} | {loaded:.1} ({lo:.1}..{hi:.1}) | {:.2} | {per:.2} | {after:.1} |",
             loaded / nginx_loaded
-        ));
+        );
         json.push(format!(
             "{{\"server\": \"{name}\", \"idle_mib\": {idle:.2}, \"loaded_mib\": {loaded:.2}, \"kib_per_connection\": {per:.3}, \"after_close_mib\": {after:.2}}}"
         ));

@@ -9,6 +9,7 @@
 //!   per second (wrk, `Connection: close`, so every request is a new connection and a full
 //!   handshake) and keep-alive requests per second.
 use std::{
+    fmt::Write as _,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
@@ -20,12 +21,12 @@ use crate::{
     l7bench::{
         Sample, bench_dir, cpu_ticks, nginx_worker, pinned, report, template, wait_port, wrk_url,
     },
-    util::{Procs, median_range, percentile, workspace},
+    util::{Procs, median_range, percentile, to_f64, workspace},
 };
 
 const RUN: Duration = Duration::from_secs(6);
 
-fn arg(p: std::path::PathBuf) -> String {
+fn arg(p: &Path) -> String {
     p.to_str().unwrap_or_default().to_owned()
 }
 
@@ -83,13 +84,13 @@ fn h2load_once(url: &str, secs: u64, pid: Option<u32>, log: &Path) -> anyhow::Re
         .map(|us| us / 1000.0)
         .collect();
     durations.sort_by(f64::total_cmp);
-    let done = count(" done") as f64;
+    let done = to_f64(count(" done"));
     Ok(Sample {
         rps,
         p50_ms: percentile(&durations, 0.50),
         p99_ms: percentile(&durations, 0.99),
         cpu_us: match (before, after) {
-            (Some(b), Some(a)) if done > 0.0 => Some((a - b) as f64 * 10_000.0 / done),
+            (Some(b), Some(a)) if done > 0.0 => Some(to_f64(a - b) * 10_000.0 / done),
             _ => None,
         },
     })
@@ -118,11 +119,12 @@ fn table(
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "–".to_owned(),
         };
-        md.push_str(&format!(
-            "| {label}{name} | {rps:.0} ({lo:.0}..{hi:.0}) | {:.2} | {p50:.2} | {p99:.2} | {} | {cpu_vs} |\n",
+        let _ = writeln!(
+            md,
+            "| {label}{name} | {rps:.0} ({lo:.0}..{hi:.0}) | {:.2} | {p50:.2} | {p99:.2} | {} | {cpu_vs} |",
             rps / rps_of(reference).0,
             cpu.map_or_else(|| "–".to_owned(), |c| format!("{c:.1}")),
-        ));
+        );
         json.push(format!(
             "{{\"target\": \"{label}{name}\", \"rps\": {rps:.0}, \"rps_min\": {lo:.0}, \"rps_max\": {hi:.0}, \"p50_ms\": {p50:.3}, \"p99_ms\": {p99:.3}, \"cpu_us_per_request\": {}}}",
             cpu.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
@@ -175,7 +177,7 @@ fn origin_and_nginx(dir: &Path, conf: &str) -> anyhow::Result<Procs> {
     let mut procs = Procs(Vec::new());
     for (what, c) in [("the origin nginx", "origin-nginx.conf"), ("nginx", conf)] {
         procs.0.push(
-            pinned("nginx", &["-c", &arg(template(c, dir)?)])
+            pinned("nginx", &["-c", &arg(&template(c, dir)?)])
                 .spawn()
                 .with_context(|| format!("starting {what}"))?,
         );
@@ -186,7 +188,7 @@ fn origin_and_nginx(dir: &Path, conf: &str) -> anyhow::Result<Procs> {
 pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
     let dir = bench_dir("h2")?;
     let mut procs = origin_and_nginx(&dir, "nginx-h2.conf")?;
-    let haproxy = pinned("haproxy", &["-f", &arg(template("haproxy-h2.cfg", &dir)?)])
+    let haproxy = pinned("haproxy", &["-f", &arg(&template("haproxy-h2.cfg", &dir)?)])
         .spawn()
         .context("starting haproxy")?;
     let haproxy_pid = haproxy.id();
@@ -194,7 +196,7 @@ pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-h2");
     let proxy = pinned(
         bin.join("proxy").to_str().unwrap_or_default(),
-        &["run", "--config", &arg(template("proxy-h2.toml", &dir)?)],
+        &["run", "--config", &arg(&template("proxy-h2.toml", &dir)?)],
     )
     .spawn()
     .context("starting the proxy")?;
@@ -269,7 +271,7 @@ pub fn tls(bin: &Path) -> anyhow::Result<(String, String)> {
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/proxy/bench-tls");
     let proxy = pinned(
         bin.join("proxy").to_str().unwrap_or_default(),
-        &["run", "--config", &arg(template("proxy-tls.toml", &dir)?)],
+        &["run", "--config", &arg(&template("proxy-tls.toml", &dir)?)],
     )
     .spawn()
     .context("starting the proxy")?;

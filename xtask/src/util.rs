@@ -103,12 +103,26 @@ impl Drop for Procs {
     }
 }
 
+/// `n` as f64, for rates, averages and reports.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "the counts measured here (requests, packets, KiB, clock ticks) stay far below 2^53, where f64 is exact"
+)]
+pub fn to_f64(n: u64) -> f64 {
+    n as f64
+}
+
 /// The value at fraction `p` (0..=1) of already sorted samples; NaN when there are none.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "p is in 0..=1, so the rounded index is a whole number in 0..len"
+)]
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    let idx = ((to_f64(sorted.len() as u64) - 1.0) * p).round() as usize;
     sorted[idx]
 }
 
@@ -194,13 +208,18 @@ impl Foreign {
 
     /// Foreign CPU time since `start`, as a share of one CPU; also kept in
     /// [`FOREIGN_MAX_PERMILLE`].
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a non-negative share in permille, far below u64::MAX"
+    )]
     pub fn share(&self) -> f64 {
         let ticks: u64 = foreign_processes()
             .iter()
             .map(|(pid, t)| t.saturating_sub(self.before.get(pid).copied().unwrap_or(0)))
             .sum();
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let share = ticks as f64 / 100.0 / secs;
+        let share = to_f64(ticks) / 100.0 / secs;
         FOREIGN_MAX_PERMILLE.fetch_max(
             (share * 1000.0) as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -211,7 +230,7 @@ impl Foreign {
 
 /// The line each scenario's section ends with about foreign load.
 pub fn foreign_note() -> String {
-    let worst = FOREIGN_MAX_PERMILLE.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 10.0;
+    let worst = to_f64(FOREIGN_MAX_PERMILLE.swap(0, std::sync::atomic::Ordering::Relaxed)) / 10.0;
     format!(
         "Foreign CPU load (processes other than the benchmark's own, per /proc) during the measured runs: at most \
          {worst:.1} % of one CPU; runs above {:.0} % are discarded and repeated.\n",

@@ -5,6 +5,7 @@
 //! Measured: packets per second sent and dropped, and the CPU the receive path spent per
 //! packet (softirq time from /proc/stat: on veth the receive side runs in softirq context).
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -12,7 +13,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::util::{Procs, ip, median_range, output, run};
+use crate::util::{Procs, ip, median_range, output, run, to_f64};
 
 const SND: &str = "pxx-snd";
 const RCV: &str = "pxx-rcv";
@@ -73,7 +74,7 @@ fn prefixes() -> String {
     for i in 0..PREFIXES {
         let n = 11u32 << 24 | (u32::try_from(i).unwrap_or(0) * 256);
         let o = n.to_be_bytes();
-        out.push_str(&format!("{}.{}.{}.0/24\n", o[0], o[1], o[2]));
+        let _ = writeln!(out, "{}.{}.{}.0/24", o[0], o[1], o[2]);
     }
     out
 }
@@ -99,6 +100,10 @@ fn dropped_by_proxy(bin: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run start to end: namespaces, filter, the send, then the counters, in order"
+)]
 fn one(bin: &Path, dir: &Path, mode: &str, list: &Path) -> anyhow::Result<Run> {
     let _net = Net::up()?;
     let conf = dir.join("trafgen.cfg");
@@ -236,9 +241,9 @@ fn one(bin: &Path, dir: &Path, mode: &str, list: &Path) -> anyhow::Result<Run> {
     drop(procs);
     let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{INSTANCE}"));
     Ok(Run {
-        sent_pps: PACKETS as f64 / elapsed,
+        sent_pps: to_f64(PACKETS) / elapsed,
         dropped,
-        softirq_ns: soft as f64 * 10_000_000.0 / PACKETS as f64,
+        softirq_ns: to_f64(soft) * 10_000_000.0 / to_f64(PACKETS),
     })
 }
 
@@ -293,21 +298,23 @@ pub fn xdp(bin: &Path) -> anyhow::Result<(String, String)> {
             "tc" => "proxy TC",
             _ => "nftables set",
         };
-        md.push_str(&format!(
-            "| {label} | {pps:.0} ({lo:.0}..{hi:.0}) | {} | {ns:.0} | {:.2} |\n",
+        let _ = writeln!(
+            md,
+            "| {label} | {pps:.0} ({lo:.0}..{hi:.0}) | {} | {ns:.0} | {:.2} |",
             if *mode == "none" {
                 "–".to_owned()
             } else {
                 format!("≥ {dropped}")
             },
             ns / base_ns
-        ));
+        );
         json.push(format!(
             "{{\"mode\": \"{label}\", \"sent_pps\": {pps:.0}, \"dropped_pps\": {}, \"softirq_ns_per_packet\": {ns:.1}}}",
             if *mode == "none" { 0.0 } else { pps }
         ));
     }
-    md.push_str(&format!(
+    let _ = write!(
+        md,
         "\nOn veth, native XDP is not the fast path it is on a physical NIC: the packets arrive as socket buffers \
          that veth converts to XDP buffers (and back to the peer's NAPI ring) before the program runs, while TC \
          runs on the socket buffer as it is. On a NIC with a native XDP driver the program runs before any socket \
@@ -318,7 +325,7 @@ pub fn xdp(bin: &Path) -> anyhow::Result<(String, String)> {
          cost is the lookup in an LPM trie of that size (the kernel's trie walks a node per prefix bit; a hash \
          map per prefix length would be the next step). A filter pays off against traffic the stack must work \
          for, such as the SYN flood of the `attack` scenario on an open port.\n"
-    ));
+    );
     md.push('\n');
     Ok((
         md,

@@ -14,6 +14,10 @@ const MAX_DELTA: u64 = 1 << 31;
 
 /// The directives of a `Cache-Control` header (all of its field lines).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per RFC 9111 directive; the boolean ones are independent flags"
+)]
 pub struct Directives {
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
@@ -122,15 +126,12 @@ fn split_list(text: &str) -> impl Iterator<Item = &str> {
             ',' if !quoted => Some(i),
             _ => None,
         });
-        match end {
-            Some(i) => {
-                rest = Some(&t[i + 1..]);
-                Some(&t[..i])
-            }
-            None => {
-                rest = None;
-                Some(t)
-            }
+        if let Some(i) = end {
+            rest = Some(&t[i + 1..]);
+            Some(&t[..i])
+        } else {
+            rest = None;
+            Some(t)
         }
     })
     .map(str::trim)
@@ -433,7 +434,7 @@ mod tests {
             default_ttl: Duration::ZERO,
             heuristic: true,
             heuristic_fraction: 0.1,
-            heuristic_max: Duration::from_secs(86400),
+            heuristic_max: Duration::from_hours(24),
         }
     }
 

@@ -108,7 +108,7 @@ impl Policy {
         })
     }
 
-    /// The request's values of the key headers (an empty map without key_headers).
+    /// The request's values of the key headers (an empty map without `key_headers`).
     #[must_use]
     pub fn key_header_values(&self, headers: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::new();
@@ -204,6 +204,10 @@ impl Object {
 
     /// Seconds of freshness left (negative when stale), for `Cache-Status: ttl`.
     #[must_use]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a whole number of seconds; `as` saturates on the (absurd) out-of-range ones"
+    )]
     pub fn ttl(&self, now: SystemTime) -> i64 {
         let age = self.age(now).as_secs_f64();
         (self.lifetime.as_secs_f64() - age).floor() as i64
@@ -231,7 +235,7 @@ impl Object {
             let too_old = req.max_age.is_some_and(|m| age > Duration::from_secs(m));
             let not_fresh_enough = req
                 .min_fresh
-                .is_some_and(|m| self.lifetime - age < Duration::from_secs(m));
+                .is_some_and(|m| self.lifetime.saturating_sub(age) < Duration::from_secs(m));
             return if too_old || not_fresh_enough {
                 Use::Validate
             } else {
@@ -241,7 +245,7 @@ impl Object {
         if !self.stale_allowed() {
             return Use::Validate;
         }
-        let staleness = age - self.lifetime;
+        let staleness = age.saturating_sub(self.lifetime);
         match req.max_stale {
             Some(None) => return Use::StaleAccepted,
             Some(Some(n)) if staleness <= Duration::from_secs(n) => return Use::StaleAccepted,
@@ -261,7 +265,7 @@ impl Object {
             return false;
         }
         let age = self.age(now);
-        age < self.lifetime || age - self.lifetime < self.sie
+        age < self.lifetime || age.saturating_sub(self.lifetime) < self.sie
     }
 
     fn weight(&self, key: &str) -> u32 {
@@ -340,7 +344,10 @@ impl Stats {
         let served = self.hits.load(Ordering::Relaxed) + self.stale.load(Ordering::Relaxed);
         let total =
             served + self.misses.load(Ordering::Relaxed) + self.revalidated.load(Ordering::Relaxed);
-        #[allow(clippy::cast_precision_loss)]
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "request counts stay far below 2^52, and a ratio needs no exact count anyway"
+        )]
         (total > 0).then(|| served as f64 / total as f64)
     }
 }
@@ -533,6 +540,10 @@ impl Cache {
     }
 
     /// Becomes the filler for `key`, or learns whom to wait for.
+    ///
+    /// # Panics
+    ///
+    /// If the fill-lock mutex is poisoned (a thread panicked while holding it).
     pub fn fill(self: &Arc<Self>, key: &str) -> Fill {
         let mut locks = self.locks.lock().expect("cache locks");
         if let Some((_, rx)) = locks.get(key) {
@@ -609,11 +620,11 @@ mod tests {
             body: Bytes::from(body.to_owned()),
             response_time: SystemTime::now(),
             initial_age: Duration::ZERO,
-            lifetime: Duration::from_secs(60),
+            lifetime: Duration::from_mins(1),
             cc: Directives::default(),
             swr: Duration::ZERO,
             sie: Duration::ZERO,
-            keep: Duration::from_secs(60),
+            keep: Duration::from_mins(1),
             vary: vary
                 .iter()
                 .map(|v| HeaderName::from_bytes(v.as_bytes()).unwrap())

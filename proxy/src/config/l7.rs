@@ -71,13 +71,13 @@ fn d30s() -> Duration {
     Duration::from_secs(30)
 }
 fn d60s() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_mins(1)
 }
 fn d90s() -> Duration {
     Duration::from_secs(90)
 }
 fn d300s() -> Duration {
-    Duration::from_secs(300)
+    Duration::from_mins(5)
 }
 fn d5s() -> Duration {
     Duration::from_secs(5)
@@ -89,13 +89,13 @@ fn d0s() -> Duration {
     Duration::ZERO
 }
 fn d1h() -> Duration {
-    Duration::from_secs(3600)
+    Duration::from_hours(1)
 }
 fn d10m() -> Duration {
-    Duration::from_secs(600)
+    Duration::from_mins(10)
 }
 fn d1d() -> Duration {
-    Duration::from_secs(86400)
+    Duration::from_hours(24)
 }
 fn default_heuristic_fraction() -> f64 {
     0.1
@@ -226,6 +226,10 @@ fn default_cache_bytes() -> u64 {
 /// `[route.cache]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "mirrors the `[route.cache]` table, whose on/off settings are independent"
+)]
 pub struct RouteCache {
     /// Turn caching off on this route while keeping the table.
     #[serde(default = "yes")]
@@ -703,10 +707,10 @@ fn one_u32() -> u32 {
     1
 }
 fn d600s() -> Duration {
-    Duration::from_secs(600)
+    Duration::from_mins(10)
 }
 fn d86400s() -> Duration {
-    Duration::from_secs(86400)
+    Duration::from_hours(24)
 }
 fn p32() -> u8 {
     32

@@ -47,6 +47,10 @@ pub enum AttachMode {
     /// TC ingress classifier only (tcx where the kernel has it, else clsact).
     Tc,
     /// No kernel programs: the proxy enforces the blocklist at accept().
+    #[expect(
+        clippy::doc_markdown,
+        reason = "clap prints this doc comment as the value's --help text, where backticks would show"
+    )]
     None,
 }
 
@@ -77,7 +81,7 @@ pub struct Config {
     /// as `proxy=debug`); `RUST_LOG` wins when set.
     #[serde(default = "default_log_level")]
     pub log_level: String,
-    /// Run as this user after start-up (keeping only CAP_BPF); default: stay root.
+    /// Run as this user after start-up (keeping only `CAP_BPF`); default: stay root.
     #[serde(default)]
     pub user: Option<String>,
     /// Worker threads, each with its own runtime and its own socket per listener; default: the
@@ -206,7 +210,7 @@ pub(crate) mod duration {
     /// The longest duration a config may give (100 years). Timers add durations to the clock,
     /// which overflows (and panicked, e.g. on every request body with `body_read_timeout =
     /// "300000000000y"`) for durations near what humantime accepts.
-    pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+    pub const MAX: Duration = Duration::from_hours(100 * 365 * 24);
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
@@ -289,6 +293,10 @@ impl Config {
             .unwrap_or_else(|| default_state_file(&self.instance))
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one flat run of independent checks, one per setting, in the config's order"
+    )]
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: String, problem: String| ConfigError::Invalid {
             path: path.to_owned(),
@@ -685,6 +693,8 @@ pub fn default_state_file(instance: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     const GOOD: &str = r#"
@@ -803,7 +813,10 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("limits.h2_max_header_list_bytes"), "{e}");
-        let rules: String = (0..1001).map(|i| format!("\"x-{i}\" = \"v\"\n")).collect();
+        let rules = (0..1001).fold(String::new(), |mut rules, i| {
+            let _ = writeln!(rules, "\"x-{i}\" = \"v\"");
+            rules
+        });
         let e = parse(&format!(
             "{GOOD}\n[[route]]\nupstream = \"app\"\n[route.headers.request.add]\n{rules}"
         ))

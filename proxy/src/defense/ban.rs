@@ -257,7 +257,7 @@ impl BanEngine {
         let now = Instant::now();
         self.windows.retain(|_, w| {
             w.start
-                .is_some_and(|s| now.duration_since(s) < Duration::from_secs(3600))
+                .is_some_and(|s| now.duration_since(s) < Duration::from_hours(1))
         });
     }
 }

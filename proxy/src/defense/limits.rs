@@ -49,6 +49,10 @@ impl<K: Hash + Eq + Clone, V: Default> Sharded<K, V> {
 
     /// Runs `f` on the entry of `key` (created with `V::default()` when absent; in a full
     /// shard another entry is evicted first).
+    ///
+    /// # Panics
+    ///
+    /// If the shard's mutex is poisoned (a thread panicked while holding it).
     pub fn with<R>(&self, key: K, f: impl FnOnce(&mut V) -> R) -> R {
         let mut shard = self.shard(&key).lock().expect("shard lock");
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {
@@ -69,6 +73,10 @@ impl<K: Hash + Eq + Clone, V: Default> Sharded<K, V> {
     }
 
     /// Runs `f` on the entry of `key` if it exists.
+    ///
+    /// # Panics
+    ///
+    /// If the shard's mutex is poisoned (a thread panicked while holding it).
     pub fn with_existing<R>(&self, key: &K, f: impl FnOnce(&mut V) -> R) -> Option<R> {
         self.shard(key)
             .lock()
@@ -78,12 +86,21 @@ impl<K: Hash + Eq + Clone, V: Default> Sharded<K, V> {
     }
 
     /// Keeps only the entries for which `keep` is true.
+    ///
+    /// # Panics
+    ///
+    /// If a shard's mutex is poisoned (a thread panicked while holding it).
     pub fn retain(&self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         for shard in &self.shards {
             shard.lock().expect("shard lock").retain(|k, v| keep(k, v));
         }
     }
 
+    /// Entries in all shards together.
+    ///
+    /// # Panics
+    ///
+    /// If a shard's mutex is poisoned (a thread panicked while holding it).
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -277,7 +294,7 @@ impl ClientLimits {
     pub fn sweep(&self) {
         let now = Instant::now();
         self.buckets
-            .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(60));
+            .retain(|_, b| now.duration_since(b.last) < Duration::from_mins(1));
         self.connections.retain(|_, n| *n > 0);
         self.in_flight.retain(|_, n| *n > 0);
     }

@@ -3,6 +3,7 @@
 //! against SHA-256 digests. Secrets are never stored in the config in clear.
 use std::{
     collections::{HashMap, HashSet},
+    fmt::Write as _,
     net::IpAddr,
     sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
@@ -55,7 +56,7 @@ pub struct Access {
 
 const VERIFIED_CACHE_MAX: usize = 4096;
 /// How long a verified `user:password` is trusted without running argon2 again.
-const VERIFIED_TTL: Duration = Duration::from_secs(60);
+const VERIFIED_TTL: Duration = Duration::from_mins(1);
 /// How long a request waits for a password check slot before it gets a 503.
 const CHECK_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
@@ -307,7 +308,7 @@ pub fn token_digest(token: &str) -> String {
     let d = sha256(token.as_bytes());
     let mut s = String::from("sha256:");
     for b in d {
-        s.push_str(&format!("{b:02x}"));
+        let _ = write!(s, "{b:02x}");
     }
     s
 }

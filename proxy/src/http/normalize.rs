@@ -78,6 +78,10 @@ impl Authority {
     /// Whether `value` is already this authority's canonical text (then it need not be
     /// written again: the common case costs no allocation).
     #[must_use]
+    #[expect(
+        clippy::missing_panics_doc,
+        reason = "the only panic is on converting `n % 10` to u8, which cannot fail"
+    )]
     pub fn is_written_as(&self, value: &[u8]) -> bool {
         let Some(rest) = value.strip_prefix(self.host.as_bytes()) else {
             return false;
@@ -104,6 +108,10 @@ impl Authority {
 
     /// The value sent upstream as `Host` (and in `X-Forwarded-Host`).
     #[must_use]
+    #[expect(
+        clippy::missing_panics_doc,
+        reason = "parse_authority admits only header-safe characters, so the expect cannot fail"
+    )]
     pub fn header_value(&self) -> HeaderValue {
         let text = match self.port {
             Some(p) => format!("{}:{p}", self.host),
@@ -202,8 +210,9 @@ pub fn request_authority(
                 Err(Rejection::AuthorityMismatch)
             }
         }
-        (Version::HTTP_2 | Version::HTTP_3, None, None) => Err(Rejection::MissingHost),
-        (Version::HTTP_11, _, None) => Err(Rejection::MissingHost),
+        (Version::HTTP_2 | Version::HTTP_3, None, None) | (Version::HTTP_11, _, None) => {
+            Err(Rejection::MissingHost)
+        }
         (_, Some(t), _) => Ok(Some(t)),
         (_, None, h) => Ok(h),
     }
@@ -254,13 +263,13 @@ pub fn normalize_path(path: &str, slashes: EscapedSlashes) -> Result<Cow<'_, str
         let b = raw[i];
         match b {
             b'%' => {
-                let (Some(h), Some(l)) = (
+                let (Some(high), Some(low)) = (
                     raw.get(i + 1).copied().and_then(hex),
                     raw.get(i + 2).copied().and_then(hex),
                 ) else {
                     return Err(Rejection::BadPercentEncoding);
                 };
-                let v = h << 4 | l;
+                let v = high << 4 | low;
                 if v.is_ascii_control() {
                     return Err(Rejection::ControlCharacter);
                 }
@@ -305,8 +314,7 @@ pub fn normalize_path(path: &str, slashes: EscapedSlashes) -> Result<Cow<'_, str
             }
         }
         match seg {
-            b"" => trailing = true,
-            b"." => trailing = true,
+            b"" | b"." => trailing = true,
             b".." => {
                 if segments.pop().is_none() {
                     return Err(Rejection::AboveRoot);

@@ -11,7 +11,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, ReusePortSockArray},
     programs::{
-        SchedClassifier, SkReuseport, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        LinkOrder, SchedClassifier, SkReuseport, TcAttachType, TestRun, TestRunOptions, Xdp,
+        XdpMode,
         tc::{self, NlOptions, TcAttachOptions},
     },
 };
@@ -267,7 +268,7 @@ impl Datapath {
         match prog.attach_with_options(
             iface,
             TcAttachType::Ingress,
-            TcAttachOptions::TcxOrder(Default::default()),
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
         ) {
             Ok(id) => {
                 self.links
@@ -358,7 +359,7 @@ impl Datapath {
 
     /// Registers one listener's worker sockets (index = worker) under `slot` and attaches the
     /// `sk_reuseport` program to their group. The sockets must already be bound with
-    /// SO_REUSEPORT.
+    /// `SO_REUSEPORT`.
     pub fn spread_listener<S: AsFd + std::os::fd::AsRawFd>(
         &mut self,
         slot: u32,
@@ -408,9 +409,8 @@ impl Datapath {
                     map: maps::WORKER_SOCKETS,
                     source,
                 })?;
-            for (worker, socket) in sockets.iter().enumerate() {
-                let index =
-                    slot * MAX_WORKERS + u32::try_from(worker).expect("at most MAX_WORKERS");
+            for (worker, socket) in (0u32..).zip(sockets) {
+                let index = slot * MAX_WORKERS + worker;
                 array
                     .set(index, socket, 0)
                     .map_err(|source| KernelError::Map {
@@ -609,7 +609,7 @@ impl Datapath {
         Ok(kept)
     }
 
-    /// Runs the XDP program once on `packet` (BPF_PROG_TEST_RUN) and returns its action.
+    /// Runs the XDP program once on `packet` (`BPF_PROG_TEST_RUN`) and returns its action.
     pub fn test_run_xdp(&mut self, packet: &[u8]) -> Result<u32, KernelError> {
         let name = programs::XDP_FILTER;
         let prog = self.xdp()?;

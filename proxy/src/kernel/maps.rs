@@ -90,7 +90,7 @@ fn collect<K: aya::Pod, V: aya::Pod>(
     to_addr: impl Fn(K) -> IpAddr,
 ) -> Result<Vec<(Cidr, V)>, KernelError> {
     let mut out = Vec::new();
-    for item in map.iter() {
+    for item in map {
         let (key, value) = item.map_err(|source| KernelError::Map {
             op: "iterate",
             map: name,

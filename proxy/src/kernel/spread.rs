@@ -37,6 +37,10 @@ enum Field {
 
 impl LoadTable {
     /// Maps the `WORKER_LOAD` map pinned in `pin_dir`.
+    #[expect(
+        clippy::missing_panics_doc,
+        reason = "the only panic is on a null result of a successful mmap, which never happens"
+    )]
     pub fn open(pin_dir: &Path) -> Result<Self, KernelError> {
         let path = pin_dir.join(maps::WORKER_LOAD);
         let map = MapData::from_pin(&path).map_err(|source| KernelError::OpenMap {
@@ -71,6 +75,10 @@ impl LoadTable {
 
     /// A table in private memory that no kernel program reads: for running the request path
     /// in-process (tests, fuzzing) where no `WORKER_LOAD` map is pinned.
+    #[expect(
+        clippy::missing_panics_doc,
+        reason = "the only panic is on a null result of a successful mmap, which never happens"
+    )]
     pub fn detached() -> std::io::Result<Self> {
         let bytes = std::mem::size_of::<WorkerLoad>() * MAX_WORKERS as usize;
         // SAFETY: a fresh anonymous private mapping, read/write, of `bytes`; the result is

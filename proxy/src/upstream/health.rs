@@ -159,6 +159,11 @@ pub struct HealthBoard {
 }
 
 impl HealthBoard {
+    /// The health of server `addr` in pool `pool` (created on first sight).
+    ///
+    /// # Panics
+    ///
+    /// If the board's mutex is poisoned (a thread panicked while holding it).
     pub fn get(&self, pool: &str, addr: SocketAddr) -> Arc<ServerHealth> {
         self.servers
             .lock()
@@ -227,7 +232,7 @@ pub async fn run_checks(upstream: Arc<Upstream>, mut stop: watch::Receiver<bool>
                 .check_result(result.is_ok(), cfg.rise, cfg.fall)
             {
                 Some(true) => {
-                    info!(upstream = upstream.name, server = %server.addr, "server is up (health check)")
+                    info!(upstream = upstream.name, server = %server.addr, "server is up (health check)");
                 }
                 Some(false) => warn!(
                     upstream = upstream.name,
@@ -241,7 +246,7 @@ pub async fn run_checks(upstream: Arc<Upstream>, mut stop: watch::Receiver<bool>
     }
 }
 
-/// Awaits every future concurrently (a small join_all without the futures crate).
+/// Awaits every future concurrently (a small `join_all` without the futures crate).
 async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,

@@ -13,6 +13,7 @@
 //! Speaks HTTP/1.1 and HTTP/2 (prior knowledge), and TLS with `--tls-cert/--tls-key`.
 use std::{
     convert::Infallible,
+    fmt::Write as _,
     net::SocketAddr,
     path::PathBuf,
     sync::{
@@ -84,12 +85,20 @@ fn percent_decode(s: &str) -> String {
 /// Set-Cookie, `status`, `delay` ms before the headers, `size` body bytes, `chunks` N body
 /// chunks 100 ms apart without Content-Length, `loc` Location. Conditionals are honoured
 /// (304). Every response carries `x-version: <count>` and the body `key=<key> n=<count>`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one query parameter after another, each mapped to its response header"
+)]
 async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Response<Body> {
     let mut headers_text = String::new();
     for (k, v) in req.headers() {
-        headers_text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+        let _ = writeln!(
+            headers_text,
+            "{k}: {}",
+            String::from_utf8_lossy(v.as_bytes())
+        );
     }
-    let n = {
+    let count = {
         let mut keys = state.keys.lock().unwrap();
         let e = keys.entry(key.to_owned()).or_default();
         e.0 += 1;
@@ -111,14 +120,14 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
     if state.fail.load(Ordering::Relaxed) {
         return Response::builder()
             .status(503)
-            .header("x-version", n)
+            .header("x-version", count)
             .body(Full::new(Bytes::from_static(b"failing on purpose\n")).boxed())
             .expect("valid");
     }
     let now = std::time::SystemTime::now();
     let mut b = Response::builder()
         .header("content-type", "text/plain")
-        .header("x-version", n);
+        .header("x-version", count);
     if let Some(v) = p("cc") {
         b = b.header("cache-control", v);
     }
@@ -150,18 +159,21 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
         }
     }
     if p("cookie") == Some("1") {
-        b = b.header("set-cookie", format!("session=secret-{n}; Path=/"));
+        b = b.header("set-cookie", format!("session=secret-{count}; Path=/"));
     }
     // Conditionals: If-None-Match first, else If-Modified-Since.
-    let h = req.headers();
-    let inm = h.get("if-none-match").and_then(|v| v.to_str().ok());
+    let req_headers = req.headers();
+    let inm = req_headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok());
     let not_modified = match (inm, &etag) {
         (Some(list), Some(e)) => list
             .split(',')
             .any(|t| t.trim().trim_start_matches("W/") == e),
         (Some(_), None) => false,
         (None, _) => match (
-            h.get("if-modified-since")
+            req_headers
+                .get("if-modified-since")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| httpdate::parse_http_date(v).ok()),
             lm,
@@ -179,7 +191,7 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
     let status = p("status")
         .and_then(|s| s.parse::<u16>().ok())
         .unwrap_or(200);
-    let mut text = format!("key={key} n={n}\n");
+    let mut text = format!("key={key} n={count}\n");
     if let Some(size) = p("size").and_then(|s| s.parse::<usize>().ok()) {
         while text.len() < size {
             text.push('.');
@@ -305,6 +317,10 @@ fn websocket_accept(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the origin's router: one short branch per test endpoint"
+)]
 async fn handle(
     mut req: Request<Incoming>,
     state: Arc<State>,
@@ -346,19 +362,19 @@ async fn handle(
     if path == "/echo" {
         let mut out = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
         if let Some(src) = proxy_source {
-            out.push_str(&format!("proxy-protocol-source: {src}\n"));
+            let _ = writeln!(out, "proxy-protocol-source: {src}");
         }
         for (k, v) in req.headers() {
-            out.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+            let _ = writeln!(out, "{k}: {}", String::from_utf8_lossy(v.as_bytes()));
         }
         let body = req
             .into_body()
             .collect()
             .await
-            .map(|b| b.to_bytes())
+            .map(http_body_util::Collected::to_bytes)
             .unwrap_or_default();
         if !body.is_empty() {
-            out.push_str(&format!("\n{}", String::from_utf8_lossy(&body)));
+            let _ = write!(out, "\n{}", String::from_utf8_lossy(&body));
         }
         return Ok(text(StatusCode::OK, name, out));
     }
