@@ -161,8 +161,8 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                     .cache
                     .as_ref()
                     .and_then(|c| crate::cache::Policy::compile(c, config.cache.max_bytes)),
-                statuses: Default::default(),
-                latency: Default::default(),
+                statuses: crate::metrics::StatusCounts::default(),
+                latency: crate::metrics::Histogram::default(),
                 label,
             }))
         };
@@ -187,8 +187,8 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
                 forward_original_path: false,
                 upgrades: vec!["websocket".to_owned()],
                 cache: None,
-                statuses: Default::default(),
-                latency: Default::default(),
+                statuses: crate::metrics::StatusCounts::default(),
+                latency: crate::metrics::Histogram::default(),
             })
         }));
     }

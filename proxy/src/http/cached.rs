@@ -77,6 +77,10 @@ fn is_unsafe(m: &Method) -> bool {
     )
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the RFC 9111 flow (bypass, lookup, coalesce, fetch or validate, store) read top to bottom"
+)]
 /// The cache lookup phase of a route with a cache: answers from the cache, or fetches (and
 /// stores), or validates. `Cache-Status` parameters are left in `ctx.cache_status`.
 pub async fn serve(

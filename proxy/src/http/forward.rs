@@ -172,10 +172,9 @@ pub enum Step {
 #[must_use]
 pub fn next_step(outcome: Outcome, replayable: bool, another: bool) -> Step {
     match outcome {
-        Outcome::Status(502..=504) if replayable && another => Step::Retry,
+        Outcome::Status(502..=504) | Outcome::Broken if replayable && another => Step::Retry,
         Outcome::Status(_) => Step::Deliver,
         Outcome::ConnectFailed if another => Step::Retry,
-        Outcome::Broken if replayable && another => Step::Retry,
         Outcome::ConnectFailed | Outcome::Broken | Outcome::TimedOut => Step::Fail,
     }
 }

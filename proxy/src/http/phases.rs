@@ -80,16 +80,15 @@ async fn pipeline(
     // goes upstream.
     let client_upgrade = (is_upgrade(&req) && upgrade_allowed(req.headers(), &route.upgrades))
         .then(|| hyper::upgrade::on(&mut req));
-    let resp = match route.cache.as_ref().filter(|_| client_upgrade.is_none()) {
+    let resp = if let Some(policy) = route.cache.as_ref().filter(|_| client_upgrade.is_none()) {
         // Boxed: the cache path's future is several KiB and would otherwise make every
         // request's future (allocated per request) that large.
-        Some(policy) => Box::pin(super::cached::serve(ctx, policy, req)).await?,
-        None => {
-            let (parts, body) = req.into_parts();
-            let parts = upstream_request(ctx, parts, None);
-            let (body, state) = forward::upstream_body(body, &ctx.generation.config.limits);
-            send(ctx, parts, body, &state).await?.map(BodyExt::boxed)
-        }
+        Box::pin(super::cached::serve(ctx, policy, req)).await?
+    } else {
+        let (parts, body) = req.into_parts();
+        let parts = upstream_request(ctx, parts, None);
+        let (body, state) = forward::upstream_body(body, &ctx.generation.config.limits);
+        send(ctx, parts, body, &state).await?.map(BodyExt::boxed)
     };
     let resp = upstream_response(ctx, resp, client_upgrade.is_some())?;
     Ok(response(ctx, resp, client_upgrade))
@@ -169,6 +168,19 @@ pub fn early_request(
             return Err(ErrorKind::DenyPattern.into());
         }
     }
+    let counted = client_limits(ctx, &req)?;
+    Ok((req, counted))
+}
+
+/// The client's limits: body size, request rate, requests in flight (the guard counts this
+/// request until it is answered).
+fn client_limits(
+    ctx: &RequestCtx,
+    req: &Request<Incoming>,
+) -> Result<Option<CountGuard>, ProxyError> {
+    let shared = &ctx.worker.shared;
+    let limits = &ctx.generation.config.limits;
+    let client_ip = ctx.client_ip;
     if limits.max_body_bytes > 0 && req.body().size_hint().lower() > limits.max_body_bytes {
         return Err(ErrorKind::BodyTooLarge.into());
     }
@@ -205,7 +217,7 @@ pub fn early_request(
     } else {
         None
     };
-    Ok((req, counted))
+    Ok(counted)
 }
 
 // ------------------------------------------------------------------------- 2. request filter
@@ -383,31 +395,7 @@ pub async fn send(
         server
             .inflight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        // What the attempt says about the server, and what it means for the request.
-        let outcome = match &result {
-            Attempt::Response(resp) => {
-                server.statuses.record(resp.status().as_u16());
-                up.latency.observe(sent_at.elapsed());
-                Outcome::Status(resp.status().as_u16())
-            }
-            Attempt::ConnectFailed(_) => Outcome::ConnectFailed,
-            Attempt::Failed(_) | Attempt::TimedOut => {
-                if let Some(fault) = body_state.client_fault() {
-                    // The client's body failed: not the server's doing, never retried.
-                    return Err(fault);
-                }
-                if matches!(result, Attempt::Failed(_)) {
-                    Outcome::Broken
-                } else {
-                    Outcome::TimedOut
-                }
-            }
-        };
-        if forward::counts_against(outcome, up.passive.on_5xx, body_state) {
-            up.passive_failure(index);
-        } else if matches!(outcome, Outcome::Status(s) if s < 500) {
-            server.health.passive_success();
-        }
+        let outcome = judge(up, index, &result, body_state, sent_at)?;
         let another = attempts_left && up.has_candidate(&ctx.tried);
         let step = match forward::next_step(outcome, replayable, another) {
             Step::Retry if up.take_retry() => Step::Retry,
@@ -452,6 +440,43 @@ pub async fn send(
         }
     }
     Err(error)
+}
+
+/// What an attempt says about the server (passive health, its metrics) and what it means for
+/// the request; the client's error when its body is what failed (never retried, never the
+/// server's fault).
+fn judge(
+    up: &crate::upstream::Upstream,
+    index: usize,
+    result: &Attempt,
+    body_state: &BodyState,
+    sent_at: Instant,
+) -> Result<Outcome, ProxyError> {
+    let server = &up.servers[index];
+    let outcome = match result {
+        Attempt::Response(resp) => {
+            server.statuses.record(resp.status().as_u16());
+            up.latency.observe(sent_at.elapsed());
+            Outcome::Status(resp.status().as_u16())
+        }
+        Attempt::ConnectFailed(_) => Outcome::ConnectFailed,
+        Attempt::Failed(_) | Attempt::TimedOut => {
+            if let Some(fault) = body_state.client_fault() {
+                return Err(fault);
+            }
+            if matches!(result, Attempt::Failed(_)) {
+                Outcome::Broken
+            } else {
+                Outcome::TimedOut
+            }
+        }
+    };
+    if forward::counts_against(outcome, up.passive.on_5xx, body_state) {
+        up.passive_failure(index);
+    } else if matches!(outcome, Outcome::Status(s) if s < 500) {
+        server.health.passive_success();
+    }
+    Ok(outcome)
 }
 
 // ------------------------------------------------------------------------- 6. upstream response

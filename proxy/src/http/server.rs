@@ -87,7 +87,7 @@ impl Progress {
                     Ordering::Relaxed,
                 );
             }
-            _ => {}
+            Poll::Ready(Err(_)) => {}
         }
     }
 

@@ -102,7 +102,8 @@ where
                     let elapsed = self.started.elapsed();
                     if self.min_rate > 0
                         && elapsed > MIN_RATE_GRACE
-                        && (self.received as f64) < self.min_rate as f64 * elapsed.as_secs_f64()
+                        && u128::from(self.received) * 1000
+                            < u128::from(self.min_rate) * elapsed.as_millis()
                     {
                         return Poll::Ready(Some(Err(BodyPaceError::TooSlow.into())));
                     }
@@ -236,7 +237,10 @@ impl ClientPool {
     /// response body stay in the pool (they are put back as soon as the response headers
     /// arrive, which saves a task per request); closed and expired ones are dropped.
     fn take_idle(&self, key: &Key, up: &Upstream) -> Option<http1::SendRequest<UpBody>> {
-        let mut idle = self.idle.lock().expect("pool");
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let list = idle.get_mut(key)?;
         let mut i = list.len();
         while i > 0 {
@@ -252,7 +256,10 @@ impl ClientPool {
     }
 
     fn put_idle(&self, key: Key, sender: http1::SendRequest<UpBody>, max: usize) {
-        let mut idle = self.idle.lock().expect("pool");
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let list = idle.entry(key).or_default();
         if list.len() < max {
             list.push((Instant::now(), sender));
@@ -272,17 +279,19 @@ impl ClientPool {
             let cached = self
                 .h2
                 .lock()
-                .expect("pool")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .get(&key)
                 .filter(|s| !s.is_closed())
                 .cloned();
-            let sender = match cached {
-                Some(s) => s,
-                None => {
-                    let s = Box::pin(connect_h2(up, addr)).await?;
-                    self.h2.lock().expect("pool").insert(key, s.clone());
-                    s
-                }
+            let sender = if let Some(s) = cached {
+                s
+            } else {
+                let s = Box::pin(connect_h2(up, addr)).await?;
+                self.h2
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key, s.clone());
+                s
             };
             return Ok(Conn::H2(sender));
         }
@@ -291,14 +300,13 @@ impl ClientPool {
         } else {
             self.take_idle(&key, up)
         };
-        let sender = match pooled {
-            Some(s) => s,
-            None => {
-                // Boxed: connecting is the rare case, and its future is large.
-                let (s, conn) = Box::pin(connect_h1(up, addr, Some(client))).await?;
-                crate::counters::spawn(conn);
-                s
-            }
+        let sender = if let Some(s) = pooled {
+            s
+        } else {
+            // Boxed: connecting is the rare case, and its future is large.
+            let (s, conn) = Box::pin(connect_h1(up, addr, Some(client))).await?;
+            crate::counters::spawn(conn);
+            s
         };
         Ok(Conn::H1 {
             sender,

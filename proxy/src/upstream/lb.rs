@@ -377,6 +377,10 @@ impl Maglev {
                 }
                 credit[i] -= max_weight;
                 loop {
+                    #[expect(
+                        clippy::cast_possible_truncation,
+                        reason = "a position is below TABLE_SIZE (65 537)"
+                    )]
                     let slot = position[i] as usize;
                     position[i] = (position[i] + skip[i]) % m;
                     if table[slot] == EMPTY {
@@ -402,6 +406,10 @@ impl Balancer for Maglev {
             return None;
         }
         let hash = stable_hash(SEED_KEY, key);
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the remainder is below TABLE_SIZE (65 537)"
+        )]
         let start = (hash % TABLE_SIZE as u64) as usize;
         let mut last_checked = EMPTY;
         for (step, &server) in self.table[start..]
@@ -658,7 +666,7 @@ mod tests {
         let c = counts(3, (0..n).map(|i| Some(hash_pick(&*b, &key(i), &all))));
         for (got, share) in c.iter().zip([0.25, 0.25, 0.5]) {
             let expected = share * f64::from(n);
-            let got = *got as f64;
+            let got = f64::from(u32::try_from(*got).unwrap());
             assert!((got - expected).abs() <= 0.1 * expected, "{c:?}");
         }
     }
@@ -694,7 +702,7 @@ mod tests {
         let moved = (0..n)
             .filter(|&i| hash_pick(&*five, &key(i), &all) != hash_pick(&*six, &key(i), &all))
             .count();
-        let fraction = moved as f64 / f64::from(n);
+        let fraction = f64::from(u32::try_from(moved).unwrap()) / f64::from(n);
         assert!((0.10..=0.25).contains(&fraction), "{fraction}");
     }
 

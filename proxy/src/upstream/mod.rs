@@ -84,6 +84,9 @@ pub struct Upstream {
 
 impl Upstream {
     /// Builds a pool; `board` keeps each server's health across reloads.
+    ///
+    /// # Panics
+    /// When `hash_key` names an invalid header: config validation refuses that first.
     pub fn new(
         name: &str,
         config: &UpstreamConfig,
