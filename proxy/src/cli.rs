@@ -220,12 +220,12 @@ pub fn manage(command: Command) -> anyhow::Result<()> {
             let secret = read_secret()?;
             println!(
                 "{}",
-                crate::http::access::hash_password(&secret).map_err(anyhow::Error::msg)?
+                crate::access::hash_password(&secret).map_err(anyhow::Error::msg)?
             );
             Ok(())
         }
         Command::HashToken => {
-            println!("{}", crate::http::access::token_digest(&read_secret()?));
+            println!("{}", crate::access::token_digest(&read_secret()?));
             Ok(())
         }
     }

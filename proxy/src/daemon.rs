@@ -31,8 +31,7 @@ use crate::{
     workers,
 };
 
-/// Where a running instance describes itself for the CLI: `<RUNTIME_DIR>/<instance>.json`.
-pub const RUNTIME_DIR: &str = "/run/proxy";
+pub use crate::config::RUNTIME_DIR;
 
 /// What the CLI needs to know about a running instance.
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,21 +83,115 @@ impl Faults {
     }
 }
 
-/// Runs the proxy until SIGINT or SIGTERM.
-#[expect(
-    clippy::too_many_lines,
-    reason = "the daemon's start-up sequence, step by step in the order it must happen"
-)]
+/// Runs the proxy until SIGINT or SIGTERM: the config is built first (nothing is touched
+/// when it does not build), then the kernel side, the lists, the sockets, the shared state,
+/// the admin API, the privilege drop, the workers, and the control loop.
 pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyhow::Result<()> {
     kernel::require_root()?;
     raise_open_files_limit();
+    // Validation is the build: a config that does not build stops the start before any
+    // kernel or socket work.
+    let board = Arc::new(HealthBoard::default());
+    let config = Arc::new(config);
+    let generation = runtime::build(1, config.clone(), &board)
+        .with_context(|| format!("config file {}", config_path.display()))?;
+    let tls = runtime::build_tls(&config.listener)
+        .with_context(|| format!("config file {}", config_path.display()))?;
     kernel::ensure_bpffs()?;
     let faults = Faults::from_env();
     let instance = config.instance.clone();
     let pin_dir = kernel::pin_dir(&instance);
 
-    // Kernel side: load (reusing pinned maps), set the SYN limit, then attach.
-    let mut datapath = Datapath::load(&pin_dir)?;
+    let mut datapath = load_kernel(&config, &pin_dir, &instance)?;
+    let store = restore_lists(&config, &pin_dir)?;
+    let workers = config.workers();
+    let load = Arc::new(LoadTable::open(&pin_dir)?);
+    load.reset();
+    let sockets = bind_listeners(&config, workers)?;
+    spread_connections(&mut datapath, &config, &sockets, workers, &faults);
+
+    let (ban_tx, ban_rx) = tokio::sync::mpsc::unbounded_channel();
+    let maps = Arc::new(KernelMaps::open(&pin_dir)?);
+    let shared = shared_state(&config, generation, tls, ban_tx, maps.clone())?;
+    let per_worker = assign_sockets(&config, sockets, workers, &maps);
+    let state_file = config.state_file();
+    write_runtime_info(
+        &runtime_file(&instance),
+        &RuntimeInfo {
+            pid: std::process::id(),
+            state_file: state_file.clone(),
+            attach: config.kernel.attach.as_str().to_owned(),
+            admin: crate::admin::Listen::from_config(config.admin.listen.as_deref(), &instance)
+                .map(|l| l.to_string()),
+        },
+    );
+
+    // The admin API: bound (and its maps opened) now, while still root.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<crate::admin::ReloadRequest>(4);
+    let admin = bind_admin(
+        &config,
+        config_path,
+        &pin_dir,
+        &shared,
+        &store,
+        &load,
+        reload_tx,
+    )?;
+    if let Some(user) = &config.user {
+        drop_privileges(&config, user, &instance, &state_file)?;
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut threads = Vec::new();
+    for (w, listeners) in (0u32..).zip(per_worker) {
+        let plan = workers::WorkerPlan {
+            index: w,
+            listeners,
+            shared: shared.clone(),
+            load: WorkerLoadHandle::new(load.clone(), w),
+            stop_after: faults
+                .stop_worker
+                .filter(|(fw, _)| *fw == w)
+                .map(|(_, after)| after),
+        };
+        threads.push(workers::spawn(plan, stop_rx.clone()).context("starting a worker thread")?);
+    }
+    info!(instance, workers, "proxy ready");
+
+    // The control runtime: signals, reloads, health checks, certificate watch, the sweep.
+    // The request path runs on the workers.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    control.block_on(control_loop(Control {
+        config: config.clone(),
+        config_path,
+        instance: &instance,
+        shared: &shared,
+        board: &board,
+        store: &store,
+        admin,
+        ban_rx,
+        reload_rx,
+        stop_tx,
+        stop_rx,
+    }))?;
+    for t in threads {
+        if t.join().is_err() {
+            error!("a worker thread panicked");
+        }
+    }
+    // The runtime file stays: while the pins exist, it tells the CLI which state file to keep
+    // in step. A stale PID in it is harmless (check_not_running looks the PID up).
+    detach(datapath, keep_kernel_state);
+    info!("stopped; the pinned maps and the state file keep the lists");
+    Ok(())
+}
+
+/// Loads the kernel programs (reusing pinned maps), sets the SYN limit, then attaches.
+fn load_kernel(config: &Config, pin_dir: &Path, instance: &str) -> anyhow::Result<Datapath> {
+    let mut datapath = Datapath::load(pin_dir)?;
     let k = &config.kernel;
     datapath.set_rate_config(proxy_common::RateConfig {
         syn_rate: k.syn_rate,
@@ -116,11 +209,11 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
         );
     }
     info!(instance, pin_dir = %pin_dir.display(), "kernel programs loaded, maps pinned");
-    let attach = config.kernel.attach;
+    let attach = k.attach;
     if attach == AttachMode::None {
         info!("kernel.attach = none: the blocklist is enforced in userspace at accept()");
     } else {
-        for iface in &config.kernel.interfaces {
+        for iface in &k.interfaces {
             datapath.attach(iface, attach).with_context(|| {
                 format!(
                     "kernel.attach = {:?} on interface {iface:?}",
@@ -129,11 +222,14 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
             })?;
         }
     }
+    Ok(datapath)
+}
 
-    // Lists: the state file is the durable truth; make the maps match it.
+/// The lists: the state file is the durable truth; the maps are made to match it.
+fn restore_lists(config: &Config, pin_dir: &Path) -> anyhow::Result<Arc<Mutex<ListStore>>> {
     let state_file = config.state_file();
     let mut store = ListStore::new(
-        KernelMaps::open(&pin_dir)?,
+        KernelMaps::open(pin_dir)?,
         StateFile::new(state_file.clone()),
     );
     let report = store.sync_kernel_from_state()?;
@@ -145,13 +241,15 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
         stray_removed = report.stray_removed,
         "lists restored from the state file"
     );
-    let store = Arc::new(Mutex::new(store));
+    Ok(Arc::new(Mutex::new(store)))
+}
 
-    // Workers: one socket per listener per worker, all bound before any worker starts.
-    let workers = config.workers();
-    let load = Arc::new(LoadTable::open(&pin_dir)?);
-    load.reset();
-    let mut sockets: Vec<Vec<std::net::TcpListener>> = Vec::new();
+/// One socket per listener per worker, all bound before any worker starts.
+fn bind_listeners(
+    config: &Config,
+    workers: u32,
+) -> anyhow::Result<Vec<Vec<std::net::TcpListener>>> {
+    let mut sockets = Vec::new();
     for (i, l) in config.listener.iter().enumerate() {
         let group = (0..workers)
             .map(|_| workers::reuseport_socket(l.address))
@@ -160,21 +258,23 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
         info!(address = %l.address, tls = l.tls.is_some(), workers, "listening");
         sockets.push(group);
     }
-    spread_connections(&mut datapath, &config, &sockets, workers, &faults);
+    Ok(sockets)
+}
 
-    // The first config generation (reading certificates, building pools) and its TLS.
-    let board = Arc::new(HealthBoard::default());
-    let config = Arc::new(config);
-    let generation = runtime::build(1, config.clone(), &board)?;
-    let tls = runtime::build_tls(&config.listener)?;
-    let (ban_tx, ban_rx) = tokio::sync::mpsc::unbounded_channel();
+/// What every worker shares: the generation, TLS, limits, bans, metrics, the access log,
+/// the cache and the lists as the request path checks them (clients behind a trusted proxy;
+/// every client when nothing is attached).
+fn shared_state(
+    config: &Config,
+    generation: Generation,
+    tls: runtime::TlsConfigs,
+    ban_tx: tokio::sync::mpsc::UnboundedSender<BanRequest>,
+    maps: Arc<KernelMaps>,
+) -> anyhow::Result<Arc<Shared>> {
     let metrics = Arc::new(crate::metrics::Global::default());
     let access_log = crate::access_log::AccessLog::start(&config.access_log, metrics.clone())
         .with_context(|| format!("access_log.path: cannot open {:?}", config.access_log.path))?;
-    // The lists as the request path checks them (clients behind a trusted proxy; every
-    // client when nothing is attached).
-    let maps = Arc::new(KernelMaps::open(&pin_dir)?);
-    let shared = Arc::new(Shared {
+    Ok(Arc::new(Shared {
         generation: ArcSwap::from_pointee(generation),
         tls: ArcSwap::from_pointee(tls),
         limits: Arc::new(ClientLimits::new(config.limits.max_tracked_clients)),
@@ -188,209 +288,221 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
         latency: crate::metrics::Histogram::default(),
         access_log,
         cache: crate::cache::Cache::new(config.cache.max_bytes),
-        maps: Some(maps.clone()),
-    });
+        maps: Some(maps),
+    }))
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let deny = (attach == AttachMode::None).then(|| maps.clone());
-    let lctxs: Vec<Arc<ListenerCtx>> = config
-        .listener
-        .iter()
-        .enumerate()
-        .map(|(index, l)| {
-            Arc::new(ListenerCtx {
-                index,
-                proxy_protocol: l.proxy_protocol,
-                h2c: l.h2c,
-                tls: l.tls.is_some(),
-                deny: deny.clone(),
-            })
-        })
-        .collect();
+/// Each worker's sockets, one per listener, with the listener's settings.
+fn assign_sockets(
+    config: &Config,
+    sockets: Vec<Vec<std::net::TcpListener>>,
+    workers: u32,
+    maps: &Arc<KernelMaps>,
+) -> Vec<Vec<(std::net::TcpListener, Arc<ListenerCtx>)>> {
+    let deny = (config.kernel.attach == AttachMode::None).then(|| maps.clone());
     let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<ListenerCtx>)>> =
         (0..workers).map(|_| Vec::new()).collect();
-    for (group, lctx) in sockets.into_iter().zip(&lctxs) {
+    for ((index, l), group) in config.listener.iter().enumerate().zip(sockets) {
+        let lctx = Arc::new(ListenerCtx {
+            index,
+            proxy_protocol: l.proxy_protocol,
+            h2c: l.h2c,
+            tls: l.tls.is_some(),
+            deny: deny.clone(),
+        });
         for (w, socket) in group.into_iter().enumerate() {
             per_worker[w].push((socket, lctx.clone()));
         }
     }
-    write_runtime_info(
-        &runtime_file(&instance),
-        &RuntimeInfo {
-            pid: std::process::id(),
-            state_file: state_file.clone(),
-            attach: attach.as_str().to_owned(),
-            admin: crate::admin::Listen::from_config(config.admin.listen.as_deref(), &instance)
-                .map(|l| l.to_string()),
-        },
-    );
+    per_worker
+}
 
-    // The admin API: bound (and its maps opened) now, while still root.
-    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::admin::ReloadRequest>(4);
-    let admin = match crate::admin::Listen::from_config(config.admin.listen.as_deref(), &instance) {
-        Some(listen) => {
-            let bound =
-                crate::admin::bind(listen).context("admin.listen: cannot bind the admin API")?;
-            let ctx = Arc::new(crate::admin::AdminCtx {
-                instance: instance.clone(),
-                config_path: config_path.to_path_buf(),
-                shared: shared.clone(),
-                store: store.clone(),
-                kernel: KernelMaps::open(&pin_dir)?,
-                load: load.clone(),
-                workers,
-                reload: reload_tx.clone(),
-                token: config
-                    .admin
-                    .token
-                    .as_deref()
-                    .and_then(crate::http::access::parse_token_digest),
-            });
-            Some((ctx, bound))
-        }
-        None => None,
+type BoundAdmin = (Arc<crate::admin::AdminCtx>, crate::admin::Bound);
+
+/// Binds the admin API when it is on.
+fn bind_admin(
+    config: &Config,
+    config_path: &Path,
+    pin_dir: &Path,
+    shared: &Arc<Shared>,
+    store: &Arc<Mutex<ListStore>>,
+    load: &Arc<LoadTable>,
+    reload: tokio::sync::mpsc::Sender<crate::admin::ReloadRequest>,
+) -> anyhow::Result<Option<BoundAdmin>> {
+    let Some(listen) =
+        crate::admin::Listen::from_config(config.admin.listen.as_deref(), &config.instance)
+    else {
+        return Ok(None);
     };
+    let bound = crate::admin::bind(listen).context("admin.listen: cannot bind the admin API")?;
+    let ctx = Arc::new(crate::admin::AdminCtx {
+        instance: config.instance.clone(),
+        config_path: config_path.to_path_buf(),
+        shared: shared.clone(),
+        store: store.clone(),
+        kernel: KernelMaps::open(pin_dir)?,
+        load: load.clone(),
+        workers: config.workers(),
+        reload,
+        token: config
+            .admin
+            .token
+            .as_deref()
+            .and_then(crate::access::parse_token_digest),
+    });
+    Ok(Some((ctx, bound)))
+}
 
-    // Everything privileged is done: drop to the configured user, keeping CAP_BPF.
-    if let Some(user) = &config.user {
-        let account = crate::privileges::lookup(user)
-            .map_err(anyhow::Error::msg)
-            .context("user")?;
-        // What the daemon still writes: the state file's directory, the reload result, the
-        // access log (when reopened).
-        let reload_result = reload_result_file(&instance);
-        let _ = crate::safe_fs::open_append(&reload_result, 0o644);
-        let lock = StateFile::new(state_file.clone()).lock_file();
-        crate::safe_fs::open_or_create(&lock, 0o600)
-            .with_context(|| format!("creating the lock file {}", lock.display()))?;
-        let mut owned = vec![reload_result];
-        if let Some(dir) = state_file.parent() {
-            owned.push(dir.to_owned());
-        }
-        owned.push(state_file.clone());
-        owned.push(lock);
-        if config.access_log.path != "stdout" {
-            owned.push(PathBuf::from(&config.access_log.path));
-        }
-        for path in &owned {
-            crate::safe_fs::hand_over(path, account)
-                .with_context(|| format!("giving {} to user {user:?}", path.display()))?;
-        }
-        crate::privileges::drop_to(account)
-            .with_context(|| format!("switching to user {user:?}"))?;
-        info!(
-            user,
-            uid = account.uid,
-            "privileges dropped (CAP_BPF kept for map updates)"
-        );
+/// Everything privileged is done: the files the daemon still writes go to `user`, then the
+/// process becomes that user, keeping `CAP_BPF`.
+fn drop_privileges(
+    config: &Config,
+    user: &str,
+    instance: &str,
+    state_file: &Path,
+) -> anyhow::Result<()> {
+    let account = crate::privileges::lookup(user)
+        .map_err(anyhow::Error::msg)
+        .context("user")?;
+    // What the daemon still writes: the state file's directory, the reload result, the
+    // access log (when reopened).
+    let reload_result = reload_result_file(instance);
+    let _ = crate::safe_fs::open_append(&reload_result, 0o644);
+    let lock = StateFile::new(state_file.to_path_buf()).lock_file();
+    crate::safe_fs::open_or_create(&lock, 0o600)
+        .with_context(|| format!("creating the lock file {}", lock.display()))?;
+    let mut owned = vec![reload_result];
+    if let Some(dir) = state_file.parent() {
+        owned.push(dir.to_owned());
     }
+    owned.push(state_file.to_path_buf());
+    owned.push(lock);
+    if config.access_log.path != "stdout" {
+        owned.push(PathBuf::from(&config.access_log.path));
+    }
+    for path in &owned {
+        crate::safe_fs::hand_over(path, account)
+            .with_context(|| format!("giving {} to user {user:?}", path.display()))?;
+    }
+    crate::privileges::drop_to(account).with_context(|| format!("switching to user {user:?}"))?;
+    info!(
+        user,
+        uid = account.uid,
+        "privileges dropped (CAP_BPF kept for map updates)"
+    );
+    Ok(())
+}
 
-    let mut threads = Vec::new();
-    for (w, listeners) in (0u32..).zip(per_worker) {
-        let plan = workers::WorkerPlan {
-            index: w,
-            listeners,
-            shared: shared.clone(),
-            load: WorkerLoadHandle::new(load.clone(), w),
-            stop_after: faults
-                .stop_worker
-                .filter(|(fw, _)| *fw == w)
-                .map(|(_, after)| after),
+/// What the control loop runs with.
+struct Control<'a> {
+    config: Arc<Config>,
+    config_path: &'a Path,
+    instance: &'a str,
+    shared: &'a Arc<Shared>,
+    board: &'a Arc<HealthBoard>,
+    store: &'a Arc<Mutex<ListStore>>,
+    admin: Option<BoundAdmin>,
+    ban_rx: tokio::sync::mpsc::UnboundedReceiver<BanRequest>,
+    reload_rx: tokio::sync::mpsc::Receiver<crate::admin::ReloadRequest>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+/// Signals and reloads until SIGINT or SIGTERM, with the background tasks (sweep, health
+/// checks, certificate watch, bans, the admin API); then stops the workers and waits for
+/// the tasks.
+async fn control_loop(c: Control<'_>) -> anyhow::Result<()> {
+    let Control {
+        config,
+        config_path,
+        instance,
+        shared,
+        board,
+        store,
+        admin,
+        ban_rx,
+        mut reload_rx,
+        stop_tx,
+        stop_rx,
+    } = c;
+    let sweeper = tokio::spawn(sweep_loop(
+        store.clone(),
+        config.kernel.sweep_interval,
+        stop_rx.clone(),
+    ));
+    let mut checks = start_health_checks(&shared.generation.load());
+    let watcher = tokio::spawn(watch_certificates(shared.clone(), stop_rx.clone()));
+    let banner = tokio::spawn(apply_bans(
+        ban_rx,
+        store.clone(),
+        shared.clone(),
+        stop_rx.clone(),
+    ));
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut hup = tokio::signal::unix::signal(SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    let mut usr1 = tokio::signal::unix::signal(SignalKind::user_defined1())
+        .context("installing the SIGUSR1 handler")?;
+    let admin = admin.map(|(ctx, bound)| {
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve(ctx, bound, stop).await {
+                error!("the admin API cannot listen: {e}");
+            }
+        })
+    });
+    loop {
+        let responder = tokio::select! {
+            _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = usr1.recv() => {
+                if let Some(log) = &shared.access_log {
+                    info!("SIGUSR1: reopening the access log");
+                    log.reopen();
+                }
+                continue;
+            }
+            _ = hup.recv() => {
+                info!(config = %config_path.display(), "SIGHUP: reloading the config");
+                None
+            }
+            r = reload_rx.recv() => {
+                info!(config = %config_path.display(), "admin API: reloading the config");
+                r
+            }
         };
-        threads.push(workers::spawn(plan, stop_rx.clone()).context("starting a worker thread")?);
-    }
-
-    info!(instance, workers, "proxy ready");
-
-    // The control runtime: signals, reloads, health checks, certificate watch, the sweep.
-    // The request path runs on the workers.
-    let control = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the control runtime")?;
-    control.block_on(async {
-        let sweeper = tokio::spawn(sweep_loop(
-            store.clone(),
-            config.kernel.sweep_interval,
-            stop_rx.clone(),
-        ));
-        let mut checks = start_health_checks(&shared.generation.load());
-        let watcher = tokio::spawn(watch_certificates(shared.clone(), stop_rx.clone()));
-        let banner = tokio::spawn(apply_bans(
-            ban_rx,
-            store.clone(),
-            shared.clone(),
-            stop_rx.clone(),
-        ));
-        let mut term = tokio::signal::unix::signal(SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        let mut hup = tokio::signal::unix::signal(SignalKind::hangup())
-            .context("installing the SIGHUP handler")?;
-        let mut usr1 = tokio::signal::unix::signal(SignalKind::user_defined1())
-            .context("installing the SIGUSR1 handler")?;
-        let admin = admin.map(|(ctx, bound)| {
-            let stop = stop_rx.clone();
-            tokio::spawn(async move {
-                if let Err(e) = crate::admin::serve(ctx, bound, stop).await {
-                    error!("the admin API cannot listen: {e}");
-                }
-            })
-        });
-        loop {
-            let responder = tokio::select! {
-                _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
-                _ = term.recv() => { info!("SIGTERM: stopping"); break; }
-                _ = usr1.recv() => {
-                    if let Some(log) = &shared.access_log {
-                        info!("SIGUSR1: reopening the access log");
-                        log.reopen();
-                    }
-                    continue;
-                }
-                _ = hup.recv() => {
-                    info!(config = %config_path.display(), "SIGHUP: reloading the config");
-                    None
-                }
-                r = reload_rx.recv() => {
-                    info!(config = %config_path.display(), "admin API: reloading the config");
-                    r
-                }
-            };
-            let outcome = reload(&shared, &board, config_path);
-            match &outcome {
-                Ok(id) => {
-                    let _ = checks.send(true);
-                    checks = start_health_checks(&shared.generation.load());
-                    shared.metrics.reloads_ok.inc();
-                    info!(generation = id, "config reloaded");
-                }
-                Err(e) => {
-                    shared.metrics.reloads_failed.inc();
-                    error!("reload rejected, the running config stays: {e}");
-                }
+        let outcome = reload(shared, board, config_path);
+        match &outcome {
+            Ok(id) => {
+                let _ = checks.send(true);
+                checks = start_health_checks(&shared.generation.load());
+                shared.metrics.reloads_ok.inc();
+                info!(generation = id, "config reloaded");
             }
-            write_reload_result(&instance, &outcome);
-            if let Some(r) = responder {
-                let _ = r.send(outcome);
+            Err(e) => {
+                shared.metrics.reloads_failed.inc();
+                error!("reload rejected, the running config stays: {e}");
             }
         }
-        let _ = stop_tx.send(true);
-        let _ = checks.send(true);
-        let _ = sweeper.await;
-        let _ = watcher.await;
-        let _ = banner.await;
-        if let Some(a) = admin {
-            let _ = a.await;
-        }
-        anyhow::Ok(())
-    })?;
-    for t in threads {
-        if t.join().is_err() {
-            error!("a worker thread panicked");
+        write_reload_result(instance, &outcome);
+        if let Some(r) = responder {
+            let _ = r.send(outcome);
         }
     }
-    // The runtime file stays: while the pins exist, it tells the CLI which state file to keep
-    // in step. A stale PID in it is harmless (check_not_running looks the PID up).
+    let _ = stop_tx.send(true);
+    let _ = checks.send(true);
+    let _ = sweeper.await;
+    let _ = watcher.await;
+    let _ = banner.await;
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    Ok(())
+}
+
+/// Detaches the packet filter, or keeps it attached for the next start.
+fn detach(mut datapath: Datapath, keep_kernel_state: bool) {
     if keep_kernel_state {
         match datapath.keep_attached() {
             Ok(n) => info!(
@@ -407,8 +519,6 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
         }
     }
     drop(datapath);
-    info!("stopped; the pinned maps and the state file keep the lists");
-    Ok(())
 }
 
 /// Longest a ban waits for others to share its state file write.

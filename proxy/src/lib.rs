@@ -3,9 +3,12 @@
 //! Modules by concern: `config`, `kernel` (loading, attaching, maps), `http` (server,
 //! forwarding), `upstream` (pools), `cache` (the RFC 9111 response cache), `defense` (blocklist, allowlist, state), `daemon` (`proxy
 //! run`), `cli` (the management commands).
+pub mod access;
 pub mod access_log;
 pub mod admin;
+pub mod authority;
 pub mod cache;
+pub mod cidr;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -17,6 +20,8 @@ pub mod kernel;
 pub mod metrics;
 pub mod privileges;
 pub mod proxy_protocol;
+pub mod routing;
+pub mod rules;
 pub mod runtime;
 pub mod safe_fs;
 pub mod tls;

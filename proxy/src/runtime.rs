@@ -6,9 +6,11 @@ use std::{collections::BTreeMap, sync::Arc};
 use arc_swap::ArcSwap;
 
 use crate::{
+    access::Access,
     config::{Config, ListenerConfig},
     defense::{Cidr, ban, limits::ClientLimits},
-    http::{access::Access, headers::CompiledOps, route::Router},
+    routing::{HostMatch, Router},
+    rules::CompiledOps,
     tls,
     upstream::{HealthBoard, Upstream},
 };
@@ -143,37 +145,46 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
             })?;
         upstreams.insert(name.clone(), Arc::new(Upstream::new(name, u, board, tls)));
     }
-    let compile =
-        |label: String, r: &crate::config::RouteConfig| -> Result<Arc<Route>, BuildError> {
-            let invalid = |message: String| BuildError::Invalid {
-                key: label.clone(),
-                message,
-            };
-            Ok(Arc::new(Route {
-                upstream: upstreams[&r.upstream].clone(),
-                access: Access::compile(&r.allow, &r.deny, r.auth.as_ref()).map_err(invalid)?,
-                request_ops: CompiledOps::compile(&r.headers.request).map_err(invalid)?,
-                response_ops: CompiledOps::compile(&r.headers.response).map_err(invalid)?,
-                pass_server_header: r.pass_server_header,
-                forward_original_path: r.forward_original_path,
-                upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
-                cache: r
-                    .cache
-                    .as_ref()
-                    .and_then(|c| crate::cache::Policy::compile(c, config.cache.max_bytes)),
-                statuses: crate::metrics::StatusCounts::default(),
-                latency: crate::metrics::Histogram::default(),
-                label,
-            }))
+    // Validation is the build: every rule is compiled here, once, and an error names the
+    // config key it came from.
+    let compile = |i: usize,
+                   r: &crate::config::RouteConfig|
+     -> Result<(HostMatch, String, Arc<Route>), BuildError> {
+        let label = format!("route[{i}]");
+        let invalid = |key: &str, message: String| BuildError::Invalid {
+            key: format!("{label}.{key}"),
+            message,
         };
-    let mut routes = Vec::new();
-    for (i, r) in config.route.iter().enumerate() {
-        routes.push((
-            r.host.clone(),
-            r.path.clone(),
-            compile(format!("route[{i}]"), r)?,
-        ));
-    }
+        let host = HostMatch::parse(r.host.as_deref()).map_err(|m| invalid("host", m))?;
+        let cache = match &r.cache {
+            Some(c) => crate::cache::Policy::compile(c, config.cache.max_bytes)
+                .map_err(|(k, m)| invalid(&format!("cache.{k}"), m))?,
+            None => None,
+        };
+        let route = Arc::new(Route {
+            upstream: upstreams[&r.upstream].clone(),
+            access: Access::compile(&r.allow, &r.deny, r.auth.as_ref())
+                .map_err(|m| invalid("auth", m))?,
+            request_ops: CompiledOps::compile(&r.headers.request)
+                .map_err(|m| invalid("headers.request", m))?,
+            response_ops: CompiledOps::compile(&r.headers.response)
+                .map_err(|m| invalid("headers.response", m))?,
+            pass_server_header: r.pass_server_header,
+            forward_original_path: r.forward_original_path,
+            upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
+            cache,
+            statuses: crate::metrics::StatusCounts::default(),
+            latency: crate::metrics::Histogram::default(),
+            label,
+        });
+        Ok((host, r.path.clone(), route))
+    };
+    let routes = config
+        .route
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile(i, r))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut fallbacks = Vec::new();
     for (i, l) in config.listener.iter().enumerate() {
         fallbacks.push(l.upstream.as_ref().map(|up| {
@@ -192,8 +203,8 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
             })
         }));
     }
-    let bans = ban::compile_all(&config.ban).map_err(|message| BuildError::Invalid {
-        key: "ban".into(),
+    let bans = ban::compile_all(&config.ban).map_err(|(i, message)| BuildError::Invalid {
+        key: format!("ban[{i}]"),
         message,
     })?;
     Ok(Generation {

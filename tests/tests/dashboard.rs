@@ -62,7 +62,7 @@ fn the_dashboard_shows_live_numbers_and_bans() {
         "chromium is not installed: `cargo xtask test` installs it"
     );
     let w = World::new(65, ORIGIN_BIN);
-    let digest = proxy::http::access::token_digest(TOKEN);
+    let digest = proxy::access::token_digest(TOKEN);
     let config = w.write_config(
         "dash.toml",
         &format!(

@@ -355,7 +355,7 @@ fn child_pid(pid: i32) -> i32 {
 #[test]
 fn the_admin_api_refuses_without_the_token_and_to_other_users() {
     let token = "admin-token-123";
-    let digest = proxy::http::access::token_digest(token);
+    let digest = proxy::access::token_digest(token);
     let w = World::new(63, ORIGIN_BIN);
     let socket = w.dir.path().join("admin.sock");
     let config = w.write_config(

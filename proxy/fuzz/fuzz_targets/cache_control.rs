@@ -54,7 +54,9 @@ fn world() -> &'static World {
             .iter()
             .map(|text| {
                 let c: RouteCache = toml::from_str(text).expect("valid [route.cache]");
-                Policy::compile(&c, 1 << 20).expect("enabled")
+                Policy::compile(&c, 1 << 20)
+                    .expect("a valid [route.cache]")
+                    .expect("enabled")
             })
             .collect(),
         cache: Cache::new(1 << 20),

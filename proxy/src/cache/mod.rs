@@ -48,7 +48,7 @@ pub struct Policy {
 }
 
 /// Checks a `[route.cache]` table; the error names the key inside it.
-pub fn validate_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, String)> {
+fn check_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, String)> {
     if !(c.heuristic_fraction > 0.0 && c.heuristic_fraction <= 1.0) {
         return Err((
             "heuristic_fraction".into(),
@@ -79,9 +79,12 @@ pub fn validate_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, Str
 
 impl Policy {
     /// `None` when the table turns caching off.
-    #[must_use]
-    pub fn compile(c: &RouteCache, max_bytes: u64) -> Option<Arc<Self>> {
-        c.enabled.then(|| {
+    ///
+    /// # Errors
+    /// A value out of range: (the key inside `[route.cache]`, what is wrong).
+    pub fn compile(c: &RouteCache, max_bytes: u64) -> Result<Option<Arc<Self>>, (String, String)> {
+        check_route(c, max_bytes)?;
+        Ok(c.enabled.then(|| {
             Arc::new(Self {
                 rules: LifetimeRules {
                     default_ttl: c.default_ttl,
@@ -105,7 +108,7 @@ impl Policy {
                     .collect(),
                 lock_timeout: c.lock_timeout,
             })
-        })
+        }))
     }
 
     /// The request's values of the key headers (an empty map without `key_headers`).
@@ -581,7 +584,7 @@ impl Cache {
 /// default (a response to `Host: a.example:6666` is never served for `a.example`).
 #[must_use]
 pub fn key_authority(scheme: &str, authority: &str) -> String {
-    match crate::http::normalize::parse_authority(authority.as_bytes()) {
+    match crate::authority::parse_authority(authority.as_bytes()) {
         Some(a) => match a.port {
             Some(p) if !matches!((scheme, p), ("http", 80) | ("https", 443)) => {
                 format!("{}:{p}", a.host)
@@ -610,7 +613,7 @@ mod tests {
 
     fn policy(extra: &str) -> Arc<Policy> {
         let c: RouteCache = toml::from_str(extra).unwrap();
-        Policy::compile(&c, 1 << 20).unwrap()
+        Policy::compile(&c, 1 << 20).unwrap().unwrap()
     }
 
     fn object(body: &str, vary: &[&str]) -> Object {

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use serde::Deserialize;
 
 use super::duration;
-use crate::defense::Cidr;
+use crate::cidr::Cidr;
 
 /// `[server]`: settings for every listener.
 #[derive(Debug, Clone, Deserialize)]
@@ -136,7 +136,7 @@ pub struct ListenerConfig {
     /// What a request path's `%2F`, `%5C` and `\` become: `reject` (400, the default), `keep`
     /// (left as they are, inside a segment) or `decode` (each a `/`).
     #[serde(default)]
-    pub escaped_slashes: crate::http::normalize::EscapedSlashes,
+    pub escaped_slashes: EscapedSlashes,
 }
 
 /// `[listener.tls]`.
@@ -727,4 +727,18 @@ pub struct AdminConfig {
     /// `sha256:<hex>` of the bearer token clients must send (see `proxy hash-token`).
     #[serde(default)]
     pub token: Option<String>,
+}
+
+/// What a listener does with `%2F`, `%5C` and `\` in a request path (like Envoy's
+/// `path_with_escaped_slashes_action`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EscapedSlashes {
+    /// Refuse the request with 400 (the default: no origin can read it differently).
+    #[default]
+    Reject,
+    /// Keep `%2F` / `%5C` encoded (an opaque byte inside a segment) and `\` as it is.
+    Keep,
+    /// Turn each into `/`, a segment separator, before the dot segments are resolved.
+    Decode,
 }

@@ -99,14 +99,13 @@ fn compile(rule: &BanRule) -> Result<CompiledRule, String> {
     })
 }
 
-/// Checks a `[[ban]]` rule.
-pub fn validate(rule: &BanRule) -> Result<(), String> {
-    compile(rule).map(|_| ())
-}
-
-/// Compiles every rule (the config was validated).
-pub fn compile_all(rules: &[BanRule]) -> Result<Vec<CompiledRule>, String> {
-    rules.iter().map(compile).collect()
+/// Compiles every rule; an error names the rule (`ban[i]`) and what is wrong with it.
+pub fn compile_all(rules: &[BanRule]) -> Result<Vec<CompiledRule>, (usize, String)> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile(r).map_err(|e| (i, e)))
+        .collect()
 }
 
 impl CompiledRule {
@@ -367,20 +366,20 @@ prefix_v4 = 24"#,
     #[test]
     fn bad_rules_are_refused() {
         assert!(
-            validate(&rule("name = \"x\"\non = \"status\""))
+            compile(&rule("name = \"x\"\non = \"status\""))
                 .unwrap_err()
                 .contains("needs statuses")
         );
-        assert!(validate(&rule("name = \"x\"\non = \"status\"\nstatuses = [\"6xx\"]")).is_err());
+        assert!(compile(&rule("name = \"x\"\non = \"status\"\nstatuses = [\"6xx\"]")).is_err());
         assert!(
-            validate(&rule(
+            compile(&rule(
                 "name = \"x\"\non = \"deny-pattern\"\npath_regex = \"(\""
             ))
             .unwrap_err()
             .contains("path_regex")
         );
         assert!(
-            validate(&rule(
+            compile(&rule(
                 "name = \"x\"\non = \"invalid-request\"\nttl = \"1h\"\nmax_ttl = \"1m\""
             ))
             .is_err()

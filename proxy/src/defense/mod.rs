@@ -1,14 +1,13 @@
 //! Defenses: the source-address blocklist and allowlist (kept in the kernel maps and in the
 //! state file), and later the per-client limits and automatic bans.
 pub mod ban;
-mod cidr;
 pub mod limits;
 mod lists;
 pub mod state;
 
 use std::path::PathBuf;
 
-pub use cidr::{Cidr, CidrError};
+pub use crate::cidr::{Cidr, CidrError};
 pub use lists::{Applied, BlockItem, BlockView, ImportReport, ListStore, SyncReport, parse_list};
 
 use crate::kernel::KernelError;

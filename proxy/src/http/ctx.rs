@@ -61,6 +61,48 @@ pub struct LogFields {
     pub referer: String,
 }
 
+/// The servers a request was sent to, in order: inline up to four (retries rarely go
+/// further), so the common request allocates nothing for it.
+#[derive(Debug, Default)]
+pub struct Tried {
+    len: usize,
+    inline: [usize; 4],
+    spill: Vec<usize>,
+}
+
+impl Tried {
+    pub fn push(&mut self, index: usize) {
+        if self.spill.is_empty() && self.len < self.inline.len() {
+            self.inline[self.len] = index;
+            self.len += 1;
+            return;
+        }
+        if self.spill.is_empty() {
+            self.spill.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.spill.push(index);
+    }
+
+    #[must_use]
+    pub fn as_slice(&self) -> &[usize] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
 /// One request, from its head to its log line: created once in the first phase, then read
 /// and filled in by each phase in turn (`http::phases`).
 pub struct RequestCtx {
@@ -82,7 +124,7 @@ pub struct RequestCtx {
     pub original_target: Option<PathAndQuery>,
     pub route: Option<Arc<Route>>,
     /// Upstream servers tried so far (indexes into the route's pool).
-    pub tried: Vec<usize>,
+    pub tried: Tried,
     /// The server whose answer is forwarded.
     pub hop: Option<UpstreamHop>,
     /// `Cache-Status` parameters, set by the cache phase on a cached route.
@@ -113,7 +155,7 @@ impl RequestCtx {
             host_header: HeaderValue::from_static(""),
             original_target: None,
             route: None,
-            tried: Vec::new(),
+            tried: Tried::default(),
             hop: None,
             cache_status: None,
             log,
@@ -139,7 +181,7 @@ impl RequestCtx {
             host_header: self.host_header.clone(),
             original_target: self.original_target.clone(),
             route: self.route.clone(),
-            tried: Vec::new(),
+            tried: Tried::default(),
             hop: None,
             cache_status: None,
             log: None,
@@ -170,8 +212,8 @@ impl RequestCtx {
 
     /// The values header rules may use.
     #[must_use]
-    pub fn vars(&self) -> super::headers::Vars<'_> {
-        super::headers::Vars {
+    pub fn vars(&self) -> crate::rules::Vars<'_> {
+        crate::rules::Vars {
             client_ip: self.client_ip,
             host: &self.host,
             scheme: self.scheme(),
@@ -260,6 +302,17 @@ fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tried_servers_spill_past_four() {
+        let mut t = Tried::default();
+        assert!(t.is_empty());
+        for i in 0..6 {
+            t.push(i * 10);
+        }
+        assert_eq!(t.as_slice(), &[0, 10, 20, 30, 40, 50]);
+        assert_eq!(t.len(), 6);
+    }
 
     #[test]
     fn request_ids_are_kept_when_printable_and_made_otherwise() {

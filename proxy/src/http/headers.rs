@@ -23,29 +23,53 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes the hop-by-hop headers, and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names present (a few), instead of a hashed lookup per hop-by-hop
+    // name: most messages carry none but `Connection`.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
     // `Connection` may name extension headers, never the fields that carry the message's one
     // authority and framing (`Connection: host` must not leave the upstream without the Host
     // that was routed).
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| *name != HOST && *name != CONTENT_LENGTH)
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if present[0] {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // Only names that are there (`keep-alive`, `close` are options, rarely fields):
+            // the common case allocates nothing.
+            .filter(|name| !name.is_empty() && headers.contains_key(*name))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .filter(|name| *name != HOST && *name != CONTENT_LENGTH)
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (name, here) in HOP_BY_HOP.iter().zip(present) {
+        if here {
+            headers.remove(name);
+        }
     }
 }
 
 /// Appends the client address to `X-Forwarded-For` (RFC 7239's de facto predecessor): one
 /// header, comma-separated, the nearest hop last.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    append_list(headers, &X_FORWARDED_FOR, client.to_string());
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(40);
+    let _ = write!(text, "{client}");
+    append_list(headers, &X_FORWARDED_FOR, text);
 }
 
 #[cfg(test)]
@@ -83,150 +107,7 @@ mod tests {
     }
 }
 
-// ---------------------------------------------------------------- header rules with variables
-
-use crate::{
-    config::{ClientAddressFrom, HeaderOps},
-    defense::Cidr,
-};
-
-/// Values a header rule may use.
-pub struct Vars<'a> {
-    pub client_ip: IpAddr,
-    pub host: &'a str,
-    pub scheme: &'a str,
-    pub request_id: &'a str,
-}
-
-#[derive(Debug, Clone)]
-enum Piece {
-    Text(String),
-    ClientIp,
-    Host,
-    Scheme,
-    RequestId,
-}
-
-/// A header value with `$variables`, parsed once at config load.
-#[derive(Debug, Clone)]
-pub struct Template(Vec<Piece>);
-
-impl Template {
-    /// Parses `$client_ip`, `$host`, `$scheme`, `$request_id`; `$$` is a literal `$`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if text.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(format!("value {text:?} contains CR, LF or NUL"));
-        }
-        if HeaderValue::from_str(&text.replace('$', "")).is_err() {
-            return Err(format!("value {text:?} is not a valid header value"));
-        }
-        let mut pieces = Vec::new();
-        let mut rest = text;
-        while let Some(pos) = rest.find('$') {
-            if pos > 0 {
-                pieces.push(Piece::Text(rest[..pos].to_owned()));
-            }
-            let after = &rest[pos + 1..];
-            if let Some(r) = after.strip_prefix('$') {
-                pieces.push(Piece::Text("$".into()));
-                rest = r;
-                continue;
-            }
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            pieces.push(match &after[..end] {
-                "client_ip" => Piece::ClientIp,
-                "host" => Piece::Host,
-                "scheme" => Piece::Scheme,
-                "request_id" => Piece::RequestId,
-                other => {
-                    return Err(format!(
-                        "unknown variable ${other} in {text:?} (known: $client_ip, $host, $scheme, $request_id; $$ for a dollar)"
-                    ));
-                }
-            });
-            rest = &after[end..];
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_owned()));
-        }
-        Ok(Self(pieces))
-    }
-
-    /// The value for one request; `None` if a variable made it invalid (never CR/LF/NUL).
-    #[must_use]
-    pub fn render(&self, vars: &Vars<'_>) -> Option<HeaderValue> {
-        let mut out = String::new();
-        for p in &self.0 {
-            match p {
-                Piece::Text(t) => out.push_str(t),
-                Piece::ClientIp => out.push_str(&vars.client_ip.to_string()),
-                Piece::Host => out.push_str(vars.host),
-                Piece::Scheme => out.push_str(vars.scheme),
-                Piece::RequestId => out.push_str(vars.request_id),
-            }
-        }
-        HeaderValue::from_str(&out).ok()
-    }
-}
-
-/// `set` / `add` / `remove` rules, compiled.
-#[derive(Debug, Clone, Default)]
-pub struct CompiledOps {
-    set: Vec<(HeaderName, Template)>,
-    add: Vec<(HeaderName, Template)>,
-    remove: Vec<HeaderName>,
-}
-
-fn header_name(name: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("{name:?} is not a valid header name"))
-}
-
-/// Checks the rules of a config section.
-pub fn validate_ops(ops: &HeaderOps) -> Result<(), String> {
-    CompiledOps::compile(ops).map(|_| ())
-}
-
-impl CompiledOps {
-    pub fn compile(ops: &HeaderOps) -> Result<Self, String> {
-        let pairs = |m: &std::collections::BTreeMap<String, String>| -> Result<Vec<(HeaderName, Template)>, String> {
-            m.iter().map(|(k, v)| Ok((header_name(k)?, Template::parse(v)?))).collect()
-        };
-        Ok(Self {
-            set: pairs(&ops.set)?,
-            add: pairs(&ops.add)?,
-            remove: ops
-                .remove
-                .iter()
-                .map(|n| header_name(n))
-                .collect::<Result<_, _>>()?,
-        })
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
-    }
-
-    /// Applies remove, then set, then add.
-    pub fn apply(&self, headers: &mut HeaderMap, vars: &Vars<'_>) {
-        for name in &self.remove {
-            headers.remove(name);
-        }
-        for (name, t) in &self.set {
-            if let Some(v) = t.render(vars) {
-                headers.insert(name.clone(), v);
-            }
-        }
-        for (name, t) in &self.add {
-            if let Some(v) = t.render(vars) {
-                headers.append(name.clone(), v);
-            }
-        }
-    }
-}
+use crate::{cidr::Cidr, config::ClientAddressFrom};
 
 // ---------------------------------------------------------------- forwarding headers
 
@@ -307,7 +188,8 @@ pub struct Forwarding<'a> {
     /// The TCP peer (after the PROXY protocol).
     pub peer: IpAddr,
     pub scheme: &'a str,
-    pub host: &'a str,
+    /// The request's one authority, as the `Host` sent upstream (empty: none).
+    pub host: &'a HeaderValue,
     /// "1.0", "1.1" or "2".
     pub version: &'a str,
     pub via_name: &'a str,
@@ -315,23 +197,20 @@ pub struct Forwarding<'a> {
     pub trusted_proxies: &'a [Cidr],
 }
 
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("\"[{a}]\""),
-    }
-}
-
 /// Sets X-Forwarded-For/-Proto/-Host, RFC 7239 `Forwarded`, `Via` and `X-Request-Id`. Values
 /// that arrived from a peer that is not a trusted proxy are dropped first (they are spoofable).
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    if !trusted(f.peer, f.trusted_proxies) {
-        for name in [
-            &X_FORWARDED_FOR,
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-            &FORWARDED,
-        ] {
+    use std::fmt::Write as _;
+    let spoofable = [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &FORWARDED,
+    ];
+    // A request from a client (not a trusted proxy) rarely has any of these: one pass over
+    // its names decides whether any must go.
+    if !trusted(f.peer, f.trusted_proxies) && headers.keys().any(|k| spoofable.contains(&k)) {
+        for name in spoofable {
             headers.remove(name);
         }
     }
@@ -340,20 +219,26 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         let proto = if f.scheme == "https" { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
-    if !headers.contains_key(&X_FORWARDED_HOST)
-        && !f.host.is_empty()
-        && let Ok(v) = HeaderValue::from_str(f.host)
-    {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
+    if !f.host.is_empty() && !headers.contains_key(&X_FORWARDED_HOST) {
+        headers.insert(X_FORWARDED_HOST.clone(), f.host.clone());
     }
-    let mut element = format!("for={};proto={}", forwarded_node(f.peer), f.scheme);
+    let mut element = String::with_capacity(64);
+    match f.peer {
+        IpAddr::V4(a) => {
+            let _ = write!(element, "for={a};proto={}", f.scheme);
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(element, "for=\"[{a}]\";proto={}", f.scheme);
+        }
+    }
     if !f.host.is_empty()
         && f.host
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
+            .as_bytes()
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b';' && b != b',')
     {
         element.push_str(";host=");
-        element.push_str(f.host);
+        element.push_str(f.host.to_str().unwrap_or(""));
     }
     append_list(headers, &FORWARDED, element);
     append_via(headers, f.version, f.via_name);
@@ -406,61 +291,6 @@ pub fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: String) {
 #[cfg(test)]
 mod rule_tests {
     use super::*;
-
-    fn vars() -> Vars<'static> {
-        Vars {
-            client_ip: "192.0.2.9".parse().unwrap(),
-            host: "a.test",
-            scheme: "https",
-            request_id: "r1",
-        }
-    }
-
-    #[test]
-    fn templates_render_variables() {
-        let t = Template::parse("ip=$client_ip host=$host $scheme $request_id $$5").unwrap();
-        assert_eq!(
-            t.render(&vars()).unwrap(),
-            "ip=192.0.2.9 host=a.test https r1 $5"
-        );
-        assert!(
-            Template::parse("$nope")
-                .unwrap_err()
-                .contains("unknown variable $nope")
-        );
-        assert!(
-            Template::parse("a\r\nInjected: 1")
-                .unwrap_err()
-                .contains("CR, LF or NUL")
-        );
-        assert!(Template::parse("a\0b").is_err());
-    }
-
-    #[test]
-    fn ops_apply_in_order() {
-        let ops = HeaderOps {
-            set: [("x-env".to_owned(), "prod".to_owned())].into(),
-            add: [("x-client".to_owned(), "$client_ip".to_owned())].into(),
-            remove: vec!["x-debug".into()],
-        };
-        let c = CompiledOps::compile(&ops).unwrap();
-        let mut h = HeaderMap::new();
-        h.insert("x-debug", HeaderValue::from_static("1"));
-        h.insert("x-env", HeaderValue::from_static("dev"));
-        c.apply(&mut h, &vars());
-        assert!(!h.contains_key("x-debug"));
-        assert_eq!(h["x-env"], "prod");
-        assert_eq!(h["x-client"], "192.0.2.9");
-        let bad = HeaderOps {
-            set: [("bad name".to_owned(), "x".to_owned())].into(),
-            ..HeaderOps::default()
-        };
-        assert!(
-            validate_ops(&bad)
-                .unwrap_err()
-                .contains("not a valid header name")
-        );
-    }
 
     #[test]
     fn client_ip_trusts_only_listed_proxies() {
@@ -546,7 +376,7 @@ mod rule_tests {
         let f = Forwarding {
             peer: "2001:db8::7".parse().unwrap(),
             scheme: "http",
-            host: "a.test",
+            host: &HeaderValue::from_static("a.test"),
             version: "1.1",
             via_name: "proxy",
             request_id: &HeaderValue::from_static("abc"),

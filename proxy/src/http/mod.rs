@@ -2,7 +2,6 @@
 //! request context (`phases`, `ctx`, `error`), sending upstream (`forward`), the cache path
 //! (`cached`), and what phases share: normalisation, routing, access rules, header rules,
 //! tunnels and the HTTP/2 stream watchdog.
-pub mod access;
 pub mod cached;
 pub mod ctx;
 pub mod error;
@@ -10,7 +9,6 @@ pub mod forward;
 pub mod headers;
 pub mod normalize;
 pub mod phases;
-pub mod route;
 pub mod server;
 pub mod stall;
 pub mod tunnel;

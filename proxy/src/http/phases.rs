@@ -32,7 +32,6 @@ use hyper::{
 use tracing::debug;
 
 use super::{
-    access::Decision,
     ctx::{ConnInfo, ProxyBody, RequestCtx, UpstreamHop, WorkerCtx},
     error::{ErrorKind, ProxyError},
     forward::{self, Attempt, BodyState, Outcome, Step},
@@ -40,6 +39,7 @@ use super::{
     normalize, tunnel,
 };
 use crate::{
+    access::Decision,
     config::RateKey,
     defense::{
         ban,
@@ -282,7 +282,7 @@ pub fn upstream_request(
         &headers::Forwarding {
             peer: ctx.conn.peer.ip(),
             scheme: ctx.scheme(),
-            host: ctx.host_header.to_str().unwrap_or(""),
+            host: &ctx.host_header,
             version: ctx.via_version(),
             via_name: &server.name,
             request_id: &ctx.id,
@@ -345,7 +345,7 @@ pub fn upstream_request(
 pub fn upstream_peer(ctx: &RequestCtx, headers: &HeaderMap) -> Option<usize> {
     ctx.route()
         .upstream
-        .pick(ctx.client_ip, headers, &ctx.tried)
+        .pick(ctx.client_ip, headers, ctx.tried.as_slice())
 }
 
 /// Sends the request to the route's pool: one attempt per server picked, as the retry
@@ -376,11 +376,11 @@ pub async fn send(
         let attempts_left = attempt < up.retry.attempts;
         // A copy of the request head for a retry, only when a retry could go somewhere.
         let keep = replayable && attempts_left && up.servers.len() > ctx.tried.len();
-        let deadline = request_deadline.min(Instant::now() + up.response_timeout);
+        let sent_at = Instant::now();
+        let deadline = request_deadline.min(sent_at + up.response_timeout);
         server
             .inflight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent_at = Instant::now();
         let result = forward::attempt(
             &ctx.worker,
             up,
@@ -395,8 +395,9 @@ pub async fn send(
         server
             .inflight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let outcome = judge(up, index, &result, body_state, sent_at)?;
-        let another = attempts_left && up.has_candidate(&ctx.tried);
+        let took = sent_at.elapsed();
+        let outcome = judge(up, index, &result, body_state, took)?;
+        let another = attempts_left && up.has_candidate(ctx.tried.as_slice());
         let step = match forward::next_step(outcome, replayable, another) {
             Step::Retry if up.take_retry() => Step::Retry,
             Step::Retry if matches!(outcome, Outcome::Status(_)) => Step::Deliver,
@@ -407,7 +408,7 @@ pub async fn send(
             (Step::Deliver, Attempt::Response(resp)) => {
                 ctx.hop = Some(UpstreamHop {
                     server: server.addr,
-                    time: sent_at.elapsed(),
+                    time: took,
                 });
                 return Ok(resp);
             }
@@ -450,13 +451,13 @@ fn judge(
     index: usize,
     result: &Attempt,
     body_state: &BodyState,
-    sent_at: Instant,
+    took: std::time::Duration,
 ) -> Result<Outcome, ProxyError> {
     let server = &up.servers[index];
     let outcome = match result {
         Attempt::Response(resp) => {
             server.statuses.record(resp.status().as_u16());
-            up.latency.observe(sent_at.elapsed());
+            up.latency.observe(took);
             Outcome::Status(resp.status().as_u16())
         }
         Attempt::ConnectFailed(_) => Outcome::ConnectFailed,

@@ -8,7 +8,7 @@ use proxy_common::{
 };
 
 use super::KernelError;
-use crate::defense::Cidr;
+use crate::cidr::Cidr;
 
 /// The maps of one instance, opened from their pins.
 pub struct KernelMaps {

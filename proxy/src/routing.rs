@@ -13,16 +13,34 @@ pub enum HostMatch {
 }
 
 impl HostMatch {
-    /// From a validated pattern.
-    #[must_use]
-    pub fn parse(pattern: Option<&str>) -> Self {
-        match pattern {
-            None => Self::Any,
-            Some(p) => match p.strip_prefix('*') {
-                Some(suffix) => Self::Suffix(suffix.to_ascii_lowercase()),
-                None => Self::Exact(p.to_ascii_lowercase()),
-            },
+    /// A `route.host` pattern: an exact name, `*.suffix`, or none (any host).
+    ///
+    /// # Errors
+    /// A wildcard anywhere but a leading `*.`, or a name that is not a valid host name.
+    pub fn parse(pattern: Option<&str>) -> Result<Self, String> {
+        let Some(p) = pattern else {
+            return Ok(Self::Any);
+        };
+        let name = p.strip_prefix("*.").unwrap_or(p);
+        if p.contains('*') && !p.starts_with("*.") || name.contains('*') {
+            return Err(format!(
+                "{p:?}: a wildcard may only be a leading \"*.\" (e.g. \"*.example.com\")"
+            ));
         }
+        if name.is_empty()
+            || name.len() > 253
+            || !name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+        {
+            return Err(format!("{p:?} is not a valid host name"));
+        }
+        Ok(match p.strip_prefix('*') {
+            Some(suffix) => Self::Suffix(suffix.to_ascii_lowercase()),
+            None => Self::Exact(p.to_ascii_lowercase()),
+        })
     }
 
     fn matches(&self, host: &str) -> bool {
@@ -41,27 +59,6 @@ impl HostMatch {
             Self::Exact(_) => (2, 0),
         }
     }
-}
-
-/// Checks a `route.host` pattern.
-pub fn validate_host_pattern(p: &str) -> Result<(), String> {
-    let name = p.strip_prefix("*.").unwrap_or(p);
-    if p.contains('*') && !p.starts_with("*.") || name.contains('*') {
-        return Err(format!(
-            "{p:?}: a wildcard may only be a leading \"*.\" (e.g. \"*.example.com\")"
-        ));
-    }
-    if name.is_empty()
-        || name.len() > 253
-        || !name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-    {
-        return Err(format!("{p:?} is not a valid host name"));
-    }
-    Ok(())
 }
 
 /// A route's matching part, with the index of what it leads to.
@@ -83,20 +80,11 @@ impl<T: Clone> Router<T> {
     /// `routes` in file order: (host pattern, path prefix, target); `fallbacks[i]` is
     /// listener i's own upstream route, if any.
     #[must_use]
-    pub fn new(routes: Vec<(Option<String>, String, T)>, fallbacks: Vec<Option<T>>) -> Self {
+    pub fn new(routes: Vec<(HostMatch, String, T)>, fallbacks: Vec<Option<T>>) -> Self {
         let mut entries: Vec<(usize, Entry<T>)> = routes
             .into_iter()
             .enumerate()
-            .map(|(i, (host, path, target))| {
-                (
-                    i,
-                    Entry {
-                        host: HostMatch::parse(host.as_deref()),
-                        path,
-                        target,
-                    },
-                )
-            })
+            .map(|(i, (host, path, target))| (i, Entry { host, path, target }))
             .collect();
         // Stable sort: among equally specific routes the file order stays.
         entries.sort_by(|(ia, a), (ib, b)| {
@@ -137,19 +125,18 @@ mod tests {
 
     fn router() -> Router<&'static str> {
         Router::new(
-            vec![
+            [
                 (None, "/".into(), "any-root"),
-                (Some("*.example.com".into()), "/".into(), "wild"),
-                (Some("api.example.com".into()), "/".into(), "api-root"),
-                (Some("api.example.com".into()), "/v2/".into(), "api-v2"),
+                (Some("*.example.com"), "/".into(), "wild"),
+                (Some("api.example.com"), "/".into(), "api-root"),
+                (Some("api.example.com"), "/v2/".into(), "api-v2"),
                 (None, "/static/".into(), "static"),
-                (Some("*.eu.example.com".into()), "/".into(), "wild-eu"),
-                (
-                    Some("api.example.com".into()),
-                    "/v2/".into(),
-                    "api-v2-second",
-                ),
-            ],
+                (Some("*.eu.example.com"), "/".into(), "wild-eu"),
+                (Some("api.example.com"), "/v2/".into(), "api-v2-second"),
+            ]
+            .into_iter()
+            .map(|(h, p, t)| (HostMatch::parse(h).unwrap(), p, t))
+            .collect(),
             vec![None, Some("listener-1-fallback")],
         )
     }
@@ -185,7 +172,7 @@ mod tests {
     #[test]
     fn listener_fallback() {
         let r = Router::new(
-            vec![(Some("a.test".into()), "/".into(), "a")],
+            vec![(HostMatch::parse(Some("a.test")).unwrap(), "/".into(), "a")],
             vec![None, Some("fb")],
         );
         assert_eq!(r.find(1, "b.test", "/"), Some(&"fb"));
@@ -195,10 +182,16 @@ mod tests {
 
     #[test]
     fn host_patterns_are_validated() {
-        assert!(validate_host_pattern("*.example.com").is_ok());
-        assert!(validate_host_pattern("a.*.com").is_err());
-        assert!(validate_host_pattern("*example.com").is_err());
-        assert!(validate_host_pattern("bad host").is_err());
-        assert!(validate_host_pattern("").is_err());
+        let parse = |p: &str| HostMatch::parse(Some(p));
+        assert_eq!(
+            parse("*.Example.com"),
+            Ok(HostMatch::Suffix(".example.com".into()))
+        );
+        assert_eq!(parse("A.test"), Ok(HostMatch::Exact("a.test".into())));
+        assert_eq!(HostMatch::parse(None), Ok(HostMatch::Any));
+        assert!(parse("a.*.com").is_err());
+        assert!(parse("*example.com").is_err());
+        assert!(parse("bad host").is_err());
+        assert!(parse("").is_err());
     }
 }

@@ -134,11 +134,6 @@ fn challenge(scheme: &str, realm: &str) -> Result<HeaderValue, String> {
         .map_err(|_| format!("realm {realm:?} is not valid header text"))
 }
 
-/// Checks a `route.auth` section.
-pub fn validate_auth(auth: &AuthConfig) -> Result<(), String> {
-    compile_auth(auth).map(|_| ())
-}
-
 fn compile_auth(auth: &AuthConfig) -> Result<Auth, String> {
     match auth {
         AuthConfig::Basic { realm, users } => {
@@ -403,7 +398,7 @@ mod tests {
             realm: "x".into(),
             users: [("a".to_owned(), "plain".to_owned())].into(),
         };
-        assert!(validate_auth(&bad).unwrap_err().contains("hash-password"));
+        assert!(compile_auth(&bad).unwrap_err().contains("hash-password"));
     }
 
     #[test]
@@ -442,7 +437,7 @@ mod tests {
             Decision::Unauthorized(_)
         ));
         assert!(
-            validate_auth(&AuthConfig::Bearer {
+            compile_auth(&AuthConfig::Bearer {
                 realm: "x".into(),
                 tokens: vec!["abc".into()]
             })
