@@ -8,9 +8,10 @@ use proxy_common::{Counter, Reason};
 use serde_json::json;
 
 use crate::{
+    clock::wall_ms,
     config::{AttachMode, Config, default_state_file, validate_instance},
     daemon,
-    defense::{Cidr, ListStore, parse_list, state::StateFile, state::now_ms},
+    defense::{Cidr, ListStore, parse_list, state::StateFile},
     kernel::{self, KernelMaps, spread},
 };
 
@@ -473,7 +474,7 @@ fn blocklist(target: &Target, action: BlocklistAction) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
-                let now = now_ms();
+                let now = wall_ms();
                 println!(
                     "{:<43} {:<10} {:<12} NOTE",
                     "PREFIX", "REASON", "EXPIRES IN"

@@ -6,7 +6,8 @@
 //! - [`monotonic_ns`]: the kernel's `CLOCK_MONOTONIC` in nanoseconds, the clock eBPF programs
 //!   read (`bpf_ktime_get_ns`), for expiry times in shared maps.
 //! - [`wall_ms`]: Unix time in milliseconds, for state written to disk.
-//! - `std::time::Instant` for latencies and request deadlines.
+//! - `std::time::Instant` for latencies and request deadlines; `SystemTime` where HTTP dates
+//!   are compared (the cache, RFC 9111).
 use std::{
     sync::OnceLock,
     time::{SystemTime, UNIX_EPOCH},

@@ -2,8 +2,9 @@
 //! is a description, a frame from the builder, and the expected verdict. Both programs must
 //! agree on every fixture (they share one parser and one decision).
 use proxy::{
+    clock::monotonic_ns,
     defense::Cidr,
-    kernel::{Datapath, KernelMaps, monotonic_now_ns},
+    kernel::{Datapath, KernelMaps},
 };
 use proxy_common::{BlockEntry, Counter, Reason};
 use proxy_tests::{packet::*, require_root, unique_id};
@@ -395,7 +396,7 @@ fn xdp_and_tc_verdicts_match_the_table() {
     };
     let mut maps = KernelMaps::open(&pin_dir).unwrap();
 
-    let now = monotonic_now_ns();
+    let now = monotonic_ns();
     for p in [
         "10.0.0.0/8",
         "192.0.2.0/24",

@@ -7,8 +7,8 @@ use tracing::warn;
 
 use super::AdminCtx;
 use crate::{
+    clock::now_ms,
     metrics::{header as metric_header, label},
-    upstream::health::now_ms,
 };
 
 /// Every metric, in the Prometheus text format.

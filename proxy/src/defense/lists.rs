@@ -11,9 +11,12 @@ use serde::Serialize;
 
 use super::{
     Cidr, DefenseError,
-    state::{AllowRecord, BlockRecord, StateFile, now_ms},
+    state::{AllowRecord, BlockRecord, StateFile},
 };
-use crate::kernel::{KernelMaps, monotonic_now_ns};
+use crate::{
+    clock::{monotonic_ns, wall_ms},
+    kernel::KernelMaps,
+};
 
 /// The lists of one instance: its pinned maps and its state file.
 pub struct ListStore {
@@ -202,8 +205,8 @@ impl ListStore {
     ) -> Result<Vec<Applied>, DefenseError> {
         let lock = self.file.lock()?;
         let mut state = self.file.read()?;
-        let now = now_ms();
-        let now_mono = monotonic_now_ns();
+        let now = wall_ms();
+        let now_mono = monotonic_ns();
         let mut outcomes = Vec::with_capacity(items.len());
         // Automatic bans leave the last sixteenth of each map to the operator: a flood of
         // bans from fresh prefixes cannot lock `proxy blocklist add` out.
@@ -302,7 +305,7 @@ impl ListStore {
             if let Some(r) = previous.filter(|_| was_in_kernel) {
                 let _ = self
                     .maps
-                    .block(cidr, kernel_entry(&r, now_ms(), monotonic_now_ns()));
+                    .block(cidr, kernel_entry(&r, wall_ms(), monotonic_ns()));
             }
             return Err(e);
         }
@@ -369,7 +372,7 @@ impl ListStore {
             .insert(
                 *cidr,
                 AllowRecord {
-                    added_at_ms: now_ms(),
+                    added_at_ms: wall_ms(),
                     note: note.map(str::to_owned),
                 },
             )
@@ -414,8 +417,8 @@ impl ListStore {
     pub fn sync_kernel_from_state(&mut self) -> Result<SyncReport, DefenseError> {
         let lock = self.file.lock()?;
         let mut state = self.file.read()?;
-        let now = now_ms();
-        let now_mono = monotonic_now_ns();
+        let now = wall_ms();
+        let now_mono = monotonic_ns();
         let mut report = SyncReport::default();
         let before = state.blocklist.len();
         state.blocklist.retain(|_, r| !r.is_expired(now));
@@ -449,7 +452,7 @@ impl ListStore {
     /// Removes expired entries from the maps and the state file. Cheap when nothing is due:
     /// the state file is only re-read when it changed, and only rewritten when an entry expired.
     pub fn sweep(&mut self) -> Result<usize, DefenseError> {
-        let now = now_ms();
+        let now = wall_ms();
         let modified = self.file.modified();
         if let (Some((seen_mtime, next_expiry)), Some(mtime)) = (self.seen, modified)
             && seen_mtime == mtime

@@ -56,12 +56,6 @@ pub struct State {
     pub allowlist: BTreeMap<Cidr, AllowRecord>,
 }
 
-/// Wall-clock now in ms since the Unix epoch.
-#[must_use]
-pub fn now_ms() -> u64 {
-    crate::clock::wall_ms()
-}
-
 /// Holds the exclusive lock on a state file; released on drop.
 pub struct StateLock {
     _file: File,

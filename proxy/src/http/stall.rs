@@ -25,7 +25,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 
 use super::ctx::ProxyBody;
-use crate::upstream::health::now_ms;
+use crate::clock::now_ms;
 
 tokio::task_local! {
     static WATCH: Arc<Watch>;

@@ -163,9 +163,3 @@ pub fn ensure_bpffs() -> Result<(), KernelError> {
     tracing::info!(path = %root.display(), "mounted bpffs");
     Ok(())
 }
-
-/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`, used for blocklist expiry.
-#[must_use]
-pub fn monotonic_now_ns() -> u64 {
-    crate::clock::monotonic_ns()
-}

@@ -16,12 +16,6 @@ use tracing::{info, warn};
 use super::Upstream;
 use crate::config::PassiveConfig;
 
-/// Milliseconds on a monotonic clock local to this process.
-#[must_use]
-pub fn now_ms() -> u64 {
-    crate::clock::now_ms()
-}
-
 /// The health of one server in one pool.
 #[derive(Debug)]
 pub struct ServerHealth {
@@ -114,7 +108,7 @@ impl ServerHealth {
             .saturating_mul(1 << round)
             .min(cfg.max_ejection);
         self.ejected_until.store(
-            now_ms() + u64::try_from(time.as_millis()).unwrap_or(u64::MAX),
+            crate::clock::now_ms() + u64::try_from(time.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
         Passive::Ejected(time)
@@ -273,7 +267,7 @@ mod tests {
         assert_eq!(h.check_result(false, 2, 3), None);
         assert_eq!(h.check_result(false, 2, 3), None);
         assert_eq!(h.check_result(false, 2, 3), Some(false));
-        assert!(!h.usable(now_ms()));
+        assert!(!h.usable(crate::clock::now_ms()));
         assert_eq!(h.check_result(true, 2, 3), None);
         assert_eq!(h.check_result(true, 2, 3), Some(true));
     }
@@ -291,7 +285,7 @@ mod tests {
         let fail = || h.passive_failure(&cfg, || true);
         assert_eq!(fail(), Passive::Counted);
         assert_eq!(fail(), Passive::Ejected(Duration::from_secs(1)));
-        assert!(!h.usable(now_ms()));
+        assert!(!h.usable(crate::clock::now_ms()));
         fail();
         assert_eq!(fail(), Passive::Ejected(Duration::from_secs(2)));
         fail();
@@ -307,7 +301,7 @@ mod tests {
         spared.passive_failure(&cfg, || false);
         assert_eq!(spared.passive_failure(&cfg, || false), Passive::Refused);
         assert!(
-            spared.usable(now_ms()),
+            spared.usable(crate::clock::now_ms()),
             "a refused ejection leaves it usable"
         );
     }

@@ -163,7 +163,7 @@ impl Upstream {
         headers: &HeaderMap,
         exclude: &[usize],
     ) -> Option<usize> {
-        let now = health::now_ms();
+        let now = crate::clock::now_ms();
         let key_buf;
         let key: Option<&[u8]> = match &self.hash_key {
             None => None,
@@ -219,7 +219,7 @@ impl Upstream {
     /// Whether a server not in `exclude` could still be picked; leaves the balancer as it is.
     #[must_use]
     pub fn has_candidate(&self, exclude: &[usize]) -> bool {
-        let now = health::now_ms();
+        let now = crate::clock::now_ms();
         let panic = !self.servers.iter().any(|s| s.health.usable(now));
         self.servers.iter().enumerate().any(|(i, s)| {
             !exclude.contains(&i)
@@ -239,7 +239,7 @@ impl Upstream {
             return;
         };
         let may_eject = || {
-            let now = health::now_ms();
+            let now = crate::clock::now_ms();
             let others_usable = self
                 .servers
                 .iter()
@@ -312,7 +312,7 @@ struct RetryBudget {
 
 impl RetryBudget {
     fn roll(&self) {
-        let now = health::now_ms() / 1000;
+        let now = crate::clock::now_ms() / 1000;
         if self.window.swap(now, Ordering::Relaxed) != now {
             self.requests.store(0, Ordering::Relaxed);
             self.retries.store(0, Ordering::Relaxed);
