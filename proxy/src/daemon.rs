@@ -452,6 +452,7 @@ async fn control_loop(c: Control<'_>) -> anyhow::Result<()> {
             }
         })
     });
+    let mut reload_open = true;
     loop {
         let responder = tokio::select! {
             _ = tokio::signal::ctrl_c() => { info!("SIGINT: stopping"); break; }
@@ -467,9 +468,14 @@ async fn control_loop(c: Control<'_>) -> anyhow::Result<()> {
                 info!(config = %config_path.display(), "SIGHUP: reloading the config");
                 None
             }
-            r = reload_rx.recv() => {
+            r = reload_rx.recv(), if reload_open => {
+                // No admin API (or it is gone): nothing can ask for a reload this way.
+                let Some(r) = r else {
+                    reload_open = false;
+                    continue;
+                };
                 info!(config = %config_path.display(), "admin API: reloading the config");
-                r
+                Some(r)
             }
         };
         let outcome = reload(shared, board, config_path);
