@@ -2,7 +2,7 @@
 //! server (requests) and client (responses) decide it, and the decoders that find it.
 
 use hyper::{
-    Method, Version,
+    HeaderMap, Method, Version,
     header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING, UPGRADE},
 };
 
@@ -30,7 +30,8 @@ pub struct Framing {
     /// How the body is delimited.
     pub body: BodyKind,
     /// Both `Transfer-Encoding` and `Content-Length` were sent: the transfer coding wins, the
-    /// length was ignored (and must not be forwarded: hyper removes it from a request), and
+    /// length was ignored (and must not be forwarded: hyper removes it from a request, see
+    /// [`RequestHead::framed_header_map`]), and
     /// the connection must close after this exchange (RFC 9112 §6.3), since the peer may
     /// disagree on where the message ended.
     pub close_after: bool,
@@ -104,6 +105,27 @@ pub fn request_framing(head: &RequestHead) -> Result<Framing, H1Error> {
         close_after: transfer_coding && saw_length,
         upgrade: wants_upgrade(head),
     })
+}
+
+impl RequestHead {
+    /// The headers as hyper hands a request on, and as it should be forwarded with this
+    /// framing (from [`request_framing`]): `Content-Length` once (equal repeated lines
+    /// collapse to the first), and not at all next to a transfer coding.
+    #[must_use]
+    pub fn framed_header_map(&self, framing: &Framing) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.headers.len());
+        let mut length_kept = framing.body == BodyKind::Chunked;
+        for (name, value) in &self.headers {
+            if name == CONTENT_LENGTH {
+                if length_kept {
+                    continue;
+                }
+                length_kept = true;
+            }
+            map.append(name.clone(), value.clone());
+        }
+        map
+    }
 }
 
 /// The framing of a response to a request with `request_method`, as hyper's client decides it:
@@ -453,6 +475,30 @@ mod tests {
             framing("POST / HTTP/1.1\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(H1Error::InvalidContentLength)
         );
+    }
+
+    #[test]
+    fn framed_headers() {
+        let map = |raw: &str| {
+            let (head, _) = parse_request(raw.as_bytes(), &Limits::default())
+                .unwrap()
+                .unwrap();
+            let framing = request_framing(&head).unwrap();
+            let map = head.framed_header_map(&framing);
+            assert_eq!(map.len(), head.headers.len() - 1, "{raw:?}");
+            map
+        };
+        let once = map("POST / HTTP/1.1\r\nContent-Length: 3\r\nX: 1\r\ncontent-length: 3\r\n\r\n");
+        assert_eq!(once.get_all(CONTENT_LENGTH).iter().count(), 1);
+        assert_eq!(once["x"], "1");
+        for raw in [
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        ] {
+            let chunked = map(raw);
+            assert!(!chunked.contains_key(CONTENT_LENGTH));
+            assert_eq!(chunked[TRANSFER_ENCODING], "chunked");
+        }
     }
 
     #[test]

@@ -184,8 +184,8 @@ pub enum H1Error {
     /// The connection ended before the body did.
     #[error("connection closed before the end of the body")]
     IncompleteBody,
-    /// A target to write that is empty or has a byte outside visible ASCII.
-    #[error("request target to write is empty or not visible ASCII")]
+    /// A target to write that is empty or has a space, a control character or DEL.
+    #[error("request target to write is empty or has a space or control character")]
     UnwritableTarget,
     /// A version to write other than HTTP/1.0 and HTTP/1.1.
     #[error("version to write is neither HTTP/1.0 nor HTTP/1.1")]

@@ -7,15 +7,16 @@ use hyper::{HeaderMap, Method, StatusCode, Version};
 use super::H1Error;
 
 /// Appends `METHOD target HTTP/1.1`, the header lines and the empty line to `out`. The target
-/// must be a non-empty run of visible ASCII (no space or control character could be sent
-/// without changing the request line). On error nothing is appended.
+/// must not be empty, and must not hold a space, a control character or DEL, which would
+/// change the request line; bytes above 0x7F pass, as `http::Uri` (and so hyper) lets them
+/// through. On error nothing is appended.
 pub fn write_request_head(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
     out: &mut Vec<u8>,
 ) -> Result<(), H1Error> {
-    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
+    if target.is_empty() || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(H1Error::UnwritableTarget);
     }
     out.reserve(method.as_str().len() + target.len() + 12 + headers_len(headers));
@@ -102,11 +103,14 @@ mod tests {
         let mut out = Vec::new();
         write_request_head(&Method::GET, "*", &HeaderMap::new(), &mut out).unwrap();
         assert_eq!(out, b"GET * HTTP/1.1\r\n\r\n");
+        out.clear();
+        write_request_head(&Method::GET, "/café", &HeaderMap::new(), &mut out).unwrap();
+        assert_eq!(out, "GET /café HTTP/1.1\r\n\r\n".as_bytes());
     }
 
     #[test]
     fn unwritable_targets() {
-        for target in ["", "/a b", "/a\r\nX: y", "/\t", "/é", "/\x7f"] {
+        for target in ["", "/a b", "/a\r\nX: y", "/\t", "/\0", "/\x7f"] {
             let mut out = Vec::new();
             assert_eq!(
                 write_request_head(&Method::GET, target, &HeaderMap::new(), &mut out),
