@@ -1,7 +1,7 @@
 //! proxy: an eBPF-accelerated layer-4/7 reverse proxy.
 //!
 //! Modules by concern: `config`, `kernel` (loading, attaching, maps), `http` (server,
-//! forwarding), `upstream` (pools), `cache` (the RFC 9111 response cache), `defense` (blocklist, allowlist, state), `daemon` (`proxy
+//! forwarding), `h1` (a sans-IO HTTP/1.1 codec), `upstream` (pools), `cache` (the RFC 9111 response cache), `defense` (blocklist, allowlist, state), `daemon` (`proxy
 //! run`), `cli` (the management commands).
 pub mod access;
 pub mod access_log;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod defense;
+pub mod h1;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
