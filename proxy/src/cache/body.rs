@@ -8,7 +8,9 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::upstream::client::{BoxError, UpstreamBody};
 
 use super::{Cache, FillGuard, Object, Stats};
 
@@ -25,13 +27,13 @@ pub struct Pending {
 }
 
 pub struct StoreBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     fill: Option<(Pending, BytesMut)>,
 }
 
 impl StoreBody {
     #[must_use]
-    pub fn new(inner: Incoming, pending: Pending) -> Self {
+    pub fn new(inner: UpstreamBody, pending: Pending) -> Self {
         let expected = inner
             .size_hint()
             .exact()
@@ -72,12 +74,12 @@ impl StoreBody {
 
 impl Body for StoreBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {

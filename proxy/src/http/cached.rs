@@ -38,6 +38,7 @@ use crate::cache::{
     body::{Pending, StoreBody},
     control::{self, Directives, NotStored},
 };
+use crate::upstream::client::UpstreamBody;
 
 static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
 
@@ -64,7 +65,7 @@ async fn fetch(
     parts: Parts,
     body: Incoming,
     validators: Option<Validators<'_>>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let parts = phases::upstream_request(ctx, parts, validators);
     let (body, state) = forward::upstream_body(body, &ctx.generation.config.limits);
     phases::send(ctx, parts, body, &state).await

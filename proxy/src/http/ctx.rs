@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// The body type of every response the proxy sends.
-pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, crate::upstream::client::BoxError>;
 
 /// What is known about the client connection.
 #[derive(Debug, Clone)]

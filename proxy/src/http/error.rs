@@ -52,7 +52,7 @@ pub enum ErrorKind {
     NoServer,
     ConnectFailed(ConnectError),
     /// The connection broke or the answer was not HTTP.
-    UpstreamBroken(hyper::Error),
+    UpstreamBroken(BoxError),
     UpstreamTimeout,
     /// A 101 nobody asked for, or to a protocol the route does not pass.
     UnaskedSwitch,
@@ -88,7 +88,7 @@ impl std::error::Error for ProxyError {
         match &self.kind {
             ErrorKind::Invalid(e) => Some(e),
             ErrorKind::ConnectFailed(e) => Some(e),
-            ErrorKind::UpstreamBroken(e) => Some(e),
+            ErrorKind::UpstreamBroken(e) => Some(e.as_ref()),
             _ => None,
         }
     }

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::upstream::{
     Upstream,
-    client::{ConnectError, ReadTimeout, UpBody, empty_body},
+    client::{BoxError, ConnectError, ReadTimeout, UpBody, UpstreamBody, empty_body},
 };
 
 /// What became of a request body on its way upstream: still being sent, complete, or failed
@@ -192,10 +192,14 @@ pub fn counts_against(outcome: Outcome, on_5xx: bool, body: &BodyState) -> bool 
 }
 
 /// The result of one attempt.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a response moves a few times per request; boxing it would allocate on every one"
+)]
 pub enum Attempt {
-    Response(Response<Incoming>),
+    Response(Response<UpstreamBody>),
     ConnectFailed(ConnectError),
-    Failed(hyper::Error),
+    Failed(BoxError),
     TimedOut,
 }
 
@@ -216,8 +220,15 @@ pub async fn attempt(
     body: &mut Option<UpBody>,
     deadline: Instant,
 ) -> Attempt {
+    let upgrade = parts
+        .as_ref()
+        .is_some_and(|p| p.headers.contains_key(hyper::header::UPGRADE));
     let work = async {
-        let connection = match worker.pool.acquire(up, addr, (conn.peer, conn.local)).await {
+        let connection = match worker
+            .pool
+            .acquire(up, addr, (conn.peer, conn.local), upgrade)
+            .await
+        {
             Ok(c) => c,
             Err(e) => return Attempt::ConnectFailed(e),
         };

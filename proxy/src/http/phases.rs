@@ -45,7 +45,7 @@ use crate::{
         ban,
         limits::{CountGuard, LimitKey, client_key},
     },
-    upstream::client::UpBody,
+    upstream::client::{UpBody, UpstreamBody},
 };
 
 /// Serves one request; never fails (errors become responses).
@@ -356,7 +356,7 @@ pub async fn send(
     parts: Parts,
     body: UpBody,
     body_state: &BodyState,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let route = ctx.route().clone();
     let up = &route.upstream;
     up.note_request();

@@ -117,12 +117,12 @@ struct Watched {
 
 impl Body for Watched {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::upstream::client::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::upstream::client::BoxError>>> {
         // Asked for the next frame: the last one went out.
         self.watch.waiting_since.store(0, Ordering::Relaxed);
         let polled = Pin::new(&mut self.inner).poll_frame(cx);

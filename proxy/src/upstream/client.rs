@@ -22,7 +22,10 @@ use tokio::{
 };
 use tracing::debug;
 
-use super::Upstream;
+use super::{
+    Upstream,
+    h1::{H1Body, H1Conn, Return},
+};
 use crate::proxy_protocol;
 
 /// Any error a body may fail with.
@@ -130,8 +133,8 @@ where
 }
 
 /// Any byte stream to a server (plain TCP or TLS).
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Io for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -222,25 +225,58 @@ async fn connect_h2(
     Ok(sender)
 }
 
-type Key = (std::sync::Arc<str>, SocketAddr);
+/// A pool's name and a server's address: what idle connections are kept by.
+pub type Key = (std::sync::Arc<str>, SocketAddr);
 type IdleList = Vec<(Instant, http1::SendRequest<UpBody>)>;
 
 /// One worker's connections to every upstream server.
 #[derive(Default)]
 pub struct ClientPool {
+    /// Idle HTTP/1.1 connections on the proxy's own client (every request but upgrades).
+    own: Mutex<HashMap<Key, Vec<(Instant, H1Conn)>>>,
+    /// Idle connections of hyper's HTTP/1.1 client (upgrade requests).
     idle: Mutex<HashMap<Key, IdleList>>,
     h2: Mutex<HashMap<Key, http2::SendRequest<UpBody>>>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl ClientPool {
-    /// A pooled connection that is ready for a request. Connections still reading the previous
-    /// response body stay in the pool (they are put back as soon as the response headers
-    /// arrive, which saves a task per request); closed and expired ones are dropped.
+    /// An idle connection of the own client that can carry a request: the newest first;
+    /// closed, expired and unasked-for-data ones are dropped.
+    fn take_own(&self, key: &Key, up: &Upstream) -> Option<H1Conn> {
+        let mut own = lock(&self.own);
+        let list = own.get_mut(key)?;
+        while let Some((since, mut conn)) = list.pop() {
+            if since.elapsed() < up.idle_timeout && conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// An idle connection of the own client, for tests.
+    #[cfg(test)]
+    pub(crate) fn take_for_test(&self, key: &Key) -> Option<H1Conn> {
+        lock(&self.own).get_mut(key)?.pop().map(|(_, c)| c)
+    }
+
+    /// A connection whose response is over, back to the pool.
+    pub fn put_h1(&self, key: Key, conn: H1Conn, max: usize) {
+        let mut own = lock(&self.own);
+        let list = own.entry(key).or_default();
+        if list.len() < max {
+            list.push((Instant::now(), conn));
+        }
+    }
+
+    /// A pooled connection of hyper's client that is ready for a request. Connections still
+    /// reading the previous response body stay in the pool; closed and expired ones are
+    /// dropped.
     fn take_idle(&self, key: &Key, up: &Upstream) -> Option<http1::SendRequest<UpBody>> {
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = lock(&self.idle);
         let list = idle.get_mut(key)?;
         let mut i = list.len();
         while i > 0 {
@@ -256,10 +292,7 @@ impl ClientPool {
     }
 
     fn put_idle(&self, key: Key, sender: http1::SendRequest<UpBody>, max: usize) {
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = lock(&self.idle);
         let list = idle.entry(key).or_default();
         if list.len() < max {
             list.push((Instant::now(), sender));
@@ -268,42 +301,55 @@ impl ClientPool {
 
     /// A connection to server `addr` of `up`: a pooled one when there is one, else a new one.
     /// `client` is (client address, address it connected to), for the PROXY v2 header.
+    /// `upgrade`: the request asks to switch protocols (hyper's client carries those).
     pub async fn acquire(
         &self,
         up: &Upstream,
         addr: SocketAddr,
         client: (SocketAddr, SocketAddr),
+        upgrade: bool,
     ) -> Result<Conn, ConnectError> {
         let key: Key = (up.pool_key.clone(), addr);
         if up.http2 && !up.proxy_protocol {
-            let cached = self
-                .h2
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&key)
-                .filter(|s| !s.is_closed())
-                .cloned();
+            let cached = lock(&self.h2).get(&key).filter(|s| !s.is_closed()).cloned();
             let sender = if let Some(s) = cached {
                 s
             } else {
                 let s = Box::pin(connect_h2(up, addr)).await?;
-                self.h2
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(key, s.clone());
+                lock(&self.h2).insert(key, s.clone());
                 s
             };
             return Ok(Conn::H2(sender));
         }
-        let pooled = if up.proxy_protocol {
-            None
-        } else {
+        // With PROXY v2 a connection names one client: never pooled.
+        let reusable = !up.proxy_protocol;
+        if !upgrade {
+            let pooled = if reusable {
+                self.take_own(&key, up)
+            } else {
+                None
+            };
+            let conn = if let Some(c) = pooled {
+                c
+            } else {
+                // Boxed: connecting is the rare case, and its future is large.
+                H1Conn::new(Box::pin(connect_stream(up, addr, Some(client))).await?)
+            };
+            return Ok(Conn::Own {
+                conn,
+                key,
+                reusable,
+                max_idle: up.max_idle_per_server,
+            });
+        }
+        let pooled = if reusable {
             self.take_idle(&key, up)
+        } else {
+            None
         };
         let sender = if let Some(s) = pooled {
             s
         } else {
-            // Boxed: connecting is the rare case, and its future is large.
             let (s, conn) = Box::pin(connect_h1(up, addr, Some(client))).await?;
             crate::counters::spawn(conn);
             s
@@ -311,7 +357,7 @@ impl ClientPool {
         Ok(Conn::H1 {
             sender,
             key,
-            reusable: !up.proxy_protocol,
+            reusable,
             max_idle: up.max_idle_per_server,
         })
     }
@@ -323,9 +369,23 @@ impl ClientPool {
         self: &Arc<Self>,
         conn: Conn,
         req: Request<UpBody>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
+    ) -> Result<Response<UpstreamBody>, BoxError> {
         match conn {
-            Conn::H2(mut sender) => sender.send_request(req).await,
+            Conn::Own {
+                conn,
+                key,
+                reusable,
+                max_idle,
+            } => {
+                let back = reusable.then(|| Return {
+                    pool: self.clone(),
+                    key,
+                    max_idle,
+                });
+                let resp = super::h1::send(conn, req, back).await?;
+                Ok(resp.map(UpstreamBody::Own))
+            }
+            Conn::H2(mut sender) => Ok(sender.send_request(req).await?.map(UpstreamBody::Hyper)),
             Conn::H1 {
                 mut sender,
                 key,
@@ -338,7 +398,7 @@ impl ClientPool {
                     // Back into the pool now; it is handed out again once the body is read.
                     self.put_idle(key, sender, max_idle);
                 }
-                Ok(resp)
+                Ok(resp.map(UpstreamBody::Hyper))
             }
         }
     }
@@ -346,6 +406,14 @@ impl ClientPool {
 
 /// A connection ready for one request.
 pub enum Conn {
+    /// The proxy's own HTTP/1.1 client.
+    Own {
+        conn: H1Conn,
+        key: Key,
+        reusable: bool,
+        max_idle: usize,
+    },
+    /// hyper's HTTP/1.1 client (upgrade requests).
     H1 {
         sender: http1::SendRequest<UpBody>,
         key: Key,
@@ -353,4 +421,45 @@ pub enum Conn {
         max_idle: usize,
     },
     H2(http2::SendRequest<UpBody>),
+}
+
+/// A response body from a server, whichever client read it.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the own client's body holds its connection inline: boxing it allocates per request"
+)]
+pub enum UpstreamBody {
+    Own(H1Body),
+    Hyper(Incoming),
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Own(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Self::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Own(b) => b.is_end_stream(),
+            Self::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Own(b) => b.size_hint(),
+            Self::Hyper(b) => b.size_hint(),
+        }
+    }
 }

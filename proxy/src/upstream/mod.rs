@@ -1,6 +1,7 @@
 //! Upstream pools: servers with weights, a balancing policy, health (active checks and passive
 //! ejection), a retry budget, and how to reach the servers (timeouts, TLS, HTTP/2, PROXY v2).
 pub mod client;
+pub mod h1;
 pub mod health;
 pub mod lb;
 
