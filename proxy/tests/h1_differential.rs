@@ -844,6 +844,18 @@ fn head_cases() -> Vec<Case> {
             get("GET ftp://www.test/ HTTP/1.1", &[]),
         ),
         case(
+            "absolute-form without a path",
+            get("GET http://www.test HTTP/1.1", &[]),
+        ),
+        case(
+            "absolute-form with only a query",
+            get("GET http://www.test?x=1 HTTP/1.1", &[]),
+        ),
+        case(
+            "absolute-form with an empty port",
+            get("GET http://www.test:/ HTTP/1.1", &[]),
+        ),
+        case(
             "authority-form CONNECT",
             get("CONNECT www.test:443 HTTP/1.1", &["Host: www.test:443"]),
         ),
