@@ -306,6 +306,38 @@ impl H1Body {
     }
 }
 
+/// The trailer fields passed on: never those that frame, route or authorise a message
+/// (RFC 9110 §6.5.1), which a later hop could mistake for headers.
+fn allowed_trailers(t: &HeaderMap) -> HeaderMap {
+    let mut out = t.clone();
+    for name in [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::HOST,
+        header::CONNECTION,
+        header::TRAILER,
+        header::TE,
+        header::UPGRADE,
+        header::AUTHORIZATION,
+        header::SET_COOKIE,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::CACHE_CONTROL,
+    ] {
+        out.remove(name);
+    }
+    out
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        // Dropped once the reader saw the end: the connection is still good.
+        if self.decoder.is_done() {
+            self.finish();
+        }
+    }
+}
+
 impl Body for H1Body {
     type Data = Bytes;
     type Error = BoxError;
@@ -319,7 +351,7 @@ impl Body for H1Body {
             if this.decoder.is_done() {
                 if !this.trailers_sent {
                     this.trailers_sent = true;
-                    if let Some(t) = this.decoder.trailers().cloned() {
+                    if let Some(t) = this.decoder.trailers().map(allowed_trailers) {
                         this.finish();
                         return Poll::Ready(Some(Ok(Frame::trailers(t))));
                     }
@@ -339,6 +371,12 @@ impl Body for H1Body {
                     }
                 };
                 let used = conn.buf.split_to(d.consumed).freeze();
+                if d.done && this.decoder.trailers().is_none() {
+                    // Over: the connection goes back now (a reader that sees the end
+                    // through `is_end_stream` does not ask again).
+                    this.trailers_sent = true;
+                    this.finish();
+                }
                 if !d.data.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(used.slice(d.data)))));
                 }
@@ -490,7 +528,7 @@ mod tests {
     async fn length_chunked_trailers_and_interim_answers() {
         let (addr, srv) = server(vec![
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-sum: 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-sum: 5\r\ncontent-length: 99\r\n\r\n",
         ])
         .await;
         let pool = Arc::new(ClientPool::default());
@@ -510,7 +548,12 @@ mod tests {
         let resp = send(reused, get("/two"), back()).await.unwrap();
         let (data, trailers) = body(resp).await;
         assert_eq!(data, "abcde");
-        assert_eq!(trailers.unwrap()["x-sum"], "5");
+        let trailers = trailers.unwrap();
+        assert_eq!(trailers["x-sum"], "5");
+        assert!(
+            !trailers.contains_key("content-length"),
+            "framing fields never pass as trailers"
+        );
         let seen = srv.await.unwrap();
         assert_eq!(seen.len(), 2, "both requests on one connection");
         assert!(seen[0].starts_with(b"GET /one HTTP/1.1\r\nhost: origin.test\r\n\r\n"));
@@ -693,5 +736,39 @@ mod tests {
         srv.await.unwrap(); // the server closes its end
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!idle.is_reusable(), "closed by the server: not reusable");
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_stops_at_the_end_still_returns_the_connection() {
+        // hyper's server stops polling a body once `is_end_stream` says it is over.
+        let (addr, _srv) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
+        let pool = Arc::new(ClientPool::default());
+        let key: Key = ("p".into(), addr);
+        let back = Some(Return {
+            pool: pool.clone(),
+            key: key.clone(),
+            max_idle: 4,
+        });
+        let mut resp = send(conn(addr).await, get("/"), back).await.unwrap();
+        let frame = resp.body_mut().frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "ok");
+        assert!(resp.body().is_end_stream());
+        assert!(
+            pool.take_for_test(&key).is_some(),
+            "pooled at the last byte"
+        );
+        // And when the body is only dropped at its end.
+        let (addr, _srv) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]).await;
+        let key: Key = ("q".into(), addr);
+        let back = Some(Return {
+            pool: pool.clone(),
+            key: key.clone(),
+            max_idle: 4,
+        });
+        drop(send(conn(addr).await, get("/"), back).await.unwrap());
+        assert!(
+            pool.take_for_test(&key).is_some(),
+            "pooled on drop at the end"
+        );
     }
 }
