@@ -44,6 +44,8 @@ pub struct Generation {
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// `[[ban]]` rules, compiled.
     pub bans: Vec<ban::CompiledRule>,
+    /// This proxy's `Via` entries (`server.name`) for HTTP/1.0, 1.1 and 2, made once.
+    pub via: [hyper::header::HeaderValue; 3],
 }
 
 impl Generation {
@@ -207,9 +209,22 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
         key: format!("ban[{i}]"),
         message,
     })?;
+    let via_for = |version: &str| {
+        hyper::header::HeaderValue::from_str(&format!("{version} {}", config.server.name)).map_err(
+            |_| BuildError::Invalid {
+                key: "server.name".into(),
+                message: format!(
+                    "{:?} cannot be sent in a header (Via): use letters, digits and punctuation",
+                    config.server.name
+                ),
+            },
+        )
+    };
+    let via = [via_for("1.0")?, via_for("1.1")?, via_for("2")?];
     Ok(Generation {
         id,
         bans,
+        via,
         router: Router::new(routes, fallbacks),
         upstreams,
         config,

@@ -236,13 +236,14 @@ impl RequestCtx {
         protocol(self.version)
     }
 
-    /// "1.1"-style text, as `Via` names it.
+    /// This proxy's `Via` entry for the request's version (`1.1 name`).
     #[must_use]
-    pub fn via_version(&self) -> &'static str {
+    pub fn via(&self) -> &HeaderValue {
+        let via = &self.generation.via;
         match self.version {
-            Version::HTTP_2 => "2",
-            Version::HTTP_10 => "1.0",
-            _ => "1.1",
+            Version::HTTP_2 => &via[2],
+            Version::HTTP_10 => &via[0],
+            _ => &via[1],
         }
     }
 }

@@ -46,9 +46,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            // Only names that are there (`keep-alive`, `close` are options, rarely fields):
-            // the common case allocates nothing.
-            .filter(|name| !name.is_empty() && headers.contains_key(*name))
+            // The usual options are no fields to look for (`keep-alive` and `upgrade` go
+            // below anyway; `Close` is a reserved field name, RFC 9110 §7.6.1); other names
+            // only when they are there: the common case allocates nothing.
+            .filter(|name| {
+                !name.is_empty()
+                    && !name.eq_ignore_ascii_case("close")
+                    && !name.eq_ignore_ascii_case("keep-alive")
+                    && !name.eq_ignore_ascii_case("upgrade")
+                    && headers.contains_key(*name)
+            })
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .filter(|name| *name != HOST && *name != CONTENT_LENGTH)
             .collect();
@@ -66,9 +73,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the client address to `X-Forwarded-For` (RFC 7239's de facto predecessor): one
 /// header, comma-separated, the nearest hop last.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    use std::fmt::Write as _;
     let mut text = String::with_capacity(40);
-    let _ = write!(text, "{client}");
+    push_ip(&mut text, client);
     append_list(headers, &X_FORWARDED_FOR, text);
 }
 
@@ -94,6 +100,23 @@ mod tests {
         assert!(h.contains_key("x-kept"));
         assert_eq!(h["host"], "a.test", "Connection cannot remove the Host");
         assert_eq!(h["content-length"], "3");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.100.255",
+            "192.168.9.99",
+            "2001:db8::1",
+            "::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
     }
 
     #[test]
@@ -190,9 +213,8 @@ pub struct Forwarding<'a> {
     pub scheme: &'a str,
     /// The request's one authority, as the `Host` sent upstream (empty: none).
     pub host: &'a HeaderValue,
-    /// "1.0", "1.1" or "2".
-    pub version: &'a str,
-    pub via_name: &'a str,
+    /// This proxy's `Via` entry for the request's version (`1.1 name`).
+    pub via: &'a HeaderValue,
     pub request_id: &'a HeaderValue,
     pub trusted_proxies: &'a [Cidr],
 }
@@ -200,7 +222,6 @@ pub struct Forwarding<'a> {
 /// Sets X-Forwarded-For/-Proto/-Host, RFC 7239 `Forwarded`, `Via` and `X-Request-Id`. Values
 /// that arrived from a peer that is not a trusted proxy are dropped first (they are spoofable).
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    use std::fmt::Write as _;
     let spoofable = [
         &X_FORWARDED_FOR,
         &X_FORWARDED_PROTO,
@@ -214,7 +235,9 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             headers.remove(name);
         }
     }
-    append_forwarded_for(headers, f.peer);
+    // The address is written once, for `Forwarded` and then `X-Forwarded-For`.
+    let mut ip = String::with_capacity(40);
+    push_ip(&mut ip, f.peer);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         let proto = if f.scheme == "https" { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -223,14 +246,16 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         headers.insert(X_FORWARDED_HOST.clone(), f.host.clone());
     }
     let mut element = String::with_capacity(64);
-    match f.peer {
-        IpAddr::V4(a) => {
-            let _ = write!(element, "for={a};proto={}", f.scheme);
-        }
-        IpAddr::V6(a) => {
-            let _ = write!(element, "for=\"[{a}]\";proto={}", f.scheme);
-        }
+    element.push_str("for=");
+    if f.peer.is_ipv4() {
+        element.push_str(&ip);
+    } else {
+        element.push_str("\"[");
+        element.push_str(&ip);
+        element.push_str("]\"");
     }
+    element.push_str(";proto=");
+    element.push_str(f.scheme);
     if !f.host.is_empty()
         && f.host
             .as_bytes()
@@ -241,19 +266,46 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         element.push_str(f.host.to_str().unwrap_or(""));
     }
     append_list(headers, &FORWARDED, element);
-    append_via(headers, f.version, f.via_name);
+    append_list(headers, &X_FORWARDED_FOR, ip);
+    append_via(headers, f.via);
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), f.request_id.clone());
     }
 }
 
-/// Appends this proxy to `Via` (`1.1 name`).
-pub fn append_via(headers: &mut HeaderMap, version: &str, name: &str) {
-    let mut item = String::with_capacity(version.len() + 1 + name.len());
-    item.push_str(version);
-    item.push(' ');
-    item.push_str(name);
-    append_list(headers, &VIA, item);
+/// Appends this proxy's entry (`1.1 name`, made once per config generation) to `Via`: the
+/// common case, no `Via` yet, copies nothing.
+pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    if headers.contains_key(&VIA) {
+        append_list(headers, &VIA, via.to_str().unwrap_or("").to_owned());
+    } else {
+        headers.insert(VIA.clone(), via.clone());
+    }
+}
+
+/// Appends an address as text: IPv4 by hand (the common case, several times cheaper than
+/// `Display`), IPv6 by `Display`.
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, octet) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(a) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{a}");
+        }
+    }
 }
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -377,8 +429,7 @@ mod rule_tests {
             peer: "2001:db8::7".parse().unwrap(),
             scheme: "http",
             host: &HeaderValue::from_static("a.test"),
-            version: "1.1",
-            via_name: "proxy",
+            via: &HeaderValue::from_static("1.1 proxy"),
             request_id: &HeaderValue::from_static("abc"),
             trusted_proxies: &[],
         };

@@ -283,8 +283,7 @@ pub fn upstream_request(
             peer: ctx.conn.peer.ip(),
             scheme: ctx.scheme(),
             host: &ctx.host_header,
-            version: ctx.via_version(),
-            via_name: &server.name,
+            via: ctx.via(),
             request_id: &ctx.id,
             trusted_proxies: &server.trusted_proxies,
         },
@@ -507,7 +506,6 @@ pub fn response(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     let route = ctx.route();
-    let server = &ctx.generation.config.server;
     let headers = resp.headers_mut();
     headers.reserve(3);
     // One framing towards the client: a length that came with chunked coding means nothing.
@@ -527,7 +525,7 @@ pub fn response(
     if !route.pass_server_header {
         headers.remove(header::SERVER);
     }
-    headers::append_via(headers, ctx.via_version(), &server.name);
+    headers::append_via(headers, ctx.via());
     headers.insert(headers::X_REQUEST_ID.clone(), ctx.id.clone());
     cache_status(ctx, headers);
     route.response_ops.apply(headers, &ctx.vars());

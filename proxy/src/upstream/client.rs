@@ -230,13 +230,17 @@ pub type Key = (std::sync::Arc<str>, SocketAddr);
 type IdleList = Vec<(Instant, http1::SendRequest<UpBody>)>;
 
 /// One worker's connections to every upstream server.
+/// The pool's maps are looked up twice per request; their keys come from the config, so a
+/// fast hash needs no protection against chosen collisions.
+type Map<V> = HashMap<Key, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub struct ClientPool {
     /// Idle HTTP/1.1 connections on the proxy's own client (every request but upgrades).
-    own: Mutex<HashMap<Key, Vec<(Instant, H1Conn)>>>,
+    own: Mutex<Map<Vec<(Instant, H1Conn)>>>,
     /// Idle connections of hyper's HTTP/1.1 client (upgrade requests).
-    idle: Mutex<HashMap<Key, IdleList>>,
-    h2: Mutex<HashMap<Key, http2::SendRequest<UpBody>>>,
+    idle: Mutex<Map<IdleList>>,
+    h2: Mutex<Map<http2::SendRequest<UpBody>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

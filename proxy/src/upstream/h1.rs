@@ -35,6 +35,8 @@ pub struct H1Conn {
     io: Box<dyn Io>,
     /// Bytes read and not yet used (a connection goes back to the pool only with none).
     buf: BytesMut,
+    /// The request head being written (kept between requests: no allocation per request).
+    out: Vec<u8>,
 }
 
 impl H1Conn {
@@ -43,6 +45,7 @@ impl H1Conn {
         Self {
             io,
             buf: BytesMut::new(),
+            out: Vec::new(),
         }
     }
 
@@ -145,13 +148,15 @@ pub async fn send(
         .uri
         .path_and_query()
         .map_or("/", hyper::http::uri::PathAndQuery::as_str);
-    let mut head = Vec::with_capacity(512);
+    let mut head = std::mem::take(&mut conn.out);
+    head.clear();
     h1::write_request_head(&parts.method, target, &parts.headers, &mut head)
         .map_err(SendError::Request)?;
     let method = parts.method;
     let request_keeps = !connection_close(&parts.headers);
     if out == Out::None {
         conn.io.write_all(&head).await.map_err(SendError::Write)?;
+        conn.out = head;
     } else if let Err(e) = write_body(&mut conn, head, &mut body, out).await {
         // A server may answer early (413, 401) and stop reading: its answer still counts.
         if e.is_body() || conn.buf.is_empty() && !early_answer(&mut conn).await {
