@@ -417,21 +417,18 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
         md,
         "\nPer request, the proxy (a `bench-counters` build of the same code: a counting allocator and counted \
          task polls, 3 s of the same load) made **{allocs:.1} heap allocations** and **{polls:.2} task polls** \
-         (the client connection's task, the upstream connection's task).\n"
+         (both in the client connection's task: an HTTP/1.1 upstream connection has no task of its own, its \
+         response is read in the request's task).\n"
     );
     md.push_str(
-        "\nThe proxy is behind nginx and HAProxy here, plainly: about 2x their CPU per request. The profile \
-         (`perf record -g` on the proxy under this load) shows no extra system calls (one read and one writev per \
-         direction, like nginx); the difference is userspace: malloc/free about 10 % of samples (each request \
-         builds a few header maps and strings), `HeaderMap` hashing and hyper's dispatch, and the forwarding \
-         headers nginx and HAProxy do not add here (X-Forwarded-Proto/-Host, Forwarded, Via, X-Request-Id: about \
-         3 us of the 17). Taking out allocations one at a time (per-client counters \
-         when unlimited, response extensions, the retry copy of the request head, the pool key, a smaller \
-         per-request future) moved it by less than the spread, and reserving room for the forwarding headers in \
-         one step took 0.7 us: what is left is structural, per request two tasks \
-         (the client connection and the upstream connection) waking each other through a channel, three timers \
-         (request, response and header-read timeouts) and hyper's dispatch on both sides. A minimal hyper proxy \
-         measured on this kind of machine costs 12.7 us.\n",
+        "\nThe proxy is behind nginx and HAProxy here, plainly, and close to the minimal hyper proxy, which is \
+         behind them too: hyper's server and client alone cost more than nginx does. Under callgrind (exact \
+         userspace instructions per request, the same load; docs/architecture.md has the table) nginx takes about \
+         24 000 instructions, the minimal hyper proxy 37 500, this proxy 44 300 (67 400 before #13's phase \
+         pipeline and its own HTTP/1.1 upstream client); hyper's server side is about 13 700 of them. The system \
+         calls are the same for all (one read and one writev per direction). What is left to reach nginx is the \
+         client side of HTTP/1.1 on the proxy's own codec (`proxy/src/h1`, already used upstream), which #13 \
+         continues with.\n",
     );
     md.push('\n');
     md.push_str(&crate::util::foreign_note());

@@ -244,15 +244,14 @@ pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
     table(&names[..3], &samples[..3], 0, &mut md, &mut json, "");
     table(&names[3..], &samples[3..], 0, &mut md, &mut json, "");
     md.push_str(
-        "\nThe proxy is behind nginx and HAProxy here, plainly: about 22 us of CPU per request against their 13 \
-         and 10. Profile (`perf record -g -p <proxy>` during this load): 37 % of samples in the kernel, mostly the loopback writes to the origin, \
-         whose wake-up of nginx on the same CPU switches the proxy out inside `writev`; 21 % in libc (malloc/free \
-         about 12 %, memmove 5 %); the proxy's own 41 % spread thin over h2 (HPACK), a tokio task per stream, \
-         header maps and the request path. With the proxy's old default of 64 idle upstream connections per \
-         server, 640 concurrent streams also closed and reopened upstream connections (7 % of samples in connect \
-         and shutdown): the default is now 1024, which took the proxy from 24k to 34k req/s; nginx gets \
-         `keepalive 1024` here for the same reason (with 64 it made 20k). HAProxy keeps every idle backend connection (`http-reuse \
-         always`, no pool cap) and allocates from its own pools.\n",
+        "\nThe proxy is behind nginx and HAProxy here, plainly: HTTP/2 stays on hyper's server (HPACK, a tokio task \
+         per stream, under the proxy's per-stream send_timeout watchdog) while its upstream HTTP/1.1 requests go out \
+         on the proxy's own client. An earlier profile (`perf record -g -p <proxy>` during this load) had a third of \
+         the samples in the kernel, mostly the loopback writes to the origin on the same CPU, about a fifth in \
+         malloc/free and memmove, and the rest spread thin over h2 and the request path. Idle upstream connections \
+         per server default to 1024 (nginx gets `keepalive 1024` here too): with 64, 640 concurrent streams closed \
+         and reopened upstream connections. HAProxy keeps every idle backend connection (`http-reuse always`, no \
+         pool cap) and allocates from its own pools.\n",
     );
     md.push('\n');
     md.push_str(&crate::util::foreign_note());
