@@ -230,6 +230,10 @@ pub type Key = (std::sync::Arc<str>, SocketAddr);
 type IdleList = Vec<(Instant, http1::SendRequest<UpBody>)>;
 
 /// One worker's connections to every upstream server.
+/// Idle connections per server that keep their read and write buffers (the busiest: no
+/// allocation per request on a hot pool); the others keep only their socket.
+pub(crate) const WARM: usize = 32;
+
 /// The pool's maps are looked up twice per request; their keys come from the config, so a
 /// fast hash needs no protection against chosen collisions.
 type Map<V> = HashMap<Key, V, foldhash::fast::RandomState>;
@@ -237,7 +241,7 @@ type Map<V> = HashMap<Key, V, foldhash::fast::RandomState>;
 #[derive(Default)]
 pub struct ClientPool {
     /// Idle HTTP/1.1 connections on the proxy's own client (every request but upgrades).
-    own: Mutex<Map<Vec<(Instant, H1Conn)>>>,
+    own: Mutex<Map<std::collections::VecDeque<(u64, H1Conn)>>>,
     /// Idle connections of hyper's HTTP/1.1 client (upgrade requests).
     idle: Mutex<Map<IdleList>>,
     h2: Mutex<Map<http2::SendRequest<UpBody>>>,
@@ -251,10 +255,12 @@ impl ClientPool {
     /// An idle connection of the own client that can carry a request: the newest first;
     /// closed, expired and unasked-for-data ones are dropped.
     fn take_own(&self, key: &Key, up: &Upstream) -> Option<H1Conn> {
+        let idle_ms = u64::try_from(up.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let now = crate::clock::now_ms();
         let mut own = lock(&self.own);
         let list = own.get_mut(key)?;
-        while let Some((since, mut conn)) = list.pop() {
-            if since.elapsed() < up.idle_timeout && conn.is_reusable() {
+        while let Some((since, mut conn)) = list.pop_back() {
+            if now.saturating_sub(since) < idle_ms && conn.is_reusable() {
                 return Some(conn);
             }
         }
@@ -264,15 +270,42 @@ impl ClientPool {
     /// An idle connection of the own client, for tests.
     #[cfg(test)]
     pub(crate) fn take_for_test(&self, key: &Key) -> Option<H1Conn> {
-        lock(&self.own).get_mut(key)?.pop().map(|(_, c)| c)
+        lock(&self.own).get_mut(key)?.pop_back().map(|(_, c)| c)
+    }
+
+    /// How many idle connections of the own client the pool holds for `key`, for tests.
+    #[cfg(test)]
+    pub(crate) fn idle_for_test(&self, key: &Key) -> usize {
+        lock(&self.own)
+            .get(key)
+            .map_or(0, std::collections::VecDeque::len)
     }
 
     /// A connection whose response is over, back to the pool.
-    pub fn put_h1(&self, key: Key, conn: H1Conn, max: usize) {
+    /// Idle connections past the oldest that expired are closed here, not only when reached;
+    /// past the [`WARM`] most recently used, an idle connection gives its buffers back.
+    pub fn put_h1(
+        &self,
+        key: Key,
+        mut conn: H1Conn,
+        max: usize,
+        idle_timeout: std::time::Duration,
+    ) {
+        let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let now = crate::clock::now_ms();
         let mut own = lock(&self.own);
         let list = own.entry(key).or_default();
+        while list
+            .front()
+            .is_some_and(|(since, _)| now.saturating_sub(*since) >= idle_ms)
+        {
+            list.pop_front();
+        }
         if list.len() < max {
-            list.push((Instant::now(), conn));
+            if list.len() >= WARM {
+                conn.release_buffers();
+            }
+            list.push_back((now, conn));
         }
     }
 
@@ -344,6 +377,7 @@ impl ClientPool {
                 key,
                 reusable,
                 max_idle: up.max_idle_per_server,
+                idle_timeout: up.idle_timeout,
             });
         }
         let pooled = if reusable {
@@ -380,11 +414,13 @@ impl ClientPool {
                 key,
                 reusable,
                 max_idle,
+                idle_timeout,
             } => {
                 let back = reusable.then(|| Return {
                     pool: self.clone(),
                     key,
                     max_idle,
+                    idle_timeout,
                 });
                 let resp = super::h1::send(conn, req, back).await?;
                 Ok(resp.map(UpstreamBody::Own))
@@ -416,6 +452,7 @@ pub enum Conn {
         key: Key,
         reusable: bool,
         max_idle: usize,
+        idle_timeout: std::time::Duration,
     },
     /// hyper's HTTP/1.1 client (upgrade requests).
     H1 {

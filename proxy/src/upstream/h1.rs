@@ -49,6 +49,12 @@ impl H1Conn {
         }
     }
 
+    /// Gives the read and write buffers back (an idle connection beyond the warm ones).
+    pub fn release_buffers(&mut self) {
+        self.buf = BytesMut::new();
+        self.out = Vec::new();
+    }
+
     /// Whether an idle connection can carry another request: the server has not closed it
     /// and sent nothing unasked (checked without waiting).
     pub fn is_reusable(&mut self) -> bool {
@@ -70,6 +76,7 @@ pub struct Return {
     pub pool: Arc<ClientPool>,
     pub key: Key,
     pub max_idle: usize,
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Why an exchange failed.
@@ -306,7 +313,8 @@ impl H1Body {
             && self.reusable
             && conn.buf.is_empty()
         {
-            back.pool.put_h1(back.key, conn, back.max_idle);
+            back.pool
+                .put_h1(back.key, conn, back.max_idle, back.idle_timeout);
         }
     }
 }
@@ -430,6 +438,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::upstream::client::WARM as WARM_FOR_TEST;
 
     fn boxed<B>(b: B) -> UpBody
     where
@@ -543,6 +552,7 @@ mod tests {
                 pool: pool.clone(),
                 key: key.clone(),
                 max_idle: 4,
+                idle_timeout: Duration::from_mins(1),
             })
         };
         let resp = send(conn(addr).await, get("/one"), back()).await.unwrap();
@@ -585,6 +595,7 @@ mod tests {
             pool: pool.clone(),
             key: key.clone(),
             max_idle: 4,
+            idle_timeout: Duration::from_mins(1),
         });
         let resp = send(conn(addr).await, post, back).await.unwrap();
         assert_eq!(resp.status(), 201);
@@ -639,6 +650,7 @@ mod tests {
                 pool: pool.clone(),
                 key: key.clone(),
                 max_idle: 4,
+                idle_timeout: Duration::from_mins(1),
             });
             let c = conn(addr).await;
             let task = tokio::spawn(async move {
@@ -712,6 +724,7 @@ mod tests {
             pool: pool.clone(),
             key: key.clone(),
             max_idle: 4,
+            idle_timeout: Duration::from_mins(1),
         });
         let resp = send(conn(addr).await, head, back).await.unwrap();
         assert_eq!(resp.headers()[header::CONTENT_LENGTH], "1000");
@@ -733,6 +746,7 @@ mod tests {
             pool: pool.clone(),
             key: key.clone(),
             max_idle: 4,
+            idle_timeout: Duration::from_mins(1),
         });
         let resp = send(conn(addr).await, get("/"), back).await.unwrap();
         assert_eq!(body(resp).await.0, "ok");
@@ -753,6 +767,7 @@ mod tests {
             pool: pool.clone(),
             key: key.clone(),
             max_idle: 4,
+            idle_timeout: Duration::from_mins(1),
         });
         let mut resp = send(conn(addr).await, get("/"), back).await.unwrap();
         let frame = resp.body_mut().frame().await.unwrap().unwrap();
@@ -769,11 +784,35 @@ mod tests {
             pool: pool.clone(),
             key: key.clone(),
             max_idle: 4,
+            idle_timeout: Duration::from_mins(1),
         });
         drop(send(conn(addr).await, get("/"), back).await.unwrap());
         assert!(
             pool.take_for_test(&key).is_some(),
             "pooled on drop at the end"
         );
+    }
+
+    #[tokio::test]
+    async fn the_pool_bounds_what_idle_connections_hold() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = ClientPool::default();
+        let key: Key = ("p".into(), addr);
+        let hour = Duration::from_hours(1);
+        for _ in 0..WARM_FOR_TEST + 2 {
+            let mut c = conn(addr).await;
+            c.buf.reserve(READ_CHUNK);
+            pool.put_h1(key.clone(), c, 100, hour);
+        }
+        // The last two put back were past the warm ones: no buffers kept.
+        for _ in 0..2 {
+            let c = pool.take_for_test(&key).unwrap();
+            assert_eq!(c.buf.capacity(), 0);
+        }
+        assert!(pool.take_for_test(&key).unwrap().buf.capacity() >= READ_CHUNK);
+        // Expired idle connections are closed when another one comes back.
+        pool.put_h1(key.clone(), conn(addr).await, 100, Duration::ZERO);
+        assert_eq!(pool.idle_for_test(&key), 1, "all the older ones expired");
     }
 }
