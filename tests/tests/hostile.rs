@@ -1867,3 +1867,84 @@ servers = ["127.0.0.1:9100"]
     let r = t.get("www.test", "/", "X-Forwarded-For: 192.0.2.5\r\n");
     t.refused("X-Forwarded-For when Forwarded is configured", &r, 403);
 }
+
+#[test]
+fn one_connection_served_by_both_http1_servers_reads_as_one() {
+    // `server.http1 = "own"` serves requests without a body itself and hands a request with
+    // one (and everything after it) to hyper's server with the bytes it read; "hyper" serves
+    // all. A client must not tell them apart: same answers, same order, same upstream messages.
+    for (subnet, http1) in [(111, "own"), (112, "hyper")] {
+        let t = Hostile::start(subnet, &format!("[server]\nhttp1 = \"{http1}\"\n{}", routes()));
+        let rs = raw(
+            t.ns(),
+            PLAIN,
+            b"GET /a HTTP/1.1\r\nHost: www.test\r\n\r\nGET /b HTTP/1.1\r\nHost: www.test\r\n\r\n\
+              POST /c HTTP/1.1\r\nHost: www.test\r\nContent-Length: 3\r\n\r\nabc\
+              GET /d HTTP/1.1\r\nHost: www.test\r\n\r\n",
+            Duration::from_millis(800),
+        );
+        assert_eq!(
+            rs.iter().map(|r| (r.status, r.body.as_str())).collect::<Vec<_>>(),
+            [(200, "ok"); 4],
+            "{http1}: {rs:?}\n{}",
+            t.proxy.log()
+        );
+        for r in &rs {
+            let head = r.head.to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{http1}: {head}");
+            assert!(head.contains("\r\ndate: "), "{http1}: a Date, as hyper writes: {head}");
+            assert!(head.contains("\r\ncontent-length: 2"), "{http1}: {head}");
+            assert!(!head.contains("\r\nconnection: close"), "{http1}: kept alive: {head}");
+        }
+        let mut targets: Vec<(String, Vec<u8>)> = t
+            .origin
+            .take()
+            .into_iter()
+            .map(|c| match c {
+                Conn::Message(m) => (m.target().to_owned(), m.body),
+                Conn::Incomplete(b) => panic!("{http1}: incomplete {b:?}"),
+            })
+            .collect();
+        targets.sort();
+        assert_eq!(
+            targets,
+            [
+                ("/a".to_owned(), vec![]),
+                ("/b".to_owned(), vec![]),
+                ("/c".to_owned(), b"abc".to_vec()),
+                ("/d".to_owned(), vec![])
+            ],
+            "{http1}"
+        );
+        // HTTP/1.0 without keep-alive, and `Connection: close`: one answer, then the close
+        // (the second request on the connection is never read).
+        for (request, status_line) in [
+            ("GET /e HTTP/1.0\r\nHost: www.test\r\n\r\n", "http/1.0 200"),
+            ("GET /e HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n", "http/1.1 200"),
+        ] {
+            let bytes = format!("{request}GET /f HTTP/1.1\r\nHost: www.test\r\n\r\n");
+            let rs = raw(t.ns(), PLAIN, bytes.as_bytes(), Duration::from_millis(800));
+            assert_eq!(rs.len(), 1, "{http1}: {request:?}: {rs:?}");
+            let head = rs[0].head.to_ascii_lowercase();
+            assert!(head.starts_with(status_line), "{http1}: {head}");
+            if status_line.starts_with("http/1.1") {
+                assert!(head.contains("\r\nconnection: close"), "{http1}: {head}");
+            }
+            assert_eq!(t.origin.take().len(), 1, "{http1}: only /e went upstream");
+        }
+        // HEAD: the length announced, no body.
+        let rs = raw(
+            t.ns(),
+            PLAIN,
+            b"HEAD /g HTTP/1.1\r\nHost: www.test\r\n\r\n",
+            Duration::from_millis(800),
+        );
+        assert_eq!(rs.len(), 1, "{http1}: {rs:?}");
+        assert!(rs[0].head.to_ascii_lowercase().contains("content-length: 2"));
+        assert!(rs[0].body.is_empty(), "{http1}: no body after a HEAD answer");
+        let _ = t.origin.take();
+        // A request the codec refuses is answered by hyper's server as before.
+        let r = t.one(PLAIN, "GET / HTTP/1.1\r\nHost: www.test\r\nBad Header: x\r\n\r\n");
+        assert_eq!(r.status, 400, "{http1}: {r:?}");
+    }
+}

@@ -34,6 +34,10 @@ pub struct ServerConfig {
     /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
     #[serde(default = "d1h", with = "duration")]
     pub tunnel_idle_timeout: Duration,
+    /// Which server reads HTTP/1.1 from clients: `own` (the proxy's, requests with a body
+    /// handed to hyper's) or `hyper`.
+    #[serde(default)]
+    pub http1: Http1Server,
     /// Proxies whose `X-Forwarded-For` / `Forwarded` headers are believed: the client address
     /// is the nearest address in those headers that is not one of them.
     #[serde(default)]
@@ -741,4 +745,16 @@ pub enum EscapedSlashes {
     Keep,
     /// Turn each into `/`, a segment separator, before the dot segments are resolved.
     Decode,
+}
+
+/// Which server reads HTTP/1.1 from clients (`server.http1`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Http1Server {
+    /// The proxy's own (`crate::h1`): requests without a body are served on it, others handed
+    /// to hyper's server with the bytes read.
+    #[default]
+    Own,
+    /// hyper's server for every request.
+    Hyper,
 }

@@ -21,14 +21,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{
     Method, Request, Response, StatusCode,
-    body::Incoming,
     header::{self, HeaderMap, HeaderValue},
     http::request::Parts,
 };
 use tracing::debug;
 
 use super::{
-    ctx::{ProxyBody, RequestCtx},
+    ctx::{ClientBody, ProxyBody, RequestCtx},
     error::{ErrorKind, ProxyError},
     forward::{self, BodyState},
     phases::{self, Validators},
@@ -63,7 +62,7 @@ pub fn append_cache_status(headers: &mut HeaderMap, name: &str, params: &str) {
 async fn fetch(
     ctx: &mut RequestCtx,
     parts: Parts,
-    body: Incoming,
+    body: ClientBody,
     validators: Option<Validators<'_>>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let parts = phases::upstream_request(ctx, parts, validators);
@@ -87,7 +86,7 @@ fn is_unsafe(m: &Method) -> bool {
 pub async fn serve(
     ctx: &mut RequestCtx,
     policy: &Arc<Policy>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = req.into_parts();
     let cache = ctx.worker.shared.cache.clone();

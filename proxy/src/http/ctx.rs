@@ -25,6 +25,45 @@ use crate::{
 /// The body type of every response the proxy sends.
 pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, crate::upstream::client::BoxError>;
 
+/// A client's request body, whichever server read the request: hyper's (HTTP/2, and HTTP/1.1
+/// requests the own server hands over), or none (what the own HTTP/1.1 server serves itself).
+#[derive(Debug)]
+pub enum ClientBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = crate::upstream::client::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            Self::Empty => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(b) => b.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Hyper(b) => b.size_hint(),
+            Self::Empty => hyper::body::SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// What is known about the client connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -136,7 +175,7 @@ impl RequestCtx {
     /// The context of a request, before any check: id, client address, and what the access
     /// log will want of the request as it came.
     #[must_use]
-    pub fn new(req: &Request<Incoming>, conn: Arc<ConnInfo>, worker: Arc<WorkerCtx>) -> Self {
+    pub fn new(req: &Request<ClientBody>, conn: Arc<ConnInfo>, worker: Arc<WorkerCtx>) -> Self {
         let generation = worker.shared.generation.load_full();
         let server = &generation.config.server;
         let client_ip = super::headers::client_ip(
@@ -256,7 +295,7 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-fn log_fields(req: &Request<Incoming>) -> LogFields {
+fn log_fields(req: &Request<ClientBody>) -> LogFields {
     let text = |h: header::HeaderName| {
         req.headers()
             .get(h)

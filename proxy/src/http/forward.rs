@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::{
     Request, Response,
-    body::{Body, Incoming},
+    body::Body,
     http::request::Parts,
 };
 
@@ -118,7 +118,7 @@ impl Body for Watched {
 /// The client's request body as the upstream body (size and pace limits applied), and
 /// where its fate is noted.
 #[must_use]
-pub fn upstream_body(body: Incoming, limits: &crate::config::LimitsConfig) -> (UpBody, BodyState) {
+pub fn upstream_body(body: super::ctx::ClientBody, limits: &crate::config::LimitsConfig) -> (UpBody, BodyState) {
     if body.is_end_stream() {
         return (empty_body(), BodyState::bodiless());
     }

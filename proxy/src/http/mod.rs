@@ -6,6 +6,7 @@ pub mod cached;
 pub mod ctx;
 pub mod error;
 pub mod forward;
+pub mod h1server;
 pub mod headers;
 pub mod normalize;
 pub mod phases;

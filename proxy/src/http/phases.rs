@@ -25,14 +25,14 @@ use std::{convert::Infallible, sync::Arc, time::Instant};
 use http_body_util::BodyExt;
 use hyper::{
     Method, Request, Response, StatusCode, Uri, Version,
-    body::{Body, Incoming},
+    body::Body,
     header::{self, HeaderMap, HeaderValue},
     http::{request::Parts, uri},
 };
 use tracing::debug;
 
 use super::{
-    ctx::{ConnInfo, ProxyBody, RequestCtx, UpstreamHop, WorkerCtx},
+    ctx::{ClientBody, ConnInfo, ProxyBody, RequestCtx, UpstreamHop, WorkerCtx},
     error::{ErrorKind, ProxyError},
     forward::{self, Attempt, BodyState, Outcome, Step},
     headers::{self, strip_hop_by_hop},
@@ -50,7 +50,7 @@ use crate::{
 
 /// Serves one request; never fails (errors become responses).
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     conn: Arc<ConnInfo>,
     worker: Arc<WorkerCtx>,
 ) -> Result<Response<ProxyBody>, Infallible> {
@@ -71,7 +71,7 @@ pub async fn handle(
 
 async fn pipeline(
     ctx: &mut RequestCtx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (req, _counted) = early_request(ctx, req)?;
     let mut req = request_filter(ctx, req).await?;
@@ -101,8 +101,8 @@ async fn pipeline(
 /// The guard counts the request in flight until it is answered.
 pub fn early_request(
     ctx: &mut RequestCtx,
-    req: Request<Incoming>,
-) -> Result<(Request<Incoming>, Option<CountGuard>), ProxyError> {
+    req: Request<ClientBody>,
+) -> Result<(Request<ClientBody>, Option<CountGuard>), ProxyError> {
     let generation = ctx.generation.clone();
     let limits = &generation.config.limits;
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
@@ -176,7 +176,7 @@ pub fn early_request(
 /// request until it is answered).
 fn client_limits(
     ctx: &RequestCtx,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
 ) -> Result<Option<CountGuard>, ProxyError> {
     let shared = &ctx.worker.shared;
     let limits = &ctx.generation.config.limits;
@@ -225,8 +225,8 @@ fn client_limits(
 /// The route for the request's host and path, then the route's access rules.
 pub async fn request_filter(
     ctx: &mut RequestCtx,
-    req: Request<Incoming>,
-) -> Result<Request<Incoming>, ProxyError> {
+    req: Request<ClientBody>,
+) -> Result<Request<ClientBody>, ProxyError> {
     let route = ctx
         .generation
         .router
@@ -613,7 +613,7 @@ fn connection_upgrade(version: Version, headers: &HeaderMap) -> bool {
 }
 
 /// An HTTP/1.1 upgrade request (WebSocket and friends).
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+fn is_upgrade(req: &Request<ClientBody>) -> bool {
     connection_upgrade(req.version(), req.headers())
 }
 

@@ -324,12 +324,51 @@ async fn connection(
         )
         .await;
         match accepted {
-            Ok(Ok(tls)) => serve_http(tls, info, &lctx, wctx, stop, &server).await,
+            Ok(Ok(tls)) => {
+                // HTTP/2 by ALPN goes to hyper's server at once.
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_client(tls, info, &lctx, wctx, stop, &server, !h2).await;
+            }
             Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
             Err(_) => debug!(%peer, "TLS handshake timed out"),
         }
     } else {
-        serve_http(stream, info, &lctx, wctx, stop, &server).await;
+        serve_client(stream, info, &lctx, wctx, stop, &server, true).await;
+    }
+}
+
+/// HTTP/1.1 on the own server (`h1server`) when `own`, handing over to hyper's server for what
+/// it does not serve; hyper's server (HTTP/2, and HTTP/1.1 when `server.http1 = "hyper"`)
+/// otherwise.
+async fn serve_client<S>(
+    mut io: S,
+    info: Arc<ConnInfo>,
+    lctx: &ListenerCtx,
+    wctx: Arc<WorkerCtx>,
+    mut stop: watch::Receiver<bool>,
+    server: &crate::config::ServerConfig,
+    own: bool,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    // hyper's connection state is several KiB: boxed, so that a connection on the own
+    // server (whose task holds the largest state of this function) does not carry it.
+    if !own || server.http1 == crate::config::Http1Server::Hyper {
+        Box::pin(serve_http(io, info, lctx, wctx, stop, server)).await;
+        return;
+    }
+    let limits = {
+        let generation = wctx.shared.generation.load();
+        let l = &generation.config.limits;
+        crate::h1::Limits::listener(l.max_header_bytes, l.max_headers)
+    };
+    let h2c = !lctx.tls && lctx.h2c;
+    match super::h1server::serve(&mut io, &info, &wctx, &mut stop, server, limits, h2c).await {
+        super::h1server::Ended::Closed => {}
+        super::h1server::Ended::HandOver(read) => {
+            let io = super::h1server::Rewind::new(read, io);
+            Box::pin(serve_http(io, info, lctx, wctx, stop, server)).await;
+        }
     }
 }
 
@@ -357,7 +396,13 @@ pub async fn serve_http<S>(
     // Boxed per request: hyper keeps the space of one service future for the whole life of a
     // connection, and the request path's future is several KiB; idle keep-alive connections
     // should not hold it.
-    let service = service_fn(move |req| Box::pin(handle(req, info.clone(), wctx.clone())));
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        Box::pin(handle(
+            req.map(super::ctx::ClientBody::Hyper),
+            info.clone(),
+            wctx.clone(),
+        ))
+    });
     // HTTP/2 streams run as tasks of their own, each with a send_timeout watchdog.
     let executor = super::stall::StreamExecutor {
         send_timeout: server.send_timeout,
