@@ -4,9 +4,9 @@
 //! Every case is one request a client sends and one response a service returns for it. The
 //! request goes to hyper's `http1::Builder` server over an in-memory duplex, whose service
 //! reads the request body and returns the response; the test records every byte hyper writes
-//! until it stops writing (waits for the next request) or closes the connection. The same request is parsed by the codec, the head is
-//! written by `response_head` and the body by `ResponseBodyEncoder`, driven the way hyper's
-//! dispatcher drives a body. Both must agree on every byte (the `Date` value set aside) and on
+//! until it stops writing (waits for the next request) or closes the connection. The same
+//! request is parsed by the codec, the head is written by `response_head` and the body by
+//! `ResponseBodyEncoder`, driven the way hyper's dispatcher drives a body. Both must agree on every byte (the `Date` value set aside) and on
 //! whether the connection stays open.
 //!
 //! The table crosses methods (GET, HEAD, POST, CONNECT), request versions and `Connection`
