@@ -296,6 +296,8 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// The header of one chunk: its size in hex, then CRLF; the data and CRLF come after it.
+/// The digits are uppercase, as hyper's encoder writes them (its client and server), so the
+/// bytes sent are the same as hyper's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkHeader {
     bytes: [u8; 18],
@@ -312,7 +314,7 @@ impl ChunkHeader {
         }
         let mut bytes = [0; 18];
         let mut rest = &mut bytes[..];
-        write!(rest, "{len:x}\r\n").ok()?;
+        write!(rest, "{len:X}\r\n").ok()?;
         let len = 18 - rest.len();
         Some(Self { bytes, len })
     }
@@ -570,11 +572,11 @@ mod tests {
     fn chunk_headers() {
         assert_eq!(ChunkHeader::new(0), None);
         assert_eq!(ChunkHeader::new(1).unwrap().as_bytes(), b"1\r\n");
-        assert_eq!(ChunkHeader::new(0xabc).unwrap().as_bytes(), b"abc\r\n");
+        assert_eq!(ChunkHeader::new(0xabc).unwrap().as_bytes(), b"ABC\r\n");
         assert_eq!(ChunkHeader::new(16).unwrap().as_bytes(), b"10\r\n");
         assert_eq!(
             ChunkHeader::new(u64::MAX).unwrap().as_bytes(),
-            b"ffffffffffffffff\r\n"
+            b"FFFFFFFFFFFFFFFF\r\n"
         );
     }
 
@@ -588,7 +590,7 @@ mod tests {
         let mut trailers = HeaderMap::new();
         trailers.insert("x-sum", HeaderValue::from_static("7"));
         assert_eq!(enc.finish(Some(&trailers), &mut out), 306);
-        assert!(out.starts_with(b"6\r\nhello \r\n12c\r\nxxx"));
+        assert!(out.starts_with(b"6\r\nhello \r\n12C\r\nxxx"));
         assert!(out.ends_with(b"x\r\n0\r\nx-sum: 7\r\n\r\n"));
         let mut d = BodyDecoder::Chunked(ChunkedDecoder::new(&Limits::default()));
         let (body, consumed, done) = decode_all(&mut d, &out).unwrap();

@@ -202,7 +202,7 @@ pub fn response_framing(head: &ResponseHead, request_method: &Method) -> Result<
 
 /// Whether a `Transfer-Encoding` value's last coding is `chunked` (a value with non-ASCII
 /// bytes never is).
-fn ends_in_chunked(value: &HeaderValue) -> bool {
+pub(super) fn ends_in_chunked(value: &HeaderValue) -> bool {
     value
         .to_str()
         .ok()
@@ -221,7 +221,7 @@ fn wants_upgrade(head: &RequestHead) -> bool {
 }
 
 /// A plain decimal number: one or more ASCII digits, nothing else, no overflow.
-fn digits(bytes: &[u8]) -> Option<u64> {
+pub(super) fn digits(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() {
         return None;
     }

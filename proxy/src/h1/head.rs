@@ -304,7 +304,7 @@ fn keep_alive(version: Version, headers: &[(HeaderName, HeaderValue)]) -> bool {
 
 /// Whether a comma-separated list value has `token` (ASCII case-insensitive); a value with
 /// non-ASCII bytes has none, as in hyper.
-fn has_token(value: &HeaderValue, token: &str) -> bool {
+pub(super) fn has_token(value: &HeaderValue, token: &str) -> bool {
     value
         .to_str()
         .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))

@@ -7,7 +7,9 @@
 //! head and returns, without copying, the ranges of them that are body data, and where the
 //! message ends (so that what follows is the next message, never part of this one).
 //! [`write_request_head`], [`write_response_head`] and [`ChunkedEncoder`] produce the bytes to
-//! send.
+//! send. [`response_head`] and [`ResponseBodyEncoder`] answer clients as hyper's HTTP/1 server
+//! does (head, framing, keep-alive, `Date`, trailers), and [`error_response`] is its answer to
+//! a head it cannot parse.
 //!
 //! The contract is hyper's (1.x, which the proxy also serves HTTP/2 with): every input that
 //! hyper's HTTP/1 server (for requests) or client (for responses) refuses is refused here, and
@@ -25,11 +27,16 @@
 mod chunked;
 mod framing;
 mod head;
+mod respond;
 mod write;
 
 pub use chunked::{ChunkHeader, ChunkedDecoder, ChunkedEncoder, Decoded};
 pub use framing::{BodyDecoder, BodyKind, Framing, request_framing, response_framing};
 pub use head::{RequestHead, ResponseHead, eof_is_clean, parse_request, parse_response};
+pub use respond::{
+    BodyHint, CachedDate, DATE_LEN, RequestInfo, ResponseBodyEncoder, ResponsePlan, error_response,
+    response_head, with_date,
+};
 pub use write::{write_request_head, write_response_head};
 
 use hyper::StatusCode;
@@ -81,7 +88,7 @@ impl Default for Limits {
 }
 
 /// What is wrong with a message. Every variant is a refusal of the peer's bytes, except the
-/// last two, which are misuse by the caller when writing.
+/// last five, which are about what the caller asked to write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum H1Error {
     /// The head is longer than [`Limits::max_head_bytes`] (or still incomplete at that size).
@@ -187,9 +194,24 @@ pub enum H1Error {
     /// A target to write that is empty or has a space, a control character or DEL.
     #[error("request target to write is empty or has a space or control character")]
     UnwritableTarget,
-    /// A version to write other than HTTP/1.0 and HTTP/1.1.
+    /// A version to write other than HTTP/1.0 and HTTP/1.1 (a response may carry HTTP/2,
+    /// written as HTTP/1.1).
     #[error("version to write is neither HTTP/1.0 nor HTTP/1.1")]
     UnwritableVersion,
+    /// A response status that hyper's server cannot send: 1xx other than 101.
+    #[error("a 1xx status other than 101 cannot be a response")]
+    UnwritableStatus,
+    /// Response framing headers that contradict each other or the body: `Content-Length`
+    /// with `Transfer-Encoding`, `Content-Length` values that differ, are not a number, or
+    /// are not the body's known length, or either header on a 2xx to `CONNECT`.
+    #[error("response framing headers contradict each other or the body")]
+    UnwritableFraming,
+    /// A response body ended before the length its head announced.
+    #[error("response body ended {missing} bytes short of its Content-Length")]
+    ShortBody {
+        /// The bytes still owed.
+        missing: u64,
+    },
 }
 
 impl H1Error {
@@ -204,6 +226,9 @@ impl H1Error {
             | Self::HeaderNameTooLong
             | Self::ContentLengthTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::TargetTooLong => StatusCode::URI_TOO_LONG,
+            Self::UnwritableStatus | Self::UnwritableFraming | Self::ShortBody { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }
