@@ -1874,7 +1874,10 @@ fn one_connection_served_by_both_http1_servers_reads_as_one() {
     // one (and everything after it) to hyper's server with the bytes it read; "hyper" serves
     // all. A client must not tell them apart: same answers, same order, same upstream messages.
     for (subnet, http1) in [(111, "own"), (112, "hyper")] {
-        let t = Hostile::start(subnet, &format!("[server]\nhttp1 = \"{http1}\"\n{}", routes()));
+        let t = Hostile::start(
+            subnet,
+            &format!("[server]\nhttp1 = \"{http1}\"\n{}", routes()),
+        );
         let rs = raw(
             t.ns(),
             PLAIN,
@@ -1884,7 +1887,9 @@ fn one_connection_served_by_both_http1_servers_reads_as_one() {
             Duration::from_millis(800),
         );
         assert_eq!(
-            rs.iter().map(|r| (r.status, r.body.as_str())).collect::<Vec<_>>(),
+            rs.iter()
+                .map(|r| (r.status, r.body.as_str()))
+                .collect::<Vec<_>>(),
             [(200, "ok"); 4],
             "{http1}: {rs:?}\n{}",
             t.proxy.log()
@@ -1892,9 +1897,15 @@ fn one_connection_served_by_both_http1_servers_reads_as_one() {
         for r in &rs {
             let head = r.head.to_ascii_lowercase();
             assert!(head.starts_with("http/1.1 200"), "{http1}: {head}");
-            assert!(head.contains("\r\ndate: "), "{http1}: a Date, as hyper writes: {head}");
+            assert!(
+                head.contains("\r\ndate: "),
+                "{http1}: a Date, as hyper writes: {head}"
+            );
             assert!(head.contains("\r\ncontent-length: 2"), "{http1}: {head}");
-            assert!(!head.contains("\r\nconnection: close"), "{http1}: kept alive: {head}");
+            assert!(
+                !head.contains("\r\nconnection: close"),
+                "{http1}: kept alive: {head}"
+            );
         }
         let mut targets: Vec<(String, Vec<u8>)> = t
             .origin
@@ -1920,7 +1931,10 @@ fn one_connection_served_by_both_http1_servers_reads_as_one() {
         // (the second request on the connection is never read).
         for (request, status_line) in [
             ("GET /e HTTP/1.0\r\nHost: www.test\r\n\r\n", "http/1.0 200"),
-            ("GET /e HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n", "http/1.1 200"),
+            (
+                "GET /e HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n",
+                "http/1.1 200",
+            ),
         ] {
             let bytes = format!("{request}GET /f HTTP/1.1\r\nHost: www.test\r\n\r\n");
             let rs = raw(t.ns(), PLAIN, bytes.as_bytes(), Duration::from_millis(800));
@@ -1940,11 +1954,22 @@ fn one_connection_served_by_both_http1_servers_reads_as_one() {
             Duration::from_millis(800),
         );
         assert_eq!(rs.len(), 1, "{http1}: {rs:?}");
-        assert!(rs[0].head.to_ascii_lowercase().contains("content-length: 2"));
-        assert!(rs[0].body.is_empty(), "{http1}: no body after a HEAD answer");
+        assert!(
+            rs[0]
+                .head
+                .to_ascii_lowercase()
+                .contains("content-length: 2")
+        );
+        assert!(
+            rs[0].body.is_empty(),
+            "{http1}: no body after a HEAD answer"
+        );
         let _ = t.origin.take();
         // A request the codec refuses is answered by hyper's server as before.
-        let r = t.one(PLAIN, "GET / HTTP/1.1\r\nHost: www.test\r\nBad Header: x\r\n\r\n");
+        let r = t.one(
+            PLAIN,
+            "GET / HTTP/1.1\r\nHost: www.test\r\nBad Header: x\r\n\r\n",
+        );
         assert_eq!(r.status, 400, "{http1}: {r:?}");
     }
 }

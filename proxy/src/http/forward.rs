@@ -12,11 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::{
-    Request, Response,
-    body::Body,
-    http::request::Parts,
-};
+use hyper::{Request, Response, body::Body, http::request::Parts};
 
 use super::{
     ctx::{ConnInfo, WorkerCtx},
@@ -118,7 +114,10 @@ impl Body for Watched {
 /// The client's request body as the upstream body (size and pace limits applied), and
 /// where its fate is noted.
 #[must_use]
-pub fn upstream_body(body: super::ctx::ClientBody, limits: &crate::config::LimitsConfig) -> (UpBody, BodyState) {
+pub fn upstream_body(
+    body: super::ctx::ClientBody,
+    limits: &crate::config::LimitsConfig,
+) -> (UpBody, BodyState) {
     if body.is_end_stream() {
         return (empty_body(), BodyState::bodiless());
     }

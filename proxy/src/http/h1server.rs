@@ -15,6 +15,7 @@ use std::{
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use hyper::{Request, Version, header};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
@@ -80,13 +81,15 @@ where
             return Ended::HandOver(buf.freeze());
         }
         buf.advance(len);
-        let info = crate::h1::respond::RequestInfo::new(&head, &framing);
-        let asked = Asked {
-            method: head.method.clone(),
-            version: head.version,
-            // A stopping server answers, then closes (hyper's graceful shutdown).
-            keep_alive: info.keep_alive && !*stop.borrow(),
-            te_trailers: info.te_trailers,
+        let asked = {
+            let request = h1::RequestInfo::new(&head, &framing);
+            Asked {
+                method: head.method.clone(),
+                version: head.version,
+                // A stopping server answers, then closes (hyper's graceful shutdown).
+                keep_alive: request.keep_alive && !*stop.borrow(),
+                te_trailers: request.te_trailers,
+            }
         };
         let mut req = Request::new(ClientBody::Empty);
         *req.headers_mut() = head.framed_header_map(&framing);
@@ -102,6 +105,10 @@ where
         let kept = match respond(io, &mut out, resp, &asked, server.send_timeout).await {
             Ok(kept) => kept,
             Err(e) => {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    // The client read nothing of the response for send_timeout.
+                    worker.shared.metrics.send_timeouts.inc();
+                }
                 debug!(peer = %info.peer, "writing a response failed: {e}");
                 return Ended::Closed;
             }
@@ -194,7 +201,7 @@ async fn respond<S>(
 where
     S: AsyncWrite + Unpin,
 {
-    use crate::h1::respond::{BodyHint, RequestInfo, ResponseBodyEncoder, response_head, with_date};
+    use crate::h1::{BodyHint, RequestInfo, ResponseBodyEncoder, response_head, with_date};
     out.clear();
     let (parts, mut body) = resp.into_parts();
     let info = RequestInfo {
@@ -225,7 +232,21 @@ where
     };
     let mut encoder = ResponseBodyEncoder::new(&plan);
     while !encoder.is_done() {
-        match body.frame().await {
+        // What is ready goes out together (the head and a short body in one write); when the
+        // body must wait for more, what was written so far goes to the client first.
+        let ready =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        let next = match ready {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    write_within(io, out, send).await?;
+                    out.clear();
+                }
+                body.frame().await
+            }
+        };
+        match next {
             None => {
                 encoder.end(out).map_err(io::Error::other)?;
             }
