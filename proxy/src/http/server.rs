@@ -314,24 +314,29 @@ async fn connection(
         tls: lctx.tls,
     });
     if lctx.tls {
-        let Some(config) = wctx.shared.tls.load().get(lctx.index).cloned().flatten() else {
-            warn!(listener = lctx.index, "no TLS config for a TLS listener");
-            return;
-        };
-        let accepted = tokio::time::timeout(
-            server.tls_handshake_timeout,
-            tokio_rustls::TlsAcceptor::from(config).accept(stream),
-        )
-        .await;
-        match accepted {
-            Ok(Ok(tls)) => {
-                // HTTP/2 by ALPN goes to hyper's server at once.
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                serve_client(tls, info, &lctx, wctx, stop, &server, !h2).await;
+        // Boxed: the TLS state is large, and a plain connection's task would otherwise hold
+        // room for it for its whole life.
+        Box::pin(async move {
+            let Some(config) = wctx.shared.tls.load().get(lctx.index).cloned().flatten() else {
+                warn!(listener = lctx.index, "no TLS config for a TLS listener");
+                return;
+            };
+            let accepted = tokio::time::timeout(
+                server.tls_handshake_timeout,
+                tokio_rustls::TlsAcceptor::from(config).accept(stream),
+            )
+            .await;
+            match accepted {
+                Ok(Ok(tls)) => {
+                    // HTTP/2 by ALPN goes to hyper's server at once.
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve_client(tls, info, &lctx, wctx, stop, &server, !h2).await;
+                }
+                Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
             }
-            Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
-            Err(_) => debug!(%peer, "TLS handshake timed out"),
-        }
+        })
+        .await;
     } else {
         serve_client(stream, info, &lctx, wctx, stop, &server, true).await;
     }
