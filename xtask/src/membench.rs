@@ -221,7 +221,11 @@ pub fn memory(bin: &Path) -> anyhow::Result<(String, String)> {
          proxy's request path): the service now boxes it per request, which with smaller futures took the figure from 34 to 21 KiB. The \
          rest needs buffer release on idle inside hyper's HTTP/1 server (not configurable in hyper 1.x on the server \
          side), or an HTTP/1 server of our own. Freed memory goes back to the system: the proxy calls `malloc_trim` \
-         every 10 s (glibc keeps freed memory of its thread arenas otherwise; before that change the 245 MiB stayed).\n",
+         every 10 s (glibc keeps freed memory of its thread arenas otherwise; before that change the 245 MiB stayed). \
+         Since #13 HTTP/1.1 clients are read by the proxy's own server (`server.http1 = \"own\"`), which frees its \
+         read and write buffers whenever a connection waits for its next request, as nginx does: what is left per \
+         connection is its task (sized for the largest state it can be in) and tokio's per-task and per-socket \
+         state; the text above is about hyper's server, which `server.http1 = \"hyper\"` still uses.\n",
     );
     md.push('\n');
     Ok((
