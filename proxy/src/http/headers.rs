@@ -70,14 +70,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client address to `X-Forwarded-For` (RFC 7239's de facto predecessor): one
-/// header, comma-separated, the nearest hop last.
-pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    let mut text = String::with_capacity(40);
-    push_ip(&mut text, client);
-    append_list(headers, &X_FORWARDED_FOR, text);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,10 +114,10 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "192.0.2.1".parse().unwrap());
+        append_list(&mut h, &X_FORWARDED_FOR, "192.0.2.1".into());
         assert_eq!(h["x-forwarded-for"], "192.0.2.1");
         h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.9"));
-        append_forwarded_for(&mut h, "2001:db8::1".parse().unwrap());
+        append_list(&mut h, &X_FORWARDED_FOR, "2001:db8::1".into());
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 198.51.100.9, 2001:db8::1");
     }
 }

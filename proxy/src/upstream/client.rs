@@ -227,7 +227,6 @@ async fn connect_h2(
 
 /// A pool's name and a server's address: what idle connections are kept by.
 pub type Key = (std::sync::Arc<str>, SocketAddr);
-type IdleList = Vec<(Instant, http1::SendRequest<UpBody>)>;
 
 /// One worker's connections to every upstream server.
 /// Idle connections per server that keep their read and write buffers (the busiest: no
@@ -242,8 +241,6 @@ type Map<V> = HashMap<Key, V, foldhash::fast::RandomState>;
 pub struct ClientPool {
     /// Idle HTTP/1.1 connections on the proxy's own client (every request but upgrades).
     own: Mutex<Map<std::collections::VecDeque<(u64, H1Conn)>>>,
-    /// Idle connections of hyper's HTTP/1.1 client (upgrade requests).
-    idle: Mutex<Map<IdleList>>,
     h2: Mutex<Map<http2::SendRequest<UpBody>>>,
 }
 
@@ -309,33 +306,6 @@ impl ClientPool {
         }
     }
 
-    /// A pooled connection of hyper's client that is ready for a request. Connections still
-    /// reading the previous response body stay in the pool; closed and expired ones are
-    /// dropped.
-    fn take_idle(&self, key: &Key, up: &Upstream) -> Option<http1::SendRequest<UpBody>> {
-        let mut idle = lock(&self.idle);
-        let list = idle.get_mut(key)?;
-        let mut i = list.len();
-        while i > 0 {
-            i -= 1;
-            let (since, sender) = &list[i];
-            if sender.is_closed() || (sender.is_ready() && since.elapsed() >= up.idle_timeout) {
-                list.swap_remove(i);
-            } else if sender.is_ready() {
-                return Some(list.swap_remove(i).1);
-            }
-        }
-        None
-    }
-
-    fn put_idle(&self, key: Key, sender: http1::SendRequest<UpBody>, max: usize) {
-        let mut idle = lock(&self.idle);
-        let list = idle.entry(key).or_default();
-        if list.len() < max {
-            list.push((Instant::now(), sender));
-        }
-    }
-
     /// A connection to server `addr` of `up`: a pooled one when there is one, else a new one.
     /// `client` is (client address, address it connected to), for the PROXY v2 header.
     /// `upgrade`: the request asks to switch protocols (hyper's client carries those).
@@ -380,29 +350,15 @@ impl ClientPool {
                 idle_timeout: up.idle_timeout,
             });
         }
-        let pooled = if reusable {
-            self.take_idle(&key, up)
-        } else {
-            None
-        };
-        let sender = if let Some(s) = pooled {
-            s
-        } else {
-            let (s, conn) = Box::pin(connect_h1(up, addr, Some(client))).await?;
-            crate::counters::spawn(conn);
-            s
-        };
-        Ok(Conn::H1 {
-            sender,
-            key,
-            reusable,
-            max_idle: up.max_idle_per_server,
-        })
+        // An upgrade request's connection is the tunnel's if the server switches, and is
+        // not reused otherwise either: always a new one.
+        let (sender, conn) = Box::pin(connect_h1(up, addr, Some(client))).await?;
+        crate::counters::spawn(conn);
+        Ok(Conn::H1(sender))
     }
 
-    /// Sends `req` on `conn`. An HTTP/1.1 connection goes back to the pool once the response
-    /// body has been read (not after an upgrade, and never with PROXY v2, whose header names
-    /// one client).
+    /// Sends `req` on `conn`. An own HTTP/1.1 connection goes back to the pool once the
+    /// response body has been read (never with PROXY v2, whose header names one client).
     pub async fn send(
         self: &Arc<Self>,
         conn: Conn,
@@ -426,20 +382,7 @@ impl ClientPool {
                 Ok(resp.map(UpstreamBody::Own))
             }
             Conn::H2(mut sender) => Ok(sender.send_request(req).await?.map(UpstreamBody::Hyper)),
-            Conn::H1 {
-                mut sender,
-                key,
-                reusable,
-                max_idle,
-            } => {
-                let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
-                let resp = sender.send_request(req).await?;
-                if reusable && !upgrade && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
-                    // Back into the pool now; it is handed out again once the body is read.
-                    self.put_idle(key, sender, max_idle);
-                }
-                Ok(resp.map(UpstreamBody::Hyper))
-            }
+            Conn::H1(mut sender) => Ok(sender.send_request(req).await?.map(UpstreamBody::Hyper)),
         }
     }
 }
@@ -454,13 +397,8 @@ pub enum Conn {
         max_idle: usize,
         idle_timeout: std::time::Duration,
     },
-    /// hyper's HTTP/1.1 client (upgrade requests).
-    H1 {
-        sender: http1::SendRequest<UpBody>,
-        key: Key,
-        reusable: bool,
-        max_idle: usize,
-    },
+    /// hyper's HTTP/1.1 client (upgrade requests; never pooled).
+    H1(http1::SendRequest<UpBody>),
     H2(http2::SendRequest<UpBody>),
 }
 

@@ -516,6 +516,16 @@ mod tests {
         (addr, task)
     }
 
+    /// Where a test's connection goes back to.
+    fn back(pool: &Arc<ClientPool>, key: &Key) -> Return {
+        Return {
+            pool: pool.clone(),
+            key: key.clone(),
+            max_idle: 4,
+            idle_timeout: Duration::from_mins(1),
+        }
+    }
+
     fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
         hay.windows(needle.len()).position(|w| w == needle)
     }
@@ -547,20 +557,16 @@ mod tests {
         .await;
         let pool = Arc::new(ClientPool::default());
         let key: Key = ("p".into(), addr);
-        let back = || {
-            Some(Return {
-                pool: pool.clone(),
-                key: key.clone(),
-                max_idle: 4,
-                idle_timeout: Duration::from_mins(1),
-            })
-        };
-        let resp = send(conn(addr).await, get("/one"), back()).await.unwrap();
+        let resp = send(conn(addr).await, get("/one"), Some(back(&pool, &key)))
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(body(resp).await.0, "hello");
         // The connection went back to the pool and carries the second request.
         let reused = lock_own(&pool, &key).expect("pooled after a complete response");
-        let resp = send(reused, get("/two"), back()).await.unwrap();
+        let resp = send(reused, get("/two"), Some(back(&pool, &key)))
+            .await
+            .unwrap();
         let (data, trailers) = body(resp).await;
         assert_eq!(data, "abcde");
         let trailers = trailers.unwrap();
@@ -591,13 +597,9 @@ mod tests {
             .header("host", "h")
             .body(boxed(Full::new(Bytes::from_static(b"abc"))))
             .unwrap();
-        let back = Some(Return {
-            pool: pool.clone(),
-            key: key.clone(),
-            max_idle: 4,
-            idle_timeout: Duration::from_mins(1),
-        });
-        let resp = send(conn(addr).await, post, back).await.unwrap();
+        let resp = send(conn(addr).await, post, Some(back(&pool, &key)))
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 201);
         assert!(body(resp).await.0.is_empty());
         // An unknown length goes chunked.
@@ -646,12 +648,7 @@ mod tests {
             let (addr, _srv) = server(vec![answer]).await;
             let pool = Arc::new(ClientPool::default());
             let key: Key = ("p".into(), addr);
-            let back = Some(Return {
-                pool: pool.clone(),
-                key: key.clone(),
-                max_idle: 4,
-                idle_timeout: Duration::from_mins(1),
-            });
+            let back = Some(back(&pool, &key));
             let c = conn(addr).await;
             let task = tokio::spawn(async move {
                 let resp = send(c, get("/"), back).await.unwrap();
@@ -720,13 +717,9 @@ mod tests {
             .header("host", "h")
             .body(boxed(Empty::<Bytes>::new()))
             .unwrap();
-        let back = Some(Return {
-            pool: pool.clone(),
-            key: key.clone(),
-            max_idle: 4,
-            idle_timeout: Duration::from_mins(1),
-        });
-        let resp = send(conn(addr).await, head, back).await.unwrap();
+        let resp = send(conn(addr).await, head, Some(back(&pool, &key)))
+            .await
+            .unwrap();
         assert_eq!(resp.headers()[header::CONTENT_LENGTH], "1000");
         assert!(resp.body().is_end_stream());
         let reused = pool
@@ -742,13 +735,9 @@ mod tests {
         let (addr, srv) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
         let pool = Arc::new(ClientPool::default());
         let key: Key = ("p".into(), addr);
-        let back = Some(Return {
-            pool: pool.clone(),
-            key: key.clone(),
-            max_idle: 4,
-            idle_timeout: Duration::from_mins(1),
-        });
-        let resp = send(conn(addr).await, get("/"), back).await.unwrap();
+        let resp = send(conn(addr).await, get("/"), Some(back(&pool, &key)))
+            .await
+            .unwrap();
         assert_eq!(body(resp).await.0, "ok");
         let mut idle = pool.take_for_test(&key).expect("pooled");
         assert!(idle.is_reusable(), "open and quiet: reusable");
@@ -763,13 +752,9 @@ mod tests {
         let (addr, _srv) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
         let pool = Arc::new(ClientPool::default());
         let key: Key = ("p".into(), addr);
-        let back = Some(Return {
-            pool: pool.clone(),
-            key: key.clone(),
-            max_idle: 4,
-            idle_timeout: Duration::from_mins(1),
-        });
-        let mut resp = send(conn(addr).await, get("/"), back).await.unwrap();
+        let mut resp = send(conn(addr).await, get("/"), Some(back(&pool, &key)))
+            .await
+            .unwrap();
         let frame = resp.body_mut().frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "ok");
         assert!(resp.body().is_end_stream());
@@ -780,13 +765,11 @@ mod tests {
         // And when the body is only dropped at its end.
         let (addr, _srv) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]).await;
         let key: Key = ("q".into(), addr);
-        let back = Some(Return {
-            pool: pool.clone(),
-            key: key.clone(),
-            max_idle: 4,
-            idle_timeout: Duration::from_mins(1),
-        });
-        drop(send(conn(addr).await, get("/"), back).await.unwrap());
+        drop(
+            send(conn(addr).await, get("/"), Some(back(&pool, &key)))
+                .await
+                .unwrap(),
+        );
         assert!(
             pool.take_for_test(&key).is_some(),
             "pooled on drop at the end"
