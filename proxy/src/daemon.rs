@@ -209,6 +209,13 @@ fn load_kernel(config: &Config, pin_dir: &Path, instance: &str) -> anyhow::Resul
         );
     }
     info!(instance, pin_dir = %pin_dir.display(), "kernel programs loaded, maps pinned");
+    let offset = crate::clock::time_namespace_offset_ns();
+    if offset != 0 {
+        info!(
+            offset_ms = offset / 1_000_000,
+            "this process runs in a time namespace: expiry times in the kernel maps are converted to the kernel's clock"
+        );
+    }
     let attach = k.attach;
     if attach == AttachMode::None {
         info!("kernel.attach = none: the blocklist is enforced in userspace at accept()");

@@ -114,8 +114,39 @@ impl World {
         env: &[(&str, &str)],
         ready: SocketAddr,
     ) -> ChildGuard {
+        let cmd =
+            Topology::command_in(&self.topo.srv_ns, proxy_bin().to_str().expect("utf-8 path"));
+        self.start_proxy_command(cmd, config, args, env, ready)
+    }
+
+    /// [`World::start_proxy`] with the proxy in a time namespace of its own whose
+    /// `CLOCK_MONOTONIC` runs `offset_secs` ahead of the kernel's (behind when negative), as in
+    /// a container restored from a checkpoint.
+    ///
+    /// # Panics
+    ///
+    /// As [`World::start_proxy`]; also if the time namespace cannot be made.
+    #[must_use]
+    pub fn start_proxy_in_time_namespace(
+        &self,
+        config: &Path,
+        ready: SocketAddr,
+        offset_secs: i64,
+    ) -> ChildGuard {
         let mut cmd =
             Topology::command_in(&self.topo.srv_ns, proxy_bin().to_str().expect("utf-8 path"));
+        crate::netns::in_new_time_namespace(&mut cmd, offset_secs);
+        self.start_proxy_command(cmd, config, &[], &[], ready)
+    }
+
+    fn start_proxy_command(
+        &self,
+        mut cmd: Command,
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: SocketAddr,
+    ) -> ChildGuard {
         cmd.args(["run", "--config", config.to_str().expect("utf-8 path")])
             .args(args);
         for (k, v) in env {

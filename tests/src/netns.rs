@@ -197,3 +197,46 @@ pub fn spawn_in<T: Send + 'static>(
         f()
     })
 }
+
+/// Makes `cmd` start in a new time namespace whose `CLOCK_MONOTONIC` is `offset_secs` ahead of
+/// the kernel's (behind when negative). Needs root and a kernel with time namespaces (5.6+).
+pub fn in_new_time_namespace(cmd: &mut Command, offset_secs: i64) {
+    use std::os::unix::process::CommandExt;
+    let line = format!("monotonic {offset_secs} 0\n").into_bytes();
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (unshare, open, write, setns, close) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::unshare(libc::CLONE_NEWTIME) != 0 {
+                return fail();
+            }
+            // The offsets can be set until the first process enters the namespace.
+            let fd = libc::open(c"/proc/self/timens_offsets".as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return fail();
+            }
+            let written = libc::write(fd, line.as_ptr().cast(), line.len());
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            if usize::try_from(written).ok() != Some(line.len()) {
+                return Err(error);
+            }
+            // unshare only moves children; this process enters it itself (it is single-threaded).
+            let ns = libc::open(
+                c"/proc/self/ns/time_for_children".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            if ns < 0 {
+                return fail();
+            }
+            let rc = libc::setns(ns, libc::CLONE_NEWTIME);
+            let error = std::io::Error::last_os_error();
+            libc::close(ns);
+            if rc != 0 {
+                return Err(error);
+            }
+            Ok(())
+        });
+    }
+}

@@ -27,6 +27,18 @@ impl Defended {
     /// A world with a second client namespace, the proxy listening on both veth addresses
     /// and loopback, and `extra` config (which may add [limits], [[ban]], [kernel] keys).
     fn start(subnet: u8, attach: &str, kernel_extra: &str, extra: &str) -> Self {
+        Self::start_with_clock(subnet, attach, kernel_extra, extra, None)
+    }
+
+    /// [`Defended::start`] with the proxy in a time namespace `clock_offset` seconds off the
+    /// kernel's clock when given.
+    fn start_with_clock(
+        subnet: u8,
+        attach: &str,
+        kernel_extra: &str,
+        extra: &str,
+        clock_offset: Option<i64>,
+    ) -> Self {
         let mut w = World::new(subnet, ORIGIN_BIN);
         w.topo.add_client(subnet + 100);
         let second = w.topo.second.as_ref().unwrap();
@@ -55,7 +67,10 @@ servers = ["{ORIGIN}"]
             ),
         );
         let ready: SocketAddr = format!("127.0.0.1:{PORT}").parse().unwrap();
-        let proxy = w.start_proxy(&config, &[], &[], ready);
+        let proxy = match clock_offset {
+            None => w.start_proxy(&config, &[], &[], ready),
+            Some(offset) => w.start_proxy_in_time_namespace(&config, ready, offset),
+        };
         Self { w, proxy }
     }
 
@@ -83,6 +98,21 @@ servers = ["{ORIGIN}"]
             self.addr2(),
             path,
             Duration::from_secs(1),
+        )
+    }
+
+    /// What the kernel and the lists say, for a failure message: the kernel's counters, the
+    /// blocklist, and the proxy's log.
+    fn diagnosis(&self) -> String {
+        let stats = self.w.cli(&["stats", "--json"]);
+        let list = self.w.cli(&["blocklist", "list"]);
+        format!(
+            "stats: {}{}\nblocklist: {}{}\nproxy log:\n{}",
+            stats.stdout,
+            stats.stderr,
+            list.stdout,
+            list.stderr,
+            self.proxy.log()
         )
     }
 
@@ -148,7 +178,7 @@ ttl = "3s"
         assert!(
             statuses.len() < 400 && start.elapsed() < Duration::from_secs(10),
             "never banned: {statuses:?}\n{}",
-            d.proxy.log()
+            d.diagnosis()
         );
         let r = d.client1("/");
         if dropped(&r) {
@@ -263,6 +293,61 @@ ttl = "1m"
             Instant::now() < deadline,
             "client 1 not banned:\n{}",
             d.proxy.log()
+        );
+    }
+}
+
+/// A proxy whose `CLOCK_MONOTONIC` is not the kernel's (a time namespace: containers restored
+/// from a checkpoint) still writes bans the kernel keeps for exactly their TTL: 30 s behind,
+/// a naive expiry time would lie in the kernel's past (never dropping anything); 30 s ahead,
+/// it would hold the ban 30 s too long.
+#[test]
+fn bans_last_their_ttl_when_the_proxy_clock_is_not_the_kernels() {
+    for (subnet, offset) in [(74, -30), (75, 30)] {
+        let d = Defended::start_with_clock(
+            subnet,
+            "xdp",
+            "",
+            r#"
+[[ban]]
+name = "scanner"
+on = "deny-pattern"
+path_regex = "^/wp-login\\.php"
+ttl = "2s"
+"#,
+            Some(offset),
+        );
+        assert!(
+            d.proxy.log().contains("runs in a time namespace"),
+            "offset {offset}: the proxy did not see its time namespace:\n{}",
+            d.proxy.log()
+        );
+        assert_eq!(d.client1("/wp-login.php").unwrap().status, 403);
+        let probed = Instant::now();
+        let deadline = probed + Duration::from_secs(2);
+        while !dropped(&d.client1("/")) {
+            assert!(
+                Instant::now() < deadline,
+                "offset {offset}: client 1 never dropped in the kernel:\n{}",
+                d.diagnosis()
+            );
+        }
+        // Dropped now; served again once the 2 s TTL is over, not before, not 30 s later.
+        loop {
+            if d.client1("/").is_ok_and(|r| r.status == 200) {
+                break;
+            }
+            assert!(
+                probed.elapsed() < Duration::from_secs(6),
+                "offset {offset}: the ban did not expire:\n{}",
+                d.diagnosis()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            probed.elapsed() >= Duration::from_millis(1900),
+            "offset {offset}: the ban ended after {:?}, before its TTL",
+            probed.elapsed()
         );
     }
 }

@@ -2,7 +2,7 @@
 //! is a description, a frame from the builder, and the expected verdict. Both programs must
 //! agree on every fixture (they share one parser and one decision).
 use proxy::{
-    clock::monotonic_ns,
+    clock::kernel_ns,
     defense::Cidr,
     kernel::{Datapath, KernelMaps},
 };
@@ -396,7 +396,7 @@ fn xdp_and_tc_verdicts_match_the_table() {
     };
     let mut maps = KernelMaps::open(&pin_dir).unwrap();
 
-    let now = monotonic_ns();
+    let now = kernel_ns();
     for p in [
         "10.0.0.0/8",
         "192.0.2.0/24",

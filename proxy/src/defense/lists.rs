@@ -14,7 +14,7 @@ use super::{
     state::{AllowRecord, BlockRecord, StateFile},
 };
 use crate::{
-    clock::{monotonic_ns, wall_ms},
+    clock::{kernel_ns, wall_ms},
     kernel::KernelMaps,
 };
 
@@ -206,7 +206,7 @@ impl ListStore {
         let lock = self.file.lock()?;
         let mut state = self.file.read()?;
         let now = wall_ms();
-        let now_mono = monotonic_ns();
+        let now_mono = kernel_ns();
         let mut outcomes = Vec::with_capacity(items.len());
         // Automatic bans leave the last sixteenth of each map to the operator: a flood of
         // bans from fresh prefixes cannot lock `proxy blocklist add` out.
@@ -305,7 +305,7 @@ impl ListStore {
             if let Some(r) = previous.filter(|_| was_in_kernel) {
                 let _ = self
                     .maps
-                    .block(cidr, kernel_entry(&r, wall_ms(), monotonic_ns()));
+                    .block(cidr, kernel_entry(&r, wall_ms(), kernel_ns()));
             }
             return Err(e);
         }
@@ -418,7 +418,7 @@ impl ListStore {
         let lock = self.file.lock()?;
         let mut state = self.file.read()?;
         let now = wall_ms();
-        let now_mono = monotonic_ns();
+        let now_mono = kernel_ns();
         let mut report = SyncReport::default();
         let before = state.blocklist.len();
         state.blocklist.retain(|_, r| !r.is_expired(now));

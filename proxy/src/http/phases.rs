@@ -142,7 +142,7 @@ pub fn early_request(
     if client_ip != ctx.conn.peer.ip()
         && let Some(maps) = &shared.maps
         && maps
-            .is_denied(client_ip, crate::clock::monotonic_ns())
+            .is_denied(client_ip, crate::clock::kernel_ns())
             .unwrap_or(false)
     {
         shared.metrics.forwarded_blocked.inc();

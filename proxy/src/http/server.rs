@@ -28,7 +28,7 @@ use super::{
     phases::handle,
 };
 use crate::{
-    clock::{monotonic_ns, now_ms},
+    clock::{kernel_ns, now_ms},
     kernel::KernelMaps,
     proxy_protocol::{self, ProxyHeader},
 };
@@ -199,7 +199,7 @@ pub async fn serve(
         // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; use the plain form.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         if let Some(maps) = &lctx.deny {
-            match maps.is_denied(peer.ip(), monotonic_ns()) {
+            match maps.is_denied(peer.ip(), kernel_ns()) {
                 Ok(true) => {
                     debug!(%peer, "connection refused: source is on the blocklist");
                     continue;
@@ -275,7 +275,7 @@ async fn connection(
                 // The kernel only sees the load balancer: a blocked client behind it is
                 // refused here, before any TLS or HTTP work.
                 if let Some(maps) = &wctx.shared.maps
-                    && maps.is_denied(source.ip(), monotonic_ns()).unwrap_or(false)
+                    && maps.is_denied(source.ip(), kernel_ns()).unwrap_or(false)
                 {
                     wctx.shared.metrics.forwarded_blocked.inc();
                     debug!(%source, "connection refused: the PROXY source is on the blocklist");
