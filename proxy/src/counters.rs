@@ -10,7 +10,7 @@ use std::future::Future;
 #[cfg(feature = "bench-counters")]
 mod imp {
     use std::{
-        alloc::{GlobalAlloc, Layout, System},
+        alloc::{GlobalAlloc, Layout},
         pin::Pin,
         sync::atomic::{AtomicU64, Ordering},
         task::{Context, Poll},
@@ -19,7 +19,7 @@ mod imp {
     pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
     pub static POLLS: AtomicU64 = AtomicU64::new(0);
 
-    /// The system allocator, counting allocations (reallocations count as one).
+    /// The proxy's allocator (mimalloc), counting allocations (reallocations count as one).
     pub struct Counting;
 
     // SAFETY: every call is passed unchanged to the system allocator; only a counter is added.
@@ -27,21 +27,21 @@ mod imp {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
             // SAFETY: the caller's contract for `alloc` is passed on as it is.
-            unsafe { System.alloc(layout) }
+            unsafe { mimalloc::MiMalloc.alloc(layout) }
         }
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
             // SAFETY: as for `alloc`.
-            unsafe { System.alloc_zeroed(layout) }
+            unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
         }
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: `ptr` came from this allocator, that is from `System`, with `layout`.
-            unsafe { System.dealloc(ptr, layout) }
+            // SAFETY: `ptr` came from this allocator, that is from `mimalloc::MiMalloc`, with `layout`.
+            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: `ptr` came from `System` with `layout`; the caller's contract holds.
-            unsafe { System.realloc(ptr, layout, new_size) }
+            // SAFETY: `ptr` came from `mimalloc::MiMalloc` with `layout`; the caller's contract holds.
+            unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
         }
     }
 

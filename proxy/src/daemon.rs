@@ -646,9 +646,9 @@ async fn apply_bans(
     }
 }
 
-/// Starts the active health checks of a generation; sending `true` stops them.
-/// Gives memory that was freed (after a burst of connections, say) back to the system: glibc
-/// keeps freed memory of its per-thread arenas otherwise.
+/// Gives memory that glibc's malloc freed back to the system (it keeps freed memory of its
+/// per-thread arenas otherwise). The proxy's own allocations go to mimalloc (see main.rs),
+/// which returns freed pages by itself; what remains on glibc's heap is C code's.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only returns free pages to the kernel.
@@ -688,6 +688,7 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Starts the active health checks of a generation; sending `true` stops them.
 fn start_health_checks(generation: &Generation) -> watch::Sender<bool> {
     let (tx, rx) = watch::channel(false);
     for up in generation.upstreams.values() {
