@@ -37,7 +37,7 @@ pub use respond::{
     BodyHint, CachedDate, DATE_LEN, RequestInfo, ResponseBodyEncoder, ResponsePlan, error_response,
     response_head, with_date,
 };
-pub use write::{write_request_head, write_response_head};
+pub use write::{interim_head, write_request_head, write_response_head};
 
 use hyper::StatusCode;
 

@@ -28,6 +28,42 @@ pub fn write_request_head(
     Ok(())
 }
 
+/// An interim (1xx) answer from a server as the head to pass on to a client: the status with
+/// its canonical reason and the fields, less those of the hop (`Connection` and the fields
+/// it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`,
+/// `Upgrade`) and `Content-Length` (an interim answer has no content).
+#[must_use]
+pub fn interim_head(head: &super::ResponseHead) -> bytes::Bytes {
+    use hyper::header;
+    let named: Vec<String> = head
+        .values(&header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let mut fields = HeaderMap::with_capacity(head.headers.len());
+    for (name, value) in &head.headers {
+        let hop = matches!(
+            *name,
+            header::CONNECTION
+                | header::TE
+                | header::TRAILER
+                | header::TRANSFER_ENCODING
+                | header::UPGRADE
+                | header::CONTENT_LENGTH
+        ) || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+            || named.iter().any(|n| n == name.as_str());
+        if !hop {
+            fields.append(name.clone(), value.clone());
+        }
+    }
+    let mut out = Vec::with_capacity(64 + headers_len(&fields));
+    // An informational status always has a version and a code to write.
+    let _ = write_response_head(Version::HTTP_11, head.status, &fields, &mut out);
+    out.into()
+}
+
 /// Appends `HTTP/1.x code reason`, the header lines and the empty line to `out`. The reason
 /// is the status's canonical one (empty for codes without one). Only HTTP/1.0 and HTTP/1.1
 /// can be written; on error nothing is appended.

@@ -65,7 +65,7 @@ impl hyper::body::Body for ClientBody {
 }
 
 /// What is known about the client connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     pub listener: usize,
     /// The client (from the PROXY header when the listener expects one).
@@ -73,6 +73,69 @@ pub struct ConnInfo {
     /// The address the client connected to.
     pub local: SocketAddr,
     pub tls: bool,
+    /// Interim (1xx) answers from the upstream on their way to this client.
+    pub interim: Interim,
+}
+
+/// Interim answers (`103 Early Hints` and other 1xx but `100` and `101`) that an upstream
+/// sent before its final answer, written as HTTP/1.1 heads, for the own HTTP/1.1 server to
+/// pass on before the final answer. Only collected while that server asks for them (for an
+/// HTTP/1.1 request: RFC 9110 15.2 forbids 1xx to HTTP/1.0 clients); hyper's servers cannot
+/// send them. The upstream reads them in the request's own task, so the server finds them
+/// after each poll of the request, without a wake-up of its own.
+#[derive(Debug, Default)]
+pub struct Interim {
+    wanted: std::sync::atomic::AtomicBool,
+    pending: std::sync::atomic::AtomicBool,
+    heads: std::sync::Mutex<Vec<Bytes>>,
+}
+
+impl Interim {
+    /// Starts (or stops) collecting for the request being served.
+    ///
+    /// # Panics
+    ///
+    /// If the queue's mutex is poisoned (a thread panicked while holding it).
+    pub fn want(&self, on: bool) {
+        self.wanted.store(on, std::sync::atomic::Ordering::Relaxed);
+        if !on {
+            self.take();
+        }
+    }
+
+    /// Whether anyone would pass an interim answer on now.
+    pub fn wanted(&self) -> bool {
+        self.wanted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Queues an encoded interim head, if wanted.
+    ///
+    /// # Panics
+    ///
+    /// If the queue's mutex is poisoned (a thread panicked while holding it).
+    pub fn push(&self, head: Bytes) {
+        if self.wanted() {
+            self.heads.lock().expect("interim heads").push(head);
+            self.pending
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Whether heads wait to be written.
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The queued heads, in order.
+    ///
+    /// # Panics
+    ///
+    /// If the queue's mutex is poisoned (a thread panicked while holding it).
+    pub fn take(&self) -> Vec<Bytes> {
+        self.pending
+            .store(false, std::sync::atomic::Ordering::Release);
+        std::mem::take(&mut *self.heads.lock().expect("interim heads"))
+    }
 }
 
 /// What a worker shares with all its connections.
@@ -169,6 +232,9 @@ pub struct RequestCtx {
     /// `Cache-Status` parameters, set by the cache phase on a cached route.
     pub cache_status: Option<String>,
     pub log: Option<LogFields>,
+    /// The client waits for this request's answer (not a background refresh): interim
+    /// answers from the upstream go to it.
+    pub foreground: bool,
 }
 
 impl RequestCtx {
@@ -198,6 +264,7 @@ impl RequestCtx {
             hop: None,
             cache_status: None,
             log,
+            foreground: true,
             conn,
             worker,
             generation,
@@ -224,6 +291,7 @@ impl RequestCtx {
             hop: None,
             cache_status: None,
             log: None,
+            foreground: false,
         }
     }
 

@@ -214,6 +214,7 @@ pub async fn attempt(
     up: &Arc<Upstream>,
     addr: SocketAddr,
     conn: &ConnInfo,
+    foreground: bool,
     parts: &mut Option<Parts>,
     keep: bool,
     body: &mut Option<UpBody>,
@@ -235,9 +236,10 @@ pub async fn attempt(
             return Attempt::TimedOut;
         };
         let req_body = body.take().unwrap_or_else(empty_body);
+        let interim = foreground.then_some(&conn.interim);
         match worker
             .pool
-            .send(connection, Request::from_parts(head, req_body))
+            .send(connection, Request::from_parts(head, req_body), interim)
             .await
         {
             Ok(resp) => Attempt::Response(resp),

@@ -6,6 +6,7 @@
 //! then serves the rest of the connection. The differential tests of `crate::h1` hold both
 //! readers to the same reading of the same bytes.
 use std::{
+    future::Future,
     io,
     pin::Pin,
     sync::Arc,
@@ -97,10 +98,32 @@ where
         *req.uri_mut() = head.target;
         *req.version_mut() = head.version;
         // 3. The phases (boxed: the request path's future is several KiB, and the
-        //    connection's future is what an idle connection holds).
-        let resp = Box::pin(super::phases::handle(req, info.clone(), worker.clone()))
-            .await
-            .unwrap_or_else(|never| match never {});
+        //    connection's future is what an idle connection holds). Interim answers from
+        //    the upstream (103 Early Hints) are written as they come, for HTTP/1.1 clients.
+        info.interim.want(asked.version == Version::HTTP_11);
+        let mut request = Box::pin(super::phases::handle(req, info.clone(), worker.clone()));
+        let resp = loop {
+            let polled = std::future::poll_fn(|cx| match request.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending if info.interim.is_pending() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            // Interim answers first (the final one may have come in the same read).
+            if info.interim.is_pending() {
+                for head in info.interim.take() {
+                    if let Err(e) = write_within(io, &head, server.send_timeout).await {
+                        debug!(peer = %info.peer, "writing an interim answer failed: {e}");
+                        info.interim.want(false);
+                        return Ended::Closed;
+                    }
+                }
+            }
+            if let Some(r) = polled {
+                break r.unwrap_or_else(|never| match never {});
+            }
+        };
+        info.interim.want(false);
         // 4. The answer.
         let kept = match respond(io, &mut out, resp, &asked, server.send_timeout).await {
             Ok(kept) => kept,

@@ -385,6 +385,7 @@ pub async fn send(
             up,
             server.addr,
             &ctx.conn,
+            ctx.foreground,
             &mut parts,
             keep,
             &mut body,

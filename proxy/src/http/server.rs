@@ -312,6 +312,7 @@ async fn connection(
         peer,
         local,
         tls: lctx.tls,
+        interim: super::ctx::Interim::default(),
     });
     if lctx.tls {
         // Boxed: the TLS state is large, and a plain connection's task would otherwise hold

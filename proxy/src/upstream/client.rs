@@ -363,6 +363,7 @@ impl ClientPool {
         self: &Arc<Self>,
         conn: Conn,
         req: Request<UpBody>,
+        interim: Option<&crate::http::ctx::Interim>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         match conn {
             Conn::Own {
@@ -378,7 +379,7 @@ impl ClientPool {
                     max_idle,
                     idle_timeout,
                 });
-                let resp = super::h1::send(conn, req, back).await?;
+                let resp = super::h1::send(conn, req, back, interim).await?;
                 Ok(resp.map(UpstreamBody::Own))
             }
             Conn::H2(mut sender) => Ok(sender.send_request(req).await?.map(UpstreamBody::Hyper)),

@@ -148,6 +148,7 @@ pub async fn send(
     mut conn: H1Conn,
     req: Request<UpBody>,
     back: Option<Return>,
+    interim: Option<&crate::http::ctx::Interim>,
 ) -> Result<Response<H1Body>, SendError> {
     let (mut parts, mut body) = req.into_parts();
     let out = framing(&parts.method, &mut parts.headers, &body);
@@ -171,7 +172,7 @@ pub async fn send(
         }
     }
     conn.io.flush().await.map_err(SendError::Write)?;
-    let (head, decoder) = read_head(&mut conn, &method).await?;
+    let (head, decoder) = read_head(&mut conn, &method, interim).await?;
     let reusable = request_keeps && head.1;
     let mut resp = Response::new(H1Body {
         conn: Some(conn),
@@ -255,11 +256,13 @@ async fn write_body(
     conn.io.write_all(&pending).await.map_err(SendError::Write)
 }
 
-/// Reads until the final response head (interim 1xx answers are skipped); returns it with
-/// whether the server keeps the connection, and the body's decoder.
+/// Reads until the final response head; returns it with whether the server keeps the
+/// connection, and the body's decoder. Interim 1xx answers go to `interim` (but `100
+/// Continue`, which answers this hop's own request), or are skipped.
 async fn read_head(
     conn: &mut H1Conn,
     method: &Method,
+    interim: Option<&crate::http::ctx::Interim>,
 ) -> Result<((h1::ResponseHead, bool), BodyDecoder), SendError> {
     loop {
         if !conn.buf.is_empty()
@@ -268,6 +271,11 @@ async fn read_head(
         {
             conn.buf.advance(n);
             if head.is_interim() {
+                if let Some(sink) = interim.filter(|i| i.wanted())
+                    && head.status != hyper::StatusCode::CONTINUE
+                {
+                    sink.push(h1::interim_head(&head));
+                }
                 continue;
             }
             let framing = h1::response_framing(&head, method).map_err(SendError::Invalid)?;
@@ -557,14 +565,26 @@ mod tests {
         .await;
         let pool = Arc::new(ClientPool::default());
         let key: Key = ("p".into(), addr);
-        let resp = send(conn(addr).await, get("/one"), Some(back(&pool, &key)))
-            .await
-            .unwrap();
+        // Interim answers go to the client side when it wants them (but 100 Continue).
+        let interim = crate::http::ctx::Interim::default();
+        interim.want(true);
+        let resp = send(
+            conn(addr).await,
+            get("/one"),
+            Some(back(&pool, &key)),
+            Some(&interim),
+        )
+        .await
+        .unwrap();
         assert_eq!(resp.status(), 200);
+        assert!(interim.is_pending());
+        let heads = interim.take();
+        assert_eq!(heads.len(), 1, "{heads:?}");
+        assert_eq!(heads[0], "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n");
         assert_eq!(body(resp).await.0, "hello");
         // The connection went back to the pool and carries the second request.
         let reused = lock_own(&pool, &key).expect("pooled after a complete response");
-        let resp = send(reused, get("/two"), Some(back(&pool, &key)))
+        let resp = send(reused, get("/two"), Some(back(&pool, &key)), None)
             .await
             .unwrap();
         let (data, trailers) = body(resp).await;
@@ -597,7 +617,7 @@ mod tests {
             .header("host", "h")
             .body(boxed(Full::new(Bytes::from_static(b"abc"))))
             .unwrap();
-        let resp = send(conn(addr).await, post, Some(back(&pool, &key)))
+        let resp = send(conn(addr).await, post, Some(back(&pool, &key)), None)
             .await
             .unwrap();
         assert_eq!(resp.status(), 201);
@@ -608,7 +628,7 @@ mod tests {
             .body(boxed(Unsized(Some(Bytes::from_static(b"xy")))))
             .unwrap();
         let reused = lock_own(&pool, &key).expect("pooled");
-        let resp = send(reused, post, None).await.unwrap();
+        let resp = send(reused, post, None, None).await.unwrap();
         assert_eq!(resp.status(), 204);
         let seen = srv.await.unwrap();
         assert_eq!(
@@ -651,7 +671,7 @@ mod tests {
             let back = Some(back(&pool, &key));
             let c = conn(addr).await;
             let task = tokio::spawn(async move {
-                let resp = send(c, get("/"), back).await.unwrap();
+                let resp = send(c, get("/"), back, None).await.unwrap();
                 body(resp).await.0
             });
             let data = tokio::time::timeout(Duration::from_secs(2), task)
@@ -678,7 +698,7 @@ mod tests {
             b"NOT HTTP\r\n\r\n",
         ] {
             let (addr, _srv) = server(vec![answer]).await;
-            let r = send(conn(addr).await, get("/"), None).await;
+            let r = send(conn(addr).await, get("/"), None, None).await;
             assert!(
                 matches!(r, Err(SendError::Invalid(_))),
                 "{:?}",
@@ -688,12 +708,12 @@ mod tests {
         // Closed before any answer.
         let (addr, _srv) = server(vec![b""]).await;
         assert!(matches!(
-            send(conn(addr).await, get("/"), None).await,
+            send(conn(addr).await, get("/"), None, None).await,
             Err(SendError::Closed)
         ));
         // A body cut short.
         let (addr, srv) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"]).await;
-        let resp = send(conn(addr).await, get("/"), None).await.unwrap();
+        let resp = send(conn(addr).await, get("/"), None, None).await.unwrap();
         let reader = tokio::spawn(async move { resp.into_body().collect().await.map(|_| ()) });
         tokio::time::sleep(Duration::from_millis(50)).await;
         srv.abort();
@@ -717,7 +737,7 @@ mod tests {
             .header("host", "h")
             .body(boxed(Empty::<Bytes>::new()))
             .unwrap();
-        let resp = send(conn(addr).await, head, Some(back(&pool, &key)))
+        let resp = send(conn(addr).await, head, Some(back(&pool, &key)), None)
             .await
             .unwrap();
         assert_eq!(resp.headers()[header::CONTENT_LENGTH], "1000");
@@ -725,7 +745,7 @@ mod tests {
         let reused = pool
             .take_for_test(&key)
             .expect("a HEAD answer is over at its head");
-        let resp = send(reused, get("/"), None).await.unwrap();
+        let resp = send(reused, get("/"), None, None).await.unwrap();
         assert_eq!(resp.status(), 304);
         assert!(body(resp).await.0.is_empty());
     }
@@ -735,7 +755,7 @@ mod tests {
         let (addr, srv) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
         let pool = Arc::new(ClientPool::default());
         let key: Key = ("p".into(), addr);
-        let resp = send(conn(addr).await, get("/"), Some(back(&pool, &key)))
+        let resp = send(conn(addr).await, get("/"), Some(back(&pool, &key)), None)
             .await
             .unwrap();
         assert_eq!(body(resp).await.0, "ok");
@@ -752,7 +772,7 @@ mod tests {
         let (addr, _srv) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
         let pool = Arc::new(ClientPool::default());
         let key: Key = ("p".into(), addr);
-        let mut resp = send(conn(addr).await, get("/"), Some(back(&pool, &key)))
+        let mut resp = send(conn(addr).await, get("/"), Some(back(&pool, &key)), None)
             .await
             .unwrap();
         let frame = resp.body_mut().frame().await.unwrap().unwrap();
@@ -766,7 +786,7 @@ mod tests {
         let (addr, _srv) = server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]).await;
         let key: Key = ("q".into(), addr);
         drop(
-            send(conn(addr).await, get("/"), Some(back(&pool, &key)))
+            send(conn(addr).await, get("/"), Some(back(&pool, &key)), None)
                 .await
                 .unwrap(),
         );
