@@ -87,10 +87,19 @@ pub enum CacheAction {
         json: bool,
     },
     /// Remove a URL's stored responses (all variants), or every URL under a prefix ending
-    /// in `*`: `proxy cache purge 'http://example.com/img/*'`.
+    /// in `*`: `proxy cache purge 'http://example.com/img/*'`; or every response tagged
+    /// (`Surrogate-Key`, `Cache-Tag`) with one of the tags: `proxy cache purge --tag product-42`.
     Purge {
         /// `http(s)://host/path?query`, or a prefix ending in `*`.
-        url: String,
+        #[arg(required_unless_present = "tag", conflicts_with = "tag")]
+        url: Option<String>,
+        /// A purge tag (repeatable): every stored response carrying it.
+        #[arg(long)]
+        tag: Vec<String>,
+        /// With --tag: mark the responses stale instead of removing them (they are
+        /// revalidated, and may still answer when the origin fails, within stale-if-error).
+        #[arg(long, requires = "tag")]
+        soft: bool,
     },
 }
 
@@ -392,7 +401,27 @@ fn cache(instance: &str, action: CacheAction) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        CacheAction::Purge { url } => {
+        CacheAction::Purge {
+            url: None,
+            tag,
+            soft,
+        } => {
+            let v = check(admin_call(
+                instance,
+                "POST",
+                "/cache/purge",
+                Some(&json!({ "tags": tag, "soft": soft })),
+            )?)?;
+            println!(
+                "{} {} entr{} tagged {}",
+                if soft { "marked stale" } else { "purged" },
+                v["purged"],
+                if v["purged"] == 1 { "y" } else { "ies" },
+                tag.join(", ")
+            );
+            Ok(())
+        }
+        CacheAction::Purge { url: Some(url), .. } => {
             anyhow::ensure!(
                 url.starts_with("http://") || url.starts_with("https://"),
                 "{url:?}: give an absolute http:// or https:// URL (a trailing * purges a prefix)"

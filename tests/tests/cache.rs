@@ -654,3 +654,440 @@ fn key_headers_split_entries_and_invalidation_follows_them() {
     assert_miss(&t.get_with(p, &[("x-tenant", "a")]), 3);
     assert_hit(&t.get_with(p, &[("x-tenant", "b")]), 2);
 }
+
+/// `Expires` in RFC 850 form (`Sunday, 06-Nov-94 08:49:37 GMT`), `secs` from now.
+fn rfc850_in(secs: u64) -> String {
+    let imf = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(secs));
+    // "Sun, 06 Nov 1994 08:49:37 GMT" -> "Sunday, 06-Nov-94 08:49:37 GMT"
+    let p: Vec<&str> = imf.split([' ', ',']).filter(|s| !s.is_empty()).collect();
+    let day = match p[0] {
+        "Mon" => "Monday",
+        "Tue" => "Tuesday",
+        "Wed" => "Wednesday",
+        "Thu" => "Thursday",
+        "Fri" => "Friday",
+        "Sat" => "Saturday",
+        _ => "Sunday",
+    };
+    format!("{day}, {}-{}-{} {} GMT", p[1], p[2], &p[3][2..], p[4])
+}
+
+/// `Expires` in asctime form (`Sun Nov  6 08:49:37 1994`), `secs` from now.
+fn asctime_in(secs: u64) -> String {
+    let imf = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(secs));
+    let p: Vec<&str> = imf.split([' ', ',']).filter(|s| !s.is_empty()).collect();
+    let day: u32 = p[1].parse().unwrap();
+    format!("{} {} {day:>2} {} {}", p[0], p[2], p[4], p[3])
+}
+
+fn enc(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace(' ', "%20")
+        .replace(',', "%2C")
+        .replace('&', "%26")
+        .replace('"', "%22")
+        .replace('=', "%3D")
+}
+
+/// RFC 9111's storage rules as a CDN operator tries them: any final status with explicit
+/// freshness, `must-understand`, request `no-store` (not answered from the cache, and the
+/// stored response left alone), dates in all three formats, qualified `private`.
+#[test]
+fn storage_rules_statuses_no_store_and_dates() {
+    let t = Cached::start(92, 1 << 20, "");
+    for code in [400, 503, 599] {
+        let p = format!("/cache/s{code}?status={code}&cc=max-age=60");
+        let first = t.get(&p);
+        assert_eq!(first.status, code, "{first:?}");
+        assert!(status(&first).contains("stored"), "{first:?}");
+        let again = t.get(&p);
+        assert_eq!(again.status, code);
+        assert!(status(&again).contains("; hit"), "{again:?}");
+        assert_eq!(t.count(&format!("s{code}")), 1, "{code} stored");
+    }
+    // Without explicit freshness, a status that is not heuristically cacheable is not
+    // stored, validators or not.
+    let p = "/cache/s400v?status=400&etag=x";
+    t.get(p);
+    t.get(p);
+    assert_eq!(t.count("s400v"), 2);
+    // must-understand overrides no-store for a status the cache knows.
+    let mu = "/cache/mu?cc=must-understand,no-store,max-age=60";
+    t.get(mu);
+    assert_hit(&t.get(mu), 1);
+
+    // Request no-store: forwarded, not stored, and the stored response stays.
+    let p = "/cache/rns?cc=max-age=60";
+    assert_miss(&t.get(p), 1);
+    let bypass = t.get_with(p, &[("cache-control", "no-store")]);
+    assert_miss(&bypass, 2);
+    assert!(status(&bypass).contains("detail=no-store"), "{bypass:?}");
+    assert_hit(&t.get(p), 1);
+
+    // Expires in RFC 850 and asctime form; Date and Expires compared as dates.
+    for (key, expires) in [("e850", rfc850_in(3600)), ("easc", asctime_in(3600))] {
+        let p = format!("/cache/{key}?h={}", enc(&format!("Expires:{expires}")));
+        let first = t.get(&p);
+        assert!(status(&first).contains("stored"), "{expires}: {first:?}");
+        assert_hit(&t.get(&p), 1);
+    }
+    // private="X-Secret": stored without the field.
+    let p = format!(
+        "/cache/priv?cc={}&h={}",
+        enc("max-age=60, private=\"x-secret\""),
+        enc("X-Secret:abc")
+    );
+    let first = t.get(&p);
+    assert_eq!(first.header("x-secret"), Some("abc"), "{first:?}");
+    let hit = t.get(&p);
+    assert_hit(&hit, 1);
+    assert_eq!(hit.header("x-secret"), None, "{hit:?}");
+}
+
+/// Conditional requests and freshening: a miss forwards the client's own conditionals (and
+/// passes the origin's 304 on), a stored `ETag` goes back exactly as it came, a 304 updates
+/// Content-Type, a HEAD response freshens or invalidates the stored GET.
+#[test]
+fn conditionals_on_misses_and_freshening() {
+    let t = Cached::start(93, 1 << 20, "");
+    // A miss with the client's If-None-Match: the origin answers 304, which is passed on.
+    let p = "/cache/cm?cc=max-age=60&etag=v1";
+    let nm = t.get_with(p, &[("if-none-match", "\"v1\"")]);
+    assert_eq!(nm.status, 304, "{nm:?}");
+    assert!(
+        t.origin("/_last/cm").contains("if-none-match: \"v1\""),
+        "{}",
+        t.origin("/_last/cm")
+    );
+    assert_eq!(t.count("cm"), 1);
+    // A plain request then fetches and stores the body.
+    assert_miss(&t.get(p), 2);
+    assert_hit(&t.get(p), 2);
+
+    // An unquoted ETag is sent back exactly as stored.
+    let raw = "/cache/raw?cc=max-age=1&etag_raw=abc";
+    t.get(raw);
+    std::thread::sleep(Duration::from_millis(2100));
+    let again = t.get(raw);
+    assert!(status(&again).contains("fwd-status=304"), "{again:?}");
+    assert!(
+        t.origin("/_last/raw").contains("if-none-match: abc\n"),
+        "{}",
+        t.origin("/_last/raw")
+    );
+
+    // A 304 updates the stored Content-Type.
+    let ct = "/cache/ct?cc=max-age=1&etag=c1&ctv=1";
+    assert_eq!(t.get(ct).header("content-type"), Some("text/plain; v=1"));
+    std::thread::sleep(Duration::from_millis(2100));
+    let refreshed = t.get(ct);
+    assert!(
+        status(&refreshed).contains("fwd-status=304"),
+        "{refreshed:?}"
+    );
+    assert_eq!(refreshed.header("content-type"), Some("text/plain; v=2"));
+    let hit = t.get(ct);
+    assert_hit(&hit, 1);
+    assert_eq!(hit.header("content-type"), Some("text/plain; v=2"));
+
+    // A 304 about another representation (another ETag) does not freshen the stored one:
+    // it is dropped and the body fetched again without conditions.
+    let lie = "/cache/lie?cc=max-age=1&etag=a&lie304=b";
+    t.get(lie);
+    std::thread::sleep(Duration::from_millis(2100));
+    let again = t.get(lie);
+    assert_eq!(again.status, 200, "{again:?}");
+    assert!(again.body.contains(" n=3\n"), "{again:?}");
+    assert_eq!(t.count("lie"), 3);
+    assert!(
+        !t.origin("/_last/lie").contains("if-none-match"),
+        "{}",
+        t.origin("/_last/lie")
+    );
+    assert_hit(&t.get(lie), 3);
+
+    // HEAD freshens the stored GET it matches (no validators: the same length)...
+    let hf = "/cache/hf?cc=max-age=1&ctv=1";
+    t.get(hf);
+    std::thread::sleep(Duration::from_millis(2100));
+    let head = t.req("HEAD", hf, &[]);
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(t.count("hf"), 2);
+    let hit = t.get(hf);
+    assert_hit(&hit, 1);
+    assert_eq!(hit.header("x-version"), Some("2"), "{hit:?}");
+    // ...and invalidates one it does not match (a new ETag).
+    let hm = "/cache/hm?cc=max-age=1&etagv=1";
+    t.get(hm);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(t.req("HEAD", hm, &[]).status, 200);
+    assert_eq!(t.count("hm"), 2);
+    assert_miss(&t.get(hm), 3);
+}
+
+/// Targeted cache control (RFC 9213): CDN-Cache-Control wins over Cache-Control and
+/// Expires for this cache, and does not reach clients unless configured.
+#[test]
+fn targeted_cache_control_for_this_cache_only() {
+    let t = Cached::start(94, 1 << 20, "");
+    let p = format!(
+        "/cache/cdn?cc=no-store&h={}",
+        enc("CDN-Cache-Control:max-age=60")
+    );
+    let first = t.get(&p);
+    assert!(status(&first).contains("stored"), "{first:?}");
+    assert_eq!(first.header("cdn-cache-control"), None, "{first:?}");
+    assert_eq!(first.header("cache-control"), Some("no-store"));
+    let hit = t.get(&p);
+    assert_hit(&hit, 1);
+    assert_eq!(hit.header("cdn-cache-control"), None, "{hit:?}");
+    // The targeted field forbids what Cache-Control allows.
+    let p = format!(
+        "/cache/cdn2?cc=max-age=60&h={}",
+        enc("CDN-Cache-Control:no-store")
+    );
+    t.get(&p);
+    t.get(&p);
+    assert_eq!(t.count("cdn2"), 2);
+    // ...and makes Expires ignored.
+    let p = format!(
+        "/cache/cdn3?expires=60&h={}",
+        enc("CDN-Cache-Control:public")
+    );
+    t.get(&p);
+    t.get(&p);
+    assert_eq!(t.count("cdn3"), 2);
+    drop(t);
+
+    // Another field first in the list, and passed on when configured.
+    let t = Cached::start(
+        95,
+        1 << 20,
+        "targeted_cache_control = [\"proxy-cache-control\", \"cdn-cache-control\"]\nforward_targeted_cache_control = true",
+    );
+    let p = format!(
+        "/cache/pcc?cc=no-store&h={}&h={}",
+        enc("Proxy-Cache-Control:max-age=60"),
+        enc("CDN-Cache-Control:no-store")
+    );
+    let first = t.get(&p);
+    assert!(status(&first).contains("stored"), "{first:?}");
+    assert_eq!(first.header("proxy-cache-control"), Some("max-age=60"));
+    assert_hit(&t.get(&p), 1);
+}
+
+/// Purge by tag (`Surrogate-Key`, `Cache-Tag`): hard purge removes every response carrying
+/// a tag and nothing else; soft purge makes them stale, so they are revalidated and still
+/// answer when the origin fails. The tag fields do not reach clients.
+#[test]
+fn purge_by_tag_hard_and_soft() {
+    let t = Cached::start(96, 1 << 20, "stale_if_error = \"1h\"");
+    let t1 = format!(
+        "/cache/t1?cc=max-age=60&h={}",
+        enc("Surrogate-Key:prod-1 list-a")
+    );
+    let t2 = format!(
+        "/cache/t2?cc=max-age=60&h={}",
+        enc("Cache-Tag:prod-2,prod-1")
+    );
+    let t3 = format!("/cache/t3?cc=max-age=60&h={}", enc("Surrogate-Key:other"));
+    for p in [&t1, &t2, &t3] {
+        let first = t.get(p);
+        assert!(status(&first).contains("stored"), "{first:?}");
+        assert_eq!(first.header("surrogate-key"), None, "{first:?}");
+        assert_eq!(first.header("cache-tag"), None, "{first:?}");
+    }
+    let out = t.w.cli_ok(&["cache", "purge", "--tag", "prod-1"]);
+    assert!(out.contains("purged 2 entries"), "{out}");
+    assert_miss(&t.get(&t1), 2);
+    assert_miss(&t.get(&t2), 2);
+    assert_hit(&t.get(&t3), 1);
+
+    // Soft: stale, revalidated with its ETag (the stored body stays)...
+    let s1 = format!(
+        "/cache/s1?cc=max-age=60&etag=s1&h={}",
+        enc("Surrogate-Key:soft")
+    );
+    let s2 = format!("/cache/s2?cc=max-age=60&h={}", enc("Surrogate-Key:soft"));
+    t.get(&s1);
+    t.get(&s2);
+    let out = t.w.cli_ok(&["cache", "purge", "--tag", "soft", "--soft"]);
+    assert!(out.contains("marked stale 2 entries"), "{out}");
+    let again = t.get(&s1);
+    assert!(status(&again).contains("fwd-status=304"), "{again:?}");
+    assert!(again.body.contains(" n=1\n"), "{again:?}");
+    // ...and answering when the origin fails.
+    t.origin("/_fail/on");
+    let failing = t.get(&s2);
+    t.origin("/_fail/off");
+    assert_eq!(failing.status, 200, "{failing:?}");
+    assert!(status(&failing).contains("stale-if-error"), "{failing:?}");
+    assert!(failing.body.contains(" n=1\n"), "{failing:?}");
+
+    // Bad tags and bad combinations are refused with a reason.
+    let bad = t.w.cli(&["cache", "purge", "--tag", "a b"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("without spaces"), "{}", bad.stderr);
+    let both =
+        t.w.cli(&["cache", "purge", "http://c.test/x", "--tag", "a"]);
+    assert_ne!(both.code, 0, "{}", both.stdout);
+}
+
+/// Range requests are answered from a complete stored response: 206 with Content-Range for
+/// each form of one range, 416 past the end, the whole response for several ranges or an
+/// If-Range that does not match; the origin sees none of them.
+#[test]
+fn ranges_from_a_stored_response() {
+    let t = Cached::start(97, 1 << 20, "");
+    let p = "/cache/rg?cc=max-age=60&size=100&etag=r1";
+    let full = t.get(p);
+    assert_eq!(full.body.len(), 100);
+    let part = |range: &str| t.get_with(p, &[("range", range)]);
+    for (range, bytes, cr) in [
+        ("bytes=0-9", 0..10, "bytes 0-9/100"),
+        ("bytes=-5", 95..100, "bytes 95-99/100"),
+        ("bytes=90-", 90..100, "bytes 90-99/100"),
+        ("bytes=95-1000", 95..100, "bytes 95-99/100"),
+    ] {
+        let r = part(range);
+        assert_eq!(r.status, 206, "{range}: {r:?}");
+        assert_eq!(r.header("content-range"), Some(cr), "{range}");
+        assert_eq!(r.body, full.body[bytes.clone()], "{range}");
+        assert_eq!(
+            r.header("content-length"),
+            Some(bytes.len().to_string().as_str()),
+            "{range}"
+        );
+        assert!(status(&r).contains("; hit"), "{r:?}");
+    }
+    let past = part("bytes=100-");
+    assert_eq!(past.status, 416, "{past:?}");
+    assert_eq!(past.header("content-range"), Some("bytes */100"));
+    let several = part("bytes=0-1,5-6");
+    assert_eq!(several.status, 200);
+    assert_eq!(several.body, full.body);
+    let other = t.get_with(p, &[("range", "bytes=0-9"), ("if-range", "\"r2\"")]);
+    assert_eq!(other.status, 200, "{other:?}");
+    assert_eq!(other.body, full.body);
+    let same = t.get_with(p, &[("range", "bytes=0-9"), ("if-range", "\"r1\"")]);
+    assert_eq!(same.status, 206, "{same:?}");
+    assert_eq!(t.count("rg"), 1, "every range came from the cache");
+    // Nothing stored: the range request goes to the origin (and is not stored).
+    let miss = t.get_with("/cache/rgm?cc=max-age=60", &[("range", "bytes=0-3")]);
+    assert!(status(&miss).contains("detail=range"), "{miss:?}");
+    assert_eq!(t.count("rgm"), 1);
+}
+
+/// `103 Early Hints` from the origin reaches an HTTP/1.1 client before the final answer (not
+/// an HTTP/1.0 one, RFC 9110 15.2), and is never stored: the hit that follows has none.
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario with its raw origin and raw client written out"
+)]
+fn early_hints_reach_the_client_and_are_not_stored() {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        },
+    };
+    let w = World::new(98, ORIGIN_BIN);
+    let config = w.write_config(
+        "hints.toml",
+        &format!(
+            r#"workers = 1
+[kernel]
+attach = "none"
+[cache]
+max_bytes = 1048576
+[[listener]]
+address = "{PLAIN}"
+[[route]]
+path = "/"
+upstream = "hints"
+[route.cache]
+[upstream.hints]
+servers = ["127.0.0.1:9100"]
+"#
+        ),
+    );
+    // A raw origin: each request gets a 103 with a Link, then the final answer.
+    let (stop, served) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (st, sv) = (stop.clone(), served.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let origin = proxy_tests::netns::spawn_in(&w.topo.srv_ns, move || {
+        let listener = TcpListener::bind("127.0.0.1:9100").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            sv.fetch_add(1, Ordering::Relaxed);
+            let _ = s.write_all(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: max-age=60\r\n\
+                  Connection: close\r\n\r\nok",
+            );
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let proxy = w.start_proxy(&config, &["--attach", "none"], &[], addr(PLAIN));
+    let raw = |request: &'static str| {
+        run_in(&w.topo.srv_ns, move || {
+            let mut s = TcpStream::connect(PLAIN).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    };
+    // The origin counts its answers, including the readiness probe's.
+    let before = served.load(Ordering::Relaxed);
+    let first = raw("GET /h/a HTTP/1.1\r\nHost: c.test\r\nConnection: close\r\n\r\n");
+    assert!(
+        first.starts_with(
+            "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"
+        ),
+        "{first:?}\n{}",
+        proxy.log()
+    );
+    assert!(first.ends_with("\r\n\r\nok"), "{first:?}");
+    let hit = raw("GET /h/a HTTP/1.1\r\nHost: c.test\r\nConnection: close\r\n\r\n");
+    assert!(hit.starts_with("HTTP/1.1 200 OK\r\n"), "{hit:?}");
+    assert!(hit.contains("; hit"), "{hit:?}");
+    assert_eq!(
+        served.load(Ordering::Relaxed) - before,
+        1,
+        "the second was a hit"
+    );
+    // HTTP/1.0: no interim answers.
+    let old = raw("GET /h/b HTTP/1.0\r\nHost: c.test\r\n\r\n");
+    assert!(
+        old.starts_with("HTTP/1.0 200 OK\r\n") || old.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{old:?}"
+    );
+    assert!(!old.contains("103"), "{old:?}");
+    stop.store(true, Ordering::Relaxed);
+    drop(proxy);
+    origin.join().unwrap();
+}

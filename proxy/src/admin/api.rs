@@ -157,10 +157,17 @@ pub(super) fn cache_stats(ctx: &AdminCtx) -> serde_json::Value {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Purge {
-    url: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    soft: bool,
 }
 
-/// `POST /cache/purge` `{"url": "http://host/path"}`; a `*` at the end purges a prefix.
+/// `POST /cache/purge` `{"url": "http://host/path"}` (a `*` at the end purges a prefix) or
+/// `{"tags": ["a", "b"], "soft": false}` (every response carrying one of the tags; `soft`
+/// makes them stale instead of removing them).
 pub(super) async fn cache_purge(ctx: &Arc<AdminCtx>, req: Request<Incoming>) -> Response<Body> {
     let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
@@ -171,31 +178,68 @@ pub(super) async fn cache_purge(ctx: &Arc<AdminCtx>, req: Request<Incoming>) -> 
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("invalid JSON body (want {{\"url\": \"http://host/path\"}}): {e}"),
+                format!(
+                    "invalid JSON body (want {{\"url\": \"http://host/path\"}} or {{\"tags\": [\"t\"], \"soft\": false}}): {e}"
+                ),
             );
         }
     };
-    if !(purge.url.starts_with("http://") || purge.url.starts_with("https://")) {
+    let url = match (purge.url, purge.tags.is_empty()) {
+        (Some(url), true) if !purge.soft => url,
+        (None, false) => return purge_tags(ctx, purge.tags, purge.soft).await,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either \"url\" or a non-empty \"tags\" list (\"soft\" goes with tags)",
+            );
+        }
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         return error(
             StatusCode::BAD_REQUEST,
             format!(
-                "url {:?}: give an absolute http:// or https:// URL (a trailing * purges a prefix)",
-                purge.url
+                "url {url:?}: give an absolute http:// or https:// URL (a trailing * purges a prefix)"
             ),
         );
     }
     let cache = ctx.shared.cache.clone();
-    let url = purge.url.clone();
-    match tokio::task::spawn_blocking(move || cache.purge(&url)).await {
+    let pattern = url.clone();
+    match tokio::task::spawn_blocking(move || cache.purge(&pattern)).await {
+        Ok(n) => {
+            info!(url, purged = n, "cache purge through the admin API");
+            reply(
+                StatusCode::OK,
+                &json!({ "ok": true, "url": url, "purged": n }),
+            )
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Purges by tag (see [`cache_purge`]).
+async fn purge_tags(ctx: &Arc<AdminCtx>, tags: Vec<String>, soft: bool) -> Response<Body> {
+    if let Some(bad) = tags
+        .iter()
+        .find(|t| t.is_empty() || t.len() > 1024 || t.contains([' ', ',', '\t']))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("tag {bad:?}: a tag is 1 to 1024 bytes without spaces or commas"),
+        );
+    }
+    let cache = ctx.shared.cache.clone();
+    let wanted = tags.clone();
+    match tokio::task::spawn_blocking(move || cache.purge_tags(&wanted, soft)).await {
         Ok(n) => {
             info!(
-                url = purge.url,
+                ?tags,
+                soft,
                 purged = n,
-                "cache purge through the admin API"
+                "cache purge by tag through the admin API"
             );
             reply(
                 StatusCode::OK,
-                &json!({ "ok": true, "url": purge.url, "purged": n }),
+                &json!({ "ok": true, "tags": tags, "soft": soft, "purged": n }),
             )
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),

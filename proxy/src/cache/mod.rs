@@ -14,6 +14,7 @@
 //! orphans the old variants, which then age out of the store.
 pub mod body;
 pub mod control;
+pub mod range;
 
 use std::{
     collections::HashMap,
@@ -33,6 +34,10 @@ use control::{Directives, LifetimeRules};
 
 /// A route's cache settings, compiled.
 #[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per independent [route.cache] switch"
+)]
 pub struct Policy {
     pub rules: LifetimeRules,
     pub max_object_bytes: u64,
@@ -45,7 +50,17 @@ pub struct Policy {
     pub sort_query: bool,
     pub key_headers: Vec<HeaderName>,
     pub lock_timeout: Duration,
+    /// Targeted cache-control fields, highest precedence first (RFC 9213).
+    pub targeted: Vec<HeaderName>,
+    pub forward_targeted: bool,
+    /// Fields that tag a stored response for purges by tag.
+    pub tag_headers: Vec<HeaderName>,
+    pub forward_tag_headers: bool,
 }
+
+/// Tags on one response at most (the rest are ignored), and bytes in a tag at most.
+const MAX_TAGS: usize = 128;
+const MAX_TAG_BYTES: usize = 1024;
 
 /// Checks a `[route.cache]` table; the error names the key inside it.
 fn check_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, String)> {
@@ -70,6 +85,29 @@ fn check_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, String)> {
     for h in &c.key_headers {
         HeaderName::from_bytes(h.as_bytes())
             .map_err(|_| ("key_headers".into(), format!("{h:?} is not a header name")))?;
+    }
+    for h in &c.targeted_cache_control {
+        let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+            (
+                "targeted_cache_control".to_owned(),
+                format!("{h:?} is not a header name"),
+            )
+        })?;
+        if name == hyper::header::CACHE_CONTROL {
+            return Err((
+                "targeted_cache_control".into(),
+                "cache-control is not a targeted field; list fields such as cdn-cache-control"
+                    .into(),
+            ));
+        }
+    }
+    for h in &c.tag_headers {
+        HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+            (
+                "tag_headers".to_owned(),
+                format!("{h:?} is not a header name"),
+            )
+        })?;
     }
     if c.lock_timeout.is_zero() {
         return Err(("lock_timeout".into(), "must be greater than 0".into()));
@@ -107,8 +145,73 @@ impl Policy {
                     .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
                     .collect(),
                 lock_timeout: c.lock_timeout,
+                targeted: c
+                    .targeted_cache_control
+                    .iter()
+                    .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                    .collect(),
+                forward_targeted: c.forward_targeted_cache_control,
+                tag_headers: c
+                    .tag_headers
+                    .iter()
+                    .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                    .collect(),
+                forward_tag_headers: c.forward_tag_headers,
             })
         }))
+    }
+
+    /// A response's directives for this cache: those of the first targeted field it
+    /// carries with any directive in it (RFC 9213 2.1), else its `Cache-Control`.
+    #[must_use]
+    pub fn response_directives(&self, headers: &HeaderMap) -> Directives {
+        for name in &self.targeted {
+            if headers.contains_key(name) {
+                let d = Directives::parse_field(headers, name);
+                if d != Directives::default() {
+                    return Directives {
+                        targeted: true,
+                        ..d
+                    };
+                }
+            }
+        }
+        Directives::parse(headers)
+    }
+
+    /// Removes the fields meant for this cache (targeted cache control, tags) from a
+    /// response going to a client, unless configured to pass them on.
+    pub fn strip_targeted(&self, headers: &mut HeaderMap) {
+        if !self.forward_targeted {
+            for name in &self.targeted {
+                headers.remove(name);
+            }
+        }
+        if !self.forward_tag_headers {
+            for name in &self.tag_headers {
+                headers.remove(name);
+            }
+        }
+    }
+
+    /// The purge tags a response carries (deduplicated; at most 128 of at most 1 KiB each).
+    #[must_use]
+    pub fn tags(&self, headers: &HeaderMap) -> Box<[Box<str>]> {
+        let mut tags: Vec<Box<str>> = Vec::new();
+        for name in &self.tag_headers {
+            for line in headers.get_all(name) {
+                let Ok(text) = line.to_str() else { continue };
+                for tag in text.split([' ', ',', '\t']).filter(|t| !t.is_empty()) {
+                    if tag.len() <= MAX_TAG_BYTES
+                        && tags.len() < MAX_TAGS
+                        && !tags.iter().any(|t| &**t == tag)
+                    {
+                        tags.push(tag.into());
+                    }
+                }
+            }
+        }
+        tags.into_boxed_slice()
     }
 
     /// The request's values of the key headers (an empty map without `key_headers`).
@@ -182,6 +285,8 @@ pub struct Object {
     /// How long the store keeps it after it is stored.
     pub keep: Duration,
     pub vary: Vec<HeaderName>,
+    /// Purge tags (`Surrogate-Key`, `Cache-Tag`).
+    pub tags: Box<[Box<str>]>,
 }
 
 /// What a stored response is good for, for one request.
@@ -259,6 +364,33 @@ impl Object {
             return Use::StaleWhileRevalidate;
         }
         Use::Validate
+    }
+
+    /// A copy that is stale from `now` on (a soft purge): it still serves revalidation,
+    /// `max-stale` and the stale windows, which run from `now`.
+    #[must_use]
+    pub fn stale_copy(&self, now: SystemTime) -> Self {
+        let age = self.age(now);
+        let stored_for = now
+            .duration_since(self.response_time)
+            .unwrap_or(Duration::ZERO);
+        Self {
+            status: self.status,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            response_time: self.response_time,
+            initial_age: self.initial_age,
+            lifetime: self.lifetime.min(age),
+            cc: self.cc.clone(),
+            swr: self.swr,
+            sie: self.sie,
+            keep: self
+                .keep
+                .saturating_sub(stored_for)
+                .max(self.swr.max(self.sie)),
+            vary: self.vary.clone(),
+            tags: self.tags.clone(),
+        }
     }
 
     /// May this response be served because the origin failed (`stale-if-error`)?
@@ -542,6 +674,35 @@ impl Cache {
         removed
     }
 
+    /// Purges every stored response carrying one of `tags`: removed (`soft` false), or
+    /// made stale so that it is revalidated and may still serve stale-if-error (`soft`).
+    /// Returns how many responses were purged.
+    pub fn purge_tags(&self, tags: &[String], soft: bool) -> u64 {
+        let now = SystemTime::now();
+        let doomed: Vec<(Arc<String>, Arc<Object>)> = self
+            .store
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Slot::Object(o) if o.tags.iter().any(|t| tags.iter().any(|w| **t == **w)) => {
+                    Some((k, o))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut purged = 0;
+        for (k, o) in doomed {
+            if soft {
+                self.store
+                    .insert((*k).clone(), Slot::Object(Arc::new(o.stale_copy(now))));
+            } else {
+                self.store.invalidate(k.as_str());
+            }
+            purged += 1;
+        }
+        self.stats.purged.fetch_add(purged, Ordering::Relaxed);
+        purged
+    }
+
     /// Becomes the filler for `key`, or learns whom to wait for.
     ///
     /// # Panics
@@ -632,6 +793,7 @@ mod tests {
                 .iter()
                 .map(|v| HeaderName::from_bytes(v.as_bytes()).unwrap())
                 .collect(),
+            tags: Box::new([]),
         }
     }
 

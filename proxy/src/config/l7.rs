@@ -287,6 +287,29 @@ pub struct RouteCache {
     /// going to the origin themselves.
     #[serde(default = "d5s", with = "duration")]
     pub lock_timeout: Duration,
+    /// Targeted cache-control fields (RFC 9213) this cache obeys, highest precedence first:
+    /// the first one a response carries replaces its `Cache-Control` (and `Expires`) here.
+    #[serde(default = "default_targeted")]
+    pub targeted_cache_control: Vec<String>,
+    /// Pass the targeted fields on to clients (by default they are for this cache only).
+    #[serde(default)]
+    pub forward_targeted_cache_control: bool,
+    /// Response fields whose values tag a stored response for `proxy cache purge --tag`
+    /// (tags separated by spaces or commas, as Fastly's `Surrogate-Key` and Cloudflare's
+    /// `Cache-Tag`).
+    #[serde(default = "default_tag_headers")]
+    pub tag_headers: Vec<String>,
+    /// Pass the tag fields on to clients (by default they are removed).
+    #[serde(default)]
+    pub forward_tag_headers: bool,
+}
+
+fn default_tag_headers() -> Vec<String> {
+    vec!["surrogate-key".to_owned(), "cache-tag".to_owned()]
+}
+
+fn default_targeted() -> Vec<String> {
+    vec!["cdn-cache-control".to_owned()]
 }
 
 fn default_upgrades() -> Vec<String> {

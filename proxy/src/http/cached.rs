@@ -95,22 +95,50 @@ pub async fn serve(
     let host = crate::cache::key_authority(scheme, ctx.host_header.to_str().unwrap_or(""));
     let key = policy.key(scheme, &host, &parts.uri, &parts.headers);
     let method = parts.method.clone();
+    let req_cc = Directives::parse_request(&parts.headers);
 
-    // 1. Not for the cache.
+    // A range of a complete, fresh stored response is answered from it; other range
+    // requests go to the origin below.
+    if method == Method::GET
+        && !req_cc.no_store
+        && let Some(range) = parts.headers.get(header::RANGE)
+        && let Lookup::Hit(obj) = cache.lookup(&key, &parts.headers)
+        && obj.status == StatusCode::OK
+    {
+        let now = SystemTime::now();
+        if matches!(obj.usable(&req_cc, now), Use::Fresh | Use::StaleAccepted) {
+            Stats::inc(&stats.hits);
+            let answer = crate::cache::range::evaluate(
+                range,
+                parts.headers.get(header::IF_RANGE),
+                &obj.headers,
+                obj.body.len(),
+            );
+            ctx.cache_status = Some(format!("hit; ttl={}", obj.ttl(now)));
+            return Ok(ranged(policy, &obj, &parts, now, answer));
+        }
+    }
+
+    // 1. Not for the cache. A request with `no-store` is not answered from the cache either
+    //    (as browsers and CDNs do), and leaves the stored response alone.
     if !(method == Method::GET || method == Method::HEAD)
         || parts.headers.contains_key(header::RANGE)
+        || req_cc.no_store
     {
         Stats::inc(&stats.bypass);
         // What the key takes from the request, for the keys of Location URIs after forwarding
         // (empty, and free, without key_headers).
         let key_values = policy.key_header_values(&parts.headers);
-        let detail = if method == Method::GET || method == Method::HEAD {
-            "fwd=bypass; detail=range"
-        } else {
+        let detail = if !(method == Method::GET || method == Method::HEAD) {
             "fwd=method"
+        } else if req_cc.no_store {
+            "fwd=bypass; detail=no-store"
+        } else {
+            "fwd=bypass; detail=range"
         };
         ctx.cache_status = Some(detail.to_owned());
-        let resp = fetch(ctx, parts, body, None).await?;
+        let mut resp = fetch(ctx, parts, body, None).await?;
+        policy.strip_targeted(resp.headers_mut());
         if is_unsafe(&method) && (resp.status().is_success() || resp.status().is_redirection()) {
             cache.invalidate(&key);
             for h in [header::LOCATION, header::CONTENT_LOCATION] {
@@ -128,7 +156,6 @@ pub async fn serve(
     }
 
     // 2. Look up.
-    let req_cc = Directives::parse_request(&parts.headers);
     let mut stale: Option<Arc<Object>> = None;
     let mut fwd = match cache.lookup(&key, &parts.headers) {
         Lookup::Hit(obj) => {
@@ -136,17 +163,18 @@ pub async fn serve(
             match obj.usable(&req_cc, now) {
                 Use::Fresh => {
                     Stats::inc(&stats.hits);
-                    return Ok(hit(ctx, &obj, &parts, now, ""));
+                    return Ok(hit(ctx, policy, &obj, &parts, now, ""));
                 }
                 Use::StaleAccepted => {
                     Stats::inc(&stats.stale);
-                    return Ok(hit(ctx, &obj, &parts, now, "; detail=max-stale"));
+                    return Ok(hit(ctx, policy, &obj, &parts, now, "; detail=max-stale"));
                 }
                 Use::StaleWhileRevalidate => {
                     Stats::inc(&stats.stale);
                     refresh_in_background(ctx, policy, &key, &parts, &obj);
                     return Ok(hit(
                         ctx,
+                        policy,
                         &obj,
                         &parts,
                         now,
@@ -180,7 +208,7 @@ pub async fn serve(
                     if obj.usable(&req_cc, now) == Use::Fresh {
                         Stats::inc(&stats.hits);
                         Stats::inc(&stats.coalesced);
-                        return Ok(hit(ctx, &obj, &parts, now, "; collapsed"));
+                        return Ok(hit(ctx, policy, &obj, &parts, now, "; collapsed"));
                     }
                 }
                 if waited.is_err() {
@@ -193,7 +221,7 @@ pub async fn serve(
 
     // 4. Fetch or validate.
     let client_headers = parts.headers.clone();
-    let validating = stale.as_ref().filter(|o| o.has_validators()).cloned();
+    let mut validating = stale.as_ref().filter(|o| o.has_validators()).cloned();
     let validators = Validators {
         etag: validating
             .as_ref()
@@ -204,7 +232,13 @@ pub async fn serve(
     };
     let head_only = method == Method::HEAD;
     let request_time = SystemTime::now();
-    let result = fetch(ctx, parts, body, Some(validators)).await;
+    // Validating a stored response: its validators replace the client's conditionals.
+    // Nothing to validate: the client's own conditionals go to the origin, which may then
+    // answer 304 (passed on, not stored) instead of a body the client does not need.
+    let validators = validating.is_some().then_some(validators);
+    // The request again, should a 304 turn out to be about another representation.
+    let mut again = validating.is_some().then(|| parts.clone());
+    let result = fetch(ctx, parts, body, validators).await;
     let now = SystemTime::now();
     // stale-if-error: the origin failed (an error, or a 5xx answer) and a stale response
     // may stand in.
@@ -216,7 +250,7 @@ pub async fn serve(
             "fwd=stale; fwd-status={}; ttl={ttl}; detail=stale-if-error",
             fwd_status.as_u16()
         ));
-        Some(answer_to(obj, &method, &client_headers, now))
+        Some(answer_to(policy, obj, &method, &client_headers, now))
     };
     let mut resp = match result {
         Err(error) => {
@@ -234,8 +268,29 @@ pub async fn serve(
         Ok(resp) => resp,
     };
     super::headers::strip_hop_by_hop(resp.headers_mut());
-    let status = resp.status();
+    let mut status = resp.status();
 
+    // A 304 whose entity tag is not the stored one does not select the stored response
+    // (RFC 9111 4.3.4): that one is outdated, and the request is made again without
+    // conditions to get the body.
+    if status == StatusCode::NOT_MODIFIED
+        && let Some(old) = &validating
+        && let Some(parts) = again.take()
+        && !same_etag(old, resp.headers())
+    {
+        cache.invalidate(&key);
+        ctx.tried = super::ctx::Tried::default();
+        let unconditional = Validators {
+            etag: None,
+            last_modified: None,
+        };
+        resp = fetch(ctx, parts, ClientBody::Empty, Some(unconditional)).await?;
+        super::headers::strip_hop_by_hop(resp.headers_mut());
+        status = resp.status();
+        validating = None;
+        stale = None;
+        fwd = "stale";
+    }
     if status == StatusCode::NOT_MODIFIED
         && let Some(old) = &validating
     {
@@ -243,7 +298,7 @@ pub async fn serve(
         Stats::inc(&stats.revalidated);
         let refreshed = refreshed(policy, old, resp.headers(), request_time, now);
         let ttl = refreshed.ttl(now);
-        let answer = answer_to(&refreshed, &method, &client_headers, now);
+        let answer = answer_to(policy, &refreshed, &method, &client_headers, now);
         ctx.cache_status = Some(format!("fwd={fwd}; fwd-status=304; ttl={ttl}; stored"));
         cache.insert(&key, &client_headers, refreshed);
         drop(lock);
@@ -252,8 +307,20 @@ pub async fn serve(
     Stats::inc(&stats.misses);
 
     // 5. Store?
-    let resp_cc = Directives::parse(resp.headers());
+    let resp_cc = policy.response_directives(resp.headers());
     let decision = if head_only {
+        if status == StatusCode::OK
+            && let Some(old) = &stale
+        {
+            // A HEAD response freshens the stored GET response it matches, and shows a
+            // stored response it does not match to be outdated (RFC 9111 4.3.5).
+            if head_matches(old, resp.headers()) {
+                let updated = refreshed(policy, old, resp.headers(), request_time, now);
+                cache.insert(&key, &client_headers, updated);
+            } else {
+                cache.invalidate(&key);
+            }
+        }
         Err(NotStored::Method)
     } else {
         decide(
@@ -267,6 +334,7 @@ pub async fn serve(
             now,
         )
     };
+    policy.strip_targeted(resp.headers_mut());
     match decision {
         Ok(object) => {
             let ttl = object.ttl(now);
@@ -356,14 +424,22 @@ pub fn decide(
     stored.remove(header::AGE);
     stored.remove(header::SET_COOKIE);
     stored.remove(&CACHE_STATUS);
+    // `no-cache="F"` and `private="F"`: stored, without those fields.
+    for name in cc.no_cache_fields.iter().chain(&cc.private_fields) {
+        stored.remove(name);
+    }
     let vary = control::vary_names(headers).ok_or(NotStored::VaryStar)?;
     let explicit = control::freshness_lifetime(status, headers, cc, &policy.rules, response_time);
     let has_validators =
         headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
     let lifetime = match explicit {
         Some(l) => l,
-        // Without a lifetime, keep it only to revalidate it.
-        None if has_validators => std::time::Duration::ZERO,
+        // Without a lifetime, keep it only to revalidate it; that needs a status a cache
+        // may store without explicit freshness (RFC 9111 3: heuristically cacheable, or
+        // `public`).
+        None if has_validators && (control::heuristic_status(status) || cc.public) => {
+            std::time::Duration::ZERO
+        }
         None => return Err(NotStored::NoLifetime),
     };
     let object = finish_object(
@@ -408,6 +484,7 @@ fn finish_object(
     let initial_age = control::corrected_initial_age(received, request_time, response_time);
     // Stale, it still serves revalidation, max-stale requests and stale-if-error.
     let keep = (lifetime + swr.max(sie).max(policy.keep_stale)).saturating_sub(initial_age);
+    let tags = policy.tags(&stored);
     Object {
         status,
         headers: stored,
@@ -420,6 +497,7 @@ fn finish_object(
         sie,
         keep,
         vary,
+        tags,
     }
 }
 
@@ -444,7 +522,7 @@ pub fn refreshed(
             }
         }
     }
-    let cc = Directives::parse(&headers);
+    let cc = policy.response_directives(&headers);
     let lifetime =
         control::freshness_lifetime(old.status, &headers, &cc, &policy.rules, response_time)
             .unwrap_or(std::time::Duration::ZERO);
@@ -468,18 +546,105 @@ pub fn refreshed(
 /// An answer from the cache: `hit; ttl=N` and `extra` in `Cache-Status`.
 fn hit(
     ctx: &mut RequestCtx,
+    policy: &Policy,
     obj: &Object,
     parts: &Parts,
     now: SystemTime,
     extra: &str,
 ) -> Response<ProxyBody> {
     ctx.cache_status = Some(format!("hit; ttl={}{extra}", obj.ttl(now)));
-    answer_to(obj, &parts.method, &parts.headers, now)
+    answer_to(policy, obj, &parts.method, &parts.headers, now)
+}
+
+/// A range of a stored response: `206` with the part, `416`, or the whole response.
+fn ranged(
+    policy: &Policy,
+    obj: &Object,
+    parts: &Parts,
+    now: SystemTime,
+    answer: crate::cache::range::RangeAnswer,
+) -> Response<ProxyBody> {
+    use crate::cache::range::{RangeAnswer, content_range};
+    let len = obj.body.len();
+    let (status, body, range) = match answer {
+        RangeAnswer::Full => return answer_to(policy, obj, &parts.method, &parts.headers, now),
+        RangeAnswer::Partial(r) => (
+            StatusCode::PARTIAL_CONTENT,
+            obj.body.slice(r.clone()),
+            content_range(Some(&r), len),
+        ),
+        RangeAnswer::Unsatisfiable => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            Bytes::new(),
+            content_range(None, len),
+        ),
+    };
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    if status == StatusCode::PARTIAL_CONTENT {
+        *resp.headers_mut() = obj.headers.clone();
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+        resp.headers_mut()
+            .insert(header::AGE, control::age_value(obj.age(now)));
+    } else {
+        // A 416 describes the stored response only by its length.
+        for name in [header::DATE, header::ETAG, header::LAST_MODIFIED] {
+            if let Some(v) = obj.headers.get(&name) {
+                resp.headers_mut().insert(name, v.clone());
+            }
+        }
+    }
+    resp.headers_mut().insert(header::CONTENT_RANGE, range);
+    resp.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    policy.strip_targeted(resp.headers_mut());
+    resp
+}
+
+/// Whether a 304 is about the stored response: it has no entity tag, or the stored one.
+fn same_etag(stored: &Object, fresh: &HeaderMap) -> bool {
+    let tag = |h: &HeaderMap| {
+        h.get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    match (tag(&stored.headers), tag(fresh)) {
+        (Some(a), Some(b)) => control::weak_eq(&a, &b),
+        (None, Some(_)) => false,
+        (_, None) => true,
+    }
+}
+
+/// Whether a HEAD response describes the stored response (RFC 9111 4.3.5): the same
+/// entity tag, or without tags the same Last-Modified, or without either the same length.
+fn head_matches(stored: &Object, head: &HeaderMap) -> bool {
+    let text = |h: &HeaderMap, name: header::HeaderName| {
+        h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    };
+    match (
+        text(&stored.headers, header::ETAG),
+        text(head, header::ETAG),
+    ) {
+        (Some(a), Some(b)) => return control::strong_eq(&a, &b) || (a == b),
+        (None, None) => {}
+        _ => return false,
+    }
+    match (
+        text(&stored.headers, header::LAST_MODIFIED),
+        text(head, header::LAST_MODIFIED),
+    ) {
+        (Some(a), Some(b)) => return a == b,
+        (None, None) => {}
+        _ => return false,
+    }
+    text(head, header::CONTENT_LENGTH)
+        .is_none_or(|n| n.trim().parse::<usize>().ok() == Some(stored.body.len()))
 }
 
 /// A response from a stored object: 304 when the client's conditionals match, the body
 /// (shared, not copied) for GET, none for HEAD; with `Age`.
 fn answer_to(
+    policy: &Policy,
     obj: &Object,
     method: &Method,
     request: &HeaderMap,
@@ -519,6 +684,7 @@ fn answer_to(
         resp
     };
     resp.headers_mut().insert(header::AGE, age);
+    policy.strip_targeted(resp.headers_mut());
     resp
 }
 
@@ -568,6 +734,16 @@ fn refresh_in_background(
         };
         super::headers::strip_hop_by_hop(resp.headers_mut());
         let status = resp.status();
+        if status.is_server_error() {
+            // A failing origin does not replace a good response in the background, even
+            // with a lifetime of its own: the stored one stays for stale-if-error.
+            debug!(
+                key,
+                status = status.as_u16(),
+                "background refresh answered 5xx"
+            );
+            return;
+        }
         if status == StatusCode::NOT_MODIFIED && old.has_validators() {
             Stats::inc(&cache.stats.revalidated);
             cache.insert(
@@ -577,7 +753,7 @@ fn refresh_in_background(
             );
             return;
         }
-        let cc = Directives::parse(resp.headers());
+        let cc = policy.response_directives(resp.headers());
         let req_cc = Directives::parse_request(&request);
         let Ok(mut object) = decide(
             &policy,

@@ -105,7 +105,7 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
         e.1 = headers_text;
         e.0
     };
-    let params: std::collections::HashMap<String, String> = req
+    let params: Vec<(String, String)> = req
         .uri()
         .query()
         .unwrap_or("")
@@ -113,7 +113,12 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), percent_decode(v)))
         .collect();
-    let p = |k: &str| params.get(k).map(String::as_str);
+    let p = |k: &str| {
+        params
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.as_str())
+    };
     if let Some(ms) = p("delay").and_then(|d| d.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -125,13 +130,29 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
             .expect("valid");
     }
     let now = std::time::SystemTime::now();
+    // ctv=1: the content type changes with every answer (to see a 304 update it).
+    let content_type = if p("ctv") == Some("1") {
+        format!("text/plain; v={count}")
+    } else {
+        "text/plain".to_owned()
+    };
     let mut b = Response::builder()
-        .header("content-type", "text/plain")
+        .header("content-type", content_type)
         .header("x-version", count);
     if let Some(v) = p("cc") {
         b = b.header("cache-control", v);
     }
-    let etag = p("etag").map(|e| format!("\"{e}\""));
+    // h=Name:Value (repeatable): any header, on 304s too.
+    for (_, h) in params.iter().filter(|(k, _)| k == "h") {
+        if let Some((name, value)) = h.split_once(':') {
+            b = b.header(name.trim(), value.trim());
+        }
+    }
+    // etag=x: "x"; etag_raw=x: x, unquoted as some origins send it; etagv=1: "v<count>".
+    let etag = p("etag")
+        .map(|e| format!("\"{e}\""))
+        .or_else(|| p("etag_raw").map(str::to_owned))
+        .or_else(|| (p("etagv") == Some("1")).then(|| format!("\"v{count}\"")));
     if let Some(e) = &etag {
         b = b.header("etag", e.as_str());
     }
@@ -182,6 +203,16 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
             _ => false,
         },
     };
+    // lie304=x: any conditional request gets a 304 about another representation ("x").
+    if let Some(other) = p("lie304")
+        && inm.is_some()
+    {
+        return Response::builder()
+            .status(304)
+            .header("etag", format!("\"{other}\""))
+            .body(Full::new(Bytes::new()).boxed())
+            .expect("valid");
+    }
     if not_modified {
         return b
             .status(304)
