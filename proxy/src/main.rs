@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 /// glibc's malloc spent about a sixth of the proxy's instructions on them. Measured under
 /// callgrind (docs/benchmarks.md): 45 500 -> 40 900 instructions per request. Built without
 /// transparent huge pages (`no_thp`: with them an idle connection cost 9.1 KiB of RSS instead
-/// of 7.7) and with freed memory returned at once (`tune_allocator`). A `bench-counters`
+/// of 5.6 with the default purge delay) and with freed memory returned at once (`tune_allocator`). A `bench-counters`
 /// build wraps it in the counting allocator of `proxy::counters` instead.
 #[cfg(not(feature = "bench-counters"))]
 #[global_allocator]
