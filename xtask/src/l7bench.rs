@@ -413,6 +413,27 @@ pub fn l7(bin: &Path) -> anyhow::Result<(String, String)> {
             cpu.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
         ));
     }
+    // Against #13's targets, in words, from this run's medians.
+    let median = |i: usize, f: &dyn Fn(&Sample) -> Option<f64>| {
+        let v: Vec<f64> = samples[i].iter().filter_map(f).collect();
+        median_range(&v).0
+    };
+    let proxy_rps = median(4, &|s| Some(s.rps)) / nginx_rps;
+    let proxy_cpu = median(4, &|s| s.cpu_us) / nginx_cpu;
+    let (proxy_p99, nginx_p99) = (
+        median(4, &|s| Some(s.p99_ms)),
+        median(1, &|s| Some(s.p99_ms)),
+    );
+    let verdict = |met: bool| if met { "met" } else { "missed" };
+    let _ = write!(
+        md,
+        "\n**Against #13's targets, this run:** req/s {proxy_rps:.2}x nginx's (target at least 1.0: {}), \
+         CPU per request {proxy_cpu:.2}x nginx's (target at most 1.0: {}), p99 {proxy_p99:.2} ms against \
+         nginx's {nginx_p99:.2} (target at most nginx's: {}).\n",
+        verdict(proxy_rps >= 1.0),
+        verdict(proxy_cpu <= 1.0),
+        verdict(proxy_p99 <= nginx_p99),
+    );
     let _ = write!(
         md,
         "\nPer request, the proxy (a `bench-counters` build of the same code: a counting allocator and counted \

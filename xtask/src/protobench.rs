@@ -243,8 +243,19 @@ pub fn h2(bin: &Path) -> anyhow::Result<(String, String)> {
     // h2c rows against nginx h2c, TLS rows against nginx over TLS.
     table(&names[..3], &samples[..3], 0, &mut md, &mut json, "");
     table(&names[3..], &samples[3..], 0, &mut md, &mut json, "");
+    // Against #13's target (req/s at least nginx's), in words, from this run's medians.
+    let rps = |i: usize| median_range(&samples[i].iter().map(|s| s.rps).collect::<Vec<_>>()).0;
+    let (h2c, tls) = (rps(2) / rps(0), rps(5) / rps(3));
+    let verdict = |r: f64| if r >= 1.0 { "met" } else { "missed" };
+    let _ = write!(
+        md,
+        "\n**Against #13's target (req/s at least 1.0x nginx's), this run:** h2c {h2c:.2}x ({}), \
+         TLS h2 {tls:.2}x ({}).\n",
+        verdict(h2c),
+        verdict(tls)
+    );
     md.push_str(
-        "\nThe proxy is behind nginx and HAProxy here, plainly: HTTP/2 stays on hyper's server (HPACK, a tokio task \
+        "\nWhere the proxy is behind: HTTP/2 stays on hyper's server (HPACK, a tokio task \
          per stream, under the proxy's per-stream send_timeout watchdog) while its upstream HTTP/1.1 requests go out \
          on the proxy's own client. An earlier profile (`perf record -g -p <proxy>` during this load) had a third of \
          the samples in the kernel, mostly the loopback writes to the origin on the same CPU, about a fifth in \
