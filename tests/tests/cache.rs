@@ -1091,3 +1091,51 @@ servers = ["127.0.0.1:9100"]
     drop(proxy);
     origin.join().unwrap();
 }
+
+/// stale-if-error from the route (the origin sent no such directive) stands in for every way
+/// the origin can fail: a 5xx, a connection dropped without an answer, an answer too slow.
+#[test]
+fn stale_if_error_for_drops_timeouts_and_5xx() {
+    let w = World::new(99, ORIGIN_BIN);
+    let config = w.write_config(
+        "sie.toml",
+        &format!(
+            r#"workers = 1
+[kernel]
+attach = "none"
+[cache]
+max_bytes = 1048576
+[[listener]]
+address = "{PLAIN}"
+[[route]]
+path = "/"
+upstream = "origin"
+[route.cache]
+stale_if_error = "1h"
+[upstream.origin]
+servers = ["127.0.0.1:9000"]
+response_timeout = "500ms"
+"#
+        ),
+    );
+    let proxy = w.start_proxy(&config, &["--attach", "none"], &[], addr(PLAIN));
+    let t = Cached { w, config, proxy };
+    let p = "/cache/sie?cc=max-age=1";
+    assert_miss(&t.get(p), 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    for (on, off, what) in [
+        ("/_abort/on", "/_abort/off", "dropped connection"),
+        ("/_slow/2000", "/_slow/0", "timeout"),
+        ("/_fail/on", "/_fail/off", "503"),
+    ] {
+        t.origin(on);
+        let r = t.get(p);
+        t.origin(off);
+        assert_eq!(r.status, 200, "{what}: {r:?}");
+        assert!(
+            status(&r).contains("detail=stale-if-error"),
+            "{what}: {r:?}"
+        );
+        assert!(r.body.contains(" n=1\n"), "{what}: the stale body: {r:?}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The cache's header arithmetic (`proxy::cache::control`: Cache-Control of requests and
 //! responses, Expires, Date, Age, Last-Modified, ETag / If-None-Match, If-Modified-Since,
 //! Vary) and what the request path does with it (`http::cached::decide` and `refreshed`,
-//! freshness and staleness of the stored object, cache keys, store, lookup and purge).
+//! freshness and staleness of the stored object, cache keys, store, lookup and purge), HTTP
+//! dates in their three forms, ranges of a stored response, targeted fields and purge tags.
 //!
 //! Input: request header lines, a blank line, the response status and header lines, a blank
 //! line, the header lines of a later 304; `name: value` per line (see seeds/cache_control/).
@@ -23,6 +24,7 @@ use proxy::{
     cache::{
         Cache, Policy,
         control::{self, Directives},
+        range,
     },
     config::RouteCache,
     http::cached::{decide, refreshed},
@@ -116,6 +118,24 @@ fuzz_target!(|data: &[u8]| {
 
     let req_cc = Directives::parse_request(&request);
     let cc = Directives::parse(&response);
+    // Dates in every field, and ranges of the stored response (If-Range against it too).
+    for value in request.values().chain(response.values()) {
+        if let Ok(text) = value.to_str() {
+            let _ = control::parse_http_date(text);
+        }
+        let _ = control::weak_eq(
+            value.to_str().unwrap_or(""),
+            response
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        );
+    }
+    if let Some(range) = request.get("range") {
+        for len in [0, 1, 1024] {
+            let _ = range::evaluate(range, request.get("if-range"), &response, len);
+        }
+    }
     let _ = (req_cc.forbids_stale(), cc.forbids_stale());
     let _ = control::vary_names(&response);
     let _ = control::not_modified(&request, &response);
@@ -131,7 +151,15 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|| Uri::from_static("/"));
     let w = world();
     for policy in &w.policies {
-        let _ = control::freshness_lifetime(status, &response, &cc, &policy.rules, response_time);
+        let targeted = policy.response_directives(&response);
+        let _ = policy.tags(&response);
+        let _ = control::freshness_lifetime(
+            status,
+            &response,
+            &targeted,
+            &policy.rules,
+            response_time,
+        );
         let key = policy.key("http", "example.com", &uri, &request);
         let _ = policy.key_header_values(&request);
         let decided = decide(
@@ -177,5 +205,6 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(pattern) = request.get("x-fuzz-purge").and_then(|v| v.to_str().ok()) {
         let _ = w.cache.purge(pattern);
+        let _ = w.cache.purge_tags(&[pattern.to_owned()], pattern.len() % 2 == 0);
     }
 });

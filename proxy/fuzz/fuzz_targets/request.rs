@@ -315,6 +315,7 @@ fuzz_target!(|data: &[u8]| {
         peer,
         local: ([127, 0, 0, 1], 8080).into(),
         tls: false,
+        interim: proxy::http::ctx::Interim::default(),
     });
     w.rt.block_on(async {
         let conn = Conn {

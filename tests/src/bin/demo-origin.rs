@@ -58,6 +58,10 @@ struct State {
     /// Per `/cache/<key>`: requests and the last request's headers.
     keys: std::sync::Mutex<std::collections::HashMap<String, (u64, String)>>,
     fail: std::sync::atomic::AtomicBool,
+    /// `/_abort/on`: `/cache/` requests get no answer, the connection is dropped.
+    abort: std::sync::atomic::AtomicBool,
+    /// `/_slow/<ms>`: `/cache/` answers wait this long first.
+    slow_ms: AtomicU64,
 }
 
 fn percent_decode(s: &str) -> String {
@@ -390,6 +394,16 @@ async fn handle(
         state.fail.store(on == "on", Ordering::Relaxed);
         return Ok(text(StatusCode::OK, name, format!("fail {on}\n")));
     }
+    if let Some(on) = path.strip_prefix("/_abort/") {
+        state.abort.store(on == "on", Ordering::Relaxed);
+        return Ok(text(StatusCode::OK, name, format!("abort {on}\n")));
+    }
+    if let Some(ms) = path.strip_prefix("/_slow/") {
+        state
+            .slow_ms
+            .store(ms.parse().unwrap_or(0), Ordering::Relaxed);
+        return Ok(text(StatusCode::OK, name, format!("slow {ms}\n")));
+    }
     if path == "/echo" {
         let mut out = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
         if let Some(src) = proxy_source {
@@ -468,6 +482,8 @@ async fn main() -> anyhow::Result<()> {
         served: AtomicU64::new(0),
         keys: std::sync::Mutex::default(),
         fail: std::sync::atomic::AtomicBool::new(false),
+        abort: std::sync::atomic::AtomicBool::new(false),
+        slow_ms: AtomicU64::new(0),
     });
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
@@ -495,7 +511,24 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 None
             };
-            let service = service_fn(move |req| handle(req, state.clone(), source));
+            let service = service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move {
+                    if req.uri().path().starts_with("/cache/") {
+                        if state.abort.load(Ordering::Relaxed) {
+                            // An error from the service: hyper drops the connection unanswered.
+                            return Err(std::io::Error::other("aborting on purpose"));
+                        }
+                        let ms = state.slow_ms.load(Ordering::Relaxed);
+                        if ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                    }
+                    handle(req, state, source)
+                        .await
+                        .map_err(|never| match never {})
+                }
+            });
             let builder = auto::Builder::new(TokioExecutor::new());
             match tls {
                 Some(acceptor) => {
