@@ -51,6 +51,18 @@ pub fn kernel_ns() -> u64 {
 pub fn time_namespace_offset_ns() -> i64 {
     static OFFSET: OnceLock<i64> = OnceLock::new();
     *OFFSET.get_or_init(|| {
+        // The file shows the offsets of the namespace this process's children get; they are
+        // its own unless it unshared a namespace it did not enter (then no offset is known).
+        let own = std::fs::read_link("/proc/self/ns/time");
+        let children = std::fs::read_link("/proc/self/ns/time_for_children");
+        if let (Ok(own), Ok(children)) = (&own, &children)
+            && own != children
+        {
+            tracing::warn!(
+                "this process's time namespace is not its children's: expiry times in the kernel maps may be off by the namespace's offset"
+            );
+            return 0;
+        }
         std::fs::read_to_string("/proc/self/timens_offsets")
             .ok()
             .and_then(|text| monotonic_offset(&text))

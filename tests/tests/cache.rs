@@ -763,6 +763,12 @@ fn conditionals_on_misses_and_freshening() {
     // A plain request then fetches and stores the body.
     assert_miss(&t.get(p), 2);
     assert_hit(&t.get(p), 2);
+    // Preconditions are the client's own: forwarded, never answered from or stored in the
+    // cache (a 412 stored for everyone would deny the resource to all).
+    let pre = t.get_with(p, &[("if-match", "\"nope\"")]);
+    assert!(status(&pre).contains("detail=precondition"), "{pre:?}");
+    assert_eq!(t.count("cm"), 3);
+    assert_hit(&t.get(p), 2);
 
     // An unquoted ETag is sent back exactly as stored.
     let raw = "/cache/raw?cc=max-age=1&etag_raw=abc";

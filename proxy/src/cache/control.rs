@@ -313,6 +313,12 @@ pub fn storable(
     if status.is_informational() || status == StatusCode::NOT_MODIFIED {
         return Err(NotStored::Status);
     }
+    // Answers about the one request that got them (its preconditions, its size, its range,
+    // its rate) are never stored for everyone, whatever their lifetime: storing them is how
+    // caches get poisoned into denying service (CPDoS).
+    if matches!(status.as_u16(), 412 | 413 | 416 | 429 | 431) {
+        return Err(NotStored::Status);
+    }
     if cc.must_understand {
         if !understood_status(status) {
             return Err(NotStored::Status);
@@ -925,6 +931,14 @@ mod tests {
             assert_eq!(check(status, "max-age=60"), Ok(()), "{status}");
         }
         assert_eq!(check(304, "max-age=60"), Err(NotStored::Status));
+        // Answers about the one request that got them: never stored (CPDoS).
+        for status in [412, 413, 416, 429, 431] {
+            assert_eq!(
+                check(status, "max-age=60"),
+                Err(NotStored::Status),
+                "{status}"
+            );
+        }
         assert_eq!(check(206, "max-age=60"), Err(NotStored::Partial));
         assert_eq!(check(200, "no-store"), Err(NotStored::NoStore));
         // must-understand: a known status is stored even with no-store; an unknown one not.

@@ -409,7 +409,8 @@ impl Object {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 32)
             .sum();
-        u32::try_from(self.body.len() + headers + key.len() + 256).unwrap_or(u32::MAX)
+        let tags: usize = self.tags.iter().map(|t| t.len() + 16).sum();
+        u32::try_from(self.body.len() + headers + tags + key.len() + 256).unwrap_or(u32::MAX)
     }
 }
 
@@ -679,25 +680,36 @@ impl Cache {
     /// Returns how many responses were purged.
     pub fn purge_tags(&self, tags: &[String], soft: bool) -> u64 {
         let now = SystemTime::now();
+        let wanted: std::collections::HashSet<&str> = tags.iter().map(String::as_str).collect();
         let doomed: Vec<(Arc<String>, Arc<Object>)> = self
             .store
             .iter()
             .filter_map(|(k, v)| match v {
-                Slot::Object(o) if o.tags.iter().any(|t| tags.iter().any(|w| **t == **w)) => {
-                    Some((k, o))
-                }
+                Slot::Object(o) if o.tags.iter().any(|t| wanted.contains(&**t)) => Some((k, o)),
                 _ => None,
             })
             .collect();
         let mut purged = 0;
         for (k, o) in doomed {
             if soft {
-                self.store
-                    .insert((*k).clone(), Slot::Object(Arc::new(o.stale_copy(now))));
+                // Only the object seen: one stored since (a refill, a purge, an invalidation
+                // in between) is left as it is.
+                let stale = Arc::new(o.stale_copy(now));
+                let replaced = self.store.entry(k.as_str().to_owned()).and_compute_with(
+                    |current| match current.map(moka::Entry::into_value) {
+                        Some(Slot::Object(c)) if Arc::ptr_eq(&c, &o) => {
+                            moka::ops::compute::Op::Put(Slot::Object(stale))
+                        }
+                        _ => moka::ops::compute::Op::Nop,
+                    },
+                );
+                if matches!(replaced, moka::ops::compute::CompResult::ReplacedWith(_)) {
+                    purged += 1;
+                }
             } else {
                 self.store.invalidate(k.as_str());
+                purged += 1;
             }
-            purged += 1;
         }
         self.stats.purged.fetch_add(purged, Ordering::Relaxed);
         purged

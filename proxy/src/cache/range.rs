@@ -106,7 +106,8 @@ fn if_range_holds(condition: &HeaderValue, stored: &HeaderMap) -> bool {
     };
     let strong = control::date_header(stored, header::DATE)
         .is_some_and(|d| d.duration_since(modified).is_ok_and(|s| s.as_secs() >= 1));
-    strong && date == modified
+    // Dates before 1970 all read as 1970: equal, but not the same validator.
+    strong && date == modified && modified > std::time::UNIX_EPOCH
 }
 
 /// `Content-Range` for a part of a body of `len` bytes (or `bytes */len` for a 416).
@@ -192,6 +193,26 @@ mod tests {
             eval_with(&stored, "Tue, 01 Sep 2026 10:00:00 GMT"),
             RangeAnswer::Full
         );
+    }
+
+    #[test]
+    fn dates_before_1970_never_match() {
+        let mut stored = HeaderMap::new();
+        stored.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_static("Mon, 01 Jan 1900 00:00:00 GMT"),
+        );
+        stored.insert(
+            header::DATE,
+            HeaderValue::from_static("Tue, 01 Sep 2026 11:00:00 GMT"),
+        );
+        let answer = evaluate(
+            &HeaderValue::from_static("bytes=0-1"),
+            Some(&HeaderValue::from_static("Fri, 01 Jan 1960 00:00:00 GMT")),
+            &stored,
+            10,
+        );
+        assert_eq!(answer, RangeAnswer::Full);
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub async fn serve(
     // requests go to the origin below.
     if method == Method::GET
         && !req_cc.no_store
+        && !parts.headers.contains_key(header::IF_MATCH)
+        && !parts.headers.contains_key(header::IF_UNMODIFIED_SINCE)
         && let Some(range) = parts.headers.get(header::RANGE)
         && let Lookup::Hit(obj) = cache.lookup(&key, &parts.headers)
         && obj.status == StatusCode::OK
@@ -108,6 +110,10 @@ pub async fn serve(
         let now = SystemTime::now();
         if matches!(obj.usable(&req_cc, now), Use::Fresh | Use::StaleAccepted) {
             Stats::inc(&stats.hits);
+            // Conditionals come before Range (RFC 9110 13.2.2): a match is a 304.
+            if control::not_modified(&parts.headers, &obj.headers) {
+                return Ok(hit(ctx, policy, &obj, &parts, now, ""));
+            }
             let answer = crate::cache::range::evaluate(
                 range,
                 parts.headers.get(header::IF_RANGE),
@@ -121,9 +127,14 @@ pub async fn serve(
 
     // 1. Not for the cache. A request with `no-store` is not answered from the cache either
     //    (as browsers and CDNs do), and leaves the stored response alone.
+    // Preconditions (If-Match, If-Unmodified-Since) are the client's own: what the origin
+    // answers to them (a 412, say) is never stored for everyone.
+    let precondition = parts.headers.contains_key(header::IF_MATCH)
+        || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE);
     if !(method == Method::GET || method == Method::HEAD)
         || parts.headers.contains_key(header::RANGE)
         || req_cc.no_store
+        || precondition
     {
         Stats::inc(&stats.bypass);
         // What the key takes from the request, for the keys of Location URIs after forwarding
@@ -133,6 +144,8 @@ pub async fn serve(
             "fwd=method"
         } else if req_cc.no_store {
             "fwd=bypass; detail=no-store"
+        } else if precondition && !parts.headers.contains_key(header::RANGE) {
+            "fwd=bypass; detail=precondition"
         } else {
             "fwd=bypass; detail=range"
         };
@@ -299,8 +312,14 @@ pub async fn serve(
         let refreshed = refreshed(policy, old, resp.headers(), request_time, now);
         let ttl = refreshed.ttl(now);
         let answer = answer_to(policy, &refreshed, &method, &client_headers, now);
-        ctx.cache_status = Some(format!("fwd={fwd}; fwd-status=304; ttl={ttl}; stored"));
-        cache.insert(&key, &client_headers, refreshed);
+        if keepable(policy, &client_headers, &refreshed) {
+            ctx.cache_status = Some(format!("fwd={fwd}; fwd-status=304; ttl={ttl}; stored"));
+            cache.insert(&key, &client_headers, refreshed);
+        } else {
+            // The 304 made it private or no-store: this client gets it, nobody else.
+            ctx.cache_status = Some(format!("fwd={fwd}; fwd-status=304; ttl={ttl}"));
+            cache.invalidate(&key);
+        }
         drop(lock);
         return Ok(answer);
     }
@@ -314,11 +333,12 @@ pub async fn serve(
         {
             // A HEAD response freshens the stored GET response it matches, and shows a
             // stored response it does not match to be outdated (RFC 9111 4.3.5).
-            if head_matches(old, resp.headers()) {
-                let updated = refreshed(policy, old, resp.headers(), request_time, now);
-                cache.insert(&key, &client_headers, updated);
-            } else {
-                cache.invalidate(&key);
+            let updated = head_matches(old, resp.headers())
+                .then(|| refreshed(policy, old, resp.headers(), request_time, now))
+                .filter(|u| keepable(policy, &client_headers, u));
+            match updated {
+                Some(u) => cache.insert(&key, &client_headers, u),
+                None => cache.invalidate(&key),
             }
         }
         Err(NotStored::Method)
@@ -523,6 +543,9 @@ pub fn refreshed(
         }
     }
     let cc = policy.response_directives(&headers);
+    for name in cc.no_cache_fields.iter().chain(&cc.private_fields) {
+        headers.remove(name);
+    }
     let lifetime =
         control::freshness_lifetime(old.status, &headers, &cc, &policy.rules, response_time)
             .unwrap_or(std::time::Duration::ZERO);
@@ -599,6 +622,21 @@ fn ranged(
         .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     policy.strip_targeted(resp.headers_mut());
     resp
+}
+
+/// Whether a stored response updated by a 304 or a HEAD answer may still be stored for
+/// everyone (the update may have made it `private`, `no-store`, ...).
+fn keepable(policy: &Policy, request: &HeaderMap, obj: &Object) -> bool {
+    control::storable(
+        &Method::GET,
+        request,
+        &Directives::default(),
+        obj.status,
+        &obj.headers,
+        &obj.cc,
+        policy.store_set_cookie,
+    )
+    .is_ok()
 }
 
 /// Whether a 304 is about the stored response: it has no entity tag, or the stored one.
@@ -746,11 +784,12 @@ fn refresh_in_background(
         }
         if status == StatusCode::NOT_MODIFIED && old.has_validators() {
             Stats::inc(&cache.stats.revalidated);
-            cache.insert(
-                &key,
-                &request,
-                refreshed(&policy, &old, resp.headers(), request_time, now),
-            );
+            let updated = refreshed(&policy, &old, resp.headers(), request_time, now);
+            if keepable(&policy, &request, &updated) {
+                cache.insert(&key, &request, updated);
+            } else {
+                cache.invalidate(&key);
+            }
             return;
         }
         let cc = policy.response_directives(resp.headers());

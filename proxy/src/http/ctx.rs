@@ -87,6 +87,8 @@ pub struct ConnInfo {
 pub struct Interim {
     wanted: std::sync::atomic::AtomicBool,
     pending: std::sync::atomic::AtomicBool,
+    /// Heads queued for the current request so far.
+    sent: std::sync::atomic::AtomicUsize,
     heads: std::sync::Mutex<Vec<Bytes>>,
 }
 
@@ -98,6 +100,7 @@ impl Interim {
     /// If the queue's mutex is poisoned (a thread panicked while holding it).
     pub fn want(&self, on: bool) {
         self.wanted.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.sent.store(0, std::sync::atomic::Ordering::Relaxed);
         if !on {
             self.take();
         }
@@ -108,14 +111,28 @@ impl Interim {
         self.wanted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Queues an encoded interim head, if wanted.
+    /// Interim heads passed on per request at most, and their bytes at most: an upstream
+    /// that sends more gets the rest dropped.
+    const MAX_HEADS: usize = 8;
+    const MAX_BYTES: usize = 16 * 1024;
+
+    /// Queues an encoded interim head, if wanted (and within the bounds per request).
     ///
     /// # Panics
     ///
     /// If the queue's mutex is poisoned (a thread panicked while holding it).
     pub fn push(&self, head: Bytes) {
         if self.wanted() {
-            self.heads.lock().expect("interim heads").push(head);
+            let mut heads = self.heads.lock().expect("interim heads");
+            let sent = self.sent.load(std::sync::atomic::Ordering::Relaxed);
+            if sent >= Self::MAX_HEADS
+                || heads.iter().map(Bytes::len).sum::<usize>() + head.len() > Self::MAX_BYTES
+            {
+                return;
+            }
+            self.sent
+                .store(sent + 1, std::sync::atomic::Ordering::Relaxed);
+            heads.push(head);
             self.pending
                 .store(true, std::sync::atomic::Ordering::Release);
         }
@@ -410,6 +427,26 @@ fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interim_heads_are_bounded_per_request_and_only_when_wanted() {
+        let i = Interim::default();
+        i.push(Bytes::from_static(b"x"));
+        assert!(!i.is_pending(), "nobody asked");
+        i.want(true);
+        for _ in 0..20 {
+            i.push(Bytes::from_static(b"HTTP/1.1 103 Early Hints\r\n\r\n"));
+        }
+        assert_eq!(i.take().len(), Interim::MAX_HEADS);
+        i.push(Bytes::from_static(b"late"));
+        assert!(!i.is_pending(), "the bound is per request, not per queue");
+        i.want(false);
+        i.want(true);
+        i.push(Bytes::from(vec![b'a'; Interim::MAX_BYTES + 1]));
+        assert!(!i.is_pending(), "too large");
+        i.push(Bytes::from_static(b"ok"));
+        assert_eq!(i.take(), [Bytes::from_static(b"ok")]);
+    }
 
     #[test]
     fn tried_servers_spill_past_four() {
