@@ -33,6 +33,16 @@ struct Cached {
 /// lines in its `[route.cache]`.
 impl Cached {
     fn start(subnet: u8, max_bytes: u64, route_cache: &str) -> Self {
+        Self::start_with(
+            subnet,
+            max_bytes,
+            route_cache,
+            "servers = [\"127.0.0.1:9000\"]",
+        )
+    }
+
+    /// [`Cached::start`] with `upstream` as the `[upstream.origin]` table.
+    fn start_with(subnet: u8, max_bytes: u64, route_cache: &str, upstream: &str) -> Self {
         let w = World::new(subnet, ORIGIN_BIN);
         let body = format!(
             r#"workers = 1
@@ -51,7 +61,7 @@ upstream = "origin"
 path = "/"
 upstream = "origin"
 [upstream.origin]
-servers = ["127.0.0.1:9000"]
+{upstream}
 "#
         );
         let config = w.write_config("cache.toml", &body);
@@ -987,10 +997,6 @@ fn ranges_from_a_stored_response() {
 /// `103 Early Hints` from the origin reaches an HTTP/1.1 client before the final answer (not
 /// an HTTP/1.0 one, RFC 9110 15.2), and is never stored: the hit that follows has none.
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario with its raw origin and raw client written out"
-)]
 fn early_hints_reach_the_client_and_are_not_stored() {
     use std::{
         io::{Read, Write},
@@ -1000,26 +1006,9 @@ fn early_hints_reach_the_client_and_are_not_stored() {
             atomic::{AtomicBool, AtomicUsize, Ordering},
         },
     };
-    let w = World::new(98, ORIGIN_BIN);
-    let config = w.write_config(
-        "hints.toml",
-        &format!(
-            r#"workers = 1
-[kernel]
-attach = "none"
-[cache]
-max_bytes = 1048576
-[[listener]]
-address = "{PLAIN}"
-[[route]]
-path = "/"
-upstream = "hints"
-[route.cache]
-[upstream.hints]
-servers = ["127.0.0.1:9100"]
-"#
-        ),
-    );
+    // The cached route's origin is the raw one below, on 9100 (the proxy's readiness probe
+    // may get a 502 before it listens: any answer will do).
+    let t = Cached::start_with(98, 1 << 20, "", "servers = [\"127.0.0.1:9100\"]");
     // A raw origin: each request gets a 103 with a Link, then the final answer.
     let (stop, served) = (
         Arc::new(AtomicBool::new(false)),
@@ -1027,7 +1016,7 @@ servers = ["127.0.0.1:9100"]
     );
     let (st, sv) = (stop.clone(), served.clone());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let origin = proxy_tests::netns::spawn_in(&w.topo.srv_ns, move || {
+    let origin = proxy_tests::netns::spawn_in(t.ns(), move || {
         let listener = TcpListener::bind("127.0.0.1:9100").unwrap();
         listener.set_nonblocking(true).unwrap();
         ready_tx.send(()).unwrap();
@@ -1056,9 +1045,8 @@ servers = ["127.0.0.1:9100"]
         }
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let proxy = w.start_proxy(&config, &["--attach", "none"], &[], addr(PLAIN));
     let raw = |request: &'static str| {
-        run_in(&w.topo.srv_ns, move || {
+        run_in(t.ns(), move || {
             let mut s = TcpStream::connect(PLAIN).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             s.write_all(request.as_bytes()).unwrap();
@@ -1067,18 +1055,17 @@ servers = ["127.0.0.1:9100"]
             String::from_utf8_lossy(&out).into_owned()
         })
     };
-    // The origin counts its answers, including the readiness probe's.
     let before = served.load(Ordering::Relaxed);
-    let first = raw("GET /h/a HTTP/1.1\r\nHost: c.test\r\nConnection: close\r\n\r\n");
+    let first = raw("GET /cache/h/a HTTP/1.1\r\nHost: c.test\r\nConnection: close\r\n\r\n");
     assert!(
         first.starts_with(
             "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"
         ),
         "{first:?}\n{}",
-        proxy.log()
+        t.proxy.log()
     );
     assert!(first.ends_with("\r\n\r\nok"), "{first:?}");
-    let hit = raw("GET /h/a HTTP/1.1\r\nHost: c.test\r\nConnection: close\r\n\r\n");
+    let hit = raw("GET /cache/h/a HTTP/1.1\r\nHost: c.test\r\nConnection: close\r\n\r\n");
     assert!(hit.starts_with("HTTP/1.1 200 OK\r\n"), "{hit:?}");
     assert!(hit.contains("; hit"), "{hit:?}");
     assert_eq!(
@@ -1087,14 +1074,14 @@ servers = ["127.0.0.1:9100"]
         "the second was a hit"
     );
     // HTTP/1.0: no interim answers.
-    let old = raw("GET /h/b HTTP/1.0\r\nHost: c.test\r\n\r\n");
+    let old = raw("GET /cache/h/b HTTP/1.0\r\nHost: c.test\r\n\r\n");
     assert!(
         old.starts_with("HTTP/1.0 200 OK\r\n") || old.starts_with("HTTP/1.1 200 OK\r\n"),
         "{old:?}"
     );
     assert!(!old.contains("103"), "{old:?}");
     stop.store(true, Ordering::Relaxed);
-    drop(proxy);
+    drop(t);
     origin.join().unwrap();
 }
 
@@ -1102,30 +1089,12 @@ servers = ["127.0.0.1:9100"]
 /// the origin can fail: a 5xx, a connection dropped without an answer, an answer too slow.
 #[test]
 fn stale_if_error_for_drops_timeouts_and_5xx() {
-    let w = World::new(99, ORIGIN_BIN);
-    let config = w.write_config(
-        "sie.toml",
-        &format!(
-            r#"workers = 1
-[kernel]
-attach = "none"
-[cache]
-max_bytes = 1048576
-[[listener]]
-address = "{PLAIN}"
-[[route]]
-path = "/"
-upstream = "origin"
-[route.cache]
-stale_if_error = "1h"
-[upstream.origin]
-servers = ["127.0.0.1:9000"]
-response_timeout = "500ms"
-"#
-        ),
+    let t = Cached::start_with(
+        99,
+        1 << 20,
+        "stale_if_error = \"1h\"",
+        "servers = [\"127.0.0.1:9000\"]\nresponse_timeout = \"500ms\"",
     );
-    let proxy = w.start_proxy(&config, &["--attach", "none"], &[], addr(PLAIN));
-    let t = Cached { w, config, proxy };
     let p = "/cache/sie?cc=max-age=1";
     assert_miss(&t.get(p), 1);
     std::thread::sleep(Duration::from_millis(1100));

@@ -194,6 +194,14 @@ impl Policy {
         }
     }
 
+    /// Whether `headers` carry a field that [`Policy::strip_targeted`] removes.
+    #[must_use]
+    pub fn has_own_fields(&self, headers: &HeaderMap) -> bool {
+        (!self.forward_targeted && self.targeted.iter().any(|n| headers.contains_key(n)))
+            || (!self.forward_tag_headers
+                && self.tag_headers.iter().any(|n| headers.contains_key(n)))
+    }
+
     /// The purge tags a response carries (deduplicated; at most 128 of at most 1 KiB each).
     #[must_use]
     pub fn tags(&self, headers: &HeaderMap) -> Box<[Box<str>]> {
@@ -287,6 +295,9 @@ pub struct Object {
     pub vary: Vec<HeaderName>,
     /// Purge tags (`Surrogate-Key`, `Cache-Tag`).
     pub tags: Box<[Box<str>]>,
+    /// The stored headers carry fields meant for this cache only (targeted cache control,
+    /// tags) that answers must lose: hits without any skip the removal.
+    pub for_this_cache: bool,
 }
 
 /// What a stored response is good for, for one request.
@@ -390,6 +401,7 @@ impl Object {
                 .max(self.swr.max(self.sie)),
             vary: self.vary.clone(),
             tags: self.tags.clone(),
+            for_this_cache: self.for_this_cache,
         }
     }
 
@@ -806,6 +818,7 @@ mod tests {
                 .map(|v| HeaderName::from_bytes(v.as_bytes()).unwrap())
                 .collect(),
             tags: Box::new([]),
+            for_this_cache: false,
         }
     }
 

@@ -505,6 +505,7 @@ fn finish_object(
     // Stale, it still serves revalidation, max-stale requests and stale-if-error.
     let keep = (lifetime + swr.max(sie).max(policy.keep_stale)).saturating_sub(initial_age);
     let tags = policy.tags(&stored);
+    let for_this_cache = policy.has_own_fields(&stored);
     Object {
         status,
         headers: stored,
@@ -518,6 +519,7 @@ fn finish_object(
         keep,
         vary,
         tags,
+        for_this_cache,
     }
 }
 
@@ -620,7 +622,9 @@ fn ranged(
     resp.headers_mut().insert(header::CONTENT_RANGE, range);
     resp.headers_mut()
         .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    policy.strip_targeted(resp.headers_mut());
+    if obj.for_this_cache {
+        policy.strip_targeted(resp.headers_mut());
+    }
     resp
 }
 
@@ -722,7 +726,9 @@ fn answer_to(
         resp
     };
     resp.headers_mut().insert(header::AGE, age);
-    policy.strip_targeted(resp.headers_mut());
+    if obj.for_this_cache {
+        policy.strip_targeted(resp.headers_mut());
+    }
     resp
 }
 

@@ -101,7 +101,8 @@ impl Interim {
     pub fn want(&self, on: bool) {
         self.wanted.store(on, std::sync::atomic::Ordering::Relaxed);
         self.sent.store(0, std::sync::atomic::Ordering::Relaxed);
-        if !on {
+        // Heads left unwritten (none, nearly always: no lock then).
+        if !on && self.is_pending() {
             self.take();
         }
     }
