@@ -393,10 +393,21 @@ fn cache(instance: &str, action: CacheAction) -> anyhow::Result<()> {
                 v["entries"], v["bytes"], v["max_bytes"]
             );
             // Every counter the API sends, after the summary line.
-            let summary = ["entries", "bytes", "max_bytes", "hit_ratio"];
+            let summary = ["entries", "bytes", "max_bytes", "hit_ratio", "disk"];
             for (k, n) in v.as_object().into_iter().flatten() {
                 if !summary.contains(&k.as_str()) {
                     println!("  {k:<22}{n}");
+                }
+            }
+            if let Some(d) = v.get("disk").and_then(|d| d.as_object()) {
+                println!(
+                    "disk: entries {}  bytes {} / {}",
+                    d["entries"], d["bytes"], d["max_bytes"]
+                );
+                for (k, n) in d {
+                    if !["entries", "bytes", "max_bytes"].contains(&k.as_str()) {
+                        println!("  disk {k:<17}{n}");
+                    }
                 }
             }
             Ok(())

@@ -138,7 +138,7 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
         reload_tx,
     )?;
     if let Some(user) = &config.user {
-        drop_privileges(&config, user, &instance, &state_file)?;
+        drop_privileges(&config, &shared.cache, user, &instance, &state_file)?;
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -181,6 +181,11 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
         if t.join().is_err() {
             error!("a worker thread panicked");
         }
+    }
+    if let Some(disk) = &shared.cache.disk
+        && !disk.flush(std::time::Duration::from_secs(10))
+    {
+        warn!("disk cache: writes still queued after 10 s were dropped");
     }
     // The runtime file stays: while the pins exist, it tells the CLI which state file to keep
     // in step. A stale PID in it is harmless (check_not_running looks the PID up).
@@ -281,6 +286,19 @@ fn shared_state(
     let metrics = Arc::new(crate::metrics::Global::default());
     let access_log = crate::access_log::AccessLog::start(&config.access_log, metrics.clone())
         .with_context(|| format!("access_log.path: cannot open {:?}", config.access_log.path))?;
+    let disk = match &config.cache.disk {
+        None => None,
+        Some(d) => Some(
+            crate::cache::disk::Disk::open(&d.path, d.max_bytes, d.memory_max_object_bytes)
+                .with_context(|| {
+                    format!(
+                        "cache.disk.path: cannot use {} as the disk cache (check that it is a \
+                         directory the daemon can write)",
+                        d.path.display()
+                    )
+                })?,
+        ),
+    };
     Ok(Arc::new(Shared {
         generation: ArcSwap::from_pointee(generation),
         tls: ArcSwap::from_pointee(tls),
@@ -294,7 +312,7 @@ fn shared_state(
         requests: crate::metrics::StatusCounts::default(),
         latency: crate::metrics::Histogram::default(),
         access_log,
-        cache: crate::cache::Cache::new(config.cache.max_bytes),
+        cache: crate::cache::Cache::with_disk(config.cache.max_bytes, disk),
         maps: Some(maps),
     }))
 }
@@ -364,6 +382,7 @@ fn bind_admin(
 /// process becomes that user, keeping `CAP_BPF`.
 fn drop_privileges(
     config: &Config,
+    cache: &crate::cache::Cache,
     user: &str,
     instance: &str,
     state_file: &Path,
@@ -390,6 +409,10 @@ fn drop_privileges(
     for path in &owned {
         crate::safe_fs::hand_over(path, account)
             .with_context(|| format!("giving {} to user {user:?}", path.display()))?;
+    }
+    if let Some(disk) = &cache.disk {
+        disk.hand_over(account)
+            .with_context(|| format!("giving the disk cache to user {user:?}"))?;
     }
     crate::privileges::drop_to(account).with_context(|| format!("switching to user {user:?}"))?;
     info!(

@@ -149,6 +149,14 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
     }
     // Validation is the build: every rule is compiled here, once, and an error names the
     // config key it came from.
+    // Objects may be as large as the larger tier.
+    let cache_max = config
+        .cache
+        .disk
+        .as_ref()
+        .map_or(config.cache.max_bytes, |d| {
+            d.max_bytes.max(config.cache.max_bytes)
+        });
     let compile = |i: usize,
                    r: &crate::config::RouteConfig|
      -> Result<(HostMatch, String, Arc<Route>), BuildError> {
@@ -159,7 +167,7 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
         };
         let host = HostMatch::parse(r.host.as_deref()).map_err(|m| invalid("host", m))?;
         let cache = match &r.cache {
-            Some(c) => crate::cache::Policy::compile(c, config.cache.max_bytes)
+            Some(c) => crate::cache::Policy::compile(c, cache_max)
                 .map_err(|(k, m)| invalid(&format!("cache.{k}"), m))?,
             None => None,
         };

@@ -151,6 +151,13 @@ pub(super) fn cache_stats(ctx: &AdminCtx) -> serde_json::Value {
     for (name, count) in cache.stats.snapshot() {
         v[name] = count.into();
     }
+    if let Some(disk) = &cache.disk {
+        let mut d = json!({});
+        for (name, n) in disk.snapshot() {
+            d[name] = n.into();
+        }
+        v["disk"] = d;
+    }
     v
 }
 

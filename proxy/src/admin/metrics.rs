@@ -382,6 +382,60 @@ fn cache(out: &mut String, ctx: &AdminCtx) {
         metric_header(out, name, "gauge", help);
         let _ = writeln!(out, "{name} {v}");
     }
+    if let Some(disk) = &cache.disk {
+        disk_tier(out, disk);
+    }
+}
+
+/// The disk tier's gauges and counters.
+fn disk_tier(out: &mut String, disk: &crate::cache::disk::Disk) {
+    for (name, n) in disk.snapshot() {
+        let (metric, kind, help) = match name {
+            "entries" => (
+                "proxy_cache_disk_entries",
+                "gauge",
+                "Files in the disk tier (responses and Vary markers).",
+            ),
+            "bytes" => (
+                "proxy_cache_disk_bytes",
+                "gauge",
+                "Bytes of the disk tier's files.",
+            ),
+            "max_bytes" => (
+                "proxy_cache_disk_max_bytes",
+                "gauge",
+                "The disk tier's bound (cache.disk.max_bytes).",
+            ),
+            "hits" => (
+                "proxy_cache_disk_hits_total",
+                "counter",
+                "Lookups answered from a file (not from memory).",
+            ),
+            "writes" => ("proxy_cache_disk_writes_total", "counter", "Files written."),
+            "write_errors" => (
+                "proxy_cache_disk_write_errors_total",
+                "counter",
+                "Writes that failed (disk full, unwritable); the memory tier serves on.",
+            ),
+            "write_skipped" => (
+                "proxy_cache_disk_write_skipped_total",
+                "counter",
+                "Writes skipped because 64 MiB were already waiting to be written.",
+            ),
+            "corrupt" => (
+                "proxy_cache_disk_corrupt_total",
+                "counter",
+                "Files found damaged or unreadable (checksum, length, format); never served, removed.",
+            ),
+            _ => (
+                "proxy_cache_disk_evictions_total",
+                "counter",
+                "Files removed to stay within cache.disk.max_bytes.",
+            ),
+        };
+        metric_header(out, metric, kind, help);
+        let _ = writeln!(out, "{metric} {n}");
+    }
 }
 
 /// The config generation, the kernel's packet counters, and the bench counters.

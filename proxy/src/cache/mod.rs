@@ -14,6 +14,7 @@
 //! orphans the old variants, which then age out of the store.
 pub mod body;
 pub mod control;
+pub mod disk;
 pub mod range;
 
 use std::{
@@ -75,7 +76,7 @@ fn check_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, String)> {
         return Err((
             "max_object_bytes".into(),
             format!(
-                "{max_object} must be greater than 0 and at most cache.max_bytes ({max_bytes})"
+                "{max_object} must be greater than 0 and at most cache.max_bytes, or cache.disk.max_bytes when larger ({max_bytes})"
             ),
         ));
     }
@@ -276,7 +277,7 @@ impl Policy {
 }
 
 /// A stored response.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Object {
     pub status: StatusCode,
     /// As received, without hop-by-hop fields, `Age` and `Set-Cookie`.
@@ -511,6 +512,7 @@ pub struct Cache {
     next_id: AtomicU64,
     pub max_bytes: u64,
     pub stats: Arc<Stats>,
+    pub disk: Option<Arc<disk::Disk>>,
 }
 
 /// Keeps entries no longer than they can be used.
@@ -568,6 +570,12 @@ pub enum Fill {
 impl Cache {
     #[must_use]
     pub fn new(max_bytes: u64) -> Arc<Self> {
+        Self::with_disk(max_bytes, None)
+    }
+
+    /// A cache with a disk tier under its memory (see [`disk`]).
+    #[must_use]
+    pub fn with_disk(max_bytes: u64, disk: Option<Arc<disk::Disk>>) -> Arc<Self> {
         let stats = Arc::new(Stats::default());
         let evicted = stats.clone();
         let store = moka::sync::Cache::builder()
@@ -585,12 +593,17 @@ impl Cache {
                 }
             })
             .build();
+        // Vary epochs stay unique across restarts (the disk tier keeps variants).
+        let first_id = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(1));
         Arc::new(Self {
             store,
             locks: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_id),
             max_bytes,
             stats,
+            disk,
         })
     }
 
@@ -603,7 +616,8 @@ impl Cache {
         k
     }
 
-    /// The stored response for `key` that matches the request's headers (`Vary`).
+    /// The stored response for `key` that matches the request's headers (`Vary`), in
+    /// memory only.
     #[must_use]
     pub fn lookup(&self, key: &str, req: &HeaderMap) -> Lookup {
         match self.store.get(key) {
@@ -621,35 +635,101 @@ impl Cache {
         }
     }
 
+    /// [`Cache::lookup`] in memory, then on disk; what the disk has comes back into memory.
+    /// The flag says whether the answer came from disk.
+    pub async fn lookup_tiered(&self, key: &str, req: &HeaderMap) -> (Lookup, bool) {
+        let Some(disk) = &self.disk else {
+            return (self.lookup(key, req), false);
+        };
+        let (slot, read) = match self.store.get(key) {
+            Some(s) => (Some(s), false),
+            None => (self.read_disk(disk, key).await, true),
+        };
+        match slot {
+            None => (Lookup::UriMiss, false),
+            Some(Slot::Object(o)) => (Lookup::Hit(o), read),
+            Some(Slot::Vary { names, epoch }) => {
+                let secondary = Self::secondary_key(key, epoch, &names, req);
+                if let Some(Slot::Object(o)) = self.store.get(&secondary) {
+                    return (Lookup::Hit(o), false);
+                }
+                match self.read_disk(disk, &secondary).await {
+                    Some(Slot::Object(o)) => (Lookup::Hit(o), true),
+                    _ => (Lookup::VaryMiss, false),
+                }
+            }
+        }
+    }
+
+    /// Reads `key` from disk, and brings it into memory unless it is large or an
+    /// invalidation ran meanwhile.
+    async fn read_disk(&self, disk: &Arc<disk::Disk>, key: &str) -> Option<Slot> {
+        let before = disk.invalidations.load(Ordering::Acquire);
+        let slot = match disk.get(key).await? {
+            disk::Item::Object(o) => Slot::Object(o),
+            disk::Item::Vary { names, epoch } => Slot::Vary { names, epoch },
+        };
+        let large = matches!(&slot, Slot::Object(o) if disk.disk_only(o.body.len()));
+        if !large && disk.invalidations.load(Ordering::Acquire) == before {
+            self.store.insert(key.to_owned(), slot.clone());
+        }
+        Some(slot)
+    }
+
     /// Stores a response for `key`, as selected by the request headers `req`.
     pub fn insert(&self, key: &str, req: &HeaderMap, object: Object) {
         Stats::inc(&self.stats.stores);
+        let object = Arc::new(object);
         if object.vary.is_empty() {
-            self.store
-                .insert(key.to_owned(), Slot::Object(Arc::new(object)));
+            self.put(key.to_owned(), object);
             return;
         }
         let epoch = match self.store.get(key) {
             Some(Slot::Vary { names, epoch }) if *names == *object.vary => epoch,
             _ => {
                 let epoch = self.next_id.fetch_add(1, Ordering::Relaxed);
-                self.store.insert(
-                    key.to_owned(),
-                    Slot::Vary {
-                        names: object.vary.clone().into(),
-                        epoch,
-                    },
-                );
+                let names: Arc<[HeaderName]> = object.vary.clone().into();
+                if let Some(d) = &self.disk {
+                    d.put(
+                        key,
+                        disk::Item::Vary {
+                            names: names.clone(),
+                            epoch,
+                        },
+                    );
+                }
+                self.store
+                    .insert(key.to_owned(), Slot::Vary { names, epoch });
                 epoch
             }
         };
         let secondary = Self::secondary_key(key, epoch, &object.vary, req);
-        self.store.insert(secondary, Slot::Object(Arc::new(object)));
+        self.put(secondary, object);
+    }
+
+    /// An object into memory (unless it is for the disk only) and onto disk.
+    fn put(&self, key: String, object: Arc<Object>) {
+        match &self.disk {
+            None => self.store.insert(key, Slot::Object(object)),
+            Some(d) => {
+                d.put(&key, disk::Item::Object(object.clone()));
+                if d.disk_only(object.body.len()) {
+                    self.store.invalidate(&key);
+                } else {
+                    self.store.insert(key, Slot::Object(object));
+                }
+            }
+        }
     }
 
     /// Removes what is stored for `key` (all its variants).
     pub fn invalidate(&self, key: &str) {
-        if self.store.contains_key(key) {
+        let on_disk = self.disk.as_ref().is_some_and(|d| {
+            let had = d.contains(key);
+            d.invalidate(key);
+            had
+        });
+        if self.store.contains_key(key) || on_disk {
             Stats::inc(&self.stats.invalidated);
         }
         self.store.invalidate(key);
@@ -665,7 +745,6 @@ impl Cache {
             None => (pattern.clone(), true),
         };
         let with_nul = format!("{prefix}\0");
-        let mut removed = 0;
         let doomed: Vec<Arc<String>> = self
             .store
             .iter()
@@ -678,11 +757,25 @@ impl Cache {
             })
             .map(|(k, _)| k)
             .collect();
+        let mut objects = std::collections::HashSet::new();
         for k in doomed {
             if let Some(Slot::Object(_)) = self.store.remove(k.as_str()) {
-                removed += 1;
+                objects.insert(k.as_str().to_owned());
             }
         }
+        if let Some(d) = &self.disk {
+            let matches = move |k: &str| {
+                if exact {
+                    k == prefix || k.starts_with(&with_nul)
+                } else {
+                    k.starts_with(&prefix)
+                }
+            };
+            for k in d.purge_keys(matches) {
+                objects.insert(k);
+            }
+        }
+        let removed = objects.len() as u64;
         self.stats.purged.fetch_add(removed, Ordering::Relaxed);
         removed
     }
@@ -701,7 +794,7 @@ impl Cache {
                 _ => None,
             })
             .collect();
-        let mut purged = 0;
+        let mut purged = std::collections::HashSet::new();
         for (k, o) in doomed {
             if soft {
                 // Only the object seen: one stored since (a refill, a purge, an invalidation
@@ -716,13 +809,18 @@ impl Cache {
                     },
                 );
                 if matches!(replaced, moka::ops::compute::CompResult::ReplacedWith(_)) {
-                    purged += 1;
+                    purged.insert(k.as_str().to_owned());
                 }
             } else {
                 self.store.invalidate(k.as_str());
-                purged += 1;
+                purged.insert(k.as_str().to_owned());
             }
         }
+        if let Some(d) = &self.disk {
+            let tags = Arc::new(tags.iter().cloned().collect());
+            purged.extend(d.purge_tags(&tags, soft.then_some(now)));
+        }
+        let purged = purged.len() as u64;
         self.stats.purged.fetch_add(purged, Ordering::Relaxed);
         purged
     }

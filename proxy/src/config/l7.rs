@@ -215,6 +215,27 @@ pub struct CacheConfig {
     /// Memory bound of the cache: bodies, headers and keys (bytes).
     #[serde(default = "default_cache_bytes")]
     pub max_bytes: u64,
+    /// A disk tier under the memory one: the cache survives restarts, and large responses
+    /// stay out of memory.
+    #[serde(default)]
+    pub disk: Option<CacheDisk>,
+}
+
+/// `[cache] disk = { path = "...", max_bytes = N }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheDisk {
+    /// The directory of the files (created if missing; nothing else may live in it).
+    pub path: std::path::PathBuf,
+    /// Bytes on disk at most (files, headers included); the least used go first.
+    pub max_bytes: u64,
+    /// Responses with a larger body are kept on disk only (bytes).
+    #[serde(default = "default_memory_max_object_bytes")]
+    pub memory_max_object_bytes: u64,
+}
+
+fn default_memory_max_object_bytes() -> u64 {
+    1 << 20
 }
 
 impl Default for CacheConfig {

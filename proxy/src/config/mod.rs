@@ -317,6 +317,26 @@ impl Config {
                 ),
             ));
         }
+        if let Some(d) = &self.cache.disk {
+            if !d.path.is_absolute() {
+                return Err(invalid(
+                    "cache.disk.path".into(),
+                    format!("{} must be an absolute path", d.path.display()),
+                ));
+            }
+            if d.max_bytes < 1 << 20 {
+                return Err(invalid(
+                    "cache.disk.max_bytes".into(),
+                    format!("is {}; it must be at least 1048576 (1 MiB)", d.max_bytes),
+                ));
+            }
+            if d.memory_max_object_bytes == 0 {
+                return Err(invalid(
+                    "cache.disk.memory_max_object_bytes".into(),
+                    "must be greater than 0".into(),
+                ));
+            }
+        }
         if let Some(w) = self.workers
             && !(1..=proxy_common::MAX_WORKERS).contains(&w)
         {

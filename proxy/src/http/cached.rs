@@ -104,7 +104,7 @@ pub async fn serve(
         && !parts.headers.contains_key(header::IF_MATCH)
         && !parts.headers.contains_key(header::IF_UNMODIFIED_SINCE)
         && let Some(range) = parts.headers.get(header::RANGE)
-        && let Lookup::Hit(obj) = cache.lookup(&key, &parts.headers)
+        && let (Lookup::Hit(obj), _) = cache.lookup_tiered(&key, &parts.headers).await
         && obj.status == StatusCode::OK
     {
         let now = SystemTime::now();
@@ -170,13 +170,15 @@ pub async fn serve(
 
     // 2. Look up.
     let mut stale: Option<Arc<Object>> = None;
-    let mut fwd = match cache.lookup(&key, &parts.headers) {
+    let (found, from_disk) = cache.lookup_tiered(&key, &parts.headers).await;
+    let mut fwd = match found {
         Lookup::Hit(obj) => {
             let now = SystemTime::now();
             match obj.usable(&req_cc, now) {
                 Use::Fresh => {
                     Stats::inc(&stats.hits);
-                    return Ok(hit(ctx, policy, &obj, &parts, now, ""));
+                    let detail = if from_disk { "; detail=disk" } else { "" };
+                    return Ok(hit(ctx, policy, &obj, &parts, now, detail));
                 }
                 Use::StaleAccepted => {
                     Stats::inc(&stats.stale);
@@ -216,7 +218,7 @@ pub async fn serve(
             Fill::Leader(g) => lock = Some(g),
             Fill::Wait(mut rx) => {
                 let waited = tokio::time::timeout(policy.lock_timeout, rx.changed()).await;
-                if let Lookup::Hit(obj) = cache.lookup(&key, &parts.headers) {
+                if let (Lookup::Hit(obj), _) = cache.lookup_tiered(&key, &parts.headers).await {
                     let now = SystemTime::now();
                     if obj.usable(&req_cc, now) == Use::Fresh {
                         Stats::inc(&stats.hits);
