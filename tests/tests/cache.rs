@@ -43,13 +43,81 @@ impl Cached {
 
     /// [`Cached::start`] with `upstream` as the `[upstream.origin]` table.
     fn start_with(subnet: u8, max_bytes: u64, route_cache: &str, upstream: &str) -> Self {
+        Self::start_full(
+            subnet,
+            &format!("max_bytes = {max_bytes}"),
+            route_cache,
+            upstream,
+        )
+    }
+
+    /// [`Cached::start`] with a disk tier in the world's directory: `disk` are the keys of
+    /// `[cache] disk` after its path.
+    fn start_disk(subnet: u8, max_bytes: u64, disk: &str, route_cache: &str) -> Self {
+        Self::start_full(
+            subnet,
+            &format!("max_bytes = {max_bytes}\ndisk = {{ path = \"{{dir}}/disk\", {disk} }}"),
+            route_cache,
+            "servers = [\"127.0.0.1:9000\"]",
+        )
+    }
+
+    fn disk_dir(&self) -> PathBuf {
+        self.w.dir.path().join("disk")
+    }
+
+    /// Stops the proxy (SIGINT, or SIGKILL when `crash`) and starts it again on the same
+    /// config.
+    fn restart(&mut self, crash: bool) {
+        if crash {
+            self.proxy.kill9();
+        } else {
+            assert_eq!(
+                self.proxy.interrupt(Duration::from_secs(20)),
+                Some(0),
+                "{}",
+                self.proxy.log()
+            );
+        }
+        self.proxy = self
+            .w
+            .start_proxy(&self.config, &["--attach", "none"], &[], addr(PLAIN));
+    }
+
+    /// Waits until the disk tier has written `n` files since start.
+    fn wait_disk_writes(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.stats();
+            if s["disk"]["writes"].as_u64().unwrap_or(0) >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "disk writes stay below {n}: {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The object files under the disk tier.
+    fn disk_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for d in std::fs::read_dir(self.disk_dir().join("objects")).unwrap() {
+            for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+                files.push(f.unwrap().path());
+            }
+        }
+        files
+    }
+
+    /// A proxy whose `[cache]` table holds `cache`.
+    fn start_full(subnet: u8, cache: &str, route_cache: &str, upstream: &str) -> Self {
         let w = World::new(subnet, ORIGIN_BIN);
+        let cache = cache.replace("{dir}", &w.dir.path().display().to_string());
         let body = format!(
             r#"workers = 1
 [kernel]
 attach = "none"
 [cache]
-max_bytes = {max_bytes}
+{cache}
 [[listener]]
 address = "{PLAIN}"
 [[route]]
@@ -1112,5 +1180,265 @@ fn stale_if_error_for_drops_timeouts_and_5xx() {
             "{what}: {r:?}"
         );
         assert!(r.body.contains(" n=1\n"), "{what}: the stale body: {r:?}");
+    }
+}
+
+#[track_caller]
+fn assert_disk_hit(r: &Reply, n: u64) {
+    assert_hit(r, n);
+    assert!(
+        status(r).contains("detail=disk"),
+        "want a hit from disk: {r:?}"
+    );
+}
+
+/// The disk tier keeps responses (plain, with `Vary`, tagged) across a clean restart and a
+/// `kill -9`; what was purged before a restart stays purged.
+#[test]
+fn disk_tier_survives_restart_and_kill9_and_keeps_purges() {
+    let mut t = Cached::start_disk(120, 1 << 20, "max_bytes = 16777216", "");
+    let plain = "/cache/d1?cc=max-age=600";
+    let vary = "/cache/dv?cc=max-age=600&vary=Accept-Language";
+    let tagged = "/cache/dt?cc=max-age=600&h=Surrogate-Key:tg1";
+    let purged = "/cache/dp?cc=max-age=600";
+    let fr = [("accept-language", "fr")];
+    let de = [("accept-language", "de")];
+    assert_miss(&t.get(plain), 1);
+    assert_miss(&t.get_with(vary, &fr), 1);
+    assert_miss(&t.get_with(vary, &de), 2);
+    assert_miss(&t.get(tagged), 1);
+    assert_miss(&t.get(purged), 1);
+    // 5 responses and the Vary marker.
+    t.wait_disk_writes(6);
+    let out =
+        t.w.cli_ok(&["cache", "purge", &format!("http://{HOST}{purged}")]);
+    assert!(out.contains("purged 1"), "{out}");
+
+    t.restart(false);
+    assert_disk_hit(&t.get(plain), 1);
+    // Served from memory now that the disk brought it back.
+    let again = t.get(plain);
+    assert_hit(&again, 1);
+    assert!(!status(&again).contains("detail=disk"), "{again:?}");
+    assert_disk_hit(&t.get_with(vary, &de), 2);
+    assert_hit(&t.get_with(vary, &fr), 1);
+    assert_disk_hit(&t.get(tagged), 1);
+    assert_miss(&t.get(purged), 2);
+    assert_eq!(t.count("d1"), 1);
+    assert_eq!(t.count("dv"), 2);
+
+    // A response stored just before a crash is there after it.
+    let crash = "/cache/dk?cc=max-age=600";
+    assert_miss(&t.get(crash), 1);
+    let written = t.stats()["disk"]["writes"].as_u64().unwrap();
+    assert!(written >= 2, "{written}");
+    t.wait_disk_writes(2);
+    t.restart(true);
+    assert_disk_hit(&t.get(crash), 1);
+    assert_eq!(t.count("dk"), 1);
+
+    // A tag purge reaches what only the disk holds (the restart emptied memory).
+    t.restart(false);
+    let out = t.w.cli_ok(&["cache", "purge", "--tag", "tg1"]);
+    assert!(out.contains("purged 1"), "{out}");
+    assert_miss(&t.get(tagged), 2);
+    // Soft: stale from now on, so it is revalidated (the origin sees a request) but kept.
+    let soft = "/cache/ds?cc=max-age=600&h=Surrogate-Key:tg2&etag=s1";
+    assert_miss(&t.get(soft), 1);
+    t.wait_disk_writes(2);
+    t.restart(false);
+    let out = t.w.cli_ok(&["cache", "purge", "--tag", "tg2", "--soft"]);
+    assert!(out.contains("marked stale 1 "), "{out}");
+    let r = t.get(soft);
+    assert!(status(&r).contains("fwd=stale"), "{r:?}");
+    assert_eq!(t.count("ds"), 2);
+}
+
+/// Responses larger than `memory_max_object_bytes` live on disk only; responses evicted
+/// from memory are still served from disk; the disk stays within its own bound.
+#[test]
+fn disk_tier_large_objects_memory_eviction_and_its_bound() {
+    let t = Cached::start_disk(
+        121,
+        64 << 10,
+        "max_bytes = 1048576, memory_max_object_bytes = 20000",
+        "max_object_bytes = 1000000",
+    );
+    let large = "/cache/big?cc=max-age=600&size=300000";
+    assert_miss(&t.get(large), 1);
+    t.wait_disk_writes(1);
+    let r = t.get(large);
+    assert_disk_hit(&r, 1);
+    assert_eq!(r.body.len(), 300_000);
+    assert_eq!(
+        t.stats()["entries"],
+        0,
+        "the large response stays out of memory"
+    );
+    // Every hit reads it from disk.
+    assert_disk_hit(&t.get(large), 1);
+    assert_eq!(t.count("big"), 1);
+
+    // 20 responses of 8 KB: more than the 64 KiB of memory, all still answered from the
+    // cache, those memory dropped from disk.
+    for i in 0..20 {
+        assert_miss(&t.get(&format!("/cache/e{i}?cc=max-age=600&size=8000")), 1);
+    }
+    t.wait_disk_writes(21);
+    let mut from_disk = 0;
+    for i in 0..20 {
+        let r = t.get(&format!("/cache/e{i}?cc=max-age=600&size=8000"));
+        assert_hit(&r, 1);
+        from_disk += u32::from(status(&r).contains("detail=disk"));
+        assert_eq!(t.count(&format!("e{i}")), 1);
+    }
+    assert!(
+        from_disk > 0,
+        "memory held all 20 responses: the test proves nothing"
+    );
+
+    // Four more large ones: past the disk's 1 MiB, the least used files go.
+    for i in 0..4 {
+        assert_miss(
+            &t.get(&format!("/cache/b{i}?cc=max-age=600&size=300000")),
+            1,
+        );
+    }
+    t.wait_disk_writes(25);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = t.stats();
+        let bytes = s["disk"]["bytes"].as_u64().unwrap();
+        let on_disk: u64 = t
+            .disk_files()
+            .iter()
+            .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+            .sum();
+        if bytes <= 1 << 20 && on_disk <= 1 << 20 && s["disk"]["evictions"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "disk over its bound: index {bytes}, files {on_disk}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A damaged file (a flipped byte, a truncation) is never served: the request goes to the
+/// origin, the file is removed and counted.
+#[test]
+fn damaged_disk_files_are_never_served() {
+    let mut t = Cached::start_disk(
+        122,
+        1 << 20,
+        "max_bytes = 16777216, memory_max_object_bytes = 1000",
+        "",
+    );
+    // Disk-only (larger than 1000 bytes): every hit reads the file.
+    let p = "/cache/dmg?cc=max-age=600&size=5000";
+    assert_miss(&t.get(p), 1);
+    t.wait_disk_writes(1);
+    let files = t.disk_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut data = std::fs::read(&files[0]).unwrap();
+    let at = data.len() - 100;
+    data[at] ^= 0x01;
+    std::fs::write(&files[0], &data).unwrap();
+    let r = t.get(p);
+    assert_miss(&r, 2);
+    assert_eq!(r.body.len(), 5000);
+    assert!(!r.body.contains('\u{fffd}'));
+    assert_eq!(t.stats()["disk"]["corrupt"], 1);
+    assert!(t.proxy.log().contains("damaged file was not served"));
+
+    // Truncated while the proxy was down: found at start-up, removed, fetched again.
+    t.wait_disk_writes(2);
+    let files = t.disk_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    t.restart(false);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[0])
+        .unwrap();
+    f.set_len(2000).unwrap();
+    drop(f);
+    t.restart(false);
+    assert!(t.proxy.log().contains("damaged=1"), "{}", t.proxy.log());
+    assert_miss(&t.get(p), 3);
+    assert_eq!(t.count("dmg"), 3);
+}
+
+/// A full disk: writes fail, the memory tier serves on; the failure is counted and logged
+/// once, and writes resume when space is back.
+#[test]
+fn a_full_disk_keeps_serving_from_memory() {
+    let t = Cached::start_disk(
+        123,
+        4 << 20,
+        "max_bytes = 16777216",
+        "max_object_bytes = 2000000",
+    );
+    // Swap the directory for a 256 KiB tmpfs, under the running proxy: its files stay in
+    // the old place, new ones go to the small one.
+    let dir = t.disk_dir();
+    let mounted = Mount::tmpfs(&dir, "256k");
+    for sub in ["tmp", "objects/00"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    for b in 1..=255u8 {
+        std::fs::create_dir_all(dir.join(format!("objects/{b:02x}"))).unwrap();
+    }
+    for i in 0..3 {
+        assert_miss(
+            &t.get(&format!("/cache/full{i}?cc=max-age=600&size=200000")),
+            1,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.stats()["disk"]["write_errors"].as_u64() == Some(0) {
+        assert!(Instant::now() < deadline, "no write failed: {}", t.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..3 {
+        assert_hit(
+            &t.get(&format!("/cache/full{i}?cc=max-age=600&size=200000")),
+            1,
+        );
+    }
+    let log = t.proxy.log();
+    assert_eq!(log.matches("disk cache: writes fail").count(), 1, "{log}");
+    drop(mounted);
+    // Space again (the directory is back on the big disk, recreate its layout).
+    for b in 0..=255u8 {
+        std::fs::create_dir_all(dir.join(format!("objects/{b:02x}"))).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    assert_miss(&t.get("/cache/full9?cc=max-age=600"), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.proxy.log().contains("disk cache: writes succeed again") {
+        assert!(Instant::now() < deadline, "{}", t.proxy.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A tmpfs mounted by the test, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Self {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {out:?}");
+        Self(at.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
