@@ -140,6 +140,12 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
     if let Some(user) = &config.user {
         drop_privileges(&config, &shared.cache, user, &instance, &state_file)?;
     }
+    // As the user the daemon runs as: a file or link planted in the cache directory gets
+    // no more than that user's rights.
+    shared
+        .cache
+        .load_disk()
+        .context("cache.disk.path: loading the disk cache")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut threads = Vec::new();

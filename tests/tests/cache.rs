@@ -1442,3 +1442,33 @@ impl Drop for Mount {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// With `user = NAME`, the files an earlier run wrote as root are handed over and served,
+/// and new ones are written as that user.
+#[test]
+fn disk_tier_under_a_dropped_privilege() {
+    let mut t = Cached::start_disk(124, 1 << 20, "max_bytes = 16777216", "");
+    let p = "/cache/priv1?cc=max-age=600";
+    assert_miss(&t.get(p), 1);
+    t.wait_disk_writes(1);
+    let text = std::fs::read_to_string(&t.config).unwrap();
+    std::fs::write(&t.config, format!("user = \"nobody\"\n{text}")).unwrap();
+    t.restart(false);
+    assert!(
+        t.proxy.log().contains("privileges dropped"),
+        "{}",
+        t.proxy.log()
+    );
+    assert_disk_hit(&t.get(p), 1);
+    assert_miss(&t.get("/cache/priv2?cc=max-age=600"), 1);
+    t.wait_disk_writes(1);
+    use std::os::unix::fs::MetadataExt;
+    let owners: Vec<u32> = t
+        .disk_files()
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().uid())
+        .collect();
+    assert_eq!(owners, vec![65534, 65534], "files owned by nobody");
+    t.restart(false);
+    assert_disk_hit(&t.get("/cache/priv2?cc=max-age=600"), 1);
+}

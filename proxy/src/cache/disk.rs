@@ -19,6 +19,7 @@
 //! prefix and by tag could not reach what is on disk; and its memory tier would replace the
 //! moka one whose per-object expiry, weigher and compute API the cache relies on.
 use std::{
+    collections::HashMap,
     fs::{self, File},
     io::{self, Read, Write},
     os::unix::fs::OpenOptionsExt,
@@ -33,12 +34,14 @@ use std::{
 
 use bytes::Bytes;
 use hyper::{HeaderMap, StatusCode, header::HeaderName, header::HeaderValue};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Object, control::Directives};
 
 const MAGIC: &[u8; 8] = b"PXCACHE1";
 const HEAD_LEN: usize = 32;
+/// Header fields of one stored response at most (far above what the request path admits).
+const MAX_HEADERS: usize = 4096;
 /// Writes waiting for the writer thread, in bytes, at most; past that a write is skipped.
 const MAX_QUEUED_BYTES: u64 = 64 << 20;
 /// How long a `Vary` marker is kept on disk (the variants it leads to have their own time).
@@ -85,6 +88,9 @@ pub struct Entry {
     tags: Box<[Box<str>]>,
     /// A `Vary` marker, not a response.
     marker: bool,
+    /// The number of invalidations and purges issued when its write was queued: one issued
+    /// later may apply to it, and until the writer has applied it the entry is not used.
+    stamp: u64,
     /// A soft purge made the object stale at this time (nanoseconds since the epoch; 0:
     /// none) until the writer rewrites its file stale.
     stale_at: AtomicU64,
@@ -99,7 +105,7 @@ pub struct DiskStats {
     pub write_errors: AtomicU64,
     /// Writes skipped because the writer was too far behind.
     pub write_skipped: AtomicU64,
-    /// Files found damaged (checksum, truncation) or unreadable; never served.
+    /// Files found damaged (checksum, truncation, format) or unreadable; never served.
     pub corrupt: AtomicU64,
     /// Files removed to stay within `max_bytes`.
     pub evictions: AtomicU64,
@@ -114,11 +120,22 @@ enum Op {
         keep_until: SystemTime,
         item: Item,
         queued: u64,
+        stamp: u64,
     },
     Delete(u64),
-    /// Removes entries matching (hard), or rewrites them stale as of the time (soft), after
-    /// the puts queued before it.
-    Purge(Matcher, Option<SystemTime>),
+    /// Removes `key`'s entry, made by a put queued before (invalidation `number`).
+    Invalidate {
+        key: String,
+        number: u64,
+    },
+    /// Removes entries matching (hard), or rewrites them stale as of the time with the
+    /// generations reserved for them (soft), after the puts queued before it (purge
+    /// `number`).
+    Purge {
+        matches: Matcher,
+        soft: Option<(SystemTime, std::ops::Range<u64>)>,
+        number: u64,
+    },
     Flush(mpsc::SyncSender<()>),
 }
 
@@ -127,16 +144,23 @@ pub struct Disk {
     root: PathBuf,
     index: moka::sync::Cache<String, Arc<Entry>>,
     tx: mpsc::Sender<Op>,
+    rx: Mutex<Option<mpsc::Receiver<Op>>>,
+    /// Disk-only responses queued for writing: found here until their file is.
+    pending: Mutex<HashMap<String, Arc<Object>>>,
     queued_bytes: AtomicU64,
     next_generation: AtomicU64,
     failing: AtomicBool,
-    /// Bumped by every invalidation and purge: a read that overlaps one does not bring its
-    /// object back into memory.
+    /// Invalidations and purges issued (each numbered, sent in order under `purge_lock`),
+    /// and how many of them the writer has applied. A read that overlaps one does not
+    /// bring its object back into memory.
     pub invalidations: AtomicU64,
+    applied: AtomicU64,
+    purge_lock: Mutex<()>,
+    /// The highest `Vary` epoch found on disk at start-up.
+    pub highest_epoch: AtomicU64,
     pub max_bytes: u64,
     pub memory_max_object_bytes: u64,
     pub stats: Arc<DiskStats>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -159,33 +183,52 @@ fn object_path(root: &Path, generation: u64) -> PathBuf {
         .join(format!("{generation:016x}"))
 }
 
+/// The weight of a file: the 4 KiB blocks it takes.
+fn blocks(len: u64) -> u32 {
+    u32::try_from(len.div_ceil(4096).saturating_mul(4096)).unwrap_or(u32::MAX)
+}
+
+/// A directory of the store, created if missing; a symbolic link or anything but a
+/// directory is refused (a root-run daemon must not follow links into other directories).
+fn ensure_dir(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a directory (a symbolic link or a file): remove it, or choose another cache.disk.path",
+                p.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(p)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", p.display()))),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+    }
+}
+
+/// Regular files in `dir` (links and the rest left alone).
+fn files_in(dir: &Path) -> io::Result<impl Iterator<Item = fs::DirEntry>> {
+    Ok(fs::read_dir(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
+        .flatten()
+        .filter(|f| f.file_type().is_ok_and(|t| t.is_file())))
+}
+
 impl Disk {
-    /// Opens (creating it if needed) the store under `root` and indexes every file in it.
+    /// Opens (creating it if needed) the store under `root`; [`Disk::load`] indexes it.
     ///
     /// # Errors
-    /// The directory cannot be created or read, or the writer thread cannot start.
+    /// A directory of the store cannot be created, or is a link or not a directory.
     pub fn open(
         root: &Path,
         max_bytes: u64,
         memory_max_object_bytes: u64,
     ) -> io::Result<Arc<Self>> {
-        let with_path =
-            |e: io::Error, p: &Path| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
-        for sub in ["tmp", "objects"] {
-            let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(|e| with_path(e, &p))?;
-        }
+        ensure_dir(root)?;
+        ensure_dir(&root.join("tmp"))?;
+        ensure_dir(&root.join("objects"))?;
         for b in 0..=255u8 {
-            let p = root.join("objects").join(format!("{b:02x}"));
-            fs::create_dir_all(&p).map_err(|e| with_path(e, &p))?;
-        }
-        // Half-written files of an earlier run.
-        let tmp = root.join("tmp");
-        for f in fs::read_dir(&tmp)
-            .map_err(|e| with_path(e, &tmp))?
-            .flatten()
-        {
-            let _ = fs::remove_file(f.path());
+            ensure_dir(&root.join("objects").join(format!("{b:02x}")))?;
         }
         let stats = Arc::new(DiskStats::default());
         let (tx, rx) = mpsc::channel::<Op>();
@@ -202,72 +245,73 @@ impl Disk {
                 let _ = deleter.send(Op::Delete(e.generation));
             })
             .build();
-        let disk = Arc::new(Self {
+        Ok(Arc::new(Self {
             root: root.to_owned(),
             index,
             tx,
+            rx: Mutex::new(Some(rx)),
+            pending: Mutex::new(HashMap::new()),
             queued_bytes: AtomicU64::new(0),
-            next_generation: AtomicU64::new(0),
+            next_generation: AtomicU64::new(nanos(SystemTime::now())),
             failing: AtomicBool::new(false),
             invalidations: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            purge_lock: Mutex::new(()),
+            highest_epoch: AtomicU64::new(0),
             max_bytes,
             memory_max_object_bytes,
             stats,
-            writer: Mutex::new(None),
-        });
-        let started = std::time::Instant::now();
-        let (found, damaged, highest) = disk.load()?;
-        disk.next_generation.store(
-            (highest + 1).max(nanos(SystemTime::now())),
-            Ordering::Relaxed,
-        );
-        disk.index.run_pending_tasks();
-        info!(
-            path = %root.display(),
-            objects = found,
-            damaged,
-            bytes = disk.index.weighted_size(),
-            ms = started.elapsed().as_millis(),
-            "disk cache loaded"
-        );
-        let writer = Arc::downgrade(&disk);
-        let handle = std::thread::Builder::new()
-            .name("cache-disk".into())
-            .spawn(move || write_loop(&writer, &rx))?;
-        if let Ok(mut w) = disk.writer.lock() {
-            *w = Some(handle);
-        }
-        Ok(disk)
+        }))
     }
 
-    /// Indexes the files under `objects/`: (objects indexed, damaged files removed, highest
-    /// generation seen).
-    fn load(&self) -> io::Result<(u64, u64, u64)> {
+    /// Indexes every file (reading only headers and metadata), removes what is damaged,
+    /// expired or half-written, then starts the writer. Called once, after the daemon
+    /// dropped its privileges and before it serves.
+    ///
+    /// # Errors
+    /// A directory of the store cannot be read, or the writer thread cannot start.
+    pub fn load(self: &Arc<Self>) -> io::Result<()> {
+        let Some(rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
+            return Ok(()); // loaded already
+        };
+        let started = std::time::Instant::now();
+        for f in files_in(&self.root.join("tmp"))? {
+            let _ = fs::remove_file(f.path());
+        }
         let now = SystemTime::now();
-        let (mut found, mut damaged, mut highest) = (0u64, 0u64, 0u64);
+        let (mut damaged, mut highest) = (0u64, 0u64);
         for b in 0..=255u8 {
             let dir = self.root.join("objects").join(format!("{b:02x}"));
-            for f in fs::read_dir(&dir)?.flatten() {
+            for f in files_in(&dir)? {
                 let path = f.path();
+                // Exactly 16 hex digits, in the directory of its low byte: anything else is
+                // not ours and is left alone.
                 let generation = path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .and_then(|n| u64::from_str_radix(n, 16).ok());
+                    .filter(|n| n.len() == 16 && n.bytes().all(|c| c.is_ascii_hexdigit()))
+                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+                    .filter(|g| g & 0xff == u64::from(b) && *g < u64::MAX / 2);
                 let Some(generation) = generation else {
-                    continue; // not ours: left alone
+                    continue;
                 };
                 highest = highest.max(generation);
                 match read_head(&path) {
                     Ok((stored, len)) if stored.keep_until > now => {
+                        if let Item::Vary { epoch, .. } = &stored.item {
+                            self.highest_epoch.fetch_max(*epoch, Ordering::Relaxed);
+                        }
                         let entry = Arc::new(Entry {
                             generation,
-                            bytes: u32::try_from(len).unwrap_or(u32::MAX),
+                            bytes: blocks(len),
                             keep_until: stored.keep_until,
                             tags: stored.tags,
                             marker: matches!(stored.item, Item::Vary { .. }),
+                            stamp: 0,
                             stale_at: AtomicU64::new(0),
                         });
-                        // Of two files for one key, the later generation wins.
+                        // Of two files for one key, the later generation wins (the
+                        // listener removes the other).
                         let kept = self.index.entry(stored.key).and_compute_with(|cur| {
                             match cur.map(moka::Entry::into_value) {
                                 Some(c) if c.generation > generation => moka::ops::compute::Op::Nop,
@@ -276,8 +320,6 @@ impl Disk {
                         });
                         if matches!(kept, moka::ops::compute::CompResult::Unchanged(_)) {
                             let _ = fs::remove_file(&path);
-                        } else {
-                            found += 1;
                         }
                     }
                     Ok(_) => {
@@ -292,10 +334,25 @@ impl Disk {
                 }
             }
         }
-        Ok((found, damaged, highest))
+        self.next_generation
+            .fetch_max(highest.saturating_add(1), Ordering::Relaxed);
+        self.index.run_pending_tasks();
+        info!(
+            path = %self.root.display(),
+            objects = self.index.entry_count(),
+            damaged,
+            bytes = self.index.weighted_size(),
+            ms = started.elapsed().as_millis(),
+            "disk cache loaded"
+        );
+        let writer = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("cache-disk".into())
+            .spawn(move || write_loop(&writer, &rx))?;
+        Ok(())
     }
 
-    /// Files and bytes indexed.
+    /// Files and bytes (in 4 KiB blocks) indexed.
     #[must_use]
     pub fn usage(&self) -> (u64, u64) {
         self.index.run_pending_tasks();
@@ -326,32 +383,60 @@ impl Disk {
         body_len as u64 > self.memory_max_object_bytes
     }
 
-    /// Queues `item` to be written under `key`; it is findable once written.
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Object>>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `item` to be written under `key`; it is findable once written (a disk-only
+    /// response at once).
     pub fn put(&self, key: &str, item: Item) {
-        let (queued, keep) = match &item {
-            Item::Object(o) => (o.body.len() as u64 + 4096, o.keep),
-            Item::Vary { .. } => (256, MARKER_KEEP),
+        let (queued, keep_until) = match &item {
+            // `keep` counts from the response time (as `Object::stale_copy` does).
+            Item::Object(o) => (o.body.len() as u64 + 4096, o.response_time + o.keep),
+            Item::Vary { .. } => (256, SystemTime::now() + MARKER_KEEP),
         };
-        if self.queued_bytes.fetch_add(queued, Ordering::Relaxed) + queued > MAX_QUEUED_BYTES {
+        let before = self.queued_bytes.fetch_add(queued, Ordering::Relaxed);
+        // An empty queue takes any one response, however large.
+        if before > 0 && before + queued > MAX_QUEUED_BYTES {
             self.queued_bytes.fetch_sub(queued, Ordering::Relaxed);
             self.stats.write_skipped.fetch_add(1, Ordering::Relaxed);
-            // An older copy on disk must not outlive this newer one in memory.
+            // An older copy on disk must not outlive this newer one.
             self.invalidate(key);
             return;
+        }
+        if let Item::Object(o) = &item
+            && self.disk_only(o.body.len())
+        {
+            self.pending().insert(key.to_owned(), o.clone());
         }
         let op = Op::Put {
             key: key.to_owned(),
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
-            keep_until: SystemTime::now() + keep,
+            keep_until,
             item,
             queued,
+            stamp: self.invalidations.load(Ordering::Acquire),
         };
         let _ = self.tx.send(op);
     }
 
+    /// Whether an invalidation or purge the writer has not applied yet may concern `e`.
+    fn maybe_doomed(&self, e: &Entry) -> bool {
+        let issued = self.invalidations.load(Ordering::Acquire);
+        issued > e.stamp.max(self.applied.load(Ordering::Acquire))
+    }
+
     /// Reads what is stored for `key`, if anything usable is. A damaged file is removed.
     pub async fn get(self: &Arc<Self>, key: &str) -> Option<Item> {
+        if let Some(o) = self.pending().get(key) {
+            return Some(Item::Object(o.clone()));
+        }
         let entry = self.index.get(key)?;
+        if self.maybe_doomed(&entry) {
+            return None;
+        }
         let path = object_path(&self.root, entry.generation);
         let read = tokio::task::spawn_blocking(move || read_file(&path)).await;
         let stored = match read {
@@ -360,18 +445,29 @@ impl Disk {
                 self.damaged(key, &entry, "the file holds another key");
                 return None;
             }
-            Ok(Err(e)) => {
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
                 self.damaged(key, &entry, &e.to_string());
+                return None;
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                // Replaced and removed meanwhile, or removed behind our back.
+                self.forget(key, &entry);
+                return None;
+            }
+            Ok(Err(e)) => {
+                debug!(key, error = %e, "disk cache: cannot read a file; fetching instead");
                 return None;
             }
             Err(_) => return None,
         };
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
-        let now = SystemTime::now();
         match stored.item {
             Item::Object(o) => {
                 let mut o = Arc::unwrap_or_clone(o);
-                o.keep = stored.keep_until.duration_since(now).unwrap_or_default();
+                o.keep = stored
+                    .keep_until
+                    .duration_since(o.response_time)
+                    .unwrap_or_default();
                 let at = entry.stale_at.load(Ordering::Relaxed);
                 if at != 0 {
                     o = o.stale_copy(from_nanos(at));
@@ -389,6 +485,11 @@ impl Disk {
             "disk cache: a damaged file was not served; removing it"
         );
         self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+        self.forget(key, entry);
+    }
+
+    /// Removes `key`'s index entry if it is still `entry`.
+    fn forget(&self, key: &str, entry: &Arc<Entry>) {
         let generation = entry.generation;
         self.index
             .entry(key.to_owned())
@@ -398,14 +499,22 @@ impl Disk {
             });
     }
 
+    /// Numbers an invalidation or purge and queues its writer's part, in number order.
+    fn issue(&self, op: impl FnOnce(u64) -> Op) {
+        let _order = self
+            .purge_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let number = self.invalidations.fetch_add(1, Ordering::AcqRel) + 1;
+        let _ = self.tx.send(op(number));
+    }
+
     /// Removes `key`'s file, and the one a queued write would make.
     pub fn invalidate(&self, key: &str) {
-        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        self.pending().remove(key);
         self.index.invalidate(key);
         let key = key.to_owned();
-        let _ = self
-            .tx
-            .send(Op::Purge(Box::new(move |k, _| k == key), None));
+        self.issue(|number| Op::Invalidate { key, number });
     }
 
     /// Whether a file is indexed for `key`.
@@ -417,15 +526,17 @@ impl Disk {
     /// Removes every entry whose key `matches`; returns the keys of the responses removed
     /// (`Vary` markers go too, uncounted).
     pub fn purge_keys(&self, matches: impl Fn(&str) -> bool + Send + 'static) -> Vec<String> {
-        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        self.pending().retain(|k, _| !matches(k));
         let doomed: Vec<(Arc<String>, Arc<Entry>)> =
             self.index.iter().filter(|(k, _)| matches(k)).collect();
         for (k, _) in &doomed {
             self.index.invalidate(k.as_str());
         }
-        let _ = self
-            .tx
-            .send(Op::Purge(Box::new(move |k, _| matches(k)), None));
+        self.issue(|number| Op::Purge {
+            matches: Box::new(move |k, _| matches(k)),
+            soft: None,
+            number,
+        });
         doomed
             .into_iter()
             .filter(|(_, e)| !e.marker)
@@ -440,11 +551,18 @@ impl Disk {
         tags: &Arc<std::collections::HashSet<String>>,
         soft: Option<SystemTime>,
     ) -> Vec<String> {
-        self.invalidations.fetch_add(1, Ordering::Relaxed);
         let has = {
             let tags = tags.clone();
             move |e: &Entry| e.tags.iter().any(|t| tags.contains(&**t))
         };
+        let mut keys: Vec<String> = Vec::new();
+        self.pending().retain(|k, o| {
+            let hit = o.tags.iter().any(|t| tags.contains(&**t));
+            if hit {
+                keys.push(k.clone());
+            }
+            !hit
+        });
         let doomed: Vec<(String, Arc<Entry>)> = self
             .index
             .iter()
@@ -457,8 +575,20 @@ impl Disk {
                 None => self.index.invalidate(k),
             }
         }
-        let _ = self.tx.send(Op::Purge(Box::new(move |_, e| has(e)), soft));
-        doomed.into_iter().map(|(k, _)| k).collect()
+        // Generations for the stale rewrites, taken now: a response stored after the purge
+        // gets a later one and wins over the rewrite, also after a crash.
+        let count = doomed.len() as u64;
+        let soft = soft.map(|at| {
+            let first = self.next_generation.fetch_add(count, Ordering::Relaxed);
+            (at, first..first + count)
+        });
+        self.issue(|number| Op::Purge {
+            matches: Box::new(move |_, e| has(e)),
+            soft,
+            number,
+        });
+        keys.extend(doomed.into_iter().map(|(k, _)| k));
+        keys
     }
 
     /// Waits (at most `timeout`) until every write queued so far is done.
@@ -470,7 +600,8 @@ impl Disk {
         wait.recv_timeout(timeout).is_ok()
     }
 
-    /// Gives the directories and files to the account the daemon drops to.
+    /// Gives the directories and files to the account the daemon drops to (before
+    /// [`Disk::load`]).
     ///
     /// # Errors
     /// A path cannot be handed over.
@@ -481,11 +612,11 @@ impl Disk {
             self.root.join("objects"),
         ];
         for b in 0..=255u8 {
-            paths.push(self.root.join("objects").join(format!("{b:02x}")));
+            let dir = self.root.join("objects").join(format!("{b:02x}"));
+            paths.extend(files_in(&dir)?.map(|f| f.path()));
+            paths.push(dir);
         }
-        for (_, e) in &self.index {
-            paths.push(object_path(&self.root, e.generation));
-        }
+        paths.extend(files_in(&self.root.join("tmp"))?.map(|f| f.path()));
         for p in paths {
             crate::safe_fs::hand_over(&p, account)?;
         }
@@ -519,31 +650,6 @@ impl Disk {
         result
     }
 
-    fn put_written(
-        &self,
-        key: String,
-        generation: u64,
-        bytes: u64,
-        keep_until: SystemTime,
-        item: &Item,
-    ) {
-        let (tags, marker) = match item {
-            Item::Object(o) => (o.tags.clone(), false),
-            Item::Vary { .. } => (Box::default(), true),
-        };
-        self.index.insert(
-            key,
-            Arc::new(Entry {
-                generation,
-                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
-                keep_until,
-                tags,
-                marker,
-                stale_at: AtomicU64::new(0),
-            }),
-        );
-    }
-
     fn wrote(&self, result: &io::Result<u64>) {
         match result {
             Ok(_) => {
@@ -561,16 +667,62 @@ impl Disk {
         }
     }
 
-    /// The writer's side of a purge: entries made by puts queued before it.
-    fn purge_queued(&self, matches: &Matcher, soft: Option<SystemTime>) {
+    /// The writer's part of a put.
+    fn write_put(
+        &self,
+        key: &str,
+        generation: u64,
+        keep_until: SystemTime,
+        item: &Item,
+        stamp: u64,
+    ) {
+        let result = self.write(key, generation, keep_until, item);
+        self.wrote(&result);
+        match result {
+            Ok(bytes) => {
+                let (tags, marker) = match item {
+                    Item::Object(o) => (o.tags.clone(), false),
+                    Item::Vary { .. } => (Box::default(), true),
+                };
+                self.index.insert(
+                    key.to_owned(),
+                    Arc::new(Entry {
+                        generation,
+                        bytes: blocks(bytes),
+                        keep_until,
+                        tags,
+                        marker,
+                        stamp,
+                        stale_at: AtomicU64::new(0),
+                    }),
+                );
+            }
+            // The file of an older response must not answer for this one.
+            Err(_) => self.index.invalidate(key),
+        }
+        if let Item::Object(o) = item {
+            let mut pending = self.pending();
+            if pending.get(key).is_some_and(|p| Arc::ptr_eq(p, o)) {
+                pending.remove(key);
+            }
+        }
+    }
+
+    /// The writer's part of a purge: entries made by puts queued before it, and the stale
+    /// rewrites of a soft purge.
+    fn purge_queued(&self, matches: &Matcher, soft: Option<(SystemTime, std::ops::Range<u64>)>) {
         let doomed: Vec<(Arc<String>, Arc<Entry>)> =
             self.index.iter().filter(|(k, e)| matches(k, e)).collect();
+        let (at, mut generations) = match soft {
+            Some((at, g)) => (Some(at), g),
+            None => (None, 0..0),
+        };
         for (k, e) in doomed {
-            let Some(at) = soft else {
+            // Hard, or more to rewrite than generations reserved (puts that were queued).
+            let (Some(at), Some(generation)) = (at, generations.next()) else {
                 self.index.invalidate(k.as_str());
                 continue;
             };
-            // Rewrite it stale, unless it changed meanwhile.
             let Ok(stored) = read_file(&object_path(&self.root, e.generation)) else {
                 self.index.invalidate(k.as_str());
                 continue;
@@ -579,16 +731,19 @@ impl Disk {
                 continue;
             };
             let stale = Item::Object(Arc::new(o.stale_copy(at)));
-            let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
             let result = self.write(&k, generation, stored.keep_until, &stale);
             self.wrote(&result);
-            let Ok(bytes) = result else { continue };
+            let Ok(bytes) = result else {
+                self.index.invalidate(k.as_str());
+                continue;
+            };
             let new = Arc::new(Entry {
                 generation,
-                bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+                bytes: blocks(bytes),
                 keep_until: stored.keep_until,
                 tags: stored.tags,
                 marker: false,
+                stamp: e.stamp,
                 stale_at: AtomicU64::new(0),
             });
             let r = self
@@ -611,15 +766,6 @@ impl Disk {
     }
 }
 
-impl Drop for Disk {
-    fn drop(&mut self) {
-        // The writer holds only a weak reference: it ends when the channel closes.
-        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            drop(h);
-        }
-    }
-}
-
 fn write_loop(disk: &std::sync::Weak<Disk>, rx: &mpsc::Receiver<Op>) {
     while let Ok(op) = rx.recv() {
         let Some(disk) = disk.upgrade() else { return };
@@ -630,18 +776,26 @@ fn write_loop(disk: &std::sync::Weak<Disk>, rx: &mpsc::Receiver<Op>) {
                 keep_until,
                 item,
                 queued,
+                stamp,
             } => {
                 disk.queued_bytes.fetch_sub(queued, Ordering::Relaxed);
-                let result = disk.write(&key, generation, keep_until, &item);
-                disk.wrote(&result);
-                if let Ok(bytes) = result {
-                    disk.put_written(key, generation, bytes, keep_until, &item);
-                }
+                disk.write_put(&key, generation, keep_until, &item, stamp);
             }
             Op::Delete(generation) => {
                 let _ = fs::remove_file(object_path(&disk.root, generation));
             }
-            Op::Purge(matches, soft) => disk.purge_queued(&matches, soft),
+            Op::Invalidate { key, number } => {
+                disk.index.invalidate(&key);
+                disk.applied.store(number, Ordering::Release);
+            }
+            Op::Purge {
+                matches,
+                soft,
+                number,
+            } => {
+                disk.purge_queued(&matches, soft);
+                disk.applied.store(number, Ordering::Release);
+            }
             Op::Flush(done) => {
                 disk.index.run_pending_tasks();
                 let _ = done.send(());
@@ -911,6 +1065,11 @@ fn parse_fixed(fixed: &[u8]) -> Result<(usize, u32, u64, u32), DecodeError> {
 /// # Errors
 /// The data is not a complete, undamaged cache file.
 pub fn decode(data: &[u8]) -> Result<Stored, DecodeError> {
+    decode_owned(&Bytes::copy_from_slice(data))
+}
+
+/// [`decode`] of a file read whole; the body shares its bytes.
+fn decode_owned(data: &Bytes) -> Result<Stored, DecodeError> {
     let (meta_len, meta_crc, body_len, body_crc) = parse_fixed(data)?;
     let rest = &data[HEAD_LEN..];
     if rest.len() < meta_len {
@@ -926,7 +1085,8 @@ pub fn decode(data: &[u8]) -> Result<Stored, DecodeError> {
     if crc(body) != body_crc {
         return Err(DecodeError::Checksum("body"));
     }
-    decode_meta(meta, Bytes::copy_from_slice(body))
+    let body = data.slice(HEAD_LEN + meta_len..);
+    decode_meta(&data[HEAD_LEN..HEAD_LEN + meta_len], body)
 }
 
 fn decode_meta(meta: &[u8], body: Bytes) -> Result<Stored, DecodeError> {
@@ -957,13 +1117,18 @@ fn decode_meta(meta: &[u8], body: Bytes) -> Result<Stored, DecodeError> {
                 })
                 .collect::<Result<_, _>>()?;
             let n = r.count("headers")?;
-            let mut headers = HeaderMap::with_capacity(n);
+            if n > MAX_HEADERS {
+                return Err(DecodeError::Field("header count"));
+            }
+            let mut headers = HeaderMap::new();
             for _ in 0..n {
                 let name = HeaderName::from_bytes(r.bytes("header name")?)
                     .map_err(|_| DecodeError::Field("header name"))?;
                 let value = HeaderValue::from_bytes(r.bytes("header value")?)
                     .map_err(|_| DecodeError::Field("header value"))?;
-                headers.append(name, value);
+                headers
+                    .try_append(name, value)
+                    .map_err(|_| DecodeError::Field("header count"))?;
             }
             let object = Object {
                 status,
@@ -1012,7 +1177,7 @@ fn corrupt(e: DecodeError) -> io::Error {
 
 fn read_file(path: &Path) -> io::Result<Stored> {
     let data = fs::read(path)?;
-    decode(&data).map_err(corrupt)
+    decode_owned(&Bytes::from(data)).map_err(corrupt)
 }
 
 /// The metadata of a file (checked), without reading its body, and the file's length
@@ -1024,7 +1189,7 @@ fn read_head(path: &Path) -> io::Result<(Stored, u64)> {
     f.read_exact(&mut fixed)
         .map_err(|_| corrupt(DecodeError::Truncated("header")))?;
     let (meta_len, meta_crc, body_len, _) = parse_fixed(&fixed).map_err(corrupt)?;
-    if len != (HEAD_LEN + meta_len) as u64 + body_len {
+    if (HEAD_LEN as u64 + meta_len as u64).checked_add(body_len) != Some(len) {
         return Err(corrupt(DecodeError::Truncated("file length")));
     }
     let mut meta = vec![0u8; meta_len];
@@ -1064,6 +1229,131 @@ mod tests {
             tags: vec!["a".into(), "b".into()].into(),
             for_this_cache: true,
         }
+    }
+
+    /// The fuzz seeds were written by another implementation of the format (Python): the
+    /// format is what the comment above `Writer` says, and it stays readable.
+    #[test]
+    fn reads_the_documented_format() {
+        let s = decode(include_bytes!("../../fuzz/seeds/cache_file/object")).unwrap();
+        assert_eq!(s.key, "http://c.test/p");
+        assert_eq!(&*s.tags, &["tag1".into()] as &[Box<str>]);
+        let Item::Object(o) = s.item else { panic!() };
+        assert_eq!(o.body, "hello world\n");
+        assert_eq!(o.cc.max_age, Some(60));
+        assert!(o.cc.public);
+        assert_eq!(o.headers["etag"], "\"v1\"");
+        let s = decode(include_bytes!("../../fuzz/seeds/cache_file/vary")).unwrap();
+        let Item::Vary { names, epoch } = s.item else {
+            panic!()
+        };
+        assert_eq!(
+            (&*names, epoch),
+            (&[HeaderName::from_static("accept-language")][..], 7)
+        );
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn links_in_the_store_are_refused_and_foreign_names_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("c");
+        std::fs::create_dir(&root).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("precious"), "x").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("tmp")).unwrap();
+        let e = Disk::open(&root, 1 << 20, 1000).err().unwrap();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        std::fs::remove_file(root.join("tmp")).unwrap();
+        // Non-canonical names, links: left alone, never indexed or removed.
+        let d = Disk::open(&root, 1 << 20, 1000).unwrap();
+        let objects = root.join("objects");
+        std::fs::write(objects.join("01/1"), "junk").unwrap();
+        std::fs::write(objects.join("ab/0000000000000001"), "junk").unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.join("precious"),
+            objects.join("02/0000000000000002"),
+        )
+        .unwrap();
+        std::fs::write(root.join("tmp/0000000000000003"), "half").unwrap();
+        d.load().unwrap();
+        assert!(objects.join("01/1").exists());
+        assert!(objects.join("ab/0000000000000001").exists());
+        assert!(elsewhere.join("precious").exists());
+        assert!(!root.join("tmp/0000000000000003").exists());
+        assert_eq!(d.usage().0, 0);
+    }
+
+    #[test]
+    fn an_invalidation_undoes_a_queued_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Disk::open(dir.path(), 1 << 20, 1000).unwrap();
+        let mut o = object();
+        o.response_time = SystemTime::now();
+        let o = Arc::new(o);
+        // Queued while the writer is not running yet, then invalidated.
+        d.put("k1", Item::Object(o.clone()));
+        d.put("k2", Item::Object(o.clone()));
+        d.invalidate("k1");
+        d.load().unwrap();
+        assert!(d.flush(Duration::from_secs(5)));
+        assert!(!d.contains("k1"));
+        assert!(d.contains("k2"));
+        let rt = runtime();
+        assert!(rt.block_on(d.get("k1")).is_none());
+        let Some(Item::Object(back)) = rt.block_on(d.get("k2")) else {
+            panic!("k2 is on disk")
+        };
+        assert_eq!(back.body, o.body);
+        // `keep` counts from the response time, as in memory.
+        assert!(back.keep <= o.keep && back.keep + Duration::from_secs(5) > o.keep);
+    }
+
+    #[test]
+    fn hostile_lengths_are_errors() {
+        // A header count far above the cap, with valid checksums.
+        let mut w = Writer(Vec::new());
+        w.u8(0);
+        w.bytes(b"k");
+        w.u64(u64::MAX);
+        w.u16(200);
+        for _ in 0..5 {
+            w.u64(0);
+        }
+        w.u8(0);
+        encode_directives(&mut w, &Directives::default());
+        w.names(&[]);
+        w.u32(0);
+        w.u32(50_000);
+        for _ in 0..50_000 {
+            w.bytes(b"x");
+            w.bytes(b"y");
+        }
+        let meta = w.0;
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&u32::try_from(meta.len()).unwrap().to_le_bytes());
+        file.extend_from_slice(&crc(&meta).to_le_bytes());
+        file.extend_from_slice(&0u64.to_le_bytes());
+        file.extend_from_slice(&crc(b"").to_le_bytes());
+        file.extend_from_slice(&0u32.to_le_bytes());
+        file.extend_from_slice(&meta);
+        assert!(matches!(
+            decode(&file),
+            Err(DecodeError::Field("header count"))
+        ));
+        // Lengths that overflow.
+        let mut head = file[..HEAD_LEN].to_vec();
+        head[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, &head).unwrap();
+        assert!(read_head(&p).is_err());
     }
 
     #[test]

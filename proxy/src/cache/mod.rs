@@ -526,7 +526,14 @@ impl moka::Expiry<String, Slot> for Keep {
         _now: std::time::Instant,
     ) -> Option<Duration> {
         match value {
-            Slot::Object(o) => Some(o.keep),
+            // `keep` counts from the response time (as on disk and in `stale_copy`).
+            Slot::Object(o) => Some(
+                o.keep.saturating_sub(
+                    SystemTime::now()
+                        .duration_since(o.response_time)
+                        .unwrap_or_default(),
+                ),
+            ),
             Slot::Vary { .. } => None,
         }
     }
@@ -661,19 +668,49 @@ impl Cache {
         }
     }
 
-    /// Reads `key` from disk, and brings it into memory unless it is large or an
-    /// invalidation ran meanwhile.
+    /// Reads `key` from disk, and brings it into memory unless it is large, memory got a
+    /// response for the key meanwhile, or an invalidation ran meanwhile.
     async fn read_disk(&self, disk: &Arc<disk::Disk>, key: &str) -> Option<Slot> {
         let before = disk.invalidations.load(Ordering::Acquire);
         let slot = match disk.get(key).await? {
             disk::Item::Object(o) => Slot::Object(o),
             disk::Item::Vary { names, epoch } => Slot::Vary { names, epoch },
         };
-        let large = matches!(&slot, Slot::Object(o) if disk.disk_only(o.body.len()));
-        if !large && disk.invalidations.load(Ordering::Acquire) == before {
-            self.store.insert(key.to_owned(), slot.clone());
+        if matches!(&slot, Slot::Object(o) if disk.disk_only(o.body.len()))
+            || disk.invalidations.load(Ordering::Acquire) != before
+        {
+            return Some(slot);
+        }
+        let promoted = self
+            .store
+            .entry(key.to_owned())
+            .and_compute_with(|cur| match cur {
+                None => moka::ops::compute::Op::Put(slot.clone()),
+                Some(_) => moka::ops::compute::Op::Nop,
+            });
+        // An invalidation between the check and the insert: take the copy out again.
+        if matches!(promoted, moka::ops::compute::CompResult::Inserted(_))
+            && disk.invalidations.load(Ordering::Acquire) != before
+        {
+            self.store.invalidate(key);
         }
         Some(slot)
+    }
+
+    /// Indexes the disk tier, if any (after the daemon dropped its privileges).
+    ///
+    /// # Errors
+    /// The disk tier's directories cannot be read, or its writer cannot start.
+    pub fn load_disk(&self) -> std::io::Result<()> {
+        if let Some(d) = &self.disk {
+            d.load()?;
+            // Vary epochs on disk stay unique even if the clock went back.
+            self.next_id.fetch_max(
+                d.highest_epoch.load(Ordering::Relaxed).saturating_add(1),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(())
     }
 
     /// Stores a response for `key`, as selected by the request headers `req`.
@@ -685,7 +722,15 @@ impl Cache {
             return;
         }
         let epoch = match self.store.get(key) {
-            Some(Slot::Vary { names, epoch }) if *names == *object.vary => epoch,
+            Some(Slot::Vary { names, epoch }) if *names == *object.vary => {
+                // The disk may have dropped its copy of the marker (its own bound).
+                if let Some(d) = &self.disk
+                    && !d.contains(key)
+                {
+                    d.put(key, disk::Item::Vary { names, epoch });
+                }
+                epoch
+            }
             _ => {
                 let epoch = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let names: Arc<[HeaderName]> = object.vary.clone().into();
