@@ -1447,6 +1447,7 @@ impl Drop for Mount {
 /// and new ones are written as that user.
 #[test]
 fn disk_tier_under_a_dropped_privilege() {
+    use std::os::unix::fs::MetadataExt;
     let mut t = Cached::start_disk(124, 1 << 20, "max_bytes = 16777216", "");
     let p = "/cache/priv1?cc=max-age=600";
     assert_miss(&t.get(p), 1);
@@ -1462,7 +1463,6 @@ fn disk_tier_under_a_dropped_privilege() {
     assert_disk_hit(&t.get(p), 1);
     assert_miss(&t.get("/cache/priv2?cc=max-age=600"), 1);
     t.wait_disk_writes(1);
-    use std::os::unix::fs::MetadataExt;
     let owners: Vec<u32> = t
         .disk_files()
         .iter()
