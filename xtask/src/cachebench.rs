@@ -1,10 +1,14 @@
 //! `cargo xtask bench cache`: the response cache.
 //!
 //! - hits: one 1 KiB object (`Cache-Control: max-age=3600` from an nginx origin), served from
-//!   Varnish's cache and from this proxy's cache;
+//!   Varnish's cache and from this proxy's cache, from memory and from its disk tier (every
+//!   hit reads the object's file);
 //! - misses: every request a new URL (`xtask/bench/unique.lua`), through this proxy with its
 //!   cache (lookup, fetch, store, evict) and through this proxy without one (the plain
-//!   proxying path), to show what the cache costs on a miss.
+//!   proxying path), to show what the cache costs on a miss, and with the disk tier (each
+//!   miss also writes a file);
+//! - start-up: the disk proxy restarted on the files the miss runs left, and the time it took
+//!   to index them (its "disk cache loaded" log line).
 //!
 //! Same method as `l7`: systems under test and the origin on CPU 0, wrk on CPU 1, targets
 //! interleaved, 3 repetitions, medians with their range; CPU per request is the serving
@@ -40,6 +44,13 @@ fn get_head(port: u16) -> anyhow::Result<String> {
     let text = String::from_utf8_lossy(&out);
     Ok(text.split("\r\n\r\n").next().unwrap_or("").to_owned())
 }
+
+/// The proxies under test: (config template, instance).
+const INSTANCES: [(&str, &str); 3] = [
+    ("proxy-cache.toml", "bench-cache"),
+    ("proxy-nocache.toml", "bench-nocache"),
+    ("proxy-cache-disk.toml", "bench-cache-disk"),
+];
 
 #[expect(
     clippy::too_many_lines,
@@ -86,24 +97,34 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
     let varnish_pid = varnish.id();
     procs.0.push(varnish);
     let mut proxy_pids = Vec::new();
-    for (cfg, instance) in [
-        ("proxy-cache.toml", "bench-cache"),
-        ("proxy-nocache.toml", "bench-nocache"),
-    ] {
+    let start_proxy = |cfg: &str, instance: &str| -> anyhow::Result<std::process::Child> {
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{instance}"));
         let path = template(cfg, &dir)?;
-        let child = pinned(
+        let log = std::fs::File::create(dir.join(format!("{instance}.log")))?;
+        pinned(
             bin.join("proxy").to_str().unwrap_or_default(),
             &["run", "--config", path.to_str().unwrap_or_default()],
         )
+        .stderr(log)
         .spawn()
-        .with_context(|| format!("starting the proxy with {cfg}"))?;
+        .with_context(|| format!("starting the proxy with {cfg}"))
+    };
+    for (cfg, instance) in INSTANCES {
+        let child = start_proxy(cfg, instance)?;
         proxy_pids.push(child.id());
         procs.0.push(child);
     }
-    for port in [19110, 19111, 19112, 19113] {
+    for port in [19110, 19111, 19112, 19113, 19114] {
         wait_port(port)?;
     }
+    // Every hit of the disk proxy reads the file.
+    let _ = get_head(19114)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let head = get_head(19114)?;
+    anyhow::ensure!(
+        head.contains("detail=disk"),
+        "the disk proxy does not answer the bench object from disk:\n{head}"
+    );
     // The proxy's cache answers (not only passes through): a second GET is a hit.
     for _ in 0..2 {
         let head = get_head(19112)?;
@@ -122,7 +143,7 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
     // Varnish's serving threads live in its child process.
     let varnish_cache = first_child(varnish_pid);
     // (name, url, pid, script)
-    let targets: [(&str, String, Option<u32>, Option<&Path>); 4] = [
+    let targets: [(&str, String, Option<u32>, Option<&Path>); 6] = [
         (
             "hit: Varnish",
             "http://127.0.0.1:19111/".into(),
@@ -133,6 +154,12 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
             "hit: proxy",
             "http://127.0.0.1:19112/".into(),
             Some(proxy_pids[0]),
+            None,
+        ),
+        (
+            "hit: proxy, from disk",
+            "http://127.0.0.1:19114/".into(),
+            Some(proxy_pids[2]),
             None,
         ),
         (
@@ -147,6 +174,12 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
             Some(proxy_pids[0]),
             Some(&unique),
         ),
+        (
+            "miss: proxy with cache and disk",
+            "http://127.0.0.1:19114/".into(),
+            Some(proxy_pids[2]),
+            Some(&unique),
+        ),
     ];
     let mut samples: Vec<Vec<Sample>> = targets.iter().map(|_| Vec::new()).collect();
     for rep in 0..3 {
@@ -158,7 +191,8 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
         }
     }
     drop(procs);
-    for instance in ["bench-cache", "bench-nocache"] {
+    let (files, objects, load_ms) = disk_startup(&dir, &start_proxy)?;
+    for (_, instance) in INSTANCES {
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{instance}"));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -171,13 +205,16 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
         (!c.is_empty()).then(|| median_range(&c).0)
     };
     // Each row's reference: hits against Varnish, misses against the uncached proxy.
-    let reference = [0usize, 0, 2, 2];
+    let reference = [0usize, 0, 0, 3, 3, 3];
     let mut md = format!(
         "## cache: cache hits against Varnish, and what a miss costs\n\n\
          Hits: one 1 KiB object (`Cache-Control: max-age=3600` from an nginx origin) from Varnish 7 \
-         (built-in VCL, `-s malloc,256m`, one thread pool) and from this proxy (`[route.cache]`, 256 MiB, 1 worker). \
+         (built-in VCL, `-s malloc,256m`, one thread pool) and from this proxy (`[route.cache]`, 256 MiB, 1 worker), \
+         from memory and from its disk tier (`memory_max_object_bytes = 512`: every hit reads the object's file, \
+         from the page cache, and checks its checksums). \
          Misses: every request a new URL (`xtask/bench/unique.lua`), through this proxy with the cache (lookup, \
-         fetch, store while streaming, eviction once full) and without it. Origin and servers on CPU 0, wrk \
+         fetch, store while streaming, eviction once full), with the cache and the disk tier (each miss also \
+         writes a file, on the writer thread) and without a cache. Origin and servers on CPU 0, wrk \
          (2 threads, 64 connections, {} s after a 1 s warm-up) on CPU 1; interleaved, 3 repetitions, median \
          (min..max). \"vs\" is against Varnish for hits and against the uncached proxy for misses.\n\n\
          | target | req/s | vs | p50 ms | p99 ms | CPU us/request | CPU vs |\n|---|---|---|---|---|---|---|\n",
@@ -205,10 +242,17 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
             c.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
         ));
     }
+    let _ = writeln!(
+        md,
+        "\nStart-up with the disk tier: {objects} objects indexed in {load_ms} ms ({files} files on disk after the runs).",
+    );
+    json.push(format!(
+        "{{\"target\": \"disk start-up\", \"objects\": {objects}, \"ms\": {load_ms}}}"
+    ));
     // Against #13's targets, in words: hits at least 1.3x Varnish's req/s, a miss at most
     // 1.15x the uncached path's CPU per request.
     let hit = med(1, |s| s.rps).0 / med(0, |s| s.rps).0;
-    let miss = match (cpu(3), cpu(2)) {
+    let miss = match (cpu(4), cpu(3)) {
         (Some(a), Some(b)) if b > 0.0 => a / b,
         _ => f64::NAN,
     };
@@ -229,4 +273,48 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
             json.join(", ")
         ),
     ))
+}
+
+/// The disk proxy restarted on the files its miss runs left: (files, objects indexed, ms).
+fn disk_startup(
+    dir: &Path,
+    start_proxy: &dyn Fn(&str, &str) -> anyhow::Result<std::process::Child>,
+) -> anyhow::Result<(usize, u64, u64)> {
+    let files = std::fs::read_dir(dir.join("disk/objects")).map_or(0, |d| {
+        d.flatten()
+            .map(|b| std::fs::read_dir(b.path()).map_or(0, Iterator::count))
+            .sum::<usize>()
+    });
+    let mut restarted = start_proxy("proxy-cache-disk.toml", "bench-cache-disk")?;
+    let loaded = (|| {
+        let deadline = std::time::Instant::now() + Duration::from_mins(2);
+        let log = loop {
+            let log = std::fs::read_to_string(dir.join("bench-cache-disk.log"))?;
+            if log.contains("disk cache loaded") {
+                break log;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no \"disk cache loaded\" line in the disk proxy's log after 120 s:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let line = log
+            .lines()
+            .find(|l| l.contains("disk cache loaded"))
+            .unwrap_or_default();
+        let field = |name: &str| -> Option<u64> {
+            let at = line.find(&format!("{name}="))? + name.len() + 1;
+            line[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        Ok((field("objects").unwrap_or(0), field("ms").unwrap_or(0)))
+    })();
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+    let (objects, load_ms) = loaded?;
+    Ok((files, objects, load_ms))
 }
