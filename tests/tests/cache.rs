@@ -965,7 +965,7 @@ fn targeted_cache_control_for_this_cache_only() {
 /// answer when the origin fails. The tag fields do not reach clients.
 #[test]
 fn purge_by_tag_hard_and_soft() {
-    let t = Cached::start(96, 1 << 20, "stale_if_error = \"1h\"");
+    let t = Cached::start(96, 1 << 20, "stale_if_error = \"1h\"\nkeep_stale = \"1h\"");
     let t1 = format!(
         "/cache/t1?cc=max-age=60&h={}",
         enc("Surrogate-Key:prod-1 list-a")
@@ -1160,7 +1160,7 @@ fn stale_if_error_for_drops_timeouts_and_5xx() {
     let t = Cached::start_with(
         99,
         1 << 20,
-        "stale_if_error = \"1h\"",
+        "stale_if_error = \"1h\"\nkeep_stale = \"1h\"",
         "servers = [\"127.0.0.1:9000\"]\nresponse_timeout = \"500ms\"",
     );
     let p = "/cache/sie?cc=max-age=1";

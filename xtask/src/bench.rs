@@ -140,7 +140,7 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
         if s == "cache" {
             let bin = workspace().join("target/release");
             let (text, data) = step(
-                "bench cache (4 targets x 3 repetitions, about 1.5 minutes)",
+                "bench cache (6 targets x 3 repetitions, then a disk start-up; about 2.5 minutes)",
                 || crate::cachebench::cache(&bin),
             )?;
             sections.push(("cache".to_owned(), text, data));

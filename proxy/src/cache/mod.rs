@@ -110,6 +110,21 @@ fn check_route(c: &RouteCache, max_bytes: u64) -> Result<(), (String, String)> {
             )
         })?;
     }
+    for (key, window) in [
+        ("stale_while_revalidate", c.stale_while_revalidate),
+        ("stale_if_error", c.stale_if_error),
+    ] {
+        if window > c.keep_stale {
+            return Err((
+                key.into(),
+                format!(
+                    "{}s is longer than keep_stale ({}s), which bounds how long a stale response is kept: raise keep_stale or shorten {key}",
+                    window.as_secs(),
+                    c.keep_stale.as_secs()
+                ),
+            ));
+        }
+    }
     if c.lock_timeout.is_zero() {
         return Err(("lock_timeout".into(), "must be greater than 0".into()));
     }
@@ -1010,6 +1025,38 @@ mod tests {
         ));
         assert_eq!(cache.purge("http://H/a*"), 1);
         assert!(matches!(cache.lookup("http://h/b", &plain), Lookup::Hit(_)));
+    }
+
+    /// `keep_stale` bounds the stale windows: the route's defaults may not exceed it, and a
+    /// response's own directives are cut to it.
+    #[test]
+    fn keep_stale_bounds_the_stale_windows() {
+        let c: RouteCache = toml::from_str("stale_if_error = \"1h\"").unwrap();
+        let (key, why) = Policy::compile(&c, 1 << 20).err().unwrap();
+        assert_eq!(key, "stale_if_error");
+        assert!(why.contains("keep_stale"), "{why}");
+        let p = policy("keep_stale = \"2m\"\nstale_while_revalidate = \"1m\"");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cache-control",
+            HeaderValue::from_static("max-age=60, stale-if-error=86400"),
+        );
+        let now = SystemTime::now();
+        let cc = p.response_directives(&h);
+        let o = crate::http::cached::decide(
+            &p,
+            &HeaderMap::new(),
+            &Directives::default(),
+            StatusCode::OK,
+            &h,
+            &cc,
+            now,
+            now,
+        )
+        .unwrap();
+        assert_eq!(o.sie, Duration::from_mins(2));
+        assert_eq!(o.swr, Duration::from_mins(1));
+        assert_eq!(o.keep, Duration::from_mins(3));
     }
 
     #[test]

@@ -497,15 +497,20 @@ fn finish_object(
     response_time: SystemTime,
 ) -> Object {
     use std::time::Duration;
+    // `keep_stale` bounds how long a response is kept past its lifetime, and so the stale
+    // windows, whatever the response asks for (as Varnish's grace + keep and nginx's
+    // `inactive` do): an origin cannot pin stale objects in the cache for days.
     let swr = cc
         .stale_while_revalidate
-        .map_or(policy.stale_while_revalidate, Duration::from_secs);
+        .map_or(policy.stale_while_revalidate, Duration::from_secs)
+        .min(policy.keep_stale);
     let sie = cc
         .stale_if_error
-        .map_or(policy.stale_if_error, Duration::from_secs);
+        .map_or(policy.stale_if_error, Duration::from_secs)
+        .min(policy.keep_stale);
     let initial_age = control::corrected_initial_age(received, request_time, response_time);
     // Stale, it still serves revalidation, max-stale requests and stale-if-error.
-    let keep = (lifetime + swr.max(sie).max(policy.keep_stale)).saturating_sub(initial_age);
+    let keep = (lifetime + policy.keep_stale).saturating_sub(initial_age);
     let tags = policy.tags(&stored);
     let for_this_cache = policy.has_own_fields(&stored);
     Object {
