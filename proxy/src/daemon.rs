@@ -294,16 +294,13 @@ fn shared_state(
         .with_context(|| format!("access_log.path: cannot open {:?}", config.access_log.path))?;
     let disk = match &config.cache.disk {
         None => None,
-        Some(d) => Some(
-            crate::cache::disk::Disk::open(&d.path, d.max_bytes, d.memory_max_object_bytes)
-                .with_context(|| {
-                    format!(
-                        "cache.disk.path: cannot use {} as the disk cache (check that it is a \
+        Some(d) => Some(crate::cache::disk::Disk::open(&d.path, d).with_context(|| {
+            format!(
+                "cache.disk.path: cannot use {} as the disk cache (check that it is a \
                          directory the daemon can write)",
-                        d.path.display()
-                    )
-                })?,
-        ),
+                d.path.display()
+            )
+        })?),
     };
     Ok(Arc::new(Shared {
         generation: ArcSwap::from_pointee(generation),

@@ -232,6 +232,14 @@ pub struct CacheDisk {
     /// Responses with a larger body are kept on disk only (bytes).
     #[serde(default = "default_memory_max_object_bytes")]
     pub memory_max_object_bytes: u64,
+    /// Files up to this size are read on the worker thread (fast from the page cache; a
+    /// slow disk stalls the worker meanwhile), larger ones on a blocking pool (bytes).
+    #[serde(default = "default_inline_read_max_bytes")]
+    pub inline_read_max_bytes: u64,
+}
+
+fn default_inline_read_max_bytes() -> u64 {
+    64 << 10
 }
 
 fn default_memory_max_object_bytes() -> u64 {
