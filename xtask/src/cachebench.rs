@@ -45,6 +45,9 @@ fn get_head(port: u16) -> anyhow::Result<String> {
     Ok(text.split("\r\n\r\n").next().unwrap_or("").to_owned())
 }
 
+/// What explains the disk rows (from the profile of the first version of the disk tier).
+const DISK_NOTE: &str = "The disk rows: a hit from disk reads the object's file on the worker (`inline_read_max_bytes`), checks two CRC-32s and decodes its head; the first version handed every read to tokio's blocking pool and reached 0.72x Varnish's req/s at 1.39x its CPU: `perf record` showed 15 % of the time in `finish_task_switch` and 7 % in wake-ups (two context switches per hit), gone with reads on the worker. A miss with the disk tier also writes the response to a file on the writer thread (create in `tmp/`, write, rename into `objects/`, plus the index update): that thread's CPU is counted in the process's, and it is what the CPU column shows above a miss without the disk; the request itself does not wait for it (its p50 stays near the memory-only miss's). Write-through is what lets the cache survive `kill -9`; no target was set for these rows in #14, and none is claimed.";
+
 /// The proxies under test: (config template, instance).
 const INSTANCES: [(&str, &str); 3] = [
     ("proxy-cache.toml", "bench-cache"),
@@ -246,6 +249,7 @@ pub fn cache(bin: &Path) -> anyhow::Result<(String, String)> {
         md,
         "\nStart-up with the disk tier: {objects} objects indexed in {load_ms} ms ({files} files on disk after the runs).",
     );
+    let _ = writeln!(md, "\n{DISK_NOTE}");
     json.push(format!(
         "{{\"target\": \"disk start-up\", \"objects\": {objects}, \"ms\": {load_ms}}}"
     ));
