@@ -22,6 +22,22 @@ pub mod maps {
     pub const ALLOW_V4: &str = "ALLOW_V4";
     /// `LPM_TRIE` of IPv6 source prefixes that always pass: value [`crate::AllowEntry`].
     pub const ALLOW_V6: &str = "ALLOW_V6";
+    /// `HASH` of IPv4 prefixes to drop: key [`crate::PrefixV4`] (length, masked address),
+    /// value [`crate::BlockEntry`]. The programs look the blocklist up here (one exact match
+    /// per populated length, longest first); `BLOCK_V4` holds the same entries for listing.
+    pub const BLOCK_HASH_V4: &str = "BLOCK_HASH_V4";
+    /// `HASH` of IPv6 prefixes to drop: key [`crate::PrefixV6`], value [`crate::BlockEntry`].
+    pub const BLOCK_HASH_V6: &str = "BLOCK_HASH_V6";
+    /// `ARRAY` of `u64`: bit `L` of entry `b` set when an IPv4 prefix of length `L` >= 16
+    /// with top 16 bits `b` may be in the blocklist; entry [`crate::LEN_SHORT`] for lengths
+    /// below 16 (any address). A set bit with no prefix costs one lookup, never a verdict.
+    pub const BLOCK_LENS_V4: &str = "BLOCK_LENS_V4";
+    /// `ARRAY` of [`crate::LensV6`]: the same for IPv6, by [`crate::v6_bucket`] for lengths
+    /// >= 32, entry [`crate::LEN_SHORT`] for shorter ones.
+    pub const BLOCK_LENS_V6: &str = "BLOCK_LENS_V6";
+    /// `ARRAY` of two `u32`: whether the IPv4 / IPv6 allowlist has entries (an empty one
+    /// is not walked).
+    pub const LIST_FLAGS: &str = "LIST_FLAGS";
     /// `PERCPU_ARRAY` of `u64` packet counters at `slot * COUNTER_SLOTS + Counter`.
     pub const COUNTERS: &str = "COUNTERS";
     /// `ARRAY` of `u32`: interface index -> slot (0: none), set by the daemon at attach.
@@ -46,11 +62,16 @@ pub mod maps {
     pub const WORKER_SOCKETS: &str = "WORKER_SOCKETS";
 
     /// Every map that is pinned per instance.
-    pub const PINNED: [&str; 9] = [
+    pub const PINNED: [&str; 14] = [
         BLOCK_V4,
         BLOCK_V6,
         ALLOW_V4,
         ALLOW_V6,
+        BLOCK_HASH_V4,
+        BLOCK_HASH_V6,
+        BLOCK_LENS_V4,
+        BLOCK_LENS_V6,
+        LIST_FLAGS,
         COUNTERS,
         WORKER_LOAD,
         SPREAD_CONFIG,
@@ -140,6 +161,65 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 pub type V4Addr = [u8; 4];
 /// Address part of an IPv6 LPM key, in network byte order.
 pub type V6Addr = [u8; 16];
+
+/// Key of [`maps::BLOCK_HASH_V4`]: a prefix length and the address with the bits past it
+/// cleared (network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PrefixV4 {
+    pub len: u32,
+    pub addr: V4Addr,
+}
+
+/// Key of [`maps::BLOCK_HASH_V6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PrefixV6 {
+    pub len: u32,
+    pub addr: V6Addr,
+}
+
+/// Populated IPv6 prefix lengths: bit `L % 64` of word `L / 64` (lengths 0 to 128).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LensV6 {
+    pub bits: [u64; 3],
+}
+
+/// Entries of the `BLOCK_LENS_*` arrays: one per bucket, then the one for short prefixes.
+pub const LEN_BUCKETS: u32 = 1 << 16;
+/// The entry of `BLOCK_LENS_*` for prefixes shorter than the bucket's bits (IPv4 /16, IPv6
+/// /32), which cover many buckets.
+pub const LEN_SHORT: u32 = LEN_BUCKETS;
+/// IPv4 prefixes at least this long are counted in their bucket.
+pub const V4_BUCKET_BITS: u32 = 16;
+/// IPv6 prefixes at least this long are counted in their bucket.
+pub const V6_BUCKET_BITS: u32 = 32;
+
+/// The `BLOCK_LENS_V4` bucket of an address: its top 16 bits.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the XDP/TC programs, where it must be inlined into the caller"
+)]
+#[must_use]
+pub fn v4_bucket(addr: V4Addr) -> u32 {
+    (u32::from(addr[0]) << 8) | u32::from(addr[1])
+}
+
+/// The `BLOCK_LENS_V6` bucket of an address: its top 32 bits folded to 16 (the first 16 bits
+/// alone are the same for most of the allocated space).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the XDP/TC programs, where it must be inlined into the caller"
+)]
+#[must_use]
+pub fn v6_bucket(addr: &V6Addr) -> u32 {
+    let hi = (u32::from(addr[0]) << 8) | u32::from(addr[1]);
+    let lo = (u32::from(addr[2]) << 8) | u32::from(addr[3]);
+    (hi ^ lo.rotate_left(5) ^ (lo >> 11)) & (LEN_BUCKETS - 1)
+}
 
 /// Value of a blocklist entry.
 #[repr(C)]
@@ -313,6 +393,12 @@ mod pod {
     unsafe impl aya::Pod for super::TokenBucket {}
     // SAFETY: as above (six u32).
     unsafe impl aya::Pod for super::ListenerKey {}
+    // SAFETY: repr(C), integers and byte arrays only, no padding (4 + 4 and 4 + 16 bytes).
+    unsafe impl aya::Pod for super::PrefixV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PrefixV6 {}
+    // SAFETY: repr(C), three u64.
+    unsafe impl aya::Pod for super::LensV6 {}
 }
 
 #[cfg(test)]

@@ -1,17 +1,21 @@
 //! The one decision both attach points share: allowlist first, then blocklist.
+//! The blocklist is looked up in exact-match hash maps, one probe per populated prefix
+//! length, longest first (Cilium's prefilter keeps /32 and /128 in a hash map the same way);
+//! a per-bucket mask of populated lengths keeps the probes to the lengths near the address.
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
-    maps::{LpmTrie, LruHashMap, lpm_trie::Key},
+    cty::c_void,
+    helpers::{bpf_ktime_get_ns, bpf_loop},
+    maps::{LruHashMap, lpm_trie::Key},
 };
 use proxy_common::{
-    AllowEntry, BlockEntry, COUNTER_SLOTS, Counter, IFINDEX_MAX, MAX_IFACES, RateConfig,
-    TokenBucket,
+    COUNTER_SLOTS, Counter, IFINDEX_MAX, LEN_SHORT, MAX_IFACES, PrefixV4, PrefixV6, RateConfig,
+    TokenBucket, v4_bucket, v6_bucket,
 };
 
 use crate::{
     maps::{
-        ALLOW_V4, ALLOW_V6, BLOCK_V4, BLOCK_V6, COUNTERS, IFACE_SLOTS, RATE_CONFIG, SYN_BUCKETS_V4,
-        SYN_BUCKETS_V6,
+        ALLOW_V4, ALLOW_V6, BLOCK_HASH_V4, BLOCK_HASH_V6, BLOCK_LENS_V4, BLOCK_LENS_V6, COUNTERS,
+        IFACE_SLOTS, LIST_FLAGS, RATE_CONFIG, SYN_BUCKETS_V4, SYN_BUCKETS_V6,
     },
     packet::{Packet, Source},
 };
@@ -32,20 +36,175 @@ fn count(base: u32, counter: Counter) {
     }
 }
 
-/// Allowlist first, then an active blocklist entry: the same rule for both address families.
+/// State of one blocklist lookup, carried through `bpf_loop` (the verifier checks the probe
+/// once, whatever the number of lengths; an open-coded loop of probes exceeds its budget).
+#[repr(C)]
+struct Probe {
+    /// The address as two big-endian halves (IPv4: `hi` holds it in its top 32 bits).
+    hi: u64,
+    lo: u64,
+    /// Lengths still to try, as bits: word 2 holds length 128, word 0 lengths 0 to 63.
+    lens: [u64; 3],
+    /// The word being tried.
+    word: u32,
+    /// 0: no prefix found; 1: found and in force; 2: found, expired.
+    verdict: u32,
+    now: u64,
+}
+
+/// `len` leading one bits in a 64-bit word, without branching on `len` (0 to 64).
 #[inline(always)]
-fn classify<K>(
-    allow: &LpmTrie<K, AllowEntry>,
-    block: &LpmTrie<K, BlockEntry>,
-    key: &Key<K>,
-) -> Counter {
-    if allow.get(key).is_some() {
+fn ones(len: u32) -> u64 {
+    // Two shifts so that neither is by 64: `len` 0 gives 0, 64 gives all ones.
+    let len = u64::from(len.min(64));
+    !((u64::MAX >> (len >> 1)) >> (len - (len >> 1)))
+}
+
+/// Takes the longest length left, probes the hash map for it; 1 stops the loop.
+#[inline(always)]
+fn probe_next(p: &mut Probe, v6: bool) -> i64 {
+    let mut w = p.word.min(2) as usize;
+    while p.lens[w] == 0 {
+        if w == 0 {
+            return 1;
+        }
+        w -= 1;
+    }
+    p.word = w as u32;
+    let bit = 63 - p.lens[w].leading_zeros();
+    p.lens[w] &= !(1u64 << bit);
+    let len = w as u32 * 64 + bit;
+    let net_hi = p.hi & ones(len.min(64));
+    let net_lo = p.lo & ones(len.saturating_sub(64));
+    let found = if v6 {
+        let mut key = PrefixV6 { len, addr: [0; 16] };
+        key.addr[..8].copy_from_slice(&net_hi.to_be_bytes());
+        key.addr[8..].copy_from_slice(&net_lo.to_be_bytes());
+        // SAFETY: the value is copied out at once.
+        unsafe { BLOCK_HASH_V6.get(&key) }.copied()
+    } else {
+        let key = PrefixV4 {
+            len,
+            addr: ((net_hi >> 32) as u32).to_be_bytes(),
+        };
+        // SAFETY: the value is copied out at once.
+        unsafe { BLOCK_HASH_V4.get(&key) }.copied()
+    };
+    match found {
+        Some(entry) => {
+            p.verdict = if entry.is_active(p.now) { 1 } else { 2 };
+            1
+        }
+        None => 0,
+    }
+}
+
+extern "C" fn probe_v4(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Probe` on the caller's stack that `bpf_loop` passes back.
+    probe_next(unsafe { &mut *ctx.cast::<Probe>() }, false)
+}
+
+extern "C" fn probe_v6(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in `probe_v4`.
+    probe_next(unsafe { &mut *ctx.cast::<Probe>() }, true)
+}
+
+/// Whether the longest blocklist prefix holding an IPv4 address is in force: one
+/// exact-match probe per prefix length that the address's bucket (or the short prefixes)
+/// may hold, longest first.
+#[inline(always)]
+fn blocked_v4(addr: [u8; 4], now: u64) -> bool {
+    let short = BLOCK_LENS_V4.get(LEN_SHORT).copied().unwrap_or(0);
+    let lens = short | BLOCK_LENS_V4.get(v4_bucket(addr)).copied().unwrap_or(0);
+    if lens == 0 {
+        return false;
+    }
+    let mut p = Probe {
+        hi: u64::from(u32::from_be_bytes(addr)) << 32,
+        lo: 0,
+        // Lengths above 32 cannot be IPv4's.
+        lens: [lens & ((1u64 << 33) - 1), 0, 0],
+        word: 0,
+        verdict: 0,
+        now,
+    };
+    // SAFETY: `probe_v4` is a static function with bpf_loop's callback signature, and `p`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            33,
+            probe_v4 as *mut c_void,
+            core::ptr::from_mut(&mut p).cast(),
+            0,
+        );
+    }
+    p.verdict == 1
+}
+
+/// [`blocked_v4`] for IPv6 (lengths 0 to 128 in three words).
+#[inline(always)]
+fn blocked_v6(addr: [u8; 16], now: u64) -> bool {
+    let short = BLOCK_LENS_V6.get(LEN_SHORT).copied().unwrap_or_default();
+    let bucket = BLOCK_LENS_V6
+        .get(v6_bucket(&addr))
+        .copied()
+        .unwrap_or_default();
+    let lens = [
+        short.bits[0] | bucket.bits[0],
+        short.bits[1] | bucket.bits[1],
+        (short.bits[2] | bucket.bits[2]) & 1,
+    ];
+    if lens == [0, 0, 0] {
+        return false;
+    }
+    let mut p = Probe {
+        hi: u64::from_be_bytes([
+            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+        ]),
+        lo: u64::from_be_bytes([
+            addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+        ]),
+        lens,
+        word: 2,
+        verdict: 0,
+        now,
+    };
+    // SAFETY: as in `blocked_v4`.
+    unsafe {
+        bpf_loop(
+            129,
+            probe_v6 as *mut c_void,
+            core::ptr::from_mut(&mut p).cast(),
+            0,
+        );
+    }
+    p.verdict == 1
+}
+
+/// Allowlist first (walked only when it has entries), then an active blocklist entry.
+#[inline(always)]
+fn classify_v4(addr: [u8; 4]) -> Counter {
+    if LIST_FLAGS.get(0).is_some_and(|f| *f != 0) && ALLOW_V4.get(&Key::new(32, addr)).is_some() {
         return Counter::PassedAllowlist;
     }
-    match block.get(key) {
-        // SAFETY: bpf_ktime_get_ns has no preconditions.
-        Some(entry) if entry.is_active(unsafe { bpf_ktime_get_ns() }) => Counter::DroppedBlocklist,
-        _ => Counter::Passed,
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    if blocked_v4(addr, unsafe { bpf_ktime_get_ns() }) {
+        Counter::DroppedBlocklist
+    } else {
+        Counter::Passed
+    }
+}
+
+#[inline(always)]
+fn classify_v6(addr: [u8; 16]) -> Counter {
+    if LIST_FLAGS.get(1).is_some_and(|f| *f != 0) && ALLOW_V6.get(&Key::new(128, addr)).is_some() {
+        return Counter::PassedAllowlist;
+    }
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    if blocked_v6(addr, unsafe { bpf_ktime_get_ns() }) {
+        Counter::DroppedBlocklist
+    } else {
+        Counter::Passed
     }
 }
 
@@ -144,11 +303,11 @@ pub fn decide(packet: &Packet, ifindex: u32) -> Verdict {
     let base = slot.min(MAX_IFACES - 1) * COUNTER_SLOTS;
     count(base, Counter::Seen);
     let outcome = match packet.source() {
-        Source::V4 { addr, syn } => match classify(&ALLOW_V4, &BLOCK_V4, &Key::new(32, addr)) {
+        Source::V4 { addr, syn } => match classify_v4(addr) {
             Counter::Passed if syn && !syn_allowed_v4(addr) => Counter::DroppedSynRate,
             other => other,
         },
-        Source::V6 { addr, syn } => match classify(&ALLOW_V6, &BLOCK_V6, &Key::new(128, addr)) {
+        Source::V6 { addr, syn } => match classify_v6(addr) {
             Counter::Passed if syn && !syn_allowed_v6(addr) => Counter::DroppedSynRate,
             other => other,
         },

@@ -94,6 +94,38 @@ fn fixtures() -> Vec<Fixture> {
             Pass,
             Plain,
         ),
+        // The longest prefix decides, as an LPM lookup does: an expired /16 inside an active
+        // /8 lets its addresses through.
+        f(
+            "IPv4 in an expired /16 inside a blocked /8",
+            v4_frame("10.77.1.1"),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv6 inside a blocked /20 (shorter than the bucket bits)",
+            v6_frame("3fff:0:1::1"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 inside a blocked /65 (past the word boundary)",
+            v6_frame("2001:db8:cccc:dddd:8000::1"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 beside a blocked /65",
+            v6_frame("2001:db8:cccc:dddd:7fff::1"),
+            Pass,
+            Plain,
+        ),
+        f(
+            "IPv6 inside a blocked /64",
+            v6_frame("2001:db8:aaaa:bbbb::9"),
+            Drop,
+            Blocked,
+        ),
         f(
             "IPv4 in an entry expiring in an hour",
             v4_frame("203.0.114.9"),
@@ -406,6 +438,14 @@ fn xdp_and_tc_verdicts_match_the_table() {
     ] {
         block(&mut maps, p, 0);
     }
+    for p in [
+        "3fff::/20",
+        "2001:db8:cccc:dddd:8000::/65",
+        "2001:db8:aaaa:bbbb::/64",
+    ] {
+        block(&mut maps, p, 0);
+    }
+    block(&mut maps, "10.77.0.0/16", now.saturating_sub(1)); // expired, inside 10/8
     block(&mut maps, "203.0.113.0/24", now.saturating_sub(1)); // already expired
     block(&mut maps, "203.0.114.0/24", now + 3_600_000_000_000); // an hour from now
     maps.allow(&cidr("10.1.2.3/32")).unwrap();

@@ -443,6 +443,9 @@ impl ListStore {
             self.maps.allow(cidr)?;
             report.allowed += 1;
         }
+        // The programs' index (hash maps, length masks, allowlist flags) made exact: maps
+        // pinned by an older version, and bits of removed prefixes, are brought in line.
+        self.maps.rebuild_index()?;
         if report.expired > 0 {
             self.file.write(&lock, &state)?;
         }

@@ -1,10 +1,13 @@
 //! Typed access to an instance's pinned maps. The daemon and the CLI both go through here.
 use std::{net::IpAddr, path::Path};
 
-use aya::maps::{Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie};
+use aya::maps::{
+    Array, HashMap, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie,
+};
 use proxy_common::{
-    AllowEntry, BlockEntry, COUNTER_COUNT, COUNTER_SLOTS, Counter, IfaceName, MAX_IFACES, V4Addr,
-    V6Addr, maps,
+    AllowEntry, BlockEntry, COUNTER_COUNT, COUNTER_SLOTS, Counter, IfaceName, LEN_BUCKETS,
+    LEN_SHORT, LensV6, MAX_IFACES, PrefixV4, PrefixV6, V4_BUCKET_BITS, V4Addr, V6_BUCKET_BITS,
+    V6Addr, maps, v4_bucket, v6_bucket,
 };
 
 use super::KernelError;
@@ -16,8 +19,55 @@ pub struct KernelMaps {
     block_v6: LpmTrie<MapData, V6Addr, BlockEntry>,
     allow_v4: LpmTrie<MapData, V4Addr, AllowEntry>,
     allow_v6: LpmTrie<MapData, V6Addr, AllowEntry>,
+    /// The programs' blocklist index (see `proxy_common::maps::BLOCK_HASH_V4`): the tries
+    /// above are the list, these are how the programs look it up.
+    hash_v4: HashMap<MapData, PrefixV4, BlockEntry>,
+    hash_v6: HashMap<MapData, PrefixV6, BlockEntry>,
+    lens_v4: Array<MapData, u64>,
+    lens_v6: Array<MapData, LensV6>,
+    list_flags: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     iface_names: aya::maps::Array<MapData, IfaceName>,
+}
+
+/// A prefix as the IPv4 index keys it, and its length-mask entry.
+fn index_v4(cidr: &Cidr) -> (PrefixV4, u32) {
+    let len = u32::from(cidr.prefix_len()).min(32);
+    let IpAddr::V4(a) = cidr.addr() else {
+        unreachable!("caller checked the family")
+    };
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    let addr = (u32::from(a) & mask).to_be_bytes();
+    let bucket = if len >= V4_BUCKET_BITS {
+        v4_bucket(addr)
+    } else {
+        LEN_SHORT
+    };
+    (PrefixV4 { len, addr }, bucket)
+}
+
+/// A prefix as the IPv6 index keys it, and its length-mask entry.
+fn index_v6(cidr: &Cidr) -> (PrefixV6, u32) {
+    let len = u32::from(cidr.prefix_len()).min(128);
+    let IpAddr::V6(a) = cidr.addr() else {
+        unreachable!("caller checked the family")
+    };
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    let addr = (u128::from(a) & mask).to_be_bytes();
+    let bucket = if len >= V6_BUCKET_BITS {
+        v6_bucket(&addr)
+    } else {
+        LEN_SHORT
+    };
+    (PrefixV6 { len, addr }, bucket)
+}
+
+fn map_err(op: &'static str, map: &'static str) -> impl Fn(MapError) -> KernelError {
+    move |source| KernelError::Map { op, map, source }
 }
 
 /// Kernel packet counters, summed over CPUs, indexed by [`Counter`].
@@ -127,36 +177,157 @@ impl KernelMaps {
             block_v6: open(pin_dir, maps::BLOCK_V6)?,
             allow_v4: open(pin_dir, maps::ALLOW_V4)?,
             allow_v6: open(pin_dir, maps::ALLOW_V6)?,
+            hash_v4: open(pin_dir, maps::BLOCK_HASH_V4)?,
+            hash_v6: open(pin_dir, maps::BLOCK_HASH_V6)?,
+            lens_v4: open(pin_dir, maps::BLOCK_LENS_V4)?,
+            lens_v6: open(pin_dir, maps::BLOCK_LENS_V6)?,
+            list_flags: open(pin_dir, maps::LIST_FLAGS)?,
             counters: open(pin_dir, maps::COUNTERS)?,
             iface_names: open(pin_dir, maps::IFACE_NAMES)?,
         })
     }
 
-    /// Inserts or replaces a blocklist entry.
+    /// Inserts or replaces a blocklist entry: in the list, then in the programs' index (the
+    /// entry first, then its length bit, so a packet never sees a bit without its entry
+    /// mattering, nor an entry it cannot reach once the bit is set).
     pub fn block(&mut self, cidr: &Cidr, entry: BlockEntry) -> Result<(), KernelError> {
-        let result = if cidr.is_ipv4() {
+        if cidr.is_ipv4() {
             self.block_v4
                 .insert(&v4(cidr), entry, 0)
-                .map_err(|s| (maps::BLOCK_V4, s))
+                .map_err(map_err("insert", maps::BLOCK_V4))?;
+            let (key, bucket) = index_v4(cidr);
+            self.hash_v4
+                .insert(key, entry, 0)
+                .map_err(map_err("insert", maps::BLOCK_HASH_V4))?;
+            let lens = self
+                .lens_v4
+                .get(&bucket, 0)
+                .map_err(map_err("read", maps::BLOCK_LENS_V4))?;
+            let bit = 1u64 << key.len;
+            if lens & bit == 0 {
+                self.lens_v4
+                    .set(bucket, lens | bit, 0)
+                    .map_err(map_err("update", maps::BLOCK_LENS_V4))?;
+            }
         } else {
             self.block_v6
                 .insert(&v6(cidr), entry, 0)
-                .map_err(|s| (maps::BLOCK_V6, s))
-        };
-        result.map_err(|(map, source)| KernelError::Map {
-            op: "insert",
-            map,
-            source,
-        })
+                .map_err(map_err("insert", maps::BLOCK_V6))?;
+            let (key, bucket) = index_v6(cidr);
+            self.hash_v6
+                .insert(key, entry, 0)
+                .map_err(map_err("insert", maps::BLOCK_HASH_V6))?;
+            let mut lens = self
+                .lens_v6
+                .get(&bucket, 0)
+                .map_err(map_err("read", maps::BLOCK_LENS_V6))?;
+            let (word, bit) = ((key.len / 64) as usize, 1u64 << (key.len % 64));
+            if lens.bits[word] & bit == 0 {
+                lens.bits[word] |= bit;
+                self.lens_v6
+                    .set(bucket, lens, 0)
+                    .map_err(map_err("update", maps::BLOCK_LENS_V6))?;
+            }
+        }
+        Ok(())
     }
 
-    /// Removes a blocklist entry; `Ok(false)` when there was none.
+    /// Removes a blocklist entry; `Ok(false)` when there was none. Its length bit stays
+    /// until [`KernelMaps::rebuild_index`] (a bit without entries costs a lookup, nothing
+    /// else).
     pub fn unblock(&mut self, cidr: &Cidr) -> Result<bool, KernelError> {
         if cidr.is_ipv4() {
+            match self.hash_v4.remove(&index_v4(cidr).0) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map_err("remove", maps::BLOCK_HASH_V4)(e)),
+            }
             remove_key(&mut self.block_v4, &v4(cidr), maps::BLOCK_V4)
         } else {
+            match self.hash_v6.remove(&index_v6(cidr).0) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(map_err("remove", maps::BLOCK_HASH_V6)(e)),
+            }
             remove_key(&mut self.block_v6, &v6(cidr), maps::BLOCK_V6)
         }
+    }
+
+    /// Makes the programs' index match the lists exactly: every listed prefix in the hash
+    /// maps, nothing else, the length masks recomputed, the allowlist flags set. Additions
+    /// come first and removals last, so no listed prefix is ever invisible meanwhile.
+    pub fn rebuild_index(&mut self) -> Result<(), KernelError> {
+        let blocked = self.blocked()?;
+        let mut want_v4: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        let mut want_v6: std::collections::HashMap<u32, LensV6> = std::collections::HashMap::new();
+        let mut keep_v4 = std::collections::HashSet::new();
+        let mut keep_v6 = std::collections::HashSet::new();
+        for (cidr, entry) in &blocked {
+            self.block(cidr, *entry)?;
+            if cidr.is_ipv4() {
+                let (key, bucket) = index_v4(cidr);
+                *want_v4.entry(bucket).or_default() |= 1u64 << key.len;
+                keep_v4.insert(key);
+            } else {
+                let (key, bucket) = index_v6(cidr);
+                want_v6.entry(bucket).or_default().bits[(key.len / 64) as usize] |=
+                    1u64 << (key.len % 64);
+                keep_v6.insert(key);
+            }
+        }
+        let stale_v4: Vec<PrefixV4> = self
+            .hash_v4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep_v4.contains(k))
+            .collect();
+        for k in stale_v4 {
+            let _ = self.hash_v4.remove(&k);
+        }
+        let stale_v6: Vec<PrefixV6> = self
+            .hash_v6
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep_v6.contains(k))
+            .collect();
+        for k in stale_v6 {
+            let _ = self.hash_v6.remove(&k);
+        }
+        for bucket in 0..=LEN_BUCKETS {
+            let want = want_v4.get(&bucket).copied().unwrap_or(0);
+            let have = self
+                .lens_v4
+                .get(&bucket, 0)
+                .map_err(map_err("read", maps::BLOCK_LENS_V4))?;
+            if have != want {
+                self.lens_v4
+                    .set(bucket, want, 0)
+                    .map_err(map_err("update", maps::BLOCK_LENS_V4))?;
+            }
+            let want = want_v6.get(&bucket).copied().unwrap_or_default();
+            let have = self
+                .lens_v6
+                .get(&bucket, 0)
+                .map_err(map_err("read", maps::BLOCK_LENS_V6))?;
+            if have != want {
+                self.lens_v6
+                    .set(bucket, want, 0)
+                    .map_err(map_err("update", maps::BLOCK_LENS_V6))?;
+            }
+        }
+        self.set_allow_flags()
+    }
+
+    /// Tells the programs whether each allowlist has entries.
+    fn set_allow_flags(&mut self) -> Result<(), KernelError> {
+        let v4 = u32::from(self.allow_v4.keys().next().is_some());
+        let v6 = u32::from(self.allow_v6.keys().next().is_some());
+        for (i, v) in [(0u32, v4), (1, v6)] {
+            self.list_flags
+                .set(i, v, 0)
+                .map_err(map_err("update", maps::LIST_FLAGS))?;
+        }
+        Ok(())
     }
 
     /// Every blocklist entry in the kernel, v4 then v6.
@@ -184,16 +355,23 @@ impl KernelMaps {
             op: "insert",
             map,
             source,
-        })
+        })?;
+        // Flag after the entry: the programs start walking a list that has it.
+        let i = u32::from(!cidr.is_ipv4());
+        self.list_flags
+            .set(i, 1, 0)
+            .map_err(map_err("update", maps::LIST_FLAGS))
     }
 
     /// Removes an allowlist entry; `Ok(false)` when there was none.
     pub fn disallow(&mut self, cidr: &Cidr) -> Result<bool, KernelError> {
-        if cidr.is_ipv4() {
-            remove_key(&mut self.allow_v4, &v4(cidr), maps::ALLOW_V4)
+        let removed = if cidr.is_ipv4() {
+            remove_key(&mut self.allow_v4, &v4(cidr), maps::ALLOW_V4)?
         } else {
-            remove_key(&mut self.allow_v6, &v6(cidr), maps::ALLOW_V6)
-        }
+            remove_key(&mut self.allow_v6, &v6(cidr), maps::ALLOW_V6)?
+        };
+        self.set_allow_flags()?;
+        Ok(removed)
     }
 
     /// Every allowlist entry in the kernel.
