@@ -29,11 +29,12 @@ pub mod maps {
     /// `HASH` of IPv6 prefixes to drop: key [`crate::PrefixV6`], value [`crate::BlockEntry`].
     pub const BLOCK_HASH_V6: &str = "BLOCK_HASH_V6";
     /// `ARRAY` of `u64`: bit `L` of entry `b` set when an IPv4 prefix of length `L` >= 16
-    /// with top 16 bits `b` may be in the blocklist; entry [`crate::LEN_SHORT`] for lengths
-    /// below 16 (any address). A set bit with no prefix costs one lookup, never a verdict.
+    /// with top 16 bits `b` may be in the blocklist; entries [`crate::v4_mid`] for /8 to
+    /// /15 by first byte, [`crate::LEN_SHORT`] for shorter ones (any address). A set bit
+    /// with no prefix costs one lookup, never a verdict.
     pub const BLOCK_LENS_V4: &str = "BLOCK_LENS_V4";
     /// `ARRAY` of [`crate::LensV6`]: the same for IPv6, by [`crate::v6_bucket`] for lengths
-    /// >= 32, entry [`crate::LEN_SHORT`] for shorter ones.
+    /// >= 32, [`crate::v6_mid`] for /16 to /31, [`crate::LEN_SHORT`] for shorter ones.
     pub const BLOCK_LENS_V6: &str = "BLOCK_LENS_V6";
     /// `ARRAY` of two `u32`: whether the IPv4 / IPv6 allowlist has entries (an empty one
     /// is not walked).
@@ -186,15 +187,42 @@ pub struct LensV6 {
     pub bits: [u64; 3],
 }
 
-/// Entries of the `BLOCK_LENS_*` arrays: one per bucket, then the one for short prefixes.
+/// Buckets of the `BLOCK_LENS_*` arrays for long prefixes (entries 0 to 65535).
 pub const LEN_BUCKETS: u32 = 1 << 16;
-/// The entry of `BLOCK_LENS_*` for prefixes shorter than the bucket's bits (IPv4 /16, IPv6
-/// /32), which cover many buckets.
-pub const LEN_SHORT: u32 = LEN_BUCKETS;
+/// First entry of the `BLOCK_LENS_*` arrays for middle-length prefixes (IPv4 /8 to /15 by
+/// their first byte, IPv6 /16 to /31 by their first two bytes folded to one): 256 entries.
+pub const LEN_MID: u32 = LEN_BUCKETS;
+/// The entry of `BLOCK_LENS_*` for the shortest prefixes (IPv4 below /8, IPv6 below /16),
+/// which cover any address.
+pub const LEN_SHORT: u32 = LEN_MID + 256;
+/// Entries of each `BLOCK_LENS_*` array.
+pub const LEN_ENTRIES: u32 = LEN_SHORT + 1;
 /// IPv4 prefixes at least this long are counted in their bucket.
 pub const V4_BUCKET_BITS: u32 = 16;
 /// IPv6 prefixes at least this long are counted in their bucket.
 pub const V6_BUCKET_BITS: u32 = 32;
+
+/// The `BLOCK_LENS_V4` entry for the middle-length prefixes (/8 to /15) of an address.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the XDP/TC programs, where it must be inlined into the caller"
+)]
+#[must_use]
+pub fn v4_mid(addr: V4Addr) -> u32 {
+    LEN_MID + u32::from(addr[0])
+}
+
+/// The `BLOCK_LENS_V6` entry for the middle-length prefixes (/16 to /31) of an address.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the XDP/TC programs, where it must be inlined into the caller"
+)]
+#[must_use]
+pub fn v6_mid(addr: &V6Addr) -> u32 {
+    LEN_MID + u32::from(addr[0] ^ addr[1].rotate_left(3))
+}
 
 /// The `BLOCK_LENS_V4` bucket of an address: its top 16 bits.
 #[inline(always)]

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use proxy_common::{
     COUNTER_SLOTS, Counter, IFINDEX_MAX, LEN_SHORT, MAX_IFACES, PrefixV4, PrefixV6, RateConfig,
-    TokenBucket, v4_bucket, v6_bucket,
+    TokenBucket, v4_bucket, v4_mid, v6_bucket, v6_mid,
 };
 
 use crate::{
@@ -114,8 +114,8 @@ extern "C" fn probe_v6(_index: u64, ctx: *mut c_void) -> i64 {
 /// may hold, longest first.
 #[inline(always)]
 fn blocked_v4(addr: [u8; 4], now: u64) -> bool {
-    let short = BLOCK_LENS_V4.get(LEN_SHORT).copied().unwrap_or(0);
-    let lens = short | BLOCK_LENS_V4.get(v4_bucket(addr)).copied().unwrap_or(0);
+    let get = |i: u32| BLOCK_LENS_V4.get(i).copied().unwrap_or(0);
+    let lens = get(LEN_SHORT) | get(v4_mid(addr)) | get(v4_bucket(addr));
     if lens == 0 {
         return false;
     }
@@ -144,15 +144,12 @@ fn blocked_v4(addr: [u8; 4], now: u64) -> bool {
 /// [`blocked_v4`] for IPv6 (lengths 0 to 128 in three words).
 #[inline(always)]
 fn blocked_v6(addr: [u8; 16], now: u64) -> bool {
-    let short = BLOCK_LENS_V6.get(LEN_SHORT).copied().unwrap_or_default();
-    let bucket = BLOCK_LENS_V6
-        .get(v6_bucket(&addr))
-        .copied()
-        .unwrap_or_default();
+    let get = |i: u32| BLOCK_LENS_V6.get(i).copied().unwrap_or_default();
+    let (short, mid, bucket) = (get(LEN_SHORT), get(v6_mid(&addr)), get(v6_bucket(&addr)));
     let lens = [
-        short.bits[0] | bucket.bits[0],
-        short.bits[1] | bucket.bits[1],
-        (short.bits[2] | bucket.bits[2]) & 1,
+        short.bits[0] | mid.bits[0] | bucket.bits[0],
+        short.bits[1] | mid.bits[1] | bucket.bits[1],
+        (short.bits[2] | mid.bits[2] | bucket.bits[2]) & 1,
     ];
     if lens == [0, 0, 0] {
         return false;

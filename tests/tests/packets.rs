@@ -103,6 +103,18 @@ fn fixtures() -> Vec<Fixture> {
             Plain,
         ),
         f(
+            "IPv4 inside a blocked /4 (the shortest tier)",
+            v4_frame("241.1.1.1"),
+            Drop,
+            Blocked,
+        ),
+        f(
+            "IPv6 inside a blocked /7 (the shortest tier)",
+            v6_frame("fd00::1"),
+            Drop,
+            Blocked,
+        ),
+        f(
             "IPv6 inside a blocked /20 (shorter than the bucket bits)",
             v6_frame("3fff:0:1::1"),
             Drop,
@@ -439,6 +451,8 @@ fn xdp_and_tc_verdicts_match_the_table() {
         block(&mut maps, p, 0);
     }
     for p in [
+        "240.0.0.0/4",
+        "fc00::/7",
         "3fff::/20",
         "2001:db8:cccc:dddd:8000::/65",
         "2001:db8:aaaa:bbbb::/64",

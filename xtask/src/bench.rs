@@ -39,8 +39,8 @@ use crate::{
     util::{Procs, is_root, median_range, percentile, step, to_f64, workspace},
 };
 
-const SCENARIOS: [&str; 8] = [
-    "l7", "h2", "tls", "cache", "xdp", "attack", "spread", "memory",
+const SCENARIOS: [&str; 9] = [
+    "l7", "h2", "tls", "cache", "xdp", "lookup", "attack", "spread", "memory",
 ];
 
 #[expect(
@@ -159,6 +159,14 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
                 crate::xdpbench::xdp(&bin)
             })?;
             sections.push(("xdp".to_owned(), text, data));
+        }
+        if s == "lookup" {
+            let bin = workspace().join("target/release");
+            let (text, data) = step(
+                "bench lookup (the XDP program per packet at 0 to 1 000 000 prefixes, about 1 minute)",
+                || crate::xdpbench::lookup(&bin),
+            )?;
+            sections.push(("lookup".to_owned(), text, data));
         }
         if s == "attack" {
             let bin = workspace().join("target/release");

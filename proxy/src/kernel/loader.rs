@@ -616,6 +616,27 @@ impl Datapath {
         run_once(prog, packet).map_err(|source| KernelError::TestRun { name, source })
     }
 
+    /// Runs the XDP program `repeat` times on `packet` (`BPF_PROG_TEST_RUN`): its action and
+    /// the kernel's own time per run.
+    pub fn time_xdp(
+        &mut self,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), KernelError> {
+        let name = programs::XDP_FILTER;
+        let prog = self.xdp()?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| KernelError::TestRun { name, source })?;
+        Ok((result.return_value, result.duration))
+    }
+
     /// Runs the TC classifier once on `packet` and returns its action.
     pub fn test_run_tc(&mut self, packet: &[u8]) -> Result<u32, KernelError> {
         let name = programs::TC_FILTER;

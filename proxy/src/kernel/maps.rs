@@ -5,9 +5,9 @@ use aya::maps::{
     Array, HashMap, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie,
 };
 use proxy_common::{
-    AllowEntry, BlockEntry, COUNTER_COUNT, COUNTER_SLOTS, Counter, IfaceName, LEN_BUCKETS,
+    AllowEntry, BlockEntry, COUNTER_COUNT, COUNTER_SLOTS, Counter, IfaceName, LEN_ENTRIES,
     LEN_SHORT, LensV6, MAX_IFACES, PrefixV4, PrefixV6, V4_BUCKET_BITS, V4Addr, V6_BUCKET_BITS,
-    V6Addr, maps, v4_bucket, v6_bucket,
+    V6Addr, maps, v4_bucket, v4_mid, v6_bucket, v6_mid,
 };
 
 use super::KernelError;
@@ -40,6 +40,8 @@ fn index_v4(cidr: &Cidr) -> (PrefixV4, u32) {
     let addr = (u32::from(a) & mask).to_be_bytes();
     let bucket = if len >= V4_BUCKET_BITS {
         v4_bucket(addr)
+    } else if len >= 8 {
+        v4_mid(addr)
     } else {
         LEN_SHORT
     };
@@ -60,6 +62,8 @@ fn index_v6(cidr: &Cidr) -> (PrefixV6, u32) {
     let addr = (u128::from(a) & mask).to_be_bytes();
     let bucket = if len >= V6_BUCKET_BITS {
         v6_bucket(&addr)
+    } else if len >= 16 {
+        v6_mid(&addr)
     } else {
         LEN_SHORT
     };
@@ -293,7 +297,7 @@ impl KernelMaps {
         for k in stale_v6 {
             let _ = self.hash_v6.remove(&k);
         }
-        for bucket in 0..=LEN_BUCKETS {
+        for bucket in 0..LEN_ENTRIES {
             let want = want_v4.get(&bucket).copied().unwrap_or(0);
             let have = self
                 .lens_v4

@@ -1,0 +1,154 @@
+//! `cargo xtask bench lookup` runs this: the XDP program's own cost per packet
+//! (`BPF_PROG_TEST_RUN`, kernel-timed, many repetitions) with 0, 1 000, 100 000 and
+//! 1 000 000 blocklist prefixes of mixed lengths, for a blocked and a passed packet of each
+//! family, and how many blocks per second the map API sustains. Prints one JSON object.
+//!
+//! Prefixes (a fixed pseudo-random sequence, so runs compare): IPv4 40 % /32, 30 % /24 and
+//! 30 % spread over /8 to /31; IPv6 (a quarter as many, at most the map's size) 40 % /128,
+//! 30 % /64, 30 % over /32 to /127. Addresses avoid 127/8 and `fe80::/10`, where the passed
+//! packets come from.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "a rate from counts far below 2^52"
+)]
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Instant,
+};
+
+use proxy::{
+    cidr::Cidr,
+    kernel::{Datapath, KernelMaps},
+};
+use proxy_common::{BLOCK_V6_MAX, BlockEntry, Reason};
+use proxy_tests::{
+    packet::{v4_frame, v6_frame},
+    require_root, unique_id,
+};
+
+const REPEAT: u32 = 2_000_000;
+const LEVELS: [usize; 4] = [0, 1_000, 100_000, 1_000_000];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn v4_prefix(r: &mut Rng) -> Cidr {
+    let len = match r.next() % 10 {
+        0..=3 => 32,
+        4..=6 => 24,
+        _ => 8 + (r.next() % 24) as u8,
+    };
+    let mut a = (r.next() >> 32) as u32;
+    // Not 0/8, 127/8 (the passed packet's), nor multicast and above.
+    let first = 1 + (a >> 24) % 223;
+    let first = if first == 127 { 128 } else { first };
+    a = (first << 24) | (a & 0x00ff_ffff);
+    Cidr::new_truncating(IpAddr::V4(Ipv4Addr::from(a)), len)
+}
+
+fn v6_prefix(r: &mut Rng) -> Cidr {
+    let len = match r.next() % 10 {
+        0..=3 => 128,
+        4..=6 => 64,
+        _ => 32 + (r.next() % 96) as u8,
+    };
+    // Inside 2000::/3.
+    let hi = (r.next() & 0x1fff_ffff_ffff_ffff) | 0x2000_0000_0000_0000;
+    let a = (u128::from(hi) << 64) | u128::from(r.next());
+    Cidr::new_truncating(IpAddr::V6(Ipv6Addr::from(a)), len)
+}
+
+struct Pins(Datapath);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.pin_dir());
+    }
+}
+
+fn ns(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e9
+}
+
+fn main() {
+    require_root();
+    let instance = format!("lookup-bench-{}", unique_id());
+    let pin_dir = proxy::kernel::pin_dir(&instance);
+    let mut dp = Pins(Datapath::load(&pin_dir).expect("load the kernel programs"));
+    let mut maps = KernelMaps::open(&pin_dir).expect("open the maps");
+    let entry = BlockEntry {
+        expires_at_ns: 0,
+        reason: Reason::Manual as u32,
+        flags: 0,
+    };
+    let mut r4 = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut r6 = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut n4, mut n6) = (0usize, 0usize);
+    // The blocked packets' addresses: inside the first /24 and /64 generated.
+    let (mut blocked4, mut blocked6): (Option<Ipv4Addr>, Option<Ipv6Addr>) = (None, None);
+    let mut rows = Vec::new();
+    let mut insert_ns = Vec::new();
+    for level in LEVELS {
+        let want6 = (level / 4).min(BLOCK_V6_MAX as usize - 1);
+        let started = Instant::now();
+        let before = n4 + n6;
+        while n4 < level {
+            let c = v4_prefix(&mut r4);
+            maps.block(&c, entry).expect("block");
+            if blocked4.is_none() && c.prefix_len() == 24 {
+                let IpAddr::V4(a) = c.addr() else {
+                    unreachable!()
+                };
+                blocked4 = Some(Ipv4Addr::from(u32::from(a) | 0x4d));
+            }
+            n4 += 1;
+        }
+        while n6 < want6 {
+            let c = v6_prefix(&mut r6);
+            maps.block(&c, entry).expect("block");
+            if blocked6.is_none() && c.prefix_len() == 64 {
+                let IpAddr::V6(a) = c.addr() else {
+                    unreachable!()
+                };
+                blocked6 = Some(Ipv6Addr::from(u128::from(a) | 0x77));
+            }
+            n6 += 1;
+        }
+        let added = n4 + n6 - before;
+        if added > 0 {
+            insert_ns.push((added, started.elapsed().as_secs_f64()));
+        }
+        let mut time = |frame: Vec<u8>, want: u32| -> f64 {
+            let (action, d) = dp.0.time_xdp(&frame, REPEAT).expect("test run");
+            assert_eq!(action, want, "unexpected XDP action");
+            ns(d)
+        };
+        let passed4 = time(v4_frame("127.0.0.1"), 2);
+        let passed6 = time(v6_frame("fe80::1"), 2);
+        let b4 = blocked4.map(|a| time(v4_frame(&a.to_string()), 1));
+        let b6 = blocked6.map(|a| time(v6_frame(&a.to_string()), 1));
+        let opt = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.1}"));
+        rows.push(format!(
+            "{{\"prefixes_v4\": {n4}, \"prefixes_v6\": {n6}, \"blocked_v4_ns\": {}, \"passed_v4_ns\": {passed4:.1}, \"blocked_v6_ns\": {}, \"passed_v6_ns\": {passed6:.1}}}",
+            opt(b4),
+            opt(b6)
+        ));
+    }
+    let (added, secs): (usize, f64) = insert_ns
+        .iter()
+        .fold((0, 0.0), |(a, s), (n, t)| (a + n, s + t));
+    println!(
+        "{{\"repeat\": {REPEAT}, \"levels\": [{}], \"blocks_per_second\": {:.0}}}",
+        rows.join(", "),
+        added as f64 / secs
+    );
+    drop(maps);
+}
