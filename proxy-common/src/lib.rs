@@ -36,8 +36,9 @@ pub mod maps {
     /// `ARRAY` of [`crate::LensV6`]: the same for IPv6, by [`crate::v6_bucket`] for lengths
     /// >= 32, [`crate::v6_mid`] for /16 to /31, [`crate::LEN_SHORT`] for shorter ones.
     pub const BLOCK_LENS_V6: &str = "BLOCK_LENS_V6";
-    /// `ARRAY` of two `u32`: whether the IPv4 / IPv6 allowlist has entries (an empty one
-    /// is not walked).
+    /// `ARRAY` of four `u32`: whether the IPv4 / IPv6 allowlist has entries (an empty one
+    /// is not walked); entry 2, when not 0, makes the programs look the blocklist up in its
+    /// LPM tries instead of the index (a diagnostic switch: `bench lookup` compares both).
     pub const LIST_FLAGS: &str = "LIST_FLAGS";
     /// `PERCPU_ARRAY` of `u64` packet counters at `slot * COUNTER_SLOTS + Counter`.
     pub const COUNTERS: &str = "COUNTERS";

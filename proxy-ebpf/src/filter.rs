@@ -5,17 +5,17 @@
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_ktime_get_ns, bpf_loop},
-    maps::{LruHashMap, lpm_trie::Key},
+    maps::{LpmTrie, LruHashMap, lpm_trie::Key},
 };
 use proxy_common::{
-    COUNTER_SLOTS, Counter, IFINDEX_MAX, LEN_SHORT, MAX_IFACES, PrefixV4, PrefixV6, RateConfig,
-    TokenBucket, v4_bucket, v4_mid, v6_bucket, v6_mid,
+    BlockEntry, COUNTER_SLOTS, Counter, IFINDEX_MAX, LEN_SHORT, MAX_IFACES, PrefixV4, PrefixV6,
+    RateConfig, TokenBucket, v4_bucket, v4_mid, v6_bucket, v6_mid,
 };
 
 use crate::{
     maps::{
-        ALLOW_V4, ALLOW_V6, BLOCK_HASH_V4, BLOCK_HASH_V6, BLOCK_LENS_V4, BLOCK_LENS_V6, COUNTERS,
-        IFACE_SLOTS, LIST_FLAGS, RATE_CONFIG, SYN_BUCKETS_V4, SYN_BUCKETS_V6,
+        ALLOW_V4, ALLOW_V6, BLOCK_HASH_V4, BLOCK_HASH_V6, BLOCK_LENS_V4, BLOCK_LENS_V6, BLOCK_V4,
+        BLOCK_V6, COUNTERS, IFACE_SLOTS, LIST_FLAGS, RATE_CONFIG, SYN_BUCKETS_V4, SYN_BUCKETS_V6,
     },
     packet::{Packet, Source},
 };
@@ -49,7 +49,6 @@ struct Probe {
     word: u32,
     /// 0: no prefix found; 1: found and in force; 2: found, expired.
     verdict: u32,
-    now: u64,
 }
 
 /// `len` leading one bits in a 64-bit word, without branching on `len` (0 to 64).
@@ -92,7 +91,14 @@ fn probe_next(p: &mut Probe, v6: bool) -> i64 {
     };
     match found {
         Some(entry) => {
-            p.verdict = if entry.is_active(p.now) { 1 } else { 2 };
+            // The clock only for an entry that expires: the helper costs as much as the
+            // rest of a lookup.
+            let active = entry.expires_at_ns == 0 || {
+                // SAFETY: bpf_ktime_get_ns has no preconditions.
+                let now = unsafe { bpf_ktime_get_ns() };
+                entry.is_active(now)
+            };
+            p.verdict = if active { 1 } else { 2 };
             1
         }
         None => 0,
@@ -113,7 +119,7 @@ extern "C" fn probe_v6(_index: u64, ctx: *mut c_void) -> i64 {
 /// exact-match probe per prefix length that the address's bucket (or the short prefixes)
 /// may hold, longest first.
 #[inline(always)]
-fn blocked_v4(addr: [u8; 4], now: u64) -> bool {
+fn blocked_v4(addr: [u8; 4]) -> bool {
     let get = |i: u32| BLOCK_LENS_V4.get(i).copied().unwrap_or(0);
     let lens = get(LEN_SHORT) | get(v4_mid(addr)) | get(v4_bucket(addr));
     if lens == 0 {
@@ -126,7 +132,6 @@ fn blocked_v4(addr: [u8; 4], now: u64) -> bool {
         lens: [lens & ((1u64 << 33) - 1), 0, 0],
         word: 0,
         verdict: 0,
-        now,
     };
     // SAFETY: `probe_v4` is a static function with bpf_loop's callback signature, and `p`
     // outlives the call.
@@ -143,7 +148,7 @@ fn blocked_v4(addr: [u8; 4], now: u64) -> bool {
 
 /// [`blocked_v4`] for IPv6 (lengths 0 to 128 in three words).
 #[inline(always)]
-fn blocked_v6(addr: [u8; 16], now: u64) -> bool {
+fn blocked_v6(addr: [u8; 16]) -> bool {
     let get = |i: u32| BLOCK_LENS_V6.get(i).copied().unwrap_or_default();
     let (short, mid, bucket) = (get(LEN_SHORT), get(v6_mid(&addr)), get(v6_bucket(&addr)));
     let lens = [
@@ -164,7 +169,6 @@ fn blocked_v6(addr: [u8; 16], now: u64) -> bool {
         lens,
         word: 2,
         verdict: 0,
-        now,
     };
     // SAFETY: as in `blocked_v4`.
     unsafe {
@@ -178,14 +182,35 @@ fn blocked_v6(addr: [u8; 16], now: u64) -> bool {
     p.verdict == 1
 }
 
+/// Whether the blocklist is looked up in its LPM tries instead of the index
+/// (`LIST_FLAGS[2]`: a diagnostic switch, used by `bench lookup` to compare both in one run).
+#[inline(always)]
+fn lpm_mode() -> bool {
+    LIST_FLAGS.get(2).is_some_and(|f| *f != 0)
+}
+
+/// The blocklist's LPM trie: the longest prefix holding `key`, if in force.
+#[inline(always)]
+fn blocked_lpm<K>(trie: &LpmTrie<K, BlockEntry>, key: &Key<K>) -> bool {
+    match trie.get(key) {
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        Some(e) => e.expires_at_ns == 0 || e.is_active(unsafe { bpf_ktime_get_ns() }),
+        None => false,
+    }
+}
+
 /// Allowlist first (walked only when it has entries), then an active blocklist entry.
 #[inline(always)]
 fn classify_v4(addr: [u8; 4]) -> Counter {
     if LIST_FLAGS.get(0).is_some_and(|f| *f != 0) && ALLOW_V4.get(&Key::new(32, addr)).is_some() {
         return Counter::PassedAllowlist;
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    if blocked_v4(addr, unsafe { bpf_ktime_get_ns() }) {
+    let blocked = if lpm_mode() {
+        blocked_lpm(&BLOCK_V4, &Key::new(32, addr))
+    } else {
+        blocked_v4(addr)
+    };
+    if blocked {
         Counter::DroppedBlocklist
     } else {
         Counter::Passed
@@ -197,8 +222,12 @@ fn classify_v6(addr: [u8; 16]) -> Counter {
     if LIST_FLAGS.get(1).is_some_and(|f| *f != 0) && ALLOW_V6.get(&Key::new(128, addr)).is_some() {
         return Counter::PassedAllowlist;
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    if blocked_v6(addr, unsafe { bpf_ktime_get_ns() }) {
+    let blocked = if lpm_mode() {
+        blocked_lpm(&BLOCK_V6, &Key::new(128, addr))
+    } else {
+        blocked_v6(addr)
+    };
+    if blocked {
         Counter::DroppedBlocklist
     } else {
         Counter::Passed

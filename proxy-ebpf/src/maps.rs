@@ -34,7 +34,7 @@ pub static BLOCK_LENS_V4: Array<u64> = Array::with_max_entries(LEN_ENTRIES, 0);
 pub static BLOCK_LENS_V6: Array<LensV6> = Array::with_max_entries(LEN_ENTRIES, 0);
 
 #[map]
-pub static LIST_FLAGS: Array<u32> = Array::with_max_entries(2, 0);
+pub static LIST_FLAGS: Array<u32> = Array::with_max_entries(4, 0);
 
 #[map]
 pub static ALLOW_V4: LpmTrie<V4Addr, AllowEntry> =

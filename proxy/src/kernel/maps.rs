@@ -322,6 +322,14 @@ impl KernelMaps {
         self.set_allow_flags()
     }
 
+    /// Makes the programs look the blocklist up in its LPM tries (`true`) or in the index
+    /// (`false`, the default): a diagnostic switch for comparing the two.
+    pub fn set_lpm_lookup(&mut self, on: bool) -> Result<(), KernelError> {
+        self.list_flags
+            .set(2, u32::from(on), 0)
+            .map_err(map_err("update", maps::LIST_FLAGS))
+    }
+
     /// Tells the programs whether each allowlist has entries.
     fn set_allow_flags(&mut self) -> Result<(), KernelError> {
         let v4 = u32::from(self.allow_v4.keys().next().is_some());

@@ -22,7 +22,7 @@ use proxy::{
 };
 use proxy_common::{BLOCK_V6_MAX, BlockEntry, Reason};
 use proxy_tests::{
-    packet::{v4_frame, v6_frame},
+    packet::{arp_frame, v4_frame, v6_frame},
     require_root, unique_id,
 };
 
@@ -126,20 +126,31 @@ fn main() {
         if added > 0 {
             insert_ns.push((added, started.elapsed().as_secs_f64()));
         }
-        let mut time = |frame: Vec<u8>, want: u32| -> f64 {
-            let (action, d) = dp.0.time_xdp(&frame, REPEAT).expect("test run");
-            assert_eq!(action, want, "unexpected XDP action");
-            ns(d)
-        };
-        let passed4 = time(v4_frame("127.0.0.1"), 2);
-        let passed6 = time(v6_frame("fe80::1"), 2);
-        let b4 = blocked4.map(|a| time(v4_frame(&a.to_string()), 1));
-        let b6 = blocked6.map(|a| time(v6_frame(&a.to_string()), 1));
         let opt = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.1}"));
+        let mut cells = Vec::new();
+        // The index, then the LPM tries (the lookup before #15), on the same lists.
+        for (mode, lpm) in [("index", false), ("lpm", true)] {
+            maps.set_lpm_lookup(lpm).expect("switch the lookup");
+            let mut time = |frame: Vec<u8>, want: u32| -> f64 {
+                let (action, d) = dp.0.time_xdp(&frame, REPEAT).expect("test run");
+                assert_eq!(action, want, "unexpected XDP action ({mode})");
+                ns(d)
+            };
+            let floor = time(arp_frame(), 2);
+            let passed4 = time(v4_frame("127.0.0.1"), 2);
+            let passed6 = time(v6_frame("fe80::1"), 2);
+            let b4 = blocked4.map(|a| time(v4_frame(&a.to_string()), 1));
+            let b6 = blocked6.map(|a| time(v6_frame(&a.to_string()), 1));
+            cells.push(format!(
+                "\"{mode}\": {{\"non_ip_ns\": {floor:.1}, \"blocked_v4_ns\": {}, \"passed_v4_ns\": {passed4:.1}, \"blocked_v6_ns\": {}, \"passed_v6_ns\": {passed6:.1}}}",
+                opt(b4),
+                opt(b6)
+            ));
+        }
+        maps.set_lpm_lookup(false).expect("switch the lookup");
         rows.push(format!(
-            "{{\"prefixes_v4\": {n4}, \"prefixes_v6\": {n6}, \"blocked_v4_ns\": {}, \"passed_v4_ns\": {passed4:.1}, \"blocked_v6_ns\": {}, \"passed_v6_ns\": {passed6:.1}}}",
-            opt(b4),
-            opt(b6)
+            "{{\"prefixes_v4\": {n4}, \"prefixes_v6\": {n6}, {}}}",
+            cells.join(", ")
         ));
     }
     let (added, secs): (usize, f64) = insert_ns
