@@ -1472,3 +1472,49 @@ fn disk_tier_under_a_dropped_privilege() {
     t.restart(false);
     assert_disk_hit(&t.get("/cache/priv2?cc=max-age=600"), 1);
 }
+
+/// A stored `206` answers the ranges it holds, and `416` past the end of the complete
+/// response (RFC 9111 3.3); other ranges, and requests without `Range`, go to the origin.
+#[test]
+fn a_stored_part_answers_the_ranges_it_holds() {
+    let t = Cached::start(125, 1 << 20, "");
+    let p = "/cache/part?cc=max-age=60&ranges=1&size=100&etag=p1";
+    let first = t.get_with(p, &[("range", "bytes=10-59")]);
+    assert_eq!(first.status, 206, "{first:?}");
+    assert_eq!(first.header("content-range"), Some("bytes 10-59/100"));
+    assert!(status(&first).contains("stored"), "{first:?}");
+    let inner = t.get_with(p, &[("range", "bytes=20-29")]);
+    assert_eq!(inner.status, 206, "{inner:?}");
+    assert_eq!(inner.header("content-range"), Some("bytes 20-29/100"));
+    assert_eq!(inner.body, first.body[10..20]);
+    assert!(status(&inner).contains("detail=partial"), "{inner:?}");
+    let whole_part = t.get_with(p, &[("range", "bytes=10-59")]);
+    assert_eq!(whole_part.body, first.body);
+    let past = t.get_with(p, &[("range", "bytes=100-")]);
+    assert_eq!(past.status, 416, "{past:?}");
+    assert_eq!(past.header("content-range"), Some("bytes */100"));
+    // An If-Range naming another entity: not from this part.
+    let other = t.get_with(p, &[("range", "bytes=20-29"), ("if-range", "\"p2\"")]);
+    assert!(!status(&other).contains("hit"), "{other:?}");
+    assert_eq!(t.count("part"), 2);
+    // Outside the part: the origin (its part replaces the stored one).
+    let outside = t.get_with(p, &[("range", "bytes=0-9")]);
+    assert_eq!(outside.status, 206);
+    assert_eq!(outside.header("content-range"), Some("bytes 0-9/100"));
+    assert_eq!(t.count("part"), 3);
+    assert!(status(&t.get_with(p, &[("range", "bytes=2-5")])).contains("detail=partial"));
+    assert_eq!(t.count("part"), 3);
+    // Never for a request without Range.
+    let full = t.get(p);
+    assert_eq!(full.status, 200, "{full:?}");
+    assert_eq!(full.body.len(), 100);
+    assert_eq!(t.count("part"), 4);
+    // An unsafe method removes the part with the response.
+    let post = t.req("POST", p, &[]);
+    assert!(post.status.as_u16() < 500, "{post:?}");
+    let after = t.get_with(
+        "/cache/part?cc=max-age=60&ranges=1&size=100&etag=p1",
+        &[("range", "bytes=2-5")],
+    );
+    assert!(!status(&after).contains("hit"), "{after:?}");
+}

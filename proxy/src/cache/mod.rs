@@ -782,8 +782,13 @@ impl Cache {
         }
     }
 
-    /// Removes what is stored for `key` (all its variants).
+    /// Removes what is stored for `key` (all its variants, and its stored part).
     pub fn invalidate(&self, key: &str) {
+        self.invalidate_one(&partial_key(key));
+        self.invalidate_one(key);
+    }
+
+    fn invalidate_one(&self, key: &str) {
         let on_disk = self.disk.as_ref().is_some_and(|d| {
             let had = d.contains(key);
             d.invalidate(key);
@@ -921,6 +926,13 @@ impl Cache {
         self.store.run_pending_tasks();
         (self.store.entry_count(), self.store.weighted_size())
     }
+}
+
+/// Where a URL's stored part (a `206`) lives: beside its key, never answering a request
+/// without `Range`; purges of the URL reach it (`key\0...`).
+#[must_use]
+pub fn partial_key(key: &str) -> String {
+    format!("{key}\0part")
 }
 
 /// The authority as keys hold it: the canonical host, and the port unless it is the scheme's

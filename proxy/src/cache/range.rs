@@ -110,6 +110,28 @@ fn if_range_holds(condition: &HeaderValue, stored: &HeaderMap) -> bool {
     strong && date == modified && modified > std::time::UNIX_EPOCH
 }
 
+/// The part a stored `206` holds, from its `Content-Range: bytes a-b/len`: (a, b, len), when
+/// it is one part of a body of known length.
+#[must_use]
+pub fn stored_part(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
+    let mut values = headers.get_all(header::CONTENT_RANGE).iter();
+    let text = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let rest = text.trim().strip_prefix("bytes ")?;
+    let (span, len) = rest.split_once('/')?;
+    let (a, b) = span.split_once('-')?;
+    let digits = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (a, b, len) = (digits(a)?, digits(b)?, digits(len)?);
+    (a <= b && b < len).then_some((a, b, len))
+}
+
 /// `Content-Range` for a part of a body of `len` bytes (or `bytes */len` for a 416).
 #[must_use]
 pub fn content_range(part: Option<&Range<usize>>, len: usize) -> HeaderValue {
@@ -123,6 +145,28 @@ pub fn content_range(part: Option<&Range<usize>>, len: usize) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_parts() {
+        let part = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(v).unwrap());
+            stored_part(&h)
+        };
+        assert_eq!(part("bytes 0-9/100"), Some((0, 9, 100)));
+        assert_eq!(part("bytes 10-99/100"), Some((10, 99, 100)));
+        for bad in [
+            "bytes 0-100/100",
+            "bytes 5-4/100",
+            "bytes 0-9/*",
+            "bytes */100",
+            "items 0-9/100",
+            "bytes -1-9/100",
+            "bytes 0-9/1e3",
+        ] {
+            assert_eq!(part(bad), None, "{bad}");
+        }
+    }
 
     fn eval(range: &str, len: usize) -> RangeAnswer {
         evaluate(

@@ -121,7 +121,8 @@ pub async fn serve(
                 obj.body.len(),
             );
             ctx.cache_status = Some(format!("hit; ttl={}", obj.ttl(now)));
-            return Ok(ranged(policy, &obj, &parts, now, answer));
+            let len = obj.body.len();
+            return Ok(ranged(policy, &obj, &parts, now, answer, (0, len)));
         }
     }
 
@@ -131,6 +132,15 @@ pub async fn serve(
     // answers to them (a 412, say) is never stored for everyone.
     let precondition = parts.headers.contains_key(header::IF_MATCH)
         || parts.headers.contains_key(header::IF_UNMODIFIED_SINCE);
+    // A range that no complete stored response answered: from the URL's stored part when
+    // it holds the range, else from the origin, whose single-part 206 is stored as the part.
+    if method == Method::GET
+        && !req_cc.no_store
+        && !precondition
+        && let Some(range) = parts.headers.get(header::RANGE).cloned()
+    {
+        return serve_range(ctx, policy, key, parts, body, &req_cc, &range).await;
+    }
     if !(method == Method::GET || method == Method::HEAD)
         || parts.headers.contains_key(header::RANGE)
         || req_cc.no_store
@@ -395,6 +405,107 @@ pub async fn serve(
     }
 }
 
+/// A range request (GET, no `no-store`, no precondition) that no complete stored response
+/// answered (RFC 9111 3.3, 3.4): the URL's stored part answers ranges it holds (`416` past
+/// the end of the complete response); other requests go to the origin, and its answer is
+/// stored as the URL's part when it is a single-part `206` of a response of known length
+/// with a matching `Content-Length`, storable and without `Vary`. Parts are not combined: a
+/// newer part replaces the older one.
+async fn serve_range(
+    ctx: &mut RequestCtx,
+    policy: &Arc<Policy>,
+    key: String,
+    parts: Parts,
+    body: ClientBody,
+    req_cc: &Directives,
+    range: &HeaderValue,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    use crate::cache::range::{RangeAnswer, evaluate, stored_part};
+    let cache = ctx.worker.shared.cache.clone();
+    let stats = cache.stats.clone();
+    let pkey = crate::cache::partial_key(&key);
+    let now = SystemTime::now();
+    if let (Lookup::Hit(obj), _) = cache.lookup_tiered(&pkey, &HeaderMap::new()).await
+        && obj.status == StatusCode::PARTIAL_CONTENT
+        && matches!(obj.usable(req_cc, now), Use::Fresh | Use::StaleAccepted)
+        && let Some((a, b, len)) = stored_part(&obj.headers)
+        && let (Ok(a), Ok(b), Ok(len)) =
+            (usize::try_from(a), usize::try_from(b), usize::try_from(len))
+        && obj.body.len() == b - a + 1
+        && !control::not_modified(&parts.headers, &obj.headers)
+    {
+        let answer = evaluate(
+            range,
+            parts.headers.get(header::IF_RANGE),
+            &obj.headers,
+            len,
+        );
+        let held = match &answer {
+            RangeAnswer::Partial(r) => r.start >= a && r.end <= b + 1,
+            RangeAnswer::Unsatisfiable => true,
+            RangeAnswer::Full => false,
+        };
+        if held {
+            Stats::inc(&stats.hits);
+            ctx.cache_status = Some(format!("hit; ttl={}; detail=partial", obj.ttl(now)));
+            return Ok(ranged(policy, &obj, &parts, now, answer, (a, len)));
+        }
+    }
+    Stats::inc(&stats.bypass);
+    let client_headers = parts.headers.clone();
+    let request_time = SystemTime::now();
+    let mut resp = fetch(ctx, parts, body, None).await?;
+    let now = SystemTime::now();
+    let part = (resp.status() == StatusCode::PARTIAL_CONTENT)
+        .then(|| stored_part(resp.headers()))
+        .flatten()
+        .filter(|(a, b, _)| {
+            resp.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                == Some(b - a + 1)
+        });
+    let object = part.and_then(|_| {
+        // Judged as the complete response would be; the part keeps its Content-Range.
+        let mut whole = resp.headers().clone();
+        let content_range = whole.remove(header::CONTENT_RANGE)?;
+        let cc = policy.response_directives(&whole);
+        let mut o = decide(
+            policy,
+            &client_headers,
+            req_cc,
+            StatusCode::OK,
+            &whole,
+            &cc,
+            request_time,
+            now,
+        )
+        .ok()
+        .filter(|o| o.vary.is_empty())?;
+        o.status = StatusCode::PARTIAL_CONTENT;
+        o.headers.insert(header::CONTENT_RANGE, content_range);
+        Some(o)
+    });
+    policy.strip_targeted(resp.headers_mut());
+    let Some(object) = object else {
+        ctx.cache_status = Some("fwd=bypass; detail=range".to_owned());
+        return Ok(resp.map(BodyExt::boxed));
+    };
+    ctx.cache_status = Some(format!(
+        "fwd=bypass; fwd-status=206; ttl={}; stored; detail=range",
+        object.ttl(now)
+    ));
+    let pending = Pending {
+        cache: cache.clone(),
+        key: pkey,
+        request: client_headers,
+        object,
+        max_bytes: usize::try_from(policy.max_object_bytes).unwrap_or(usize::MAX),
+        lock: None,
+    };
+    Ok(resp.map(|b| StoreBody::new(b, pending).boxed()))
+}
+
 /// A `Location`-style URI on the same scheme and host, as a path URI.
 fn same_host_uri(value: &str, scheme: &str, host: &str) -> Option<hyper::Uri> {
     if value.starts_with('/') && !value.starts_with("//") {
@@ -588,21 +699,23 @@ fn hit(
     answer_to(policy, obj, &parts.method, &parts.headers, now)
 }
 
-/// A range of a stored response: `206` with the part, `416`, or the whole response.
+/// A range of a stored response: `206` with the part, `416`, or the whole response. The
+/// stored body holds bytes `offset..` of a response of `len` bytes (a stored part), or all
+/// of it (`offset` 0, `len` its length); a part is only asked for ranges it holds.
 fn ranged(
     policy: &Policy,
     obj: &Object,
     parts: &Parts,
     now: SystemTime,
     answer: crate::cache::range::RangeAnswer,
+    (offset, len): (usize, usize),
 ) -> Response<ProxyBody> {
     use crate::cache::range::{RangeAnswer, content_range};
-    let len = obj.body.len();
     let (status, body, range) = match answer {
         RangeAnswer::Full => return answer_to(policy, obj, &parts.method, &parts.headers, now),
         RangeAnswer::Partial(r) => (
             StatusCode::PARTIAL_CONTENT,
-            obj.body.slice(r.clone()),
+            obj.body.slice(r.start - offset..r.end - offset),
             content_range(Some(&r), len),
         ),
         RangeAnswer::Unsatisfiable => (

@@ -87,7 +87,8 @@ fn percent_decode(s: &str) -> String {
 /// `cc` Cache-Control, `etag` (quoted for you), `lm` Last-Modified as a Unix time, `expires`
 /// seconds from now (`bad` for an invalid date), `age` Age, `vary` Vary, `cookie=1`
 /// Set-Cookie, `status`, `delay` ms before the headers, `size` body bytes, `chunks` N body
-/// chunks 100 ms apart without Content-Length, `loc` Location. Conditionals are honoured
+/// chunks 100 ms apart without Content-Length, `loc` Location, `ranges=1` single byte ranges
+/// answered with 206. Conditionals are honoured
 /// (304). Every response carries `x-version: <count>` and the body `key=<key> n=<count>`.
 #[expect(
     clippy::too_many_lines,
@@ -233,7 +234,32 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
         }
         text.truncate(size.max(1));
     }
-    let b = b.status(status);
+    let mut b = b.status(status);
+    // `ranges=1`: a single `Range: bytes=a-b` (or `a-`) is answered with its part (206).
+    if p("ranges").is_some()
+        && let Some((start, end)) = req
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes="))
+            .and_then(|v| v.split_once('-'))
+            .and_then(|(a, e)| {
+                let a: usize = a.parse().ok()?;
+                let e: usize = if e.is_empty() {
+                    text.len() - 1
+                } else {
+                    e.parse().ok()?
+                };
+                (a <= e && a < text.len()).then_some((a, e.min(text.len() - 1)))
+            })
+    {
+        let total = text.len();
+        text.truncate(end + 1);
+        text.drain(..start);
+        b = b
+            .status(206)
+            .header("content-range", format!("bytes {start}-{end}/{total}"));
+    }
     if let Some(chunks) = p("chunks").and_then(|c| c.parse::<usize>().ok()) {
         let bytes = Bytes::from(text);
         let (tx, rx) =
