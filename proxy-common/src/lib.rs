@@ -28,13 +28,13 @@ pub mod maps {
     pub const BLOCK_HASH_V4: &str = "BLOCK_HASH_V4";
     /// `HASH` of IPv6 prefixes to drop: key [`crate::PrefixV6`], value [`crate::BlockEntry`].
     pub const BLOCK_HASH_V6: &str = "BLOCK_HASH_V6";
-    /// `ARRAY` of `u64`: bit `L` of entry `b` set when an IPv4 prefix of length `L` >= 16
-    /// with top 16 bits `b` may be in the blocklist; entries [`crate::v4_mid`] for /8 to
-    /// /15 by first byte, [`crate::LEN_SHORT`] for shorter ones (any address). A set bit
-    /// with no prefix costs one lookup, never a verdict.
+    /// `ARRAY` of `u64`: bit `L` of an entry set when an IPv4 prefix of length `L` may hold
+    /// the addresses of that entry: [`crate::v4_long`] for /20 to /32, [`crate::v4_mid`] for
+    /// /12 to /19, [`crate::v4_low`] for /8 to /11, [`crate::V4_SHORT`] for shorter ones (any
+    /// address). A set bit with no prefix costs one lookup, never a verdict.
     pub const BLOCK_LENS_V4: &str = "BLOCK_LENS_V4";
-    /// `ARRAY` of [`crate::LensV6`]: the same for IPv6, by [`crate::v6_bucket`] for lengths
-    /// >= 32, [`crate::v6_mid`] for /16 to /31, [`crate::LEN_SHORT`] for shorter ones.
+    /// `ARRAY` of [`crate::LensV6`]: the same for IPv6, by [`crate::v6_long`] for lengths
+    /// >= 32, [`crate::v6_mid`] for /16 to /31, [`crate::V6_SHORT`] for shorter ones.
     pub const BLOCK_LENS_V6: &str = "BLOCK_LENS_V6";
     /// `ARRAY` of four `u32`: whether the IPv4 / IPv6 allowlist has entries (an empty one
     /// is not walked); entry 2, when not 0, makes the programs look the blocklist up in its
@@ -188,22 +188,54 @@ pub struct LensV6 {
     pub bits: [u64; 3],
 }
 
-/// Buckets of the `BLOCK_LENS_*` arrays for long prefixes (entries 0 to 65535).
-pub const LEN_BUCKETS: u32 = 1 << 16;
-/// First entry of the `BLOCK_LENS_*` arrays for middle-length prefixes (IPv4 /8 to /15 by
-/// their first byte, IPv6 /16 to /31 by their first two bytes folded to one): 256 entries.
-pub const LEN_MID: u32 = LEN_BUCKETS;
-/// The entry of `BLOCK_LENS_*` for the shortest prefixes (IPv4 below /8, IPv6 below /16),
-/// which cover any address.
-pub const LEN_SHORT: u32 = LEN_MID + 256;
-/// Entries of each `BLOCK_LENS_*` array.
-pub const LEN_ENTRIES: u32 = LEN_SHORT + 1;
-/// IPv4 prefixes at least this long are counted in their bucket.
-pub const V4_BUCKET_BITS: u32 = 16;
-/// IPv6 prefixes at least this long are counted in their bucket.
-pub const V6_BUCKET_BITS: u32 = 32;
+// The `BLOCK_LENS_*` arrays: per bucket of the address space, the prefix lengths that may
+// hold an address. Three tiers per family: long prefixes by their leading bits (many
+// buckets, few prefixes each), middle ones by fewer leading bits, and the shortest in one
+// entry. A packet reads one entry of each tier.
 
-/// The `BLOCK_LENS_V4` entry for the middle-length prefixes (/8 to /15) of an address.
+/// IPv4 prefixes of at least this length are counted by their top 20 bits.
+pub const V4_LONG_BITS: u32 = 20;
+/// IPv4 prefixes from this length (to /19) are counted by their top 12 bits.
+pub const V4_MID_BITS: u32 = 12;
+/// IPv4 prefixes from this length (to /11) are counted by their first byte; shorter ones in
+/// [`V4_SHORT`].
+pub const V4_LOW_BITS: u32 = 8;
+/// First middle entry of `BLOCK_LENS_V4` (entries before it: the long buckets).
+pub const V4_MID: u32 = 1 << V4_LONG_BITS;
+/// First low entry of `BLOCK_LENS_V4`.
+pub const V4_LOW: u32 = V4_MID + (1 << V4_MID_BITS);
+/// The `BLOCK_LENS_V4` entry of the shortest prefixes.
+pub const V4_SHORT: u32 = V4_LOW + (1 << V4_LOW_BITS);
+/// Entries of `BLOCK_LENS_V4`.
+pub const V4_LEN_ENTRIES: u32 = V4_SHORT + 1;
+
+/// IPv6 prefixes of at least this length are counted by their top 32 bits, hashed to
+/// [`V6_LONG_BUCKETS`] buckets.
+pub const V6_LONG_BITS: u32 = 32;
+/// Long-prefix buckets of `BLOCK_LENS_V6`.
+pub const V6_LONG_BUCKETS: u32 = 1 << 18;
+/// IPv6 prefixes from this length (to /31) are counted by their top 16 bits, hashed to 4096
+/// buckets; shorter ones in [`V6_SHORT`].
+pub const V6_MID_BITS: u32 = 16;
+/// First middle entry of `BLOCK_LENS_V6`.
+pub const V6_MID: u32 = V6_LONG_BUCKETS;
+/// The `BLOCK_LENS_V6` entry of the shortest prefixes.
+pub const V6_SHORT: u32 = V6_MID + (1 << 12);
+/// Entries of `BLOCK_LENS_V6`.
+pub const V6_LEN_ENTRIES: u32 = V6_SHORT + 1;
+
+/// The `BLOCK_LENS_V4` long bucket of an address.
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the XDP/TC programs, where it must be inlined into the caller"
+)]
+#[must_use]
+pub fn v4_long(addr: V4Addr) -> u32 {
+    u32::from_be_bytes(addr) >> (32 - V4_LONG_BITS)
+}
+
+/// The `BLOCK_LENS_V4` middle entry of an address.
 #[inline(always)]
 #[expect(
     clippy::inline_always,
@@ -211,10 +243,34 @@ pub const V6_BUCKET_BITS: u32 = 32;
 )]
 #[must_use]
 pub fn v4_mid(addr: V4Addr) -> u32 {
-    LEN_MID + u32::from(addr[0])
+    V4_MID + (u32::from_be_bytes(addr) >> (32 - V4_MID_BITS))
 }
 
-/// The `BLOCK_LENS_V6` entry for the middle-length prefixes (/16 to /31) of an address.
+/// The `BLOCK_LENS_V4` low entry of an address (its first byte).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the XDP/TC programs, where it must be inlined into the caller"
+)]
+#[must_use]
+pub fn v4_low(addr: V4Addr) -> u32 {
+    V4_LOW + u32::from(addr[0])
+}
+
+/// The `BLOCK_LENS_V6` long bucket of an address (its top 32 bits, multiplicatively hashed:
+/// allocated space shares its leading bits).
+#[inline(always)]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the XDP/TC programs, where it must be inlined into the caller"
+)]
+#[must_use]
+pub fn v6_long(addr: &V6Addr) -> u32 {
+    let top = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]);
+    top.wrapping_mul(0x9e37_79b1) >> (32 - 18)
+}
+
+/// The `BLOCK_LENS_V6` middle entry of an address.
 #[inline(always)]
 #[expect(
     clippy::inline_always,
@@ -222,32 +278,8 @@ pub fn v4_mid(addr: V4Addr) -> u32 {
 )]
 #[must_use]
 pub fn v6_mid(addr: &V6Addr) -> u32 {
-    LEN_MID + u32::from(addr[0] ^ addr[1].rotate_left(3))
-}
-
-/// The `BLOCK_LENS_V4` bucket of an address: its top 16 bits.
-#[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "called from the XDP/TC programs, where it must be inlined into the caller"
-)]
-#[must_use]
-pub fn v4_bucket(addr: V4Addr) -> u32 {
-    (u32::from(addr[0]) << 8) | u32::from(addr[1])
-}
-
-/// The `BLOCK_LENS_V6` bucket of an address: its top 32 bits folded to 16 (the first 16 bits
-/// alone are the same for most of the allocated space).
-#[inline(always)]
-#[expect(
-    clippy::inline_always,
-    reason = "called from the XDP/TC programs, where it must be inlined into the caller"
-)]
-#[must_use]
-pub fn v6_bucket(addr: &V6Addr) -> u32 {
-    let hi = (u32::from(addr[0]) << 8) | u32::from(addr[1]);
-    let lo = (u32::from(addr[2]) << 8) | u32::from(addr[3]);
-    (hi ^ lo.rotate_left(5) ^ (lo >> 11)) & (LEN_BUCKETS - 1)
+    let top = (u32::from(addr[0]) << 8) | u32::from(addr[1]);
+    V6_MID + (top.wrapping_mul(0x9e37_79b1) >> (32 - 12))
 }
 
 /// Value of a blocklist entry.

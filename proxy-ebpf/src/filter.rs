@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{LpmTrie, LruHashMap, lpm_trie::Key},
 };
 use proxy_common::{
-    BlockEntry, COUNTER_SLOTS, Counter, IFINDEX_MAX, LEN_SHORT, MAX_IFACES, PrefixV4, PrefixV6,
-    RateConfig, TokenBucket, v4_bucket, v4_mid, v6_bucket, v6_mid,
+    BlockEntry, COUNTER_SLOTS, Counter, IFINDEX_MAX, MAX_IFACES, PrefixV4, PrefixV6, RateConfig,
+    TokenBucket, V4_SHORT, V6_SHORT, v4_long, v4_low, v4_mid, v6_long, v6_mid,
 };
 
 use crate::{
@@ -121,7 +121,7 @@ extern "C" fn probe_v6(_index: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn blocked_v4(addr: [u8; 4]) -> bool {
     let get = |i: u32| BLOCK_LENS_V4.get(i).copied().unwrap_or(0);
-    let lens = get(LEN_SHORT) | get(v4_mid(addr)) | get(v4_bucket(addr));
+    let lens = get(V4_SHORT) | get(v4_low(addr)) | get(v4_mid(addr)) | get(v4_long(addr));
     if lens == 0 {
         return false;
     }
@@ -133,6 +133,11 @@ fn blocked_v4(addr: [u8; 4]) -> bool {
         word: 0,
         verdict: 0,
     };
+    // The longest candidate inline: most addresses have one (the loop's set-up costs as
+    // much as a probe).
+    if probe_next(&mut p, false) == 1 {
+        return p.verdict == 1;
+    }
     // SAFETY: `probe_v4` is a static function with bpf_loop's callback signature, and `p`
     // outlives the call.
     unsafe {
@@ -150,7 +155,7 @@ fn blocked_v4(addr: [u8; 4]) -> bool {
 #[inline(always)]
 fn blocked_v6(addr: [u8; 16]) -> bool {
     let get = |i: u32| BLOCK_LENS_V6.get(i).copied().unwrap_or_default();
-    let (short, mid, bucket) = (get(LEN_SHORT), get(v6_mid(&addr)), get(v6_bucket(&addr)));
+    let (short, mid, bucket) = (get(V6_SHORT), get(v6_mid(&addr)), get(v6_long(&addr)));
     let lens = [
         short.bits[0] | mid.bits[0] | bucket.bits[0],
         short.bits[1] | mid.bits[1] | bucket.bits[1],
@@ -170,6 +175,9 @@ fn blocked_v6(addr: [u8; 16]) -> bool {
         word: 2,
         verdict: 0,
     };
+    if probe_next(&mut p, true) == 1 {
+        return p.verdict == 1;
+    }
     // SAFETY: as in `blocked_v4`.
     unsafe {
         bpf_loop(

@@ -6,9 +6,9 @@ use aya_ebpf::{
 };
 use proxy_common::{
     ALLOW_MAX, AllowEntry, BLOCK_V4_MAX, BLOCK_V6_MAX, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
-    BlockEntry, COUNTER_SLOTS, IFINDEX_MAX, IfaceName, LEN_ENTRIES, LensV6, ListenerKey,
-    MAX_IFACES, MAX_LISTENERS, MAX_WORKERS, PrefixV4, PrefixV6, RATE_TRACKED, RateConfig,
-    SpreadConfig, TokenBucket, V4Addr, V6Addr, WorkerLoad,
+    BlockEntry, COUNTER_SLOTS, IFINDEX_MAX, IfaceName, LensV6, ListenerKey, MAX_IFACES,
+    MAX_LISTENERS, MAX_WORKERS, PrefixV4, PrefixV6, RATE_TRACKED, RateConfig, SpreadConfig,
+    TokenBucket, V4_LEN_ENTRIES, V4Addr, V6_LEN_ENTRIES, V6Addr, WorkerLoad,
 };
 
 #[map]
@@ -28,10 +28,10 @@ pub static BLOCK_HASH_V6: HashMap<PrefixV6, BlockEntry> =
     HashMap::with_max_entries(BLOCK_V6_MAX, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static BLOCK_LENS_V4: Array<u64> = Array::with_max_entries(LEN_ENTRIES, 0);
+pub static BLOCK_LENS_V4: Array<u64> = Array::with_max_entries(V4_LEN_ENTRIES, 0);
 
 #[map]
-pub static BLOCK_LENS_V6: Array<LensV6> = Array::with_max_entries(LEN_ENTRIES, 0);
+pub static BLOCK_LENS_V6: Array<LensV6> = Array::with_max_entries(V6_LEN_ENTRIES, 0);
 
 #[map]
 pub static LIST_FLAGS: Array<u32> = Array::with_max_entries(4, 0);

@@ -5,9 +5,10 @@ use aya::maps::{
     Array, HashMap, Map, MapData, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie,
 };
 use proxy_common::{
-    AllowEntry, BlockEntry, COUNTER_COUNT, COUNTER_SLOTS, Counter, IfaceName, LEN_ENTRIES,
-    LEN_SHORT, LensV6, MAX_IFACES, PrefixV4, PrefixV6, V4_BUCKET_BITS, V4Addr, V6_BUCKET_BITS,
-    V6Addr, maps, v4_bucket, v4_mid, v6_bucket, v6_mid,
+    AllowEntry, BlockEntry, COUNTER_COUNT, COUNTER_SLOTS, Counter, IfaceName, LensV6, MAX_IFACES,
+    PrefixV4, PrefixV6, V4_LEN_ENTRIES, V4_LONG_BITS, V4_LOW_BITS, V4_MID_BITS, V4_SHORT, V4Addr,
+    V6_LEN_ENTRIES, V6_LONG_BITS, V6_MID_BITS, V6_SHORT, V6Addr, maps, v4_long, v4_low, v4_mid,
+    v6_long, v6_mid,
 };
 
 use super::KernelError;
@@ -38,12 +39,14 @@ fn index_v4(cidr: &Cidr) -> (PrefixV4, u32) {
     };
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     let addr = (u32::from(a) & mask).to_be_bytes();
-    let bucket = if len >= V4_BUCKET_BITS {
-        v4_bucket(addr)
-    } else if len >= 8 {
+    let bucket = if len >= V4_LONG_BITS {
+        v4_long(addr)
+    } else if len >= V4_MID_BITS {
         v4_mid(addr)
+    } else if len >= V4_LOW_BITS {
+        v4_low(addr)
     } else {
-        LEN_SHORT
+        V4_SHORT
     };
     (PrefixV4 { len, addr }, bucket)
 }
@@ -60,12 +63,12 @@ fn index_v6(cidr: &Cidr) -> (PrefixV6, u32) {
         u128::MAX << (128 - len)
     };
     let addr = (u128::from(a) & mask).to_be_bytes();
-    let bucket = if len >= V6_BUCKET_BITS {
-        v6_bucket(&addr)
-    } else if len >= 16 {
+    let bucket = if len >= V6_LONG_BITS {
+        v6_long(&addr)
+    } else if len >= V6_MID_BITS {
         v6_mid(&addr)
     } else {
-        LEN_SHORT
+        V6_SHORT
     };
     (PrefixV6 { len, addr }, bucket)
 }
@@ -297,7 +300,7 @@ impl KernelMaps {
         for k in stale_v6 {
             let _ = self.hash_v6.remove(&k);
         }
-        for bucket in 0..LEN_ENTRIES {
+        for bucket in 0..V4_LEN_ENTRIES {
             let want = want_v4.get(&bucket).copied().unwrap_or(0);
             let have = self
                 .lens_v4
@@ -308,6 +311,8 @@ impl KernelMaps {
                     .set(bucket, want, 0)
                     .map_err(map_err("update", maps::BLOCK_LENS_V4))?;
             }
+        }
+        for bucket in 0..V6_LEN_ENTRIES {
             let want = want_v6.get(&bucket).copied().unwrap_or_default();
             let have = self
                 .lens_v6
