@@ -38,7 +38,9 @@ pub mod maps {
     pub const BLOCK_LENS_V6: &str = "BLOCK_LENS_V6";
     /// `ARRAY` of four `u32`: whether the IPv4 / IPv6 allowlist has entries (an empty one
     /// is not walked); entry 2, when not 0, makes the programs look the blocklist up in its
-    /// LPM tries instead of the index (a diagnostic switch: `bench lookup` compares both).
+    /// LPM tries instead of the index (a diagnostic switch: `bench lookup` compares both);
+    /// entry 3 says the index is built (until then the programs use the tries and walk both
+    /// allowlists: maps pinned by a version without the index start empty).
     pub const LIST_FLAGS: &str = "LIST_FLAGS";
     /// `PERCPU_ARRAY` of `u64` packet counters at `slot * COUNTER_SLOTS + Counter`.
     pub const COUNTERS: &str = "COUNTERS";

@@ -190,11 +190,26 @@ fn blocked_v6(addr: [u8; 16]) -> bool {
     p.verdict == 1
 }
 
-/// Whether the blocklist is looked up in its LPM tries instead of the index
-/// (`LIST_FLAGS[2]`: a diagnostic switch, used by `bench lookup` to compare both in one run).
+/// Whether the index is built (`LIST_FLAGS[3]`, set by the daemon once it has made the
+/// index match the tries).
+#[inline(always)]
+fn index_ready() -> bool {
+    LIST_FLAGS.get(3).is_some_and(|f| *f != 0)
+}
+
+/// Whether the blocklist is looked up in its LPM tries instead of the index: until the
+/// index is built, or when `LIST_FLAGS[2]` says so (a diagnostic switch, used by
+/// `bench lookup` to compare both in one run).
 #[inline(always)]
 fn lpm_mode() -> bool {
-    LIST_FLAGS.get(2).is_some_and(|f| *f != 0)
+    !index_ready() || LIST_FLAGS.get(2).is_some_and(|f| *f != 0)
+}
+
+/// Whether an allowlist is walked: when it has entries, or until the index (with the
+/// flags) is built.
+#[inline(always)]
+fn walk_allowlist(family: u32) -> bool {
+    !index_ready() || LIST_FLAGS.get(family).is_some_and(|f| *f != 0)
 }
 
 /// The blocklist's LPM trie: the longest prefix holding `key`, if in force.
@@ -210,7 +225,7 @@ fn blocked_lpm<K>(trie: &LpmTrie<K, BlockEntry>, key: &Key<K>) -> bool {
 /// Allowlist first (walked only when it has entries), then an active blocklist entry.
 #[inline(always)]
 fn classify_v4(addr: [u8; 4]) -> Counter {
-    if LIST_FLAGS.get(0).is_some_and(|f| *f != 0) && ALLOW_V4.get(&Key::new(32, addr)).is_some() {
+    if walk_allowlist(0) && ALLOW_V4.get(&Key::new(32, addr)).is_some() {
         return Counter::PassedAllowlist;
     }
     let blocked = if lpm_mode() {
@@ -227,7 +242,7 @@ fn classify_v4(addr: [u8; 4]) -> Counter {
 
 #[inline(always)]
 fn classify_v6(addr: [u8; 16]) -> Counter {
-    if LIST_FLAGS.get(1).is_some_and(|f| *f != 0) && ALLOW_V6.get(&Key::new(128, addr)).is_some() {
+    if walk_allowlist(1) && ALLOW_V6.get(&Key::new(128, addr)).is_some() {
         return Counter::PassedAllowlist;
     }
     let blocked = if lpm_mode() {

@@ -464,6 +464,9 @@ fn xdp_and_tc_verdicts_match_the_table() {
     block(&mut maps, "203.0.114.0/24", now + 3_600_000_000_000); // an hour from now
     maps.allow(&cidr("10.1.2.3/32")).unwrap();
     maps.allow(&cidr("2001:db8:0:2::/64")).unwrap();
+    // The table runs through the index, as the daemon's programs do once it has built it
+    // (`index_not_built_yet_uses_the_tries` covers the time before).
+    maps.rebuild_index().unwrap();
 
     let before = maps.counters().unwrap();
     let fixtures = fixtures();
@@ -530,6 +533,32 @@ fn xdp_and_tc_verdicts_match_the_table() {
 }
 
 #[test]
+fn index_not_built_yet_uses_the_tries() {
+    require_root();
+    proxy::kernel::ensure_bpffs().unwrap();
+    let pin_dir = proxy::kernel::pin_dir(&format!("packet-test-{}", unique_id()));
+    let mut t = TestDatapath {
+        datapath: Datapath::load(&pin_dir).unwrap(),
+    };
+    let mut maps = KernelMaps::open(&pin_dir).unwrap();
+    // Before the index is marked built (as after an upgrade over maps pinned by a version
+    // without it), the programs decide from the tries, allowlist included.
+    block(&mut maps, "10.0.0.0/8", 0);
+    maps.allow(&cidr("10.1.2.3/32")).unwrap();
+    let v4 = |a: &str| v4_frame(a);
+    assert_eq!(t.datapath.test_run_xdp(&v4("10.9.9.9")).unwrap(), XDP_DROP);
+    assert_eq!(t.datapath.test_run_xdp(&v4("10.1.2.3")).unwrap(), XDP_PASS);
+    assert_eq!(t.datapath.test_run_xdp(&v4("11.0.0.1")).unwrap(), XDP_PASS);
+    maps.rebuild_index().unwrap();
+    assert_eq!(t.datapath.test_run_xdp(&v4("10.9.9.9")).unwrap(), XDP_DROP);
+    assert_eq!(t.datapath.test_run_xdp(&v4("10.1.2.3")).unwrap(), XDP_PASS);
+    // A flush's leftovers: the index stays right after the bits are rebuilt.
+    assert!(maps.unblock(&cidr("10.0.0.0/8")).unwrap());
+    maps.rebuild_index().unwrap();
+    assert_eq!(t.datapath.test_run_xdp(&v4("10.9.9.9")).unwrap(), XDP_PASS);
+}
+
+#[test]
 fn removing_an_entry_takes_effect_on_the_next_packet() {
     require_root();
     proxy::kernel::ensure_bpffs().unwrap();
@@ -538,6 +567,7 @@ fn removing_an_entry_takes_effect_on_the_next_packet() {
         datapath: Datapath::load(&pin_dir).unwrap(),
     };
     let mut maps = KernelMaps::open(&pin_dir).unwrap();
+    maps.rebuild_index().unwrap();
     let frame = v4_frame("172.16.5.5");
     assert_eq!(t.datapath.test_run_xdp(&frame).unwrap(), XDP_PASS);
     block(&mut maps, "172.16.0.0/12", 0);

@@ -728,9 +728,13 @@ impl Cache {
         Ok(())
     }
 
-    /// Stores a response for `key`, as selected by the request headers `req`.
+    /// Stores a response for `key`, as selected by the request headers `req`. A part
+    /// stored for the URL before goes: it may be of an older representation.
     pub fn insert(&self, key: &str, req: &HeaderMap, object: Object) {
         Stats::inc(&self.stats.stores);
+        if !key.ends_with("\0part") {
+            self.drop_part(key);
+        }
         let object = Arc::new(object);
         if object.vary.is_empty() {
             self.put(key.to_owned(), object);
@@ -784,8 +788,16 @@ impl Cache {
 
     /// Removes what is stored for `key` (all its variants, and its stored part).
     pub fn invalidate(&self, key: &str) {
-        self.invalidate_one(&partial_key(key));
+        self.drop_part(key);
         self.invalidate_one(key);
+    }
+
+    /// Removes the stored part of `key`, if there is one.
+    fn drop_part(&self, key: &str) {
+        let part = partial_key(key);
+        if self.store.contains_key(&part) || self.disk.as_ref().is_some_and(|d| d.contains(&part)) {
+            self.invalidate_one(&part);
+        }
     }
 
     fn invalidate_one(&self, key: &str) {

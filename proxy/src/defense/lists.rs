@@ -324,6 +324,8 @@ impl ListStore {
         for (cidr, _) in &before {
             self.maps.unblock(cidr)?;
         }
+        // The length bits of what was flushed would cost every packet probes.
+        self.maps.rebuild_index()?;
         Ok(count)
     }
 

@@ -194,14 +194,11 @@ impl KernelMaps {
         })
     }
 
-    /// Inserts or replaces a blocklist entry: in the list, then in the programs' index (the
-    /// entry first, then its length bit, so a packet never sees a bit without its entry
-    /// mattering, nor an entry it cannot reach once the bit is set).
+    /// Inserts or replaces a blocklist entry: in the programs' index (the hash entry, then
+    /// its length bit), then in the list; if the list refuses it, the hash entry goes again
+    /// (a bit without entries costs a probe, never a verdict).
     pub fn block(&mut self, cidr: &Cidr, entry: BlockEntry) -> Result<(), KernelError> {
         if cidr.is_ipv4() {
-            self.block_v4
-                .insert(&v4(cidr), entry, 0)
-                .map_err(map_err("insert", maps::BLOCK_V4))?;
             let (key, bucket) = index_v4(cidr);
             self.hash_v4
                 .insert(key, entry, 0)
@@ -216,10 +213,12 @@ impl KernelMaps {
                     .set(bucket, lens | bit, 0)
                     .map_err(map_err("update", maps::BLOCK_LENS_V4))?;
             }
+            // The list last: an entry it shows is one the programs enforce.
+            if let Err(e) = self.block_v4.insert(&v4(cidr), entry, 0) {
+                let _ = self.hash_v4.remove(&key);
+                return Err(map_err("insert", maps::BLOCK_V4)(e));
+            }
         } else {
-            self.block_v6
-                .insert(&v6(cidr), entry, 0)
-                .map_err(map_err("insert", maps::BLOCK_V6))?;
             let (key, bucket) = index_v6(cidr);
             self.hash_v6
                 .insert(key, entry, 0)
@@ -234,6 +233,10 @@ impl KernelMaps {
                 self.lens_v6
                     .set(bucket, lens, 0)
                     .map_err(map_err("update", maps::BLOCK_LENS_V6))?;
+            }
+            if let Err(e) = self.block_v6.insert(&v6(cidr), entry, 0) {
+                let _ = self.hash_v6.remove(&key);
+                return Err(map_err("insert", maps::BLOCK_V6)(e));
             }
         }
         Ok(())
@@ -265,38 +268,37 @@ impl KernelMaps {
     /// come first and removals last, so no listed prefix is ever invisible meanwhile.
     pub fn rebuild_index(&mut self) -> Result<(), KernelError> {
         let blocked = self.blocked()?;
+        let have_v4: std::collections::HashSet<PrefixV4> =
+            self.hash_v4.keys().filter_map(Result::ok).collect();
+        let have_v6: std::collections::HashSet<PrefixV6> =
+            self.hash_v6.keys().filter_map(Result::ok).collect();
         let mut want_v4: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
         let mut want_v6: std::collections::HashMap<u32, LensV6> = std::collections::HashMap::new();
         let mut keep_v4 = std::collections::HashSet::new();
         let mut keep_v6 = std::collections::HashSet::new();
         for (cidr, entry) in &blocked {
-            self.block(cidr, *entry)?;
             if cidr.is_ipv4() {
                 let (key, bucket) = index_v4(cidr);
+                if !have_v4.contains(&key) {
+                    self.block(cidr, *entry)?;
+                }
                 *want_v4.entry(bucket).or_default() |= 1u64 << key.len;
                 keep_v4.insert(key);
             } else {
                 let (key, bucket) = index_v6(cidr);
+                if !have_v6.contains(&key) {
+                    self.block(cidr, *entry)?;
+                }
                 want_v6.entry(bucket).or_default().bits[(key.len / 64) as usize] |=
                     1u64 << (key.len % 64);
                 keep_v6.insert(key);
             }
         }
-        let stale_v4: Vec<PrefixV4> = self
-            .hash_v4
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep_v4.contains(k))
-            .collect();
+        let stale_v4: Vec<PrefixV4> = have_v4.difference(&keep_v4).copied().collect();
         for k in stale_v4 {
             let _ = self.hash_v4.remove(&k);
         }
-        let stale_v6: Vec<PrefixV6> = self
-            .hash_v6
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep_v6.contains(k))
-            .collect();
+        let stale_v6: Vec<PrefixV6> = have_v6.difference(&keep_v6).copied().collect();
         for k in stale_v6 {
             let _ = self.hash_v6.remove(&k);
         }
@@ -324,7 +326,13 @@ impl KernelMaps {
                     .map_err(map_err("update", maps::BLOCK_LENS_V6))?;
             }
         }
-        self.set_allow_flags()
+        self.set_allow_flags()?;
+        // From now on the programs trust the index (until then they use the tries and walk
+        // the allowlist whatever its flag says: maps pinned by a version without the index
+        // start empty).
+        self.list_flags
+            .set(3, 1, 0)
+            .map_err(map_err("update", maps::LIST_FLAGS))
     }
 
     /// Makes the programs look the blocklist up in its LPM tries (`true`) or in the index
