@@ -28,10 +28,10 @@ pub static BLOCK_HASH_V6: HashMap<PrefixV6, BlockEntry> =
     HashMap::with_max_entries(BLOCK_V6_MAX, BPF_F_NO_PREALLOC);
 
 #[map]
-pub static BLOCK_LENS_V4: Array<u64> = Array::with_max_entries(V4_LEN_ENTRIES, 0);
+pub static BLOCK_LENS_V4: Array<u64> = Array::with_max_entries(V4_LEN_ENTRIES, BPF_F_MMAPABLE);
 
 #[map]
-pub static BLOCK_LENS_V6: Array<LensV6> = Array::with_max_entries(V6_LEN_ENTRIES, 0);
+pub static BLOCK_LENS_V6: Array<LensV6> = Array::with_max_entries(V6_LEN_ENTRIES, BPF_F_MMAPABLE);
 
 #[map]
 pub static LIST_FLAGS: Array<u32> = Array::with_max_entries(4, 0);

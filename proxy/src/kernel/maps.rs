@@ -24,8 +24,10 @@ pub struct KernelMaps {
     /// above are the list, these are how the programs look it up.
     hash_v4: HashMap<MapData, PrefixV4, BlockEntry>,
     hash_v6: HashMap<MapData, PrefixV6, BlockEntry>,
-    lens_v4: Array<MapData, u64>,
-    lens_v6: Array<MapData, LensV6>,
+    /// The length masks, mapped into this process (`BPF_F_MMAPABLE`): a ban sets a bit with
+    /// one atomic OR, a rebuild compares a million entries in memory, not by syscalls.
+    lens_v4: Words,
+    lens_v6: Words,
     list_flags: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     iface_names: aya::maps::Array<MapData, IfaceName>,
@@ -71,6 +73,123 @@ fn index_v6(cidr: &Cidr) -> (PrefixV6, u32) {
         V6_SHORT
     };
     (PrefixV6 { len, addr }, bucket)
+}
+
+/// An mmapable array map of `u64` words (values of 8 or 24 bytes: whole words, stored
+/// contiguously), mapped shared into this process when first used. A rebuild touches every
+/// page; it drops the mapping afterwards so that the pages do not stay in this process's
+/// resident memory (the map keeps the data).
+struct Words {
+    path: std::path::PathBuf,
+    name: &'static str,
+    len: usize,
+    mapping: Option<Mapping>,
+}
+
+struct Mapping {
+    base: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    bytes: usize,
+    _map: MapData,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics; the pointer stays valid
+// until Drop unmaps it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `Words::mapping`; no reference outlives
+        // `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}
+
+impl Words {
+    /// Checks that the map is there (it is mapped on first use).
+    fn open(pin_dir: &Path, name: &'static str, len: usize) -> Result<Self, KernelError> {
+        let path = pin_dir.join(name);
+        MapData::from_pin(&path).map_err(|source| KernelError::OpenMap {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            path,
+            name,
+            len,
+            mapping: None,
+        })
+    }
+
+    fn mapping(&mut self) -> Result<&Mapping, KernelError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        if self.mapping.is_none() {
+            let map = MapData::from_pin(&self.path).map_err(|source| KernelError::OpenMap {
+                path: self.path.clone(),
+                source,
+            })?;
+            let bytes = self.len * 8;
+            // SAFETY: mmap of a BPF_F_MMAPABLE array map fd, MAP_SHARED, read/write, at offset
+            // 0, of the map's size (entries times the 8-byte-rounded value size); checked below.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    bytes,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    map.fd().as_fd().as_raw_fd(),
+                    0,
+                )
+            };
+            let base = (addr != libc::MAP_FAILED)
+                .then(|| std::ptr::NonNull::new(addr.cast()))
+                .flatten()
+                .ok_or_else(|| KernelError::Mmap {
+                    path: self.path.clone(),
+                    source: std::io::Error::last_os_error(),
+                })?;
+            self.mapping = Some(Mapping {
+                base,
+                bytes,
+                _map: map,
+            });
+        }
+        self.mapping.as_ref().ok_or(KernelError::Mmap {
+            path: self.path.clone(),
+            source: std::io::Error::other(self.name),
+        })
+    }
+
+    fn word(&mut self, i: usize) -> Result<&std::sync::atomic::AtomicU64, KernelError> {
+        let len = self.len;
+        assert!(i < len, "word {i} outside the map ({len} words)");
+        let m = self.mapping()?;
+        // SAFETY: `i` is inside the mapping, which holds `len` aligned u64 (page-aligned
+        // base); the kernel's programs only load them.
+        Ok(unsafe { &*m.base.as_ptr().add(i) })
+    }
+
+    fn get(&mut self, i: usize) -> Result<u64, KernelError> {
+        Ok(self.word(i)?.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn or(&mut self, i: usize, bits: u64) -> Result<(), KernelError> {
+        self.word(i)?
+            .fetch_or(bits, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn set(&mut self, i: usize, value: u64) -> Result<(), KernelError> {
+        self.word(i)?
+            .store(value, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Drops the mapping (the next use maps the map again).
+    fn release(&mut self) {
+        self.mapping = None;
+    }
 }
 
 fn map_err(op: &'static str, map: &'static str) -> impl Fn(MapError) -> KernelError {
@@ -186,8 +305,8 @@ impl KernelMaps {
             allow_v6: open(pin_dir, maps::ALLOW_V6)?,
             hash_v4: open(pin_dir, maps::BLOCK_HASH_V4)?,
             hash_v6: open(pin_dir, maps::BLOCK_HASH_V6)?,
-            lens_v4: open(pin_dir, maps::BLOCK_LENS_V4)?,
-            lens_v6: open(pin_dir, maps::BLOCK_LENS_V6)?,
+            lens_v4: Words::open(pin_dir, maps::BLOCK_LENS_V4, V4_LEN_ENTRIES as usize)?,
+            lens_v6: Words::open(pin_dir, maps::BLOCK_LENS_V6, V6_LEN_ENTRIES as usize * 3)?,
             list_flags: open(pin_dir, maps::LIST_FLAGS)?,
             counters: open(pin_dir, maps::COUNTERS)?,
             iface_names: open(pin_dir, maps::IFACE_NAMES)?,
@@ -203,16 +322,7 @@ impl KernelMaps {
             self.hash_v4
                 .insert(key, entry, 0)
                 .map_err(map_err("insert", maps::BLOCK_HASH_V4))?;
-            let lens = self
-                .lens_v4
-                .get(&bucket, 0)
-                .map_err(map_err("read", maps::BLOCK_LENS_V4))?;
-            let bit = 1u64 << key.len;
-            if lens & bit == 0 {
-                self.lens_v4
-                    .set(bucket, lens | bit, 0)
-                    .map_err(map_err("update", maps::BLOCK_LENS_V4))?;
-            }
+            self.lens_v4.or(bucket as usize, 1u64 << key.len)?;
             // The list last: an entry it shows is one the programs enforce.
             if let Err(e) = self.block_v4.insert(&v4(cidr), entry, 0) {
                 let _ = self.hash_v4.remove(&key);
@@ -223,17 +333,10 @@ impl KernelMaps {
             self.hash_v6
                 .insert(key, entry, 0)
                 .map_err(map_err("insert", maps::BLOCK_HASH_V6))?;
-            let mut lens = self
-                .lens_v6
-                .get(&bucket, 0)
-                .map_err(map_err("read", maps::BLOCK_LENS_V6))?;
-            let (word, bit) = ((key.len / 64) as usize, 1u64 << (key.len % 64));
-            if lens.bits[word] & bit == 0 {
-                lens.bits[word] |= bit;
-                self.lens_v6
-                    .set(bucket, lens, 0)
-                    .map_err(map_err("update", maps::BLOCK_LENS_V6))?;
-            }
+            self.lens_v6.or(
+                bucket as usize * 3 + (key.len / 64) as usize,
+                1u64 << (key.len % 64),
+            )?;
             if let Err(e) = self.block_v6.insert(&v6(cidr), entry, 0) {
                 let _ = self.hash_v6.remove(&key);
                 return Err(map_err("insert", maps::BLOCK_V6)(e));
@@ -304,28 +407,21 @@ impl KernelMaps {
         }
         for bucket in 0..V4_LEN_ENTRIES {
             let want = want_v4.get(&bucket).copied().unwrap_or(0);
-            let have = self
-                .lens_v4
-                .get(&bucket, 0)
-                .map_err(map_err("read", maps::BLOCK_LENS_V4))?;
-            if have != want {
-                self.lens_v4
-                    .set(bucket, want, 0)
-                    .map_err(map_err("update", maps::BLOCK_LENS_V4))?;
+            if self.lens_v4.get(bucket as usize)? != want {
+                self.lens_v4.set(bucket as usize, want)?;
             }
         }
         for bucket in 0..V6_LEN_ENTRIES {
             let want = want_v6.get(&bucket).copied().unwrap_or_default();
-            let have = self
-                .lens_v6
-                .get(&bucket, 0)
-                .map_err(map_err("read", maps::BLOCK_LENS_V6))?;
-            if have != want {
-                self.lens_v6
-                    .set(bucket, want, 0)
-                    .map_err(map_err("update", maps::BLOCK_LENS_V6))?;
+            for (w, bits) in want.bits.into_iter().enumerate() {
+                let i = bucket as usize * 3 + w;
+                if self.lens_v6.get(i)? != bits {
+                    self.lens_v6.set(i, bits)?;
+                }
             }
         }
+        self.lens_v4.release();
+        self.lens_v6.release();
         self.set_allow_flags()?;
         // From now on the programs trust the index (until then they use the tries and walk
         // the allowlist whatever its flag says: maps pinned by a version without the index
