@@ -336,6 +336,9 @@ pub fn xdp(bin: &Path) -> anyhow::Result<(String, String)> {
     ))
 }
 
+/// What explains the lookup figures.
+const LOOKUP_NOTE: &str = "What the figures say: the floor (a non-IP frame: the test run, the parser, the counters) is about 25 ns on this machine; a passed packet that no listed length reaches costs the floor plus the mask reads; each probe of the hash map costs about 20-25 ns (the key's hash and one bucket); `bpf_ktime_get_ns` costs as much again, so entries that never expire are decided without the clock. A blocked /24 whose 20-bit bucket holds no other length is one inline probe, against the trie's walk of up to 24 levels. The index does not win everywhere: traffic beside listed prefixes (\"near\") pays one probe for every length listed near it, and with this list (30 % of the prefixes spread over /8 to /31, so every region holds many lengths) it costs about what the trie walk costs; with 1 000 prefixes the trie is shallow and the two are close; an IPv6 packet in an unlisted region is a little dearer than the trie's miss. Real lists (mostly /32 and /24, some /16) populate few lengths per region, where the index probes once.";
+
 /// `cargo xtask bench lookup`: the XDP program's own cost per packet by blocklist size
 /// (`BPF_PROG_TEST_RUN`, kernel-timed; see tests/src/bin/lookup-bench.rs), through the index
 /// and through the LPM tries (the lookup before #15) on the same lists in the same run, and
@@ -396,6 +399,7 @@ pub fn lookup(bin: &Path) -> anyhow::Result<(String, String)> {
             both("near_v6_ns"),
         );
     }
+    let _ = writeln!(md, "\n{LOOKUP_NOTE}");
     let (index, lpm) = at_100k;
     let _ = write!(
         md,

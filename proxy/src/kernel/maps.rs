@@ -123,32 +123,13 @@ impl Words {
     }
 
     fn mapping(&mut self) -> Result<&Mapping, KernelError> {
-        use std::os::fd::{AsFd, AsRawFd};
         if self.mapping.is_none() {
             let map = MapData::from_pin(&self.path).map_err(|source| KernelError::OpenMap {
                 path: self.path.clone(),
                 source,
             })?;
             let bytes = self.len * 8;
-            // SAFETY: mmap of a BPF_F_MMAPABLE array map fd, MAP_SHARED, read/write, at offset
-            // 0, of the map's size (entries times the 8-byte-rounded value size); checked below.
-            let addr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    bytes,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    map.fd().as_fd().as_raw_fd(),
-                    0,
-                )
-            };
-            let base = (addr != libc::MAP_FAILED)
-                .then(|| std::ptr::NonNull::new(addr.cast()))
-                .flatten()
-                .ok_or_else(|| KernelError::Mmap {
-                    path: self.path.clone(),
-                    source: std::io::Error::last_os_error(),
-                })?;
+            let base = super::mmap_map(&map, bytes, &self.path)?.cast();
             self.mapping = Some(Mapping {
                 base,
                 bytes,

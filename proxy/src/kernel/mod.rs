@@ -163,3 +163,32 @@ pub fn ensure_bpffs() -> Result<(), KernelError> {
     tracing::info!(path = %root.display(), "mounted bpffs");
     Ok(())
 }
+
+/// Maps `bytes` of a `BPF_F_MMAPABLE` array map (pinned at `path`) shared and writable into
+/// this process.
+pub(crate) fn mmap_map(
+    map: &aya::maps::MapData,
+    bytes: usize,
+    path: &std::path::Path,
+) -> Result<std::ptr::NonNull<libc::c_void>, KernelError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    // SAFETY: mmap of a BPF_F_MMAPABLE array map fd, MAP_SHARED, read/write, at offset 0, of
+    // at most the map's size (the kernel rounds it up to a page); the result is checked.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            map.fd().as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    (addr != libc::MAP_FAILED)
+        .then(|| std::ptr::NonNull::new(addr))
+        .flatten()
+        .ok_or_else(|| KernelError::Mmap {
+            path: path.to_owned(),
+            source: std::io::Error::last_os_error(),
+        })
+}

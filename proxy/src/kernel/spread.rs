@@ -2,7 +2,6 @@
 //! the workers through an mmap of the `WORKER_LOAD` map (no syscall per connection).
 use std::{
     net::SocketAddr,
-    os::fd::{AsFd, AsRawFd},
     path::Path,
     ptr::NonNull,
     sync::atomic::{AtomicU32, Ordering},
@@ -37,10 +36,6 @@ enum Field {
 
 impl LoadTable {
     /// Maps the `WORKER_LOAD` map pinned in `pin_dir`.
-    #[expect(
-        clippy::missing_panics_doc,
-        reason = "the only panic is on a null result of a successful mmap, which never happens"
-    )]
     pub fn open(pin_dir: &Path) -> Result<Self, KernelError> {
         let path = pin_dir.join(maps::WORKER_LOAD);
         let map = MapData::from_pin(&path).map_err(|source| KernelError::OpenMap {
@@ -48,26 +43,9 @@ impl LoadTable {
             source,
         })?;
         let bytes = std::mem::size_of::<WorkerLoad>() * MAX_WORKERS as usize;
-        // SAFETY: mmap of a BPF_F_MMAPABLE array map fd, MAP_SHARED, read/write, at offset 0, of
-        // at most the map's size (the kernel rounds it up to a page); the result is checked.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(KernelError::Mmap {
-                path,
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        let base = super::mmap_map(&map, bytes, &path)?;
         Ok(Self {
-            base: NonNull::new(addr.cast()).expect("mmap does not return null on success"),
+            base: base.cast(),
             bytes,
             _map: Some(map),
         })
