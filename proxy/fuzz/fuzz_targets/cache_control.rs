@@ -37,6 +37,7 @@ default_ttl = "1m"
 heuristic_fraction = 0.5
 stale_while_revalidate = "30s"
 stale_if_error = "1h"
+keep_stale = "1h"
 store_set_cookie = true
 sort_query = true
 ignore_query_params = ["utm_source", "fbclid"]
