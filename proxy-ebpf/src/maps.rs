@@ -19,13 +19,15 @@ pub static BLOCK_V4: LpmTrie<V4Addr, BlockEntry> =
 pub static BLOCK_V6: LpmTrie<V6Addr, BlockEntry> =
     LpmTrie::with_max_entries(BLOCK_V6_MAX, BPF_F_NO_PREALLOC);
 
+// The index has room beyond the tries (allocated on use): the tries are the lists and their
+// capacity is the one an operator meets ("BLOCK_V6 is full"), never the index's.
 #[map]
 pub static BLOCK_HASH_V4: HashMap<PrefixV4, BlockEntry> =
-    HashMap::with_max_entries(BLOCK_V4_MAX, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(BLOCK_V4_MAX + BLOCK_V4_MAX / 16, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static BLOCK_HASH_V6: HashMap<PrefixV6, BlockEntry> =
-    HashMap::with_max_entries(BLOCK_V6_MAX, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(BLOCK_V6_MAX + BLOCK_V6_MAX / 16, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static BLOCK_LENS_V4: Array<u64> = Array::with_max_entries(V4_LEN_ENTRIES, BPF_F_MMAPABLE);
