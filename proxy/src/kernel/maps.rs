@@ -83,13 +83,15 @@ struct Words {
     path: std::path::PathBuf,
     name: &'static str,
     len: usize,
+    /// Opened with the rest of the maps (as root: the pins are 0700), mapped when needed,
+    /// also after the daemon dropped its privileges.
+    map: MapData,
     mapping: Option<Mapping>,
 }
 
 struct Mapping {
     base: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
     bytes: usize,
-    _map: MapData,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics; the pointer stays valid
@@ -107,10 +109,9 @@ impl Drop for Mapping {
 }
 
 impl Words {
-    /// Checks that the map is there (it is mapped on first use).
     fn open(pin_dir: &Path, name: &'static str, len: usize) -> Result<Self, KernelError> {
         let path = pin_dir.join(name);
-        MapData::from_pin(&path).map_err(|source| KernelError::OpenMap {
+        let map = MapData::from_pin(&path).map_err(|source| KernelError::OpenMap {
             path: path.clone(),
             source,
         })?;
@@ -118,23 +119,16 @@ impl Words {
             path,
             name,
             len,
+            map,
             mapping: None,
         })
     }
 
     fn mapping(&mut self) -> Result<&Mapping, KernelError> {
         if self.mapping.is_none() {
-            let map = MapData::from_pin(&self.path).map_err(|source| KernelError::OpenMap {
-                path: self.path.clone(),
-                source,
-            })?;
             let bytes = self.len * 8;
-            let base = super::mmap_map(&map, bytes, &self.path)?.cast();
-            self.mapping = Some(Mapping {
-                base,
-                bytes,
-                _map: map,
-            });
+            let base = super::mmap_map(&self.map, bytes, &self.path)?.cast();
+            self.mapping = Some(Mapping { base, bytes });
         }
         self.mapping.as_ref().ok_or(KernelError::Mmap {
             path: self.path.clone(),
