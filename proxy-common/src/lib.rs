@@ -64,6 +64,16 @@ pub mod maps {
     pub const LISTENER_SLOTS: &str = "LISTENER_SLOTS";
     /// `REUSEPORT_SOCKARRAY` of worker sockets at `slot * MAX_WORKERS + worker`.
     pub const WORKER_SOCKETS: &str = "WORKER_SOCKETS";
+    /// `ARRAY` of one [`crate::SynProxyConfig`]: the XDP SYN proxy's options, set by the
+    /// daemon at start (not pinned: a new load starts with it off).
+    pub const SYN_PROXY_CONFIG: &str = "SYN_PROXY_CONFIG";
+    /// `ARRAY` of [`crate::SYN_PROXY_PORT_WORDS`] `u32`: bit `port % 32` of word `port / 32`
+    /// set when a listener on that port has the SYN proxy (the one lookup every TCP packet
+    /// pays).
+    pub const SYN_PROXY_PORTS: &str = "SYN_PROXY_PORTS";
+    /// `HASH` of [`crate::ListenerKey`] -> `u32` (1): the listeners with the SYN proxy; a
+    /// wildcard listener has an all-zero address.
+    pub const SYN_PROXY_LISTENERS: &str = "SYN_PROXY_LISTENERS";
 
     /// Every map that is pinned per instance.
     pub const PINNED: [&str; 14] = [
@@ -145,6 +155,29 @@ pub struct ListenerKey {
     pub family: u32,
     pub port: u32,
     pub addr: [u32; 4],
+}
+
+/// Words of the `SYN_PROXY_PORTS` bitmap (one bit per TCP port).
+pub const SYN_PROXY_PORT_WORDS: u32 = 65536 / 32;
+
+/// The one entry of `SYN_PROXY_CONFIG`: what the SYN-ACKs the XDP program sends advertise,
+/// as the listening sockets would (the daemon derives them from the interfaces' MTU and the
+/// stack's sysctls). `enabled` 0 turns the SYN proxy off whatever the listeners say.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynProxyConfig {
+    /// MSS advertised to IPv4 clients.
+    pub mss4: u16,
+    /// MSS advertised to IPv6 clients.
+    pub mss6: u16,
+    /// Window scale advertised (0 to 14), when the client offers window scaling.
+    pub wscale: u8,
+    /// TTL / hop limit of the SYN-ACKs.
+    pub ttl: u8,
+    /// 1: on.
+    pub enabled: u8,
+    /// Reserved, 0.
+    pub reserved: u8,
 }
 
 /// Capacity of the IPv4 blocklist (prefixes). LPM tries allocate on demand, so a large bound
@@ -375,6 +408,19 @@ pub enum Counter {
     NonIp = 5,
     /// TCP SYNs dropped because their source prefix exceeded `syn_rate`.
     DroppedSynRate = 6,
+    /// SYNs to a SYN-proxied listener answered in XDP with a SYN cookie (`XDP_TX`); the SYN
+    /// never reaches the stack.
+    SynCookiesSent = 7,
+    /// ACKs (handshake completions) whose cookie the XDP program validated: passed on to the
+    /// stack, where nftables' synproxy opens the connection to the listener.
+    SynCookieAcksValid = 8,
+    /// Packets to a SYN-proxied listener that belong to no connection and carry no valid
+    /// cookie (forged or stale ACKs, stray RSTs): dropped.
+    SynCookieAcksInvalid = 9,
+    /// SYNs to a SYN-proxied listener that the XDP program left to the stack's own
+    /// (nftables) SYN proxy: VLAN tags, IPv4 options, IPv6 extension headers, fragments,
+    /// payload, a checksum it could not verify, or no room to build the answer.
+    SynProxyToStack = 10,
 }
 
 impl Counter {
@@ -387,6 +433,10 @@ impl Counter {
         Counter::Malformed,
         Counter::NonIp,
         Counter::DroppedSynRate,
+        Counter::SynCookiesSent,
+        Counter::SynCookieAcksValid,
+        Counter::SynCookieAcksInvalid,
+        Counter::SynProxyToStack,
     ];
 
     /// Stable snake-case name, used by `proxy stats` and metrics.
@@ -400,12 +450,16 @@ impl Counter {
             Self::Malformed => "packets_malformed",
             Self::NonIp => "packets_non_ip",
             Self::DroppedSynRate => "packets_dropped_syn_rate",
+            Self::SynCookiesSent => "syn_cookies_sent",
+            Self::SynCookieAcksValid => "syn_cookie_acks_valid",
+            Self::SynCookieAcksInvalid => "syn_cookie_acks_invalid",
+            Self::SynProxyToStack => "syn_proxy_passed_to_stack",
         }
     }
 }
 
 /// Number of counters in use.
-pub const COUNTER_COUNT: u32 = 7;
+pub const COUNTER_COUNT: u32 = 11;
 /// Counters per interface slot: room for counters added later without changing the pinned map.
 pub const COUNTER_SLOTS: u32 = 32;
 /// Interface slots: `COUNTERS[slot * COUNTER_SLOTS + counter]`; slot 0 counts packets of
@@ -462,6 +516,8 @@ mod pod {
     unsafe impl aya::Pod for super::PrefixV6 {}
     // SAFETY: repr(C), three u64.
     unsafe impl aya::Pod for super::LensV6 {}
+    // SAFETY: repr(C), two u16 and four u8: 8 bytes, no padding.
+    unsafe impl aya::Pod for super::SynProxyConfig {}
 }
 
 #[cfg(test)]
@@ -472,6 +528,7 @@ mod tests {
     fn layouts_have_no_padding() {
         assert_eq!(core::mem::size_of::<BlockEntry>(), 16);
         assert_eq!(core::mem::size_of::<AllowEntry>(), 4);
+        assert_eq!(core::mem::size_of::<SynProxyConfig>(), 8);
     }
 
     #[test]

@@ -25,6 +25,8 @@ use crate::{
 pub enum Verdict {
     Pass,
     Drop,
+    /// Sent back out of the interface it came in on (XDP only: the SYN proxy's SYN-ACKs).
+    Tx,
 }
 
 #[inline(always)]
@@ -340,9 +342,14 @@ fn syn_allowed_v6(addr: [u8; 16]) -> bool {
     take_token(&SYN_BUCKETS_V6, &key, config)
 }
 
-/// Decides the fate of one packet and counts it.
+/// Decides the fate of one packet and counts it. `then` gets the packets the lists and the
+/// SYN limiter let through (XDP: the SYN proxy; TC: nothing) and may decide otherwise.
 #[inline(always)]
-pub fn decide(packet: &Packet, ifindex: u32) -> Verdict {
+pub fn decide(
+    packet: &Packet,
+    ifindex: u32,
+    then: impl FnOnce() -> Option<crate::synproxy::Outcome>,
+) -> Verdict {
     // The interface's block of counters (slot 0 when it has none).
     let slot = if ifindex < IFINDEX_MAX {
         IFACE_SLOTS.get(ifindex).copied().unwrap_or(0)
@@ -369,6 +376,16 @@ pub fn decide(packet: &Packet, ifindex: u32) -> Verdict {
     }
     if outcome != Counter::Passed {
         count(base, outcome);
+    }
+    if (outcome == Counter::Passed || outcome == Counter::PassedAllowlist)
+        && let Some(answer) = then()
+    {
+        if let Some(counter) = answer.counter {
+            count(base, counter);
+        }
+        if answer.verdict != Verdict::Pass {
+            return answer.verdict;
+        }
     }
     count(base, Counter::Passed);
     Verdict::Pass

@@ -10,6 +10,7 @@ mod filter;
 mod maps;
 mod packet;
 mod reuseport;
+mod synproxy;
 mod tc;
 mod xdp;
 

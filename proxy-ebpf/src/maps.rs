@@ -7,7 +7,7 @@ use aya_ebpf::{
 use proxy_common::{
     ALLOW_MAX, AllowEntry, BLOCK_V4_MAX, BLOCK_V6_MAX, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
     BlockEntry, COUNTER_SLOTS, IFINDEX_MAX, IfaceName, LensV6, ListenerKey, MAX_IFACES,
-    MAX_LISTENERS, MAX_WORKERS, PrefixV4, PrefixV6, RATE_TRACKED, RateConfig, SpreadConfig,
+    MAX_LISTENERS, MAX_WORKERS, SYN_PROXY_PORT_WORDS, SynProxyConfig, PrefixV4, PrefixV6, RATE_TRACKED, RateConfig, SpreadConfig,
     TokenBucket, V4_LEN_ENTRIES, V4Addr, V6_LEN_ENTRIES, V6Addr, WorkerLoad,
 };
 
@@ -79,3 +79,13 @@ pub static LISTENER_SLOTS: HashMap<ListenerKey, u32> = HashMap::with_max_entries
 #[map]
 pub static WORKER_SOCKETS: ReusePortSockArray =
     ReusePortSockArray::with_max_entries(MAX_LISTENERS * MAX_WORKERS, 0);
+
+#[map]
+pub static SYN_PROXY_CONFIG: Array<SynProxyConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static SYN_PROXY_PORTS: Array<u32> = Array::with_max_entries(SYN_PROXY_PORT_WORDS, 0);
+
+#[map]
+pub static SYN_PROXY_LISTENERS: HashMap<ListenerKey, u32> =
+    HashMap::with_max_entries(MAX_LISTENERS * 2, 0);

@@ -33,8 +33,9 @@ fn try_tc_filter(ctx: &TcContext) -> Result<i32, ()> {
     // SAFETY: reading a field of the skb the kernel passed in.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     Ok(
-        match decide(&Packet::new(ctx.data(), ctx.data_end()), ifindex) {
-            Verdict::Pass => TC_ACT_OK,
+        // The SYN proxy is XDP's only (the daemon refuses it on a TC attachment).
+        match decide(&Packet::new(ctx.data(), ctx.data_end()), ifindex, || None) {
+            Verdict::Pass | Verdict::Tx => TC_ACT_OK,
             Verdict::Drop => TC_ACT_SHOT,
         },
     )

@@ -1,0 +1,601 @@
+//! The SYN proxy in XDP: SYNs to a listener that has it are answered here with a SYN cookie
+//! (the SYN-ACK is built in place and sent back with `XDP_TX`), so a spoofed flood never
+//! reaches the stack; an ACK that belongs to no connection is passed on only when its cookie
+//! checks out, and the stack's own SYN proxy (nftables `synproxy` with conntrack, set up by the
+//! daemon) then opens the connection to the listener.
+//!
+//! The cookies are the kernel's (`bpf_tcp_raw_gen_syncookie_*`), so nftables validates them
+//! again with the same secret; the timestamp carries the client's window scale and SACK in its
+//! low bits the way nftables' synproxy encodes them (`tsval = ms & ~0x3f | wscale | sack << 4`),
+//! so the connection it opens to the listener has the options the client asked for.
+//!
+//! Only plain frames are answered here: Ethernet without VLAN tags, IPv4 without options or
+//! IPv6 without extension headers, no fragment, no payload, checksums that verify. Anything
+//! else to the port goes to the stack, where nftables' synproxy answers it (slower, but still
+//! without a socket per SYN), and is counted (`syn_proxy_passed_to_stack`).
+use aya_ebpf::{
+    bindings::{BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN, bpf_sock_tuple},
+    cty::c_void,
+    helpers::{
+        bpf_ktime_get_ns, bpf_loop, bpf_sk_release, bpf_skc_lookup_tcp,
+        bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
+        bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail,
+    },
+    programs::XdpContext,
+};
+use proxy_common::{Counter, ListenerKey, SynProxyConfig};
+
+use crate::{
+    filter::Verdict,
+    maps::{SYN_PROXY_CONFIG, SYN_PROXY_LISTENERS, SYN_PROXY_PORTS},
+};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_TCP: u8 = 6;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+/// The longest TCP header (doff 15).
+const TCP_MAX: usize = 60;
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// What the SYN proxy made of a packet.
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// The counter it adds to, if any.
+    pub counter: Option<Counter>,
+}
+
+impl Outcome {
+    #[inline(always)]
+    fn new(verdict: Verdict, counter: Counter) -> Self {
+        Self {
+            verdict,
+            counter: Some(counter),
+        }
+    }
+
+    /// A packet of a connection the stack knows: on to it, counted as passed.
+    #[inline(always)]
+    fn pass() -> Self {
+        Self {
+            verdict: Verdict::Pass,
+            counter: None,
+        }
+    }
+
+    #[inline(always)]
+    fn to_stack() -> Self {
+        Self::new(Verdict::Pass, Counter::SynProxyToStack)
+    }
+}
+
+/// Reads a `T` at `data + offset` if the packet has it.
+#[inline(always)]
+fn load<T: Copy>(data: usize, end: usize, offset: usize) -> Option<T> {
+    let ptr = data + offset;
+    if ptr + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: [ptr, ptr + size_of::<T>()) lies inside the packet (checked just above).
+    Some(unsafe { (ptr as *const T).read_unaligned() })
+}
+
+/// Writes a `T` at `data + offset` if the packet has room for it.
+#[inline(always)]
+fn store<T: Copy>(data: usize, end: usize, offset: usize, value: T) -> Option<()> {
+    let ptr = data + offset;
+    if ptr + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: as in `load`; XDP packet data is writable.
+    unsafe { (ptr as *mut T).write_unaligned(value) };
+    Some(())
+}
+
+/// Adds a 32-bit word (network order, as loaded) to a one's complement sum, as two 16-bit
+/// words.
+#[inline(always)]
+fn add32(sum: u32, raw: u32) -> u32 {
+    let w = u32::from_be(raw);
+    sum + (w >> 16) + (w & 0xffff)
+}
+
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Sum of the first `len` bytes (a multiple of 4, at most 60) of a TCP header copy.
+#[inline(always)]
+fn sum_tcp(tcp: &[u32; 15], len: u32, acc: u32) -> u32 {
+    let mut sum = acc;
+    let mut i = 0;
+    // Unrolled by LLVM: a fixed trip count, each word masked by the length.
+    while i < 15 {
+        if i * 4 < len {
+            sum = add32(sum, tcp[i as usize]);
+        }
+        i += 1;
+    }
+    sum
+}
+
+/// Whether a listener with the SYN proxy owns `family` / `addr` (network order words) /
+/// `port`: the port's bit first (one array read for every TCP packet), then the listener.
+#[inline(always)]
+fn proxied(family: u32, addr: [u32; 4], port: u16) -> bool {
+    let word = SYN_PROXY_PORTS
+        .get(u32::from(port) / 32)
+        .copied()
+        .unwrap_or(0);
+    if word & (1 << (port % 32)) == 0 {
+        return false;
+    }
+    let mut key = ListenerKey {
+        family,
+        port: u32::from(port),
+        addr,
+    };
+    // SAFETY: the values are only tested for presence.
+    if unsafe { SYN_PROXY_LISTENERS.get(&key) }.is_some() {
+        return true;
+    }
+    key.addr = [0; 4];
+    // SAFETY: as above.
+    unsafe { SYN_PROXY_LISTENERS.get(&key) }.is_some()
+}
+
+/// Options of the client's SYN that the answer depends on, parsed from a copy of its TCP
+/// header with `bpf_loop` (one option per call).
+#[repr(C)]
+struct Options {
+    tcp: [u32; 15],
+    /// Where the next option starts, and where the options end (the header length).
+    pos: u32,
+    end: u32,
+    /// 0xf: no window scale option; else the client's shift (at most 14).
+    wscale: u32,
+    sack: u32,
+    timestamp: u32,
+    /// The client's TSval (network order), echoed in our TSecr.
+    tsval: u32,
+}
+
+impl Options {
+    #[inline(always)]
+    fn byte(&self, at: u32) -> u32 {
+        let at = at as usize;
+        if at >= TCP_MAX {
+            return 0;
+        }
+        (u32::from_be(self.tcp[at / 4]) >> (24 - (at % 4) * 8)) & 0xff
+    }
+}
+
+extern "C" fn parse_option(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Options` on the caller's stack that `bpf_loop` passes back.
+    let o = unsafe { &mut *ctx.cast::<Options>() };
+    let pos = o.pos;
+    if pos >= o.end || pos >= TCP_MAX as u32 {
+        return 1;
+    }
+    match o.byte(pos) {
+        // End of options.
+        0 => return 1,
+        // NOP.
+        1 => {
+            o.pos = pos + 1;
+            return 0;
+        }
+        _ => {}
+    }
+    let kind = o.byte(pos);
+    let len = o.byte(pos + 1);
+    if len < 2 || pos + len > o.end {
+        return 1;
+    }
+    match (kind, len) {
+        (3, 3) => o.wscale = o.byte(pos + 2).min(14),
+        (4, 2) => o.sack = 1,
+        (8, 10) => {
+            o.timestamp = 1;
+            o.tsval = u32::from_be_bytes([
+                o.byte(pos + 2) as u8,
+                o.byte(pos + 3) as u8,
+                o.byte(pos + 4) as u8,
+                o.byte(pos + 5) as u8,
+            ]);
+        }
+        _ => {}
+    }
+    o.pos = pos + len;
+    0
+}
+
+/// The SYN proxy's part of the XDP decision, for a packet the lists let through: `None` when
+/// the packet is not TCP to a listener with the SYN proxy (or not a plain frame).
+#[inline(always)]
+pub fn handle(ctx: &XdpContext) -> Option<Outcome> {
+    let config = *SYN_PROXY_CONFIG.get(0)?;
+    if config.enabled == 0 {
+        return None;
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    match u16::from_be(load::<u16>(data, end, 12)?) {
+        ETH_P_IP => v4(ctx, &config),
+        ETH_P_IPV6 => v6(ctx, &config),
+        _ => None,
+    }
+}
+
+const L4_V4: usize = ETH_HLEN + 20;
+const L4_V6: usize = ETH_HLEN + 40;
+
+/// The TCP fields the decision needs: ports (as loaded), header length, flags.
+struct Tcp {
+    ports: u32,
+    doff: u8,
+    flags: u8,
+}
+
+#[inline(always)]
+fn tcp_at(data: usize, end: usize, l4: usize) -> Option<Tcp> {
+    let ports: u32 = load(data, end, l4)?;
+    let [doff, flags]: [u8; 2] = load(data, end, l4 + 12)?;
+    Some(Tcp {
+        ports,
+        doff,
+        flags,
+    })
+}
+
+impl Tcp {
+    /// The destination port, host order.
+    #[inline(always)]
+    fn dport(&self) -> u16 {
+        u16::from_be((self.ports >> 16) as u16)
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        u32::from(self.doff >> 4) * 4
+    }
+}
+
+#[inline(always)]
+fn v4(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let ip: [u32; 5] = load(data, end, ETH_HLEN)?;
+    let [version_ihl, _, len_hi, len_lo] = ip[0].to_ne_bytes();
+    let [_, _, frag_hi, frag_lo] = ip[1].to_ne_bytes();
+    let [_, protocol, _, _] = ip[2].to_ne_bytes();
+    // IHL 5 (no options), TCP, not a fragment (MF clear, offset 0).
+    if version_ihl != 0x45
+        || protocol != IPPROTO_TCP
+        || (u16::from_be_bytes([frag_hi, frag_lo]) & 0x3fff) != 0
+    {
+        return None;
+    }
+    let tcp = tcp_at(data, end, L4_V4)?;
+    if !proxied(AF_INET, [ip[4], 0, 0, 0], tcp.dport()) {
+        return None;
+    }
+    if tcp.flags & (SYN | ACK | RST | FIN) != SYN {
+        return Some(not_syn(ctx, false, &tcp));
+    }
+    let tot_len = u32::from(u16::from_be_bytes([len_hi, len_lo]));
+    let tcp_len = tcp.len();
+    // No payload (TFO data or a bogus length: the stack sorts those out).
+    if tcp_len < 20 || tot_len != 20 + tcp_len {
+        return Some(Outcome::to_stack());
+    }
+    let mut ip_sum = 0;
+    for w in ip {
+        ip_sum = add32(ip_sum, w);
+    }
+    if fold(ip_sum) != 0 {
+        return Some(Outcome::to_stack());
+    }
+    let pseudo = add32(add32(u32::from(IPPROTO_TCP) + tcp_len, ip[3]), ip[4]);
+    Some(syn::<L4_V4>(ctx, config, tcp_len, pseudo, false))
+}
+
+#[inline(always)]
+fn v6(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let ip: [u32; 10] = load(data, end, ETH_HLEN)?;
+    let [version, _, _, _] = ip[0].to_ne_bytes();
+    let [len_hi, len_lo, next, _] = ip[1].to_ne_bytes();
+    // No extension headers.
+    if version >> 4 != 6 || next != IPPROTO_TCP {
+        return None;
+    }
+    let tcp = tcp_at(data, end, L4_V6)?;
+    if !proxied(AF_INET6, [ip[6], ip[7], ip[8], ip[9]], tcp.dport()) {
+        return None;
+    }
+    if tcp.flags & (SYN | ACK | RST | FIN) != SYN {
+        return Some(not_syn(ctx, true, &tcp));
+    }
+    let payload_len = u32::from(u16::from_be_bytes([len_hi, len_lo]));
+    let tcp_len = tcp.len();
+    if tcp_len < 20 || payload_len != tcp_len {
+        return Some(Outcome::to_stack());
+    }
+    let mut pseudo = u32::from(IPPROTO_TCP) + tcp_len;
+    let mut i = 2;
+    while i < 10 {
+        pseudo = add32(pseudo, ip[i]);
+        i += 1;
+    }
+    Some(syn::<L4_V6>(ctx, config, tcp_len, pseudo, true))
+}
+
+/// A packet to a proxied listener that is not a SYN: on to the stack when a connection (or
+/// its TIME_WAIT) exists; else only an ACK whose cookie checks out.
+#[inline(always)]
+fn not_syn(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> Outcome {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    // SAFETY: an all-zero tuple is a valid value of this plain-data union.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let sport = tcp.ports as u16;
+    let dport = (tcp.ports >> 16) as u16;
+    let size = if v6 {
+        let Some(addrs) = load::<[[u32; 4]; 2]>(data, end, ETH_HLEN + 8) else {
+            return Outcome::pass();
+        };
+        // SAFETY: writing the IPv6 member of the union.
+        unsafe {
+            let t = &mut tuple.__bindgen_anon_1.ipv6;
+            t.saddr = addrs[0];
+            t.daddr = addrs[1];
+            t.sport = sport;
+            t.dport = dport;
+        }
+        36
+    } else {
+        let Some(addrs) = load::<[u32; 2]>(data, end, ETH_HLEN + 12) else {
+            return Outcome::pass();
+        };
+        // SAFETY: writing the IPv4 member of the union.
+        unsafe {
+            let t = &mut tuple.__bindgen_anon_1.ipv4;
+            t.saddr = addrs[0];
+            t.daddr = addrs[1];
+            t.sport = sport;
+            t.dport = dport;
+        }
+        12
+    };
+    if has_connection(ctx, &mut tuple, size) {
+        return Outcome::pass();
+    }
+    if tcp.flags & (SYN | ACK | RST) != ACK {
+        return Outcome::new(Verdict::Drop, Counter::SynCookieAcksInvalid);
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let r = if v6 {
+        if data + L4_V6 + 20 > end {
+            return Outcome::pass();
+        }
+        // SAFETY: the IPv6 header (40 bytes) and the TCP header (20) lie inside the packet
+        // (checked above): what the helper reads.
+        unsafe {
+            bpf_tcp_raw_check_syncookie_ipv6(
+                (data + ETH_HLEN) as *mut _,
+                (data + L4_V6) as *mut _,
+            )
+        }
+    } else {
+        if data + L4_V4 + 20 > end {
+            return Outcome::pass();
+        }
+        // SAFETY: as above (20 and 20 bytes).
+        unsafe {
+            bpf_tcp_raw_check_syncookie_ipv4(
+                (data + ETH_HLEN) as *mut _,
+                (data + L4_V4) as *mut _,
+            )
+        }
+    };
+    if r == 0 {
+        Outcome::new(Verdict::Pass, Counter::SynCookieAcksValid)
+    } else {
+        Outcome::new(Verdict::Drop, Counter::SynCookieAcksInvalid)
+    }
+}
+
+/// Whether the stack has a socket for the tuple other than the listener: an established
+/// connection, one being set up, or its TIME_WAIT.
+#[inline(always)]
+fn has_connection(ctx: &XdpContext, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
+    // SAFETY: `tuple` is a valid tuple of `size` bytes on the stack; the returned reference
+    // is released below on every path.
+    let sk = unsafe {
+        bpf_skc_lookup_tcp(
+            ctx.ctx.cast(),
+            tuple,
+            size,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        )
+    };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: `sk` is a non-null socket reference from the lookup; `state` is readable on
+    // every socket kind it returns.
+    let state = unsafe { (*sk).state };
+    // SAFETY: releasing the reference taken by the lookup, once.
+    unsafe { bpf_sk_release(sk.cast()) };
+    state != BPF_TCP_LISTEN
+}
+
+/// Answers a SYN whose IP header (at 14) and TCP header (at `L4`, `tcp_len` bytes, no
+/// payload) were checked, with the SYN-ACK built in place. `pseudo` is the sum of the
+/// pseudo-header (the same for the answer: its addresses are only swapped).
+#[inline(always)]
+fn syn<const L4: usize>(
+    ctx: &XdpContext,
+    config: &SynProxyConfig,
+    tcp_len: u32,
+    pseudo: u32,
+    v6: bool,
+) -> Outcome {
+    // Room for the longest TCP header, so that every read and write below is at a fixed
+    // offset inside the packet (the frame shrinks to the answer's size at the end).
+    let len = ctx.data_end() - ctx.data();
+    if len < L4 + TCP_MAX {
+        // SAFETY: growing the XDP frame; the kernel checks the tailroom.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (L4 + TCP_MAX - len) as i32) } != 0 {
+            return Outcome::to_stack();
+        }
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let mut o = Options {
+        tcp: [0; 15],
+        pos: 20,
+        end: tcp_len.min(TCP_MAX as u32),
+        wscale: 0xf,
+        sack: 0,
+        timestamp: 0,
+        tsval: 0,
+    };
+    match load::<[u32; 15]>(data, end, L4) {
+        Some(header) => o.tcp = header,
+        None => return Outcome::to_stack(),
+    }
+    // The client's checksum over the pseudo-header and the header (nothing follows it).
+    if fold(sum_tcp(&o.tcp, o.end, pseudo)) != 0 {
+        return Outcome::to_stack();
+    }
+    // SAFETY: the IP header (20 or 40 bytes) at 14 and `o.end` (20 to 60) bytes at `L4` lie
+    // inside the packet (L4 + 60 was loaded above).
+    let cookie = unsafe {
+        if v6 {
+            bpf_tcp_raw_gen_syncookie_ipv6((data + ETH_HLEN) as *mut _, (data + L4) as *mut _, o.end)
+        } else {
+            bpf_tcp_raw_gen_syncookie_ipv4((data + ETH_HLEN) as *mut _, (data + L4) as *mut _, o.end)
+        }
+    };
+    if cookie < 0 {
+        return Outcome::to_stack();
+    }
+    // SAFETY: `parse_option` is a static function with bpf_loop's callback signature, and
+    // `o` outlives the call.
+    unsafe {
+        bpf_loop(
+            40,
+            parse_option as *mut c_void,
+            core::ptr::from_mut(&mut o).cast(),
+            0,
+        );
+    }
+    // None: partly rewritten (cannot happen after the checks above), so it cannot go on.
+    build(ctx, config, &o, cookie as u32, pseudo, v6, L4).unwrap_or(Outcome {
+        verdict: Verdict::Drop,
+        counter: None,
+    })
+}
+
+/// Rewrites the frame into the SYN-ACK and trims it.
+#[inline(always)]
+fn build(
+    ctx: &XdpContext,
+    config: &SynProxyConfig,
+    o: &Options,
+    cookie: u32,
+    pseudo: u32,
+    v6: bool,
+    l4: usize,
+) -> Option<Outcome> {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    // Our options, as the listener's SYN-ACK would carry them: MSS; with timestamps, SACK and
+    // window scale when the client offered them (without timestamps the cookie cannot carry
+    // them, as with the kernel's own cookies).
+    let mss = if v6 { config.mss6 } else { config.mss4 };
+    let mut opts = [0u32; 5];
+    let mut words = 1;
+    opts[0] = (0x0204_0000 | u32::from(mss)).to_be();
+    if o.timestamp != 0 {
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        let ms = (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32;
+        let tsval = (ms & !0x3f) | (o.wscale & 0xf) | if o.sack != 0 { 1 << 4 } else { 0 };
+        opts[1] = if o.sack != 0 {
+            0x0402_080au32
+        } else {
+            0x0101_080a
+        }
+        .to_be();
+        opts[2] = tsval.to_be();
+        opts[3] = o.tsval.to_be();
+        words = 4;
+        if o.wscale != 0xf {
+            opts[4] = (0x0103_0300 | u32::from(config.wscale.min(14))).to_be();
+            words = 5;
+        }
+    }
+    let tcp_len = 20 + words * 4;
+    // Ports swapped, our cookie as sequence number, their sequence + 1 acknowledged, a zero
+    // window until the connection to the listener exists (nftables' synproxy opens it).
+    let head = [
+        o.tcp[0].rotate_left(16),
+        cookie.to_be(),
+        u32::from_be(o.tcp[1]).wrapping_add(1).to_be(),
+        (((tcp_len / 4) << 28) | (u32::from(SYN | ACK) << 16)).to_be(),
+    ];
+    let mut sum = pseudo;
+    for w in head {
+        sum = add32(sum, w);
+    }
+    for (i, w) in opts.iter().enumerate() {
+        if i < words as usize {
+            sum = add32(sum, *w);
+        }
+    }
+    let check = fold(sum);
+    store(data, end, l4, head)?;
+    store(data, end, l4 + 16, (u32::from(check) << 16).to_be())?;
+    store(data, end, l4 + 20, opts)?;
+    // MAC addresses swapped.
+    let mac: [u16; 6] = load(data, end, 0)?;
+    store(data, end, 0, [mac[3], mac[4], mac[5], mac[0], mac[1], mac[2]])?;
+    // Addresses swapped.
+    if v6 {
+        let addrs: [[u32; 4]; 2] = load(data, end, ETH_HLEN + 8)?;
+        store(data, end, ETH_HLEN, 0x6000_0000u32.to_be())?;
+        let [l0, l1] = (tcp_len as u16).to_be_bytes();
+        store(data, end, ETH_HLEN + 4, [l0, l1, IPPROTO_TCP, config.ttl])?;
+        store(data, end, ETH_HLEN + 8, [addrs[1], addrs[0]])?;
+    } else {
+        let addrs: [u32; 2] = load(data, end, ETH_HLEN + 12)?;
+        let [l0, l1] = ((20 + tcp_len) as u16).to_be_bytes();
+        // ID 0, don't fragment (as the stack sends SYN-ACKs).
+        let words = [
+            u32::from_ne_bytes([0x45, 0, l0, l1]),
+            u32::from_ne_bytes([0, 0, 0x40, 0]),
+            u32::from_ne_bytes([config.ttl, IPPROTO_TCP, 0, 0]),
+            addrs[1],
+            addrs[0],
+        ];
+        let mut sum = 0;
+        for w in words {
+            sum = add32(sum, w);
+        }
+        store(data, end, ETH_HLEN, words)?;
+        store(data, end, ETH_HLEN + 10, fold(sum).to_be())?;
+    }
+    let delta = (l4 as u32 + tcp_len) as i32 - (end - data) as i32;
+    // SAFETY: shrinking the XDP frame to the answer's length.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return None;
+    }
+    Some(Outcome::new(Verdict::Tx, Counter::SynCookiesSent))
+}
