@@ -7,8 +7,9 @@ use aya_ebpf::{
 use proxy_common::{
     ALLOW_MAX, AllowEntry, BLOCK_V4_MAX, BLOCK_V6_MAX, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
     BlockEntry, COUNTER_SLOTS, IFINDEX_MAX, IfaceName, LensV6, ListenerKey, MAX_IFACES,
-    MAX_LISTENERS, MAX_WORKERS, SYN_PROXY_PORT_WORDS, SynProxyConfig, PrefixV4, PrefixV6, RATE_TRACKED, RateConfig, SpreadConfig,
-    TokenBucket, V4_LEN_ENTRIES, V4Addr, V6_LEN_ENTRIES, V6Addr, WorkerLoad,
+    MAX_LISTENERS, MAX_WORKERS, PrefixV4, PrefixV6, RATE_TRACKED, RateConfig, SYN_PROXY_PORT_WORDS,
+    SpreadConfig, SynProxyConfig, TokenBucket, V4_LEN_ENTRIES, V4Addr, V6_LEN_ENTRIES, V6Addr,
+    WorkerLoad,
 };
 
 #[map]

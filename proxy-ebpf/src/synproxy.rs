@@ -112,19 +112,21 @@ fn fold(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-/// Sum of the first `len` bytes (a multiple of 4, at most 60) of a TCP header copy.
+/// Sum of the first `len` bytes (a multiple of 4, at most 60) of the TCP header at `l4`
+/// (the caller made sure the packet holds 60 bytes there).
 #[inline(always)]
-fn sum_tcp(tcp: &[u32; 15], len: u32, acc: u32) -> u32 {
+fn sum_tcp(data: usize, end: usize, l4: usize, len: u32, acc: u32) -> Option<u32> {
     let mut sum = acc;
     let mut i = 0;
     // Unrolled by LLVM: a fixed trip count, each word masked by the length.
-    while i < 15 {
-        if i * 4 < len {
-            sum = add32(sum, tcp[i as usize]);
+    while i < TCP_MAX / 4 {
+        if (i * 4) as u32 >= len {
+            break;
         }
+        sum = add32(sum, load(data, end, l4 + i * 4)?);
         i += 1;
     }
-    sum
+    Some(sum)
 }
 
 /// Whether a listener with the SYN proxy owns `family` / `addr` (network order words) /
@@ -152,12 +154,15 @@ fn proxied(family: u32, addr: [u32; 4], port: u16) -> bool {
     unsafe { SYN_PROXY_LISTENERS.get(&key) }.is_some()
 }
 
-/// Options of the client's SYN that the answer depends on, parsed from a copy of its TCP
-/// header with `bpf_loop` (one option per call).
+/// Options of the client's SYN that the answer depends on, parsed with `bpf_loop` (one
+/// option per call) from a copy of the option bytes (positions are plain numbers there: the
+/// verifier checks the callback once, where packet pointers that move would make it walk
+/// every length).
 #[repr(C)]
 struct Options {
-    tcp: [u32; 15],
-    /// Where the next option starts, and where the options end (the header length).
+    /// The 40 bytes after the fixed TCP header, as loaded.
+    bytes: [u32; 10],
+    /// Where the next option starts and where the options end, from the first option byte.
     pos: u32,
     end: u32,
     /// 0xf: no window scale option; else the client's shift (at most 14).
@@ -171,11 +176,12 @@ struct Options {
 impl Options {
     #[inline(always)]
     fn byte(&self, at: u32) -> u32 {
-        let at = at as usize;
-        if at >= TCP_MAX {
+        if at >= 40 {
             return 0;
         }
-        (u32::from_be(self.tcp[at / 4]) >> (24 - (at % 4) * 8)) & 0xff
+        // Little-endian (bpfel): byte `k` of a loaded word is bits 8k to 8k + 7. Shifts, not
+        // an index into the word's bytes (a stack address the verifier cannot follow).
+        (self.bytes[(at / 4) as usize] >> ((at % 4) * 8)) & 0xff
     }
 }
 
@@ -183,10 +189,11 @@ extern "C" fn parse_option(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Options` on the caller's stack that `bpf_loop` passes back.
     let o = unsafe { &mut *ctx.cast::<Options>() };
     let pos = o.pos;
-    if pos >= o.end || pos >= TCP_MAX as u32 {
+    if pos >= o.end || pos >= 40 {
         return 1;
     }
-    match o.byte(pos) {
+    let kind = o.byte(pos);
+    match kind {
         // End of options.
         0 => return 1,
         // NOP.
@@ -196,7 +203,6 @@ extern "C" fn parse_option(_index: u64, ctx: *mut c_void) -> i64 {
         }
         _ => {}
     }
-    let kind = o.byte(pos);
     let len = o.byte(pos + 1);
     if len < 2 || pos + len > o.end {
         return 1;
@@ -206,7 +212,7 @@ extern "C" fn parse_option(_index: u64, ctx: *mut c_void) -> i64 {
         (4, 2) => o.sack = 1,
         (8, 10) => {
             o.timestamp = 1;
-            o.tsval = u32::from_be_bytes([
+            o.tsval = u32::from_ne_bytes([
                 o.byte(pos + 2) as u8,
                 o.byte(pos + 3) as u8,
                 o.byte(pos + 4) as u8,
@@ -249,11 +255,7 @@ struct Tcp {
 fn tcp_at(data: usize, end: usize, l4: usize) -> Option<Tcp> {
     let ports: u32 = load(data, end, l4)?;
     let [doff, flags]: [u8; 2] = load(data, end, l4 + 12)?;
-    Some(Tcp {
-        ports,
-        doff,
-        flags,
-    })
+    Some(Tcp { ports, doff, flags })
 }
 
 impl Tcp {
@@ -303,22 +305,23 @@ fn v4(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
     if fold(ip_sum) != 0 {
         return Some(Outcome::to_stack());
     }
-    let pseudo = add32(add32(u32::from(IPPROTO_TCP) + tcp_len, ip[3]), ip[4]);
+    let pseudo = add32(add32(u32::from(IPPROTO_TCP), ip[3]), ip[4]);
     Some(syn::<L4_V4>(ctx, config, tcp_len, pseudo, false))
 }
 
 #[inline(always)]
 fn v6(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
     let (data, end) = (ctx.data(), ctx.data_end());
-    let ip: [u32; 10] = load(data, end, ETH_HLEN)?;
-    let [version, _, _, _] = ip[0].to_ne_bytes();
-    let [len_hi, len_lo, next, _] = ip[1].to_ne_bytes();
+    let [first, second]: [u32; 2] = load(data, end, ETH_HLEN)?;
+    let [version, _, _, _] = first.to_ne_bytes();
+    let [len_hi, len_lo, next, _] = second.to_ne_bytes();
     // No extension headers.
     if version >> 4 != 6 || next != IPPROTO_TCP {
         return None;
     }
     let tcp = tcp_at(data, end, L4_V6)?;
-    if !proxied(AF_INET6, [ip[6], ip[7], ip[8], ip[9]], tcp.dport()) {
+    let daddr: [u32; 4] = load(data, end, ETH_HLEN + 24)?;
+    if !proxied(AF_INET6, daddr, tcp.dport()) {
         return None;
     }
     if tcp.flags & (SYN | ACK | RST | FIN) != SYN {
@@ -329,10 +332,10 @@ fn v6(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
     if tcp_len < 20 || payload_len != tcp_len {
         return Some(Outcome::to_stack());
     }
-    let mut pseudo = u32::from(IPPROTO_TCP) + tcp_len;
-    let mut i = 2;
-    while i < 10 {
-        pseudo = add32(pseudo, ip[i]);
+    let mut pseudo = u32::from(IPPROTO_TCP);
+    let mut i = 0;
+    while i < 8 {
+        pseudo = add32(pseudo, load(data, end, ETH_HLEN + 8 + i * 4)?);
         i += 1;
     }
     Some(syn::<L4_V6>(ctx, config, tcp_len, pseudo, true))
@@ -388,10 +391,7 @@ fn not_syn(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> Outcome {
         // SAFETY: the IPv6 header (40 bytes) and the TCP header (20) lie inside the packet
         // (checked above): what the helper reads.
         unsafe {
-            bpf_tcp_raw_check_syncookie_ipv6(
-                (data + ETH_HLEN) as *mut _,
-                (data + L4_V6) as *mut _,
-            )
+            bpf_tcp_raw_check_syncookie_ipv6((data + ETH_HLEN) as *mut _, (data + L4_V6) as *mut _)
         }
     } else {
         if data + L4_V4 + 20 > end {
@@ -399,10 +399,7 @@ fn not_syn(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> Outcome {
         }
         // SAFETY: as above (20 and 20 bytes).
         unsafe {
-            bpf_tcp_raw_check_syncookie_ipv4(
-                (data + ETH_HLEN) as *mut _,
-                (data + L4_V4) as *mut _,
-            )
+            bpf_tcp_raw_check_syncookie_ipv4((data + ETH_HLEN) as *mut _, (data + L4_V4) as *mut _)
         }
     };
     if r == 0 {
@@ -418,15 +415,8 @@ fn not_syn(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> Outcome {
 fn has_connection(ctx: &XdpContext, tuple: &mut bpf_sock_tuple, size: u32) -> bool {
     // SAFETY: `tuple` is a valid tuple of `size` bytes on the stack; the returned reference
     // is released below on every path.
-    let sk = unsafe {
-        bpf_skc_lookup_tcp(
-            ctx.ctx.cast(),
-            tuple,
-            size,
-            BPF_F_CURRENT_NETNS as u64,
-            0,
-        )
-    };
+    let sk =
+        unsafe { bpf_skc_lookup_tcp(ctx.ctx.cast(), tuple, size, BPF_F_CURRENT_NETNS as u64, 0) };
     if sk.is_null() {
         return false;
     }
@@ -440,7 +430,8 @@ fn has_connection(ctx: &XdpContext, tuple: &mut bpf_sock_tuple, size: u32) -> bo
 
 /// Answers a SYN whose IP header (at 14) and TCP header (at `L4`, `tcp_len` bytes, no
 /// payload) were checked, with the SYN-ACK built in place. `pseudo` is the sum of the
-/// pseudo-header (the same for the answer: its addresses are only swapped).
+/// pseudo-header without the length (the same for the answer: its addresses are only
+/// swapped).
 #[inline(always)]
 fn syn<const L4: usize>(
     ctx: &XdpContext,
@@ -459,34 +450,51 @@ fn syn<const L4: usize>(
         }
     }
     let (data, end) = (ctx.data(), ctx.data_end());
+    if data + L4 + TCP_MAX > end {
+        return Outcome::to_stack();
+    }
+    let tcp_len = tcp_len.min(TCP_MAX as u32);
+    // The client's checksum over the pseudo-header and the header (nothing follows it).
+    match sum_tcp(data, end, L4, tcp_len, pseudo + tcp_len) {
+        Some(sum) if fold(sum) == 0 => {}
+        _ => return Outcome::to_stack(),
+    }
+    // SAFETY: the IP header (20 or 40 bytes) at 14 and `tcp_len` (20 to 60) bytes at `L4`
+    // lie inside the packet (checked above).
+    let cookie = unsafe {
+        if v6 {
+            bpf_tcp_raw_gen_syncookie_ipv6(
+                (data + ETH_HLEN) as *mut _,
+                (data + L4) as *mut _,
+                tcp_len,
+            )
+        } else {
+            bpf_tcp_raw_gen_syncookie_ipv4(
+                (data + ETH_HLEN) as *mut _,
+                (data + L4) as *mut _,
+                tcp_len,
+            )
+        }
+    };
+    if cookie < 0 {
+        return Outcome::to_stack();
+    }
     let mut o = Options {
-        tcp: [0; 15],
-        pos: 20,
-        end: tcp_len.min(TCP_MAX as u32),
+        bytes: [0; 10],
+        pos: 0,
+        end: tcp_len - 20,
         wscale: 0xf,
         sack: 0,
         timestamp: 0,
         tsval: 0,
     };
-    match load::<[u32; 15]>(data, end, L4) {
-        Some(header) => o.tcp = header,
-        None => return Outcome::to_stack(),
-    }
-    // The client's checksum over the pseudo-header and the header (nothing follows it).
-    if fold(sum_tcp(&o.tcp, o.end, pseudo)) != 0 {
-        return Outcome::to_stack();
-    }
-    // SAFETY: the IP header (20 or 40 bytes) at 14 and `o.end` (20 to 60) bytes at `L4` lie
-    // inside the packet (L4 + 60 was loaded above).
-    let cookie = unsafe {
-        if v6 {
-            bpf_tcp_raw_gen_syncookie_ipv6((data + ETH_HLEN) as *mut _, (data + L4) as *mut _, o.end)
-        } else {
-            bpf_tcp_raw_gen_syncookie_ipv4((data + ETH_HLEN) as *mut _, (data + L4) as *mut _, o.end)
+    let mut i = 0;
+    while i < 10 {
+        match load(data, end, L4 + 20 + i * 4) {
+            Some(w) => o.bytes[i] = w,
+            None => return Outcome::to_stack(),
         }
-    };
-    if cookie < 0 {
-        return Outcome::to_stack();
+        i += 1;
     }
     // SAFETY: `parse_option` is a static function with bpf_loop's callback signature, and
     // `o` outlives the call.
@@ -535,7 +543,7 @@ fn build(
         }
         .to_be();
         opts[2] = tsval.to_be();
-        opts[3] = o.tsval.to_be();
+        opts[3] = o.tsval;
         words = 4;
         if o.wscale != 0xf {
             opts[4] = (0x0103_0300 | u32::from(config.wscale.min(14))).to_be();
@@ -545,13 +553,15 @@ fn build(
     let tcp_len = 20 + words * 4;
     // Ports swapped, our cookie as sequence number, their sequence + 1 acknowledged, a zero
     // window until the connection to the listener exists (nftables' synproxy opens it).
+    let ports: u32 = load(data, end, l4)?;
+    let seq: u32 = load(data, end, l4 + 4)?;
     let head = [
-        o.tcp[0].rotate_left(16),
+        ports.rotate_left(16),
         cookie.to_be(),
-        u32::from_be(o.tcp[1]).wrapping_add(1).to_be(),
+        u32::from_be(seq).wrapping_add(1).to_be(),
         (((tcp_len / 4) << 28) | (u32::from(SYN | ACK) << 16)).to_be(),
     ];
-    let mut sum = pseudo;
+    let mut sum = pseudo + tcp_len;
     for w in head {
         sum = add32(sum, w);
     }
@@ -566,7 +576,12 @@ fn build(
     store(data, end, l4 + 20, opts)?;
     // MAC addresses swapped.
     let mac: [u16; 6] = load(data, end, 0)?;
-    store(data, end, 0, [mac[3], mac[4], mac[5], mac[0], mac[1], mac[2]])?;
+    store(
+        data,
+        end,
+        0,
+        [mac[3], mac[4], mac[5], mac[0], mac[1], mac[2]],
+    )?;
     // Addresses swapped.
     if v6 {
         let addrs: [[u32; 4]; 2] = load(data, end, ETH_HLEN + 8)?;

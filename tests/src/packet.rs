@@ -393,3 +393,197 @@ pub fn bad_ihl_v4_frame(src: &str) -> Vec<u8> {
     f[14] = 0x44;
     f
 }
+
+/// A TCP segment with valid IPv4/IPv6 and TCP checksums (the SYN proxy checks them), for
+/// fixtures and for raw sockets.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    /// TCP options, padded here to a multiple of 4 with EOL.
+    pub options: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// The options a Linux client sends in its SYN: MSS 1460, SACK permitted, timestamps
+/// (`tsval`), window scale 7.
+#[must_use]
+pub fn linux_syn_options(tsval: u32) -> Vec<u8> {
+    let mut o = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10];
+    o.extend_from_slice(&tsval.to_be_bytes());
+    o.extend_from_slice(&0u32.to_be_bytes());
+    o.extend_from_slice(&[1, 3, 3, 7]);
+    o
+}
+
+/// The Internet checksum of `bytes` (odd length padded with zero), folded and complemented.
+#[must_use]
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in bytes.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(u16::try_from(sum).unwrap())
+}
+
+fn pseudo_header(src: std::net::IpAddr, dst: std::net::IpAddr, len: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    match (src, dst) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            p.extend_from_slice(&[0, IPPROTO_TCP]);
+            p.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        }
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            p.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, IPPROTO_TCP]);
+        }
+        _ => panic!("mixed address families"),
+    }
+    p
+}
+
+impl Segment {
+    /// The TCP header and payload, checksum filled in.
+    #[must_use]
+    pub fn tcp_bytes(&self) -> Vec<u8> {
+        let mut options = self.options.clone();
+        while !options.len().is_multiple_of(4) {
+            options.push(0);
+        }
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&self.sport.to_be_bytes());
+        t[2..4].copy_from_slice(&self.dport.to_be_bytes());
+        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        t[12] = u8::try_from((20 + options.len()) / 4).unwrap() << 4;
+        t[13] = self.flags;
+        t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        t.extend_from_slice(&options);
+        t.extend_from_slice(&self.payload);
+        let mut sum = pseudo_header(self.src, self.dst, t.len());
+        sum.extend_from_slice(&t);
+        let check = internet_checksum(&sum);
+        t[16..18].copy_from_slice(&check.to_be_bytes());
+        t
+    }
+
+    /// The IP packet (no link header), both checksums valid.
+    #[must_use]
+    pub fn ip_packet(&self) -> Vec<u8> {
+        let tcp = self.tcp_bytes();
+        match (self.src, self.dst) {
+            (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+                let mut h = vec![0u8; 20];
+                h[0] = 0x45;
+                h[2..4].copy_from_slice(&u16::try_from(20 + tcp.len()).unwrap().to_be_bytes());
+                h[6] = 0x40;
+                h[8] = 64;
+                h[9] = IPPROTO_TCP;
+                h[12..16].copy_from_slice(&s.octets());
+                h[16..20].copy_from_slice(&d.octets());
+                let check = internet_checksum(&h);
+                h[10..12].copy_from_slice(&check.to_be_bytes());
+                h.extend_from_slice(&tcp);
+                h
+            }
+            (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+                let mut h = vec![0u8; 40];
+                h[0] = 0x60;
+                h[4..6].copy_from_slice(&u16::try_from(tcp.len()).unwrap().to_be_bytes());
+                h[6] = IPPROTO_TCP;
+                h[7] = 64;
+                h[8..24].copy_from_slice(&s.octets());
+                h[24..40].copy_from_slice(&d.octets());
+                h.extend_from_slice(&tcp);
+                h
+            }
+            _ => panic!("mixed address families"),
+        }
+    }
+
+    /// The Ethernet frame.
+    #[must_use]
+    pub fn frame(&self) -> Vec<u8> {
+        let ethertype = if self.src.is_ipv4() {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        };
+        ethernet(&[], ethertype, &self.ip_packet())
+    }
+
+    /// Parses an Ethernet frame holding IPv4/IPv6 (no options or extension headers) and TCP,
+    /// checking both checksums and the lengths; the error says what is wrong.
+    ///
+    /// # Errors
+    ///
+    /// What does not add up in the frame.
+    pub fn parse(frame: &[u8]) -> Result<(Self, u8), String> {
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        let ip = &frame[14..];
+        let (src, dst, tcp, ttl): (std::net::IpAddr, std::net::IpAddr, &[u8], u8) = match ethertype
+        {
+            ETH_P_IP => {
+                if ip[0] != 0x45 {
+                    return Err(format!("IPv4 version/IHL {:#x}", ip[0]));
+                }
+                if internet_checksum(&ip[..20]) != 0 {
+                    return Err("bad IPv4 header checksum".into());
+                }
+                let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+                if total != ip.len() {
+                    return Err(format!("IPv4 total length {total}, frame has {}", ip.len()));
+                }
+                let s: [u8; 4] = ip[12..16].try_into().unwrap();
+                let d: [u8; 4] = ip[16..20].try_into().unwrap();
+                (s.into(), d.into(), &ip[20..], ip[8])
+            }
+            ETH_P_IPV6 => {
+                let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+                if payload + 40 != ip.len() {
+                    return Err(format!(
+                        "IPv6 payload length {payload}, frame has {}",
+                        ip.len() - 40
+                    ));
+                }
+                let s: [u8; 16] = ip[8..24].try_into().unwrap();
+                let d: [u8; 16] = ip[24..40].try_into().unwrap();
+                (s.into(), d.into(), &ip[40..], ip[7])
+            }
+            other => return Err(format!("ethertype {other:#x}")),
+        };
+        let mut sum = pseudo_header(src, dst, tcp.len());
+        sum.extend_from_slice(tcp);
+        if internet_checksum(&sum) != 0 {
+            return Err("bad TCP checksum".into());
+        }
+        let header_len = usize::from(tcp[12] >> 4) * 4;
+        Ok((
+            Self {
+                src,
+                dst,
+                sport: u16::from_be_bytes([tcp[0], tcp[1]]),
+                dport: u16::from_be_bytes([tcp[2], tcp[3]]),
+                seq: u32::from_be_bytes(tcp[4..8].try_into().unwrap()),
+                ack: u32::from_be_bytes(tcp[8..12].try_into().unwrap()),
+                flags: tcp[13],
+                options: tcp[20..header_len].to_vec(),
+                payload: tcp[header_len..].to_vec(),
+            },
+            ttl,
+        ))
+    }
+}

@@ -932,3 +932,230 @@ fn syn_limiter_counts_what_may_open_a_connection() {
         failures.join("\n")
     );
 }
+
+const XDP_TX: u32 = 3;
+
+/// The TCP options of a segment: (kind, data) pairs.
+fn tcp_options(mut o: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(&kind) = o.first() {
+        match kind {
+            0 => break,
+            1 => o = &o[1..],
+            _ => {
+                let len = usize::from(o[1]);
+                out.push((kind, o[2..len].to_vec()));
+                o = &o[len..];
+            }
+        }
+    }
+    out
+}
+
+/// What the SYN proxy answers and lets through, through `BPF_PROG_TEST_RUN`: the SYN-ACK's
+/// addresses, checksums and options for IPv4 and IPv6; the ACK that completes the handshake
+/// passes, a forged one does not; what it leaves to the stack.
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one table of cases per family, then the odd frames"
+)]
+fn syn_proxy_answers_syns_and_checks_acks() {
+    use proxy_common::SynProxyConfig;
+    use std::net::SocketAddr;
+    require_root();
+    proxy::kernel::ensure_bpffs().unwrap();
+    let pin_dir = proxy::kernel::pin_dir(&format!("packet-test-{}", unique_id()));
+    let mut t = TestDatapath {
+        datapath: Datapath::load(&pin_dir).expect("load the kernel programs"),
+    };
+    let mut maps = KernelMaps::open(&pin_dir).unwrap();
+    maps.rebuild_index().unwrap();
+    let config = SynProxyConfig {
+        mss4: 1400,
+        mss6: 1380,
+        wscale: 9,
+        ttl: 61,
+        enabled: 1,
+        reserved: 0,
+    };
+    let listeners: Vec<SocketAddr> = vec![
+        "10.255.0.1:8443".parse().unwrap(),
+        "[::]:9443".parse().unwrap(),
+    ];
+    t.datapath.set_syn_proxy(config, &listeners).unwrap();
+    let before = maps.counters().unwrap();
+    let syn = |src: &str, dst: &str, dport: u16, options: Vec<u8>| Segment {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        sport: 40000,
+        dport,
+        seq: 0xffff_fff0,
+        ack: 0,
+        flags: 0x02,
+        options,
+        payload: Vec::new(),
+    };
+    let cases: [(&str, &str, u16, u16); 4] = [
+        ("192.0.2.10", "10.255.0.1", 8443, 1400),
+        // The dual-stack wildcard listener takes IPv4 to any address too.
+        ("192.0.2.10", "10.255.0.77", 9443, 1400),
+        ("2001:db8::10", "2001:db8::1", 9443, 1380),
+        ("2001:db8::10", "2001:db8::99", 9443, 1380),
+    ];
+    for (src, dst, port, mss) in cases {
+        let what = format!("{src} -> {dst}:{port}");
+        let s = syn(src, dst, port, linux_syn_options(123_456));
+        let frame = s.frame();
+        let (action, out) = t.datapath.test_run_xdp_out(&frame).unwrap();
+        assert_eq!(action, XDP_TX, "{what}: the SYN is answered in XDP");
+        let (ans, ttl) = Segment::parse(&out).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(out[..6], frame[6..12], "{what}: MACs swapped");
+        assert_eq!(out[6..12], frame[..6], "{what}: MACs swapped");
+        assert_eq!((ans.src, ans.dst), (s.dst, s.src), "{what}: addresses");
+        assert_eq!((ans.sport, ans.dport), (port, 40000), "{what}: ports");
+        assert_eq!(ans.flags, 0x12, "{what}: SYN+ACK");
+        assert_eq!(ans.ack, 0xffff_fff1, "{what}: acknowledges the SYN");
+        assert_eq!(ttl, 61, "{what}: TTL / hop limit");
+        assert!(ans.payload.is_empty(), "{what}: no payload");
+        let opts = tcp_options(&ans.options);
+        let find = |kind: u8| {
+            opts.iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, d)| d.clone())
+        };
+        assert_eq!(find(2), Some(mss.to_be_bytes().to_vec()), "{what}: MSS");
+        assert_eq!(find(4), Some(vec![]), "{what}: SACK permitted");
+        assert_eq!(find(3), Some(vec![9]), "{what}: our window scale");
+        let ts = find(8).unwrap_or_else(|| panic!("{what}: timestamps: {opts:?}"));
+        let tsval = u32::from_be_bytes(ts[..4].try_into().unwrap());
+        assert_eq!(
+            &ts[4..],
+            &123_456u32.to_be_bytes(),
+            "{what}: TSecr echoes TSval"
+        );
+        // The client's window scale (7) and SACK in the low bits, as nftables decodes them.
+        assert_eq!(tsval & 0x3f, 7 | 1 << 4, "{what}: TS cookie bits");
+
+        // The handshake's last ACK: on to the stack; one with a wrong cookie is dropped.
+        let mut ack = s.clone();
+        ack.seq = s.seq.wrapping_add(1);
+        ack.ack = ans.seq.wrapping_add(1);
+        ack.flags = 0x10;
+        let mut ack_options = vec![1, 1, 8, 10];
+        ack_options.extend_from_slice(&123_457u32.to_be_bytes());
+        ack_options.extend_from_slice(&tsval.to_be_bytes());
+        ack.options = ack_options;
+        assert_eq!(
+            t.datapath.test_run_xdp(&ack.frame()).unwrap(),
+            XDP_PASS,
+            "{what}: the ACK with our cookie"
+        );
+        // (Not the cookie + 1: its low bits carry the MSS index, and a neighbour of a valid
+        // cookie may decode to another valid index: a cookie is checked, not signed.)
+        let mut forged = ack.clone();
+        forged.ack = ans.seq.wrapping_add(1) ^ 0x5a5a_5a5a;
+        assert_eq!(
+            t.datapath.test_run_xdp(&forged.frame()).unwrap(),
+            XDP_DROP,
+            "{what}: an ACK with a forged cookie"
+        );
+        let mut other_source = ack.clone();
+        other_source.sport = 40001;
+        assert_eq!(
+            t.datapath.test_run_xdp(&other_source.frame()).unwrap(),
+            XDP_DROP,
+            "{what}: the cookie of another connection"
+        );
+        let mut rst = ack.clone();
+        rst.flags = 0x04;
+        assert_eq!(
+            t.datapath.test_run_xdp(&rst.frame()).unwrap(),
+            XDP_DROP,
+            "{what}: a RST that belongs to no connection"
+        );
+    }
+
+    // Without timestamps the cookie cannot carry SACK or the window scale: MSS only.
+    let plain = syn(
+        "192.0.2.11",
+        "10.255.0.1",
+        8443,
+        vec![2, 4, 5, 0xb4, 1, 3, 3, 7],
+    );
+    let (action, out) = t.datapath.test_run_xdp_out(&plain.frame()).unwrap();
+    assert_eq!(action, XDP_TX);
+    let (ans, _) = Segment::parse(&out).unwrap();
+    assert_eq!(
+        tcp_options(&ans.options),
+        vec![(2, 1400u16.to_be_bytes().to_vec())]
+    );
+    // No options at all (a 54-byte frame: the program grows it to build the answer).
+    let bare = syn("192.0.2.12", "10.255.0.1", 8443, Vec::new());
+    let (action, out) = t.datapath.test_run_xdp_out(&bare.frame()).unwrap();
+    assert_eq!(action, XDP_TX);
+    Segment::parse(&out).unwrap();
+
+    // Left to the stack (nftables' synproxy answers those): a bad checksum, a payload.
+    let mut bad = syn("192.0.2.13", "10.255.0.1", 8443, linux_syn_options(1)).frame();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    assert_eq!(
+        t.datapath.test_run_xdp(&bad).unwrap(),
+        XDP_PASS,
+        "bad checksum"
+    );
+    let mut with_data = syn("192.0.2.13", "10.255.0.1", 8443, linux_syn_options(1));
+    with_data.payload = b"GET / HTTP/1.1\r\n".to_vec();
+    assert_eq!(
+        t.datapath.test_run_xdp(&with_data.frame()).unwrap(),
+        XDP_PASS,
+        "payload"
+    );
+    // Not a SYN-proxied listener: another address on the specific listener's port, another
+    // port.
+    let other = syn("192.0.2.14", "10.255.0.2", 8443, linux_syn_options(1));
+    assert_eq!(t.datapath.test_run_xdp(&other.frame()).unwrap(), XDP_PASS);
+    let other_port = syn("192.0.2.14", "10.255.0.1", 8444, linux_syn_options(1));
+    assert_eq!(
+        t.datapath.test_run_xdp(&other_port.frame()).unwrap(),
+        XDP_PASS
+    );
+    let mut other_ack = other_port.clone();
+    other_ack.flags = 0x10;
+    assert_eq!(
+        t.datapath.test_run_xdp(&other_ack.frame()).unwrap(),
+        XDP_PASS
+    );
+
+    // A blocked source is dropped before the SYN proxy answers anything.
+    block(&mut maps, "198.51.100.0/24", 0);
+    maps.rebuild_index().unwrap();
+    let blocked = syn("198.51.100.5", "10.255.0.1", 8443, linux_syn_options(1));
+    assert_eq!(t.datapath.test_run_xdp(&blocked.frame()).unwrap(), XDP_DROP);
+
+    let after = maps.counters().unwrap();
+    let delta = |c: Counter| after.get(c) - before.get(c);
+    assert_eq!(delta(Counter::SynCookiesSent), 6);
+    assert_eq!(delta(Counter::SynCookieAcksValid), 4);
+    assert_eq!(delta(Counter::SynCookieAcksInvalid), 12);
+    assert_eq!(delta(Counter::SynProxyToStack), 2);
+
+    // Off: SYNs go to the stack untouched.
+    t.datapath
+        .set_syn_proxy(
+            SynProxyConfig {
+                enabled: 0,
+                ..config
+            },
+            &[],
+        )
+        .unwrap();
+    let (action, out) = t
+        .datapath
+        .test_run_xdp_out(&syn("192.0.2.10", "10.255.0.1", 8443, Vec::new()).frame())
+        .unwrap();
+    assert_eq!(action, XDP_PASS);
+    let (unchanged, _) = Segment::parse(&out).unwrap();
+    assert_eq!(unchanged.flags, 0x02);
+}

@@ -18,7 +18,7 @@ use aya::{
 };
 use proxy_common::{
     IFINDEX_MAX, IfaceName, ListenerKey, MAX_IFACES, MAX_LISTENERS, MAX_WORKERS, RateConfig,
-    SpreadConfig, SpreadPolicy, maps, programs,
+    SYN_PROXY_PORT_WORDS, SpreadConfig, SpreadPolicy, SynProxyConfig, maps, programs,
 };
 use tracing::{info, warn};
 
@@ -318,6 +318,98 @@ impl Datapath {
         array.set(0, config, 0).map_err(|source| KernelError::Map {
             op: "write",
             map: maps::RATE_CONFIG,
+            source,
+        })
+    }
+
+    /// Turns the XDP SYN proxy on for `listeners` with the options its SYN-ACKs advertise, or
+    /// off (`config.enabled` 0, no listeners). A dual-stack wildcard IPv6 listener also gets
+    /// IPv4's wildcard.
+    pub fn set_syn_proxy(
+        &mut self,
+        config: SynProxyConfig,
+        listeners: &[std::net::SocketAddr],
+    ) -> Result<(), KernelError> {
+        let map_err = |op, map| move |source| KernelError::Map { op, map, source };
+        let mut keys = Vec::new();
+        for addr in listeners {
+            let key = super::spread::listener_key(*addr);
+            if addr.ip().is_unspecified() && addr.is_ipv6() {
+                keys.push(ListenerKey {
+                    family: 2,
+                    port: key.port,
+                    addr: [0; 4],
+                });
+            }
+            keys.push(key);
+        }
+        // Off first, so no packet sees a half-written set.
+        self.write_syn_proxy_config(SynProxyConfig {
+            enabled: 0,
+            ..config
+        })?;
+        {
+            let map = self
+                .ebpf
+                .map_mut(maps::SYN_PROXY_LISTENERS)
+                .ok_or(KernelError::Missing {
+                    kind: "map",
+                    name: maps::SYN_PROXY_LISTENERS,
+                })?;
+            let mut hash: HashMap<_, ListenerKey, u32> =
+                HashMap::try_from(map).map_err(map_err("open", maps::SYN_PROXY_LISTENERS))?;
+            let old: Vec<ListenerKey> = hash.keys().filter_map(Result::ok).collect();
+            for k in old {
+                let _ = hash.remove(&k);
+            }
+            for k in &keys {
+                hash.insert(k, 1, 0)
+                    .map_err(map_err("write", maps::SYN_PROXY_LISTENERS))?;
+            }
+        }
+        let map = self
+            .ebpf
+            .map_mut(maps::SYN_PROXY_PORTS)
+            .ok_or(KernelError::Missing {
+                kind: "map",
+                name: maps::SYN_PROXY_PORTS,
+            })?;
+        let mut ports: Array<_, u32> =
+            Array::try_from(map).map_err(map_err("open", maps::SYN_PROXY_PORTS))?;
+        let mut words = vec![0u32; SYN_PROXY_PORT_WORDS as usize];
+        for k in &keys {
+            words[(k.port / 32) as usize] |= 1 << (k.port % 32);
+        }
+        for (i, w) in (0u32..).zip(&words) {
+            if *w != 0 || ports.get(&i, 0).unwrap_or(0) != 0 {
+                ports
+                    .set(i, *w, 0)
+                    .map_err(map_err("write", maps::SYN_PROXY_PORTS))?;
+            }
+        }
+        if config.enabled != 0 && !keys.is_empty() {
+            self.write_syn_proxy_config(config)?;
+        }
+        Ok(())
+    }
+
+    fn write_syn_proxy_config(&mut self, config: SynProxyConfig) -> Result<(), KernelError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::SYN_PROXY_CONFIG)
+            .ok_or(KernelError::Missing {
+                kind: "map",
+                name: maps::SYN_PROXY_CONFIG,
+            })?;
+        let mut array: Array<_, SynProxyConfig> =
+            Array::try_from(map).map_err(|source| KernelError::Map {
+                op: "open",
+                map: maps::SYN_PROXY_CONFIG,
+                source,
+            })?;
+        array.set(0, config, 0).map_err(|source| KernelError::Map {
+            op: "write",
+            map: maps::SYN_PROXY_CONFIG,
             source,
         })
     }
@@ -635,6 +727,23 @@ impl Datapath {
             })
             .map_err(|source| KernelError::TestRun { name, source })?;
         Ok((result.return_value, result.duration))
+    }
+
+    /// Runs the XDP program once on `packet`: its action and the frame as the program left it
+    /// (what `XDP_TX` sends).
+    pub fn test_run_xdp_out(&mut self, packet: &[u8]) -> Result<(u32, Vec<u8>), KernelError> {
+        let name = programs::XDP_FILTER;
+        let prog = self.xdp()?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| KernelError::TestRun { name, source })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
     }
 
     /// Runs the TC classifier once on `packet` and returns its action.
