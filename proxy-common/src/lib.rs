@@ -74,6 +74,8 @@ pub mod maps {
     /// `HASH` of [`crate::ListenerKey`] -> `u32` (1): the listeners with the SYN proxy; a
     /// wildcard listener has an all-zero address.
     pub const SYN_PROXY_LISTENERS: &str = "SYN_PROXY_LISTENERS";
+    /// `PROG_ARRAY`: entry 0 is the `xdp_synproxy` program, which `xdp_filter` tail-calls.
+    pub const SYN_PROXY_PROG: &str = "SYN_PROXY_PROG";
 
     /// Every map that is pinned per instance.
     pub const PINNED: [&str; 14] = [
@@ -98,6 +100,8 @@ pub mod maps {
 pub mod programs {
     /// XDP entry point.
     pub const XDP_FILTER: &str = "xdp_filter";
+    /// The XDP SYN proxy, tail-called by [`XDP_FILTER`].
+    pub const XDP_SYNPROXY: &str = "xdp_synproxy";
     /// TC ingress classifier entry point (same decision as XDP).
     pub const TC_FILTER: &str = "tc_filter";
     /// `sk_reuseport` program that picks the worker socket for each new connection.

@@ -38,6 +38,23 @@ fn count(base: u32, counter: Counter) {
     }
 }
 
+/// Adds one to `counter` in the block of counters at `base` (see [`iface_base`]).
+#[inline(always)]
+pub fn count_in(base: u32, counter: Counter) {
+    count(base, counter);
+}
+
+/// The first counter of an interface's block (slot 0's when it has none).
+#[inline(always)]
+pub fn iface_base(ifindex: u32) -> u32 {
+    let slot = if ifindex < IFINDEX_MAX {
+        IFACE_SLOTS.get(ifindex).copied().unwrap_or(0)
+    } else {
+        0
+    };
+    slot.min(MAX_IFACES - 1) * COUNTER_SLOTS
+}
+
 /// State of one blocklist lookup, carried through `bpf_loop` (the verifier checks the probe
 /// once, whatever the number of lengths; an open-coded loop of probes exceeds its budget).
 #[repr(C)]
@@ -350,13 +367,7 @@ pub fn decide(
     ifindex: u32,
     then: impl FnOnce() -> Option<crate::synproxy::Outcome>,
 ) -> Verdict {
-    // The interface's block of counters (slot 0 when it has none).
-    let slot = if ifindex < IFINDEX_MAX {
-        IFACE_SLOTS.get(ifindex).copied().unwrap_or(0)
-    } else {
-        0
-    };
-    let base = slot.min(MAX_IFACES - 1) * COUNTER_SLOTS;
+    let base = iface_base(ifindex);
     count(base, Counter::Seen);
     let outcome = match packet.source() {
         Source::V4 { addr, syn } => match classify_v4(addr) {

@@ -2,7 +2,7 @@
 //! under `/sys/fs/bpf/proxy/<instance>/` when it loads the object.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ReusePortSockArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, ReusePortSockArray},
 };
 use proxy_common::{
     ALLOW_MAX, AllowEntry, BLOCK_V4_MAX, BLOCK_V6_MAX, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC,
@@ -90,3 +90,7 @@ pub static SYN_PROXY_PORTS: Array<u32> = Array::with_max_entries(SYN_PROXY_PORT_
 #[map]
 pub static SYN_PROXY_LISTENERS: HashMap<ListenerKey, u32> =
     HashMap::with_max_entries(MAX_LISTENERS * 2, 0);
+
+/// Entry 0: `xdp_synproxy`, for the filter's tail call (set by the loader).
+#[map]
+pub static SYN_PROXY_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);

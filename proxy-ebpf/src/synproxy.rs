@@ -9,10 +9,15 @@
 //! low bits the way nftables' synproxy encodes them (`tsval = ms & ~0x3f | wscale | sack << 4`),
 //! so the connection it opens to the listener has the options the client asked for.
 //!
-//! Only plain frames are answered here: Ethernet without VLAN tags, IPv4 without options or
-//! IPv6 without extension headers, no fragment, no payload, checksums that verify. Anything
-//! else to the port goes to the stack, where nftables' synproxy answers it (slower, but still
-//! without a socket per SYN), and is counted (`syn_proxy_passed_to_stack`).
+//! Only plain frames are answered here: Ethernet without VLAN tags, IPv4 without options (and
+//! a header checksum that verifies) or IPv6 without extension headers, no fragment, no
+//! payload. Anything else to the port goes to the stack, where nftables' synproxy answers it
+//! (slower, but still without a socket per SYN), and is counted (`syn_proxy_passed_to_stack`).
+//!
+//! The SYN's TCP checksum is not verified (xdp-tools' `xdpcookie` makes it optional too): a
+//! frame from a local sender (a veth, a container) carries only the pseudo-header sum there
+//! (checksum offload: the stack knows, XDP cannot), and answering a damaged SYN costs one
+//! SYN-ACK whose cookie no one can use. The answer's checksums are always computed in full.
 use aya_ebpf::{
     bindings::{BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN, bpf_sock_tuple},
     cty::c_void,
@@ -74,6 +79,13 @@ impl Outcome {
     }
 }
 
+/// The frame's length, as a number the compiler cannot fold back into arithmetic on the end
+/// pointer (which the verifier refuses).
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> usize {
+    core::hint::black_box(ctx.data_end() - ctx.data())
+}
+
 /// Reads a `T` at `data + offset` if the packet has it.
 #[inline(always)]
 fn load<T: Copy>(data: usize, end: usize, offset: usize) -> Option<T> {
@@ -110,23 +122,6 @@ fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
-}
-
-/// Sum of the first `len` bytes (a multiple of 4, at most 60) of the TCP header at `l4`
-/// (the caller made sure the packet holds 60 bytes there).
-#[inline(always)]
-fn sum_tcp(data: usize, end: usize, l4: usize, len: u32, acc: u32) -> Option<u32> {
-    let mut sum = acc;
-    let mut i = 0;
-    // Unrolled by LLVM: a fixed trip count, each word masked by the length.
-    while i < TCP_MAX / 4 {
-        if (i * 4) as u32 >= len {
-            break;
-        }
-        sum = add32(sum, load(data, end, l4 + i * 4)?);
-        i += 1;
-    }
-    Some(sum)
 }
 
 /// Whether a listener with the SYN proxy owns `family` / `addr` (network order words) /
@@ -225,8 +220,36 @@ extern "C" fn parse_option(_index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// The SYN proxy's part of the XDP decision, for a packet the lists let through: `None` when
-/// the packet is not TCP to a listener with the SYN proxy (or not a plain frame).
+/// Whether the packet may be for the SYN proxy: it is on, and the packet is a plain IPv4 or
+/// IPv6 TCP frame to a port with the SYN proxy. The filter then hands the packet to
+/// `xdp_synproxy` with a tail call (a program of its own: its stack is not added to the
+/// filter's, and the verifier's bound is 512 bytes for the whole chain).
+#[inline(always)]
+pub fn wanted(ctx: &XdpContext) -> bool {
+    if SYN_PROXY_CONFIG.get(0).is_none_or(|c| c.enabled == 0) {
+        return false;
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let (l4, protocol) = match load::<u16>(data, end, 12).map(u16::from_be) {
+        Some(ETH_P_IP) => (L4_V4, load::<u8>(data, end, ETH_HLEN + 9)),
+        Some(ETH_P_IPV6) => (L4_V6, load::<u8>(data, end, ETH_HLEN + 6)),
+        _ => return false,
+    };
+    if protocol != Some(IPPROTO_TCP) {
+        return false;
+    }
+    let Some(dport) = load::<u16>(data, end, l4 + 2).map(u16::from_be) else {
+        return false;
+    };
+    let word = SYN_PROXY_PORTS
+        .get(u32::from(dport) / 32)
+        .copied()
+        .unwrap_or(0);
+    word & (1 << (dport % 32)) != 0
+}
+
+/// The SYN proxy's decision for a packet the lists let through (in `xdp_synproxy`): `None`
+/// when the packet is not TCP to a listener with the SYN proxy (or not a plain frame).
 #[inline(always)]
 pub fn handle(ctx: &XdpContext) -> Option<Outcome> {
     let config = *SYN_PROXY_CONFIG.get(0)?;
@@ -274,10 +297,18 @@ impl Tcp {
 #[inline(always)]
 fn v4(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
     let (data, end) = (ctx.data(), ctx.data_end());
-    let ip: [u32; 5] = load(data, end, ETH_HLEN)?;
-    let [version_ihl, _, len_hi, len_lo] = ip[0].to_ne_bytes();
-    let [_, _, frag_hi, frag_lo] = ip[1].to_ne_bytes();
-    let [_, protocol, _, _] = ip[2].to_ne_bytes();
+    let (w0, w1, w2): (u32, u32, u32) = (
+        load(data, end, ETH_HLEN)?,
+        load(data, end, ETH_HLEN + 4)?,
+        load(data, end, ETH_HLEN + 8)?,
+    );
+    let (saddr, daddr): (u32, u32) = (
+        load(data, end, ETH_HLEN + 12)?,
+        load(data, end, ETH_HLEN + 16)?,
+    );
+    let [version_ihl, _, len_hi, len_lo] = w0.to_ne_bytes();
+    let [_, _, frag_hi, frag_lo] = w1.to_ne_bytes();
+    let [_, protocol, _, _] = w2.to_ne_bytes();
     // IHL 5 (no options), TCP, not a fragment (MF clear, offset 0).
     if version_ihl != 0x45
         || protocol != IPPROTO_TCP
@@ -286,7 +317,7 @@ fn v4(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
         return None;
     }
     let tcp = tcp_at(data, end, L4_V4)?;
-    if !proxied(AF_INET, [ip[4], 0, 0, 0], tcp.dport()) {
+    if !proxied(AF_INET, [daddr, 0, 0, 0], tcp.dport()) {
         return None;
     }
     if tcp.flags & (SYN | ACK | RST | FIN) != SYN {
@@ -298,15 +329,12 @@ fn v4(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
     if tcp_len < 20 || tot_len != 20 + tcp_len {
         return Some(Outcome::to_stack());
     }
-    let mut ip_sum = 0;
-    for w in ip {
-        ip_sum = add32(ip_sum, w);
-    }
+    let ip_sum = add32(add32(add32(add32(add32(0, w0), w1), w2), saddr), daddr);
     if fold(ip_sum) != 0 {
         return Some(Outcome::to_stack());
     }
-    let pseudo = add32(add32(u32::from(IPPROTO_TCP), ip[3]), ip[4]);
-    Some(syn::<L4_V4>(ctx, config, tcp_len, pseudo, false))
+    let pseudo = add32(add32(u32::from(IPPROTO_TCP), saddr), daddr);
+    Some(syn(ctx, config, tcp_len, pseudo, L4_V4))
 }
 
 #[inline(always)]
@@ -338,7 +366,7 @@ fn v6(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
         pseudo = add32(pseudo, load(data, end, ETH_HLEN + 8 + i * 4)?);
         i += 1;
     }
-    Some(syn::<L4_V6>(ctx, config, tcp_len, pseudo, true))
+    Some(syn(ctx, config, tcp_len, pseudo, L4_V6))
 }
 
 /// A packet to a proxied listener that is not a SYN: on to the stack when a connection (or
@@ -433,45 +461,35 @@ fn has_connection(ctx: &XdpContext, tuple: &mut bpf_sock_tuple, size: u32) -> bo
 /// pseudo-header without the length (the same for the answer: its addresses are only
 /// swapped).
 #[inline(always)]
-fn syn<const L4: usize>(
-    ctx: &XdpContext,
-    config: &SynProxyConfig,
-    tcp_len: u32,
-    pseudo: u32,
-    v6: bool,
-) -> Outcome {
+fn syn(ctx: &XdpContext, config: &SynProxyConfig, tcp_len: u32, pseudo: u32, l4: usize) -> Outcome {
+    let v6 = l4 == L4_V6;
     // Room for the longest TCP header, so that every read and write below is at a fixed
     // offset inside the packet (the frame shrinks to the answer's size at the end).
-    let len = ctx.data_end() - ctx.data();
-    if len < L4 + TCP_MAX {
+    let len = frame_len(ctx);
+    if len < l4 + TCP_MAX {
         // SAFETY: growing the XDP frame; the kernel checks the tailroom.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (L4 + TCP_MAX - len) as i32) } != 0 {
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, (l4 + TCP_MAX - len) as i32) } != 0 {
             return Outcome::to_stack();
         }
     }
     let (data, end) = (ctx.data(), ctx.data_end());
-    if data + L4 + TCP_MAX > end {
+    if data + l4 + TCP_MAX > end {
         return Outcome::to_stack();
     }
     let tcp_len = tcp_len.min(TCP_MAX as u32);
-    // The client's checksum over the pseudo-header and the header (nothing follows it).
-    match sum_tcp(data, end, L4, tcp_len, pseudo + tcp_len) {
-        Some(sum) if fold(sum) == 0 => {}
-        _ => return Outcome::to_stack(),
-    }
     // SAFETY: the IP header (20 or 40 bytes) at 14 and `tcp_len` (20 to 60) bytes at `L4`
     // lie inside the packet (checked above).
     let cookie = unsafe {
         if v6 {
             bpf_tcp_raw_gen_syncookie_ipv6(
                 (data + ETH_HLEN) as *mut _,
-                (data + L4) as *mut _,
+                (data + l4) as *mut _,
                 tcp_len,
             )
         } else {
             bpf_tcp_raw_gen_syncookie_ipv4(
                 (data + ETH_HLEN) as *mut _,
-                (data + L4) as *mut _,
+                (data + l4) as *mut _,
                 tcp_len,
             )
         }
@@ -490,7 +508,7 @@ fn syn<const L4: usize>(
     };
     let mut i = 0;
     while i < 10 {
-        match load(data, end, L4 + 20 + i * 4) {
+        match load(data, end, l4 + 20 + i * 4) {
             Some(w) => o.bytes[i] = w,
             None => return Outcome::to_stack(),
         }
@@ -507,7 +525,7 @@ fn syn<const L4: usize>(
         );
     }
     // None: partly rewritten (cannot happen after the checks above), so it cannot go on.
-    build(ctx, config, &o, cookie as u32, pseudo, v6, L4).unwrap_or(Outcome {
+    build(ctx, config, &o, cookie as u32, pseudo, v6, l4).unwrap_or(Outcome {
         verdict: Verdict::Drop,
         counter: None,
     })
@@ -528,25 +546,26 @@ fn build(
     // Our options, as the listener's SYN-ACK would carry them: MSS; with timestamps, SACK and
     // window scale when the client offered them (without timestamps the cookie cannot carry
     // them, as with the kernel's own cookies).
+    // (Scalars, not arrays: the stack is shared with the rest of the program.)
     let mss = if v6 { config.mss6 } else { config.mss4 };
-    let mut opts = [0u32; 5];
+    let o0 = (0x0204_0000 | u32::from(mss)).to_be();
+    let (mut o1, mut o2, mut o3, mut o4) = (0u32, 0u32, 0u32, 0u32);
     let mut words = 1;
-    opts[0] = (0x0204_0000 | u32::from(mss)).to_be();
     if o.timestamp != 0 {
         // SAFETY: bpf_ktime_get_ns has no preconditions.
         let ms = (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32;
         let tsval = (ms & !0x3f) | (o.wscale & 0xf) | if o.sack != 0 { 1 << 4 } else { 0 };
-        opts[1] = if o.sack != 0 {
+        o1 = if o.sack != 0 {
             0x0402_080au32
         } else {
             0x0101_080a
         }
         .to_be();
-        opts[2] = tsval.to_be();
-        opts[3] = o.tsval;
+        o2 = tsval.to_be();
+        o3 = o.tsval;
         words = 4;
         if o.wscale != 0xf {
-            opts[4] = (0x0103_0300 | u32::from(config.wscale.min(14))).to_be();
+            o4 = (0x0103_0300 | u32::from(config.wscale.min(14))).to_be();
             words = 5;
         }
     }
@@ -555,59 +574,68 @@ fn build(
     // window until the connection to the listener exists (nftables' synproxy opens it).
     let ports: u32 = load(data, end, l4)?;
     let seq: u32 = load(data, end, l4 + 4)?;
-    let head = [
-        ports.rotate_left(16),
-        cookie.to_be(),
-        u32::from_be(seq).wrapping_add(1).to_be(),
-        (((tcp_len / 4) << 28) | (u32::from(SYN | ACK) << 16)).to_be(),
-    ];
+    let h0 = ports.rotate_left(16);
+    let h1 = cookie.to_be();
+    let h2 = u32::from_be(seq).wrapping_add(1).to_be();
+    let h3 = (((tcp_len / 4) << 28) | (u32::from(SYN | ACK) << 16)).to_be();
+    // Unused option words are 0: they add nothing to the sum.
     let mut sum = pseudo + tcp_len;
-    for w in head {
+    for w in [h0, h1, h2, h3, o0, o1, o2, o3, o4] {
         sum = add32(sum, w);
     }
-    for (i, w) in opts.iter().enumerate() {
-        if i < words as usize {
-            sum = add32(sum, *w);
-        }
-    }
     let check = fold(sum);
-    store(data, end, l4, head)?;
+    store(data, end, l4, h0)?;
+    store(data, end, l4 + 4, h1)?;
+    store(data, end, l4 + 8, h2)?;
+    store(data, end, l4 + 12, h3)?;
     store(data, end, l4 + 16, (u32::from(check) << 16).to_be())?;
-    store(data, end, l4 + 20, opts)?;
+    store(data, end, l4 + 20, o0)?;
+    store(data, end, l4 + 24, o1)?;
+    store(data, end, l4 + 28, o2)?;
+    store(data, end, l4 + 32, o3)?;
+    store(data, end, l4 + 36, o4)?;
     // MAC addresses swapped.
-    let mac: [u16; 6] = load(data, end, 0)?;
-    store(
-        data,
-        end,
-        0,
-        [mac[3], mac[4], mac[5], mac[0], mac[1], mac[2]],
-    )?;
+    let (d0, d1): (u32, u16) = (load(data, end, 0)?, load(data, end, 4)?);
+    let (s0, s1): (u16, u32) = (load(data, end, 6)?, load(data, end, 8)?);
+    store(data, end, 0, s0)?;
+    store(data, end, 2, s1)?;
+    store(data, end, 6, d0)?;
+    store(data, end, 10, d1)?;
     // Addresses swapped.
     if v6 {
-        let addrs: [[u32; 4]; 2] = load(data, end, ETH_HLEN + 8)?;
+        let mut i = 0;
+        while i < 16 {
+            let a: u32 = load(data, end, ETH_HLEN + 8 + i)?;
+            let b: u32 = load(data, end, ETH_HLEN + 24 + i)?;
+            store(data, end, ETH_HLEN + 8 + i, b)?;
+            store(data, end, ETH_HLEN + 24 + i, a)?;
+            i += 4;
+        }
         store(data, end, ETH_HLEN, 0x6000_0000u32.to_be())?;
         let [l0, l1] = (tcp_len as u16).to_be_bytes();
-        store(data, end, ETH_HLEN + 4, [l0, l1, IPPROTO_TCP, config.ttl])?;
-        store(data, end, ETH_HLEN + 8, [addrs[1], addrs[0]])?;
+        store(
+            data,
+            end,
+            ETH_HLEN + 4,
+            u32::from_ne_bytes([l0, l1, IPPROTO_TCP, config.ttl]),
+        )?;
     } else {
-        let addrs: [u32; 2] = load(data, end, ETH_HLEN + 12)?;
+        let a: u32 = load(data, end, ETH_HLEN + 12)?;
+        let b: u32 = load(data, end, ETH_HLEN + 16)?;
         let [l0, l1] = ((20 + tcp_len) as u16).to_be_bytes();
         // ID 0, don't fragment (as the stack sends SYN-ACKs).
-        let words = [
-            u32::from_ne_bytes([0x45, 0, l0, l1]),
-            u32::from_ne_bytes([0, 0, 0x40, 0]),
-            u32::from_ne_bytes([config.ttl, IPPROTO_TCP, 0, 0]),
-            addrs[1],
-            addrs[0],
-        ];
-        let mut sum = 0;
-        for w in words {
-            sum = add32(sum, w);
-        }
-        store(data, end, ETH_HLEN, words)?;
+        let w0 = u32::from_ne_bytes([0x45, 0, l0, l1]);
+        let w1 = u32::from_ne_bytes([0, 0, 0x40, 0]);
+        let w2 = u32::from_ne_bytes([config.ttl, IPPROTO_TCP, 0, 0]);
+        let sum = add32(add32(add32(add32(add32(0, w0), w1), w2), a), b);
+        store(data, end, ETH_HLEN, w0)?;
+        store(data, end, ETH_HLEN + 4, w1)?;
+        store(data, end, ETH_HLEN + 8, w2)?;
         store(data, end, ETH_HLEN + 10, fold(sum).to_be())?;
+        store(data, end, ETH_HLEN + 12, b)?;
+        store(data, end, ETH_HLEN + 16, a)?;
     }
-    let delta = (l4 as u32 + tcp_len) as i32 - (end - data) as i32;
+    let delta = (l4 as u32 + tcp_len) as i32 - frame_len(ctx) as i32;
     // SAFETY: shrinking the XDP frame to the answer's length.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return None;

@@ -68,6 +68,15 @@ pub enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Internal: started by `proxy run` for the SYN proxy; restores the sysctls and removes
+    /// the nftables table once the daemon has ended (its stdin closes).
+    #[command(name = "__syn-proxy-cleanup", hide = true)]
+    SynProxyCleanup {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        saved: PathBuf,
+    },
     /// Show the kernel packet counters of an instance.
     Stats {
         #[command(flatten)]
@@ -224,6 +233,9 @@ pub fn manage(command: Command) -> anyhow::Result<()> {
         Command::Blocklist { target, action } => blocklist(&target, action),
         Command::Allowlist { target, action } => allowlist(&target, action),
         Command::Stats { target, json } => stats(&target, json),
+        Command::SynProxyCleanup { table, saved } => {
+            crate::kernel::synproxy::cleanup_main(&table, &saved)
+        }
         Command::Reload { instance } => reload(&instance),
         Command::Cache { instance, action } => cache(&instance, action),
         Command::HashPassword => {

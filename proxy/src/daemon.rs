@@ -109,6 +109,7 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
     load.reset();
     let sockets = bind_listeners(&config, workers)?;
     spread_connections(&mut datapath, &config, &sockets, workers, &faults);
+    let syn_proxy = start_syn_proxy(&config, &mut datapath, &instance)?;
 
     let (ban_tx, ban_rx) = tokio::sync::mpsc::unbounded_channel();
     let maps = Arc::new(KernelMaps::open(&pin_dir)?);
@@ -195,6 +196,14 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
     }
     // The runtime file stays: while the pins exist, it tells the CLI which state file to keep
     // in step. A stale PID in it is harmless (check_not_running looks the PID up).
+    if let Some(side) = syn_proxy {
+        // XDP first (a kept filter must not answer SYNs no synproxy completes), then the
+        // stack side.
+        if let Err(e) = datapath.set_syn_proxy(proxy_common::SynProxyConfig::default(), &[]) {
+            error!("turning the XDP SYN proxy off: {e}");
+        }
+        side.remove();
+    }
     detach(datapath, keep_kernel_state);
     info!("stopped; the pinned maps and the state file keep the lists");
     Ok(())
@@ -241,6 +250,50 @@ fn load_kernel(config: &Config, pin_dir: &Path, instance: &str) -> anyhow::Resul
         }
     }
     Ok(datapath)
+}
+
+/// The SYN proxy, when a listener has it: the stack side (nftables synproxy, sysctls) first,
+/// then the XDP program's options and listeners. Every interface must run the XDP program.
+fn start_syn_proxy(
+    config: &Config,
+    datapath: &mut Datapath,
+    instance: &str,
+) -> anyhow::Result<Option<kernel::synproxy::StackSide>> {
+    let listeners: Vec<std::net::SocketAddr> = config
+        .listener
+        .iter()
+        .filter(|l| l.syn_proxy)
+        .map(|l| l.address)
+        .collect();
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    for (iface, how) in datapath.attached() {
+        if !matches!(
+            how,
+            kernel::AttachedAs::XdpNative | kernel::AttachedAs::XdpGeneric
+        ) {
+            anyhow::bail!(
+                "listener syn_proxy: interface {iface:?} runs the filter as {how}, and the SYN proxy needs XDP (TC cannot answer a SYN); see the log above for why XDP did not attach, or set kernel.attach = \"xdp\" to make that an error of its own"
+            );
+        }
+    }
+    let options = kernel::synproxy::options(&config.kernel.interfaces)
+        .context("listener syn_proxy: reading what the SYN-ACKs advertise")?;
+    let side = kernel::synproxy::install(instance, &config.kernel.interfaces, &listeners, &options)
+        .context("listener syn_proxy: setting up the stack side")?;
+    if let Err(e) = datapath.set_syn_proxy(options, &listeners) {
+        side.remove();
+        return Err(e).context("listener syn_proxy: configuring the XDP program");
+    }
+    info!(
+        listeners = ?listeners,
+        mss4 = options.mss4,
+        mss6 = options.mss6,
+        wscale = options.wscale,
+        "SYN proxy on: SYNs answered in XDP with cookies"
+    );
+    Ok(Some(side))
 }
 
 /// The lists: the state file is the durable truth; the maps are made to match it.

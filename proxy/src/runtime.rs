@@ -241,14 +241,14 @@ pub fn build(id: u64, config: Arc<Config>, board: &HealthBoard) -> Result<Genera
 
 /// What a reload may not change without a restart: the sockets.
 pub fn listeners_compatible(old: &Config, new: &Config) -> Result<(), String> {
-    let shape = |c: &Config| -> Vec<(std::net::SocketAddr, bool, bool)> {
+    let shape = |c: &Config| -> Vec<(std::net::SocketAddr, bool, bool, bool)> {
         c.listener
             .iter()
-            .map(|l| (l.address, l.tls.is_some(), l.proxy_protocol))
+            .map(|l| (l.address, l.tls.is_some(), l.proxy_protocol, l.syn_proxy))
             .collect()
     };
     if shape(old) != shape(new) {
-        return Err("the listeners changed (address, tls on/off or proxy_protocol): that needs a restart, not a reload".into());
+        return Err("the listeners changed (address, tls on/off, proxy_protocol or syn_proxy): that needs a restart, not a reload".into());
     }
     if old.workers() != new.workers()
         || old.kernel.attach != new.kernel.attach

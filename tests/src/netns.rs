@@ -240,3 +240,58 @@ pub fn in_new_time_namespace(cmd: &mut Command, offset_secs: i64) {
         });
     }
 }
+
+/// The proxy's XDP program attached to an interface of namespace `ns` with empty lists (it
+/// passes everything), as a receiver for `XDP_TX` frames: a veth only takes the frames its
+/// peer's XDP program sends back when it runs an XDP program itself (the kernel's own SYN
+/// proxy selftest does the same). Detached and unpinned on drop.
+pub struct XdpReceiver {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl XdpReceiver {
+    /// # Panics
+    ///
+    /// If the program cannot be loaded or attached.
+    #[must_use]
+    pub fn attach(ns: &str, iface: &str) -> Self {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let iface = iface.to_owned();
+        let thread = spawn_in(ns, move || {
+            let pin_dir = proxy::kernel::pin_dir(&format!("xdp-receiver-{}", unique_id()));
+            let attached = proxy::kernel::Datapath::load(&pin_dir).and_then(|mut d| {
+                d.attach(&iface, proxy::config::AttachMode::Xdp)?;
+                Ok(d)
+            });
+            match attached {
+                Ok(datapath) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = stop_rx.recv();
+                    drop(datapath);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&pin_dir);
+        });
+        if let Ok(Err(e)) | Err(e) = ready_rx.recv().map_err(|e| e.to_string()) {
+            panic!("attaching an XDP receiver: {e}");
+        }
+        Self {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for XdpReceiver {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1096,14 +1096,14 @@ fn syn_proxy_answers_syns_and_checks_acks() {
     assert_eq!(action, XDP_TX);
     Segment::parse(&out).unwrap();
 
-    // Left to the stack (nftables' synproxy answers those): a bad checksum, a payload.
+    // Left to the stack (nftables' synproxy answers those, the stack drops what is broken): a
+    // bad IPv4 header checksum, a payload.
     let mut bad = syn("192.0.2.13", "10.255.0.1", 8443, linux_syn_options(1)).frame();
-    let last = bad.len() - 1;
-    bad[last] ^= 0xff;
+    bad[14 + 10] ^= 0xff;
     assert_eq!(
         t.datapath.test_run_xdp(&bad).unwrap(),
         XDP_PASS,
-        "bad checksum"
+        "bad IPv4 header checksum"
     );
     let mut with_data = syn("192.0.2.13", "10.255.0.1", 8443, linux_syn_options(1));
     with_data.payload = b"GET / HTTP/1.1\r\n".to_vec();

@@ -15,12 +15,14 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LIBRARY_SOURCE: &str = "/usr/lib/rustlib/src/rust/library/Cargo.lock";
 /// Debian packages: the eBPF compiler, and the tools the tests and the demo use
 /// (ip, nsenter, setpriv).
-const PACKAGES: [&str; 5] = [
+const PACKAGES: [&str; 6] = [
     "rustc-web",
     "cargo-web",
     "rust-web-src",
     "iproute2",
     "util-linux",
+    // The SYN proxy's stack side (`nft`).
+    "nftables",
 ];
 /// Only needed to build bpf-linker.
 const LLVM_DEV: &str = "llvm-22-dev";

@@ -141,6 +141,11 @@ pub struct ListenerConfig {
     /// (left as they are, inside a segment) or `decode` (each a `/`).
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
+    /// Answer this listener's SYNs in XDP with SYN cookies (a spoofed SYN flood never reaches
+    /// the stack); nftables' synproxy completes the handshakes (see docs/configuration.md).
+    /// Needs `kernel.attach` = auto, xdp or xdp-generic, nftables, and kernel 6.0 or later.
+    #[serde(default)]
+    pub syn_proxy: bool,
 }
 
 /// `[listener.tls]`.

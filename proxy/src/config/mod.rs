@@ -586,6 +586,17 @@ impl Config {
                 ),
             ));
         }
+        for (i, l) in self.listener.iter().enumerate() {
+            if l.syn_proxy && matches!(self.kernel.attach, AttachMode::None | AttachMode::Tc) {
+                return Err(invalid(
+                    format!("listener[{i}].syn_proxy"),
+                    format!(
+                        "needs the XDP program but kernel.attach is {:?}: set attach = \"auto\", \"xdp\" or \"xdp-generic\" (TC cannot answer a SYN), or turn syn_proxy off",
+                        self.kernel.attach.as_str()
+                    ),
+                ));
+            }
+        }
         for (i, iface) in self.kernel.interfaces.iter().enumerate() {
             if iface.is_empty() || iface.len() >= libc::IF_NAMESIZE || iface.contains(['/', ' ']) {
                 return Err(invalid(

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, ReusePortSockArray},
+    maps::{Array, HashMap, ProgramArray, ReusePortSockArray},
     programs::{
         LinkOrder, SchedClassifier, SkReuseport, TcAttachType, TestRun, TestRunOptions, Xdp,
         XdpMode,
@@ -163,8 +163,58 @@ impl Datapath {
             })?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| load_error(name, &e))?;
+            self.load_syn_proxy()?;
         }
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing {
+                kind: "XDP program",
+                name,
+            })?;
         Ok(prog)
+    }
+
+    /// Loads `xdp_synproxy` and puts it where the filter's tail call finds it.
+    fn load_syn_proxy(&mut self) -> Result<(), KernelError> {
+        let name = programs::XDP_SYNPROXY;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing {
+                kind: "XDP program",
+                name,
+            })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| load_error(name, &e))?;
+        }
+        let fd = prog
+            .fd()
+            .map_err(|e| load_error(name, &e))?
+            .try_clone()
+            .map_err(|e| KernelError::ProgramLoad {
+                name,
+                detail: format!("duplicating its fd: {e}"),
+            })?;
+        let map = self
+            .ebpf
+            .map_mut(maps::SYN_PROXY_PROG)
+            .ok_or(KernelError::Missing {
+                kind: "map",
+                name: maps::SYN_PROXY_PROG,
+            })?;
+        let mut array = ProgramArray::try_from(map).map_err(|source| KernelError::Map {
+            op: "open",
+            map: maps::SYN_PROXY_PROG,
+            source,
+        })?;
+        array.set(0, &fd, 0).map_err(|source| KernelError::Map {
+            op: "write",
+            map: maps::SYN_PROXY_PROG,
+            source,
+        })
     }
 
     /// The TC classifier, loaded into the kernel on first use.

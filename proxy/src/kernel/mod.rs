@@ -3,6 +3,7 @@
 mod loader;
 mod maps;
 pub mod spread;
+pub mod synproxy;
 
 use std::{
     ffi::CString,

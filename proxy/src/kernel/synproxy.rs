@@ -1,0 +1,482 @@
+//! The stack's side of the XDP SYN proxy: what completes a handshake whose SYN the XDP
+//! program answered with a cookie.
+//!
+//! The validated ACK goes on to the stack, where nftables' `synproxy` (with conntrack) checks
+//! the cookie again (the kernel's own secret), opens the connection to the listener with the
+//! options the cookie carries, and from then on translates sequence numbers. For that the
+//! daemon installs, in its network namespace, one table `inet proxy_synproxy_<instance>`:
+//! SYNs to the listeners are not tracked (raw prerouting `notrack`), packets of no known
+//! connection go to `synproxy` (which also answers the SYNs the XDP program leaves to the
+//! stack), the rest of the invalid ones are dropped; and two sysctls: `tcp_timestamps = 1`
+//! (the cookie carries the options in the timestamp) and `nf_conntrack_tcp_loose = 0` (an ACK
+//! of no known connection is invalid, so it reaches `synproxy` instead of being picked up as
+//! an established flow).
+//!
+//! The table and the sysctls are undone by a small process the daemon starts while it is
+//! still root (`proxy __syn-proxy-cleanup`): it waits for the daemon's end (its stdin closes
+//! however the daemon ends, `kill -9` included), then restores the sysctls and deletes the
+//! table. The values found before the change are kept in `<RUNTIME_DIR>/<instance>.synproxy`
+//! until restored, so a start after a run that could not restore them saves the true
+//! originals, not its predecessor's settings.
+use std::{
+    fmt::Write as _,
+    io::Read as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+};
+
+use proxy_common::SynProxyConfig;
+use tracing::{info, warn};
+
+/// Sysctls the stack side sets, with the value it needs.
+const SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv4.tcp_timestamps", "1"),
+    ("net.netfilter.nf_conntrack_tcp_loose", "0"),
+];
+
+/// What went wrong setting up the stack side.
+#[derive(Debug, thiserror::Error)]
+pub enum SynProxyError {
+    #[error(
+        "syn_proxy needs nftables' `nft` command, which could not be run ({0}); install it (apt-get install nftables)"
+    )]
+    NoNft(std::io::Error),
+    #[error("nft refused the SYN proxy's table {table}: {stderr}")]
+    Nft { table: String, stderr: String },
+    #[error("reading {what} from {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} in {path} is {value:?}, not a number")]
+    Parse {
+        what: &'static str,
+        path: PathBuf,
+        value: String,
+    },
+    #[error("setting sysctl {key} = {value}: {source}")]
+    Sysctl {
+        key: &'static str,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("writing the saved sysctls to {path}: {source}")]
+    Save {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting the SYN proxy's clean-up process: {0}")]
+    Janitor(std::io::Error),
+}
+
+fn sysctl_path(key: &str) -> PathBuf {
+    Path::new("/proc/sys").join(key.replace('.', "/"))
+}
+
+fn read_number(what: &'static str, path: &Path) -> Result<u64, SynProxyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SynProxyError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    // tcp_rmem has three fields: the last one is the maximum.
+    let last = text.split_whitespace().last().unwrap_or_default();
+    last.parse().map_err(|_| SynProxyError::Parse {
+        what,
+        path: path.to_owned(),
+        value: text.trim().to_owned(),
+    })
+}
+
+/// What the SYN-ACKs advertise, as the listening sockets would: the MSS of the smallest MTU
+/// among `interfaces`, the window scale the stack derives from its largest receive buffer
+/// (`tcp_select_initial_window`), the default TTL.
+///
+/// # Errors
+///
+/// An interface or sysctl that cannot be read.
+pub fn options(interfaces: &[String]) -> Result<SynProxyConfig, SynProxyError> {
+    let mut mtu = u64::from(u16::MAX);
+    for iface in interfaces {
+        mtu = mtu.min(interface_mtu(iface).map_err(|source| SynProxyError::Read {
+            what: "the interface MTU",
+            path: Path::new("/sys/class/net").join(iface).join("mtu"),
+            source,
+        })?);
+    }
+    let rmem = read_number("tcp_rmem", &sysctl_path("net.ipv4.tcp_rmem"))?
+        .max(read_number("rmem_max", &sysctl_path("net.core.rmem_max"))?);
+    let wscale = (rmem.max(1).ilog2().saturating_sub(15)).min(14);
+    let ttl = read_number("ip_default_ttl", &sysctl_path("net.ipv4.ip_default_ttl"))?;
+    let mss = |overhead: u64| u16::try_from(mtu.saturating_sub(overhead).max(536)).unwrap_or(1460);
+    Ok(SynProxyConfig {
+        mss4: mss(40),
+        mss6: mss(60),
+        wscale: u8::try_from(wscale).unwrap_or(14),
+        ttl: u8::try_from(ttl.clamp(1, 255)).unwrap_or(64),
+        enabled: 1,
+        reserved: 0,
+    })
+}
+
+/// The MTU of `iface` in this process's network namespace (`SIOCGIFMTU`: sysfs shows the
+/// namespace it was mounted in).
+fn interface_mtu(iface: &str) -> std::io::Result<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is valid; the name is copied in with room for its NUL.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if iface.len() >= req.ifr_name.len() {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `req`, valid for the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &raw mut req) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFMTU filled the union's MTU member.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(u64::try_from(mtu).unwrap_or(1500))
+}
+
+/// The nftables table name of an instance (letters, digits and `_` only).
+#[must_use]
+pub fn table_name(instance: &str) -> String {
+    let safe: String = instance
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("proxy_synproxy_{safe}")
+}
+
+/// The nftables script that (re)creates the table for `listeners` on `interfaces`.
+#[must_use]
+pub fn ruleset(
+    table: &str,
+    interfaces: &[String],
+    listeners: &[SocketAddr],
+    config: &SynProxyConfig,
+) -> String {
+    let ifaces = interfaces
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // One match per listener and family: (match, is IPv6).
+    let mut matches = Vec::new();
+    for l in listeners {
+        let port = l.port();
+        match l {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                matches.push((format!("meta nfproto ipv4 tcp dport {port}"), false));
+            }
+            SocketAddr::V4(a) => {
+                matches.push((format!("ip daddr {} tcp dport {port}", a.ip()), false))
+            }
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                // Dual-stack: IPv4 too.
+                matches.push((format!("meta nfproto ipv4 tcp dport {port}"), false));
+                matches.push((format!("meta nfproto ipv6 tcp dport {port}"), true));
+            }
+            SocketAddr::V6(a) => {
+                matches.push((format!("ip6 daddr {} tcp dport {port}", a.ip()), true));
+            }
+        }
+    }
+    let mut s = String::new();
+    // Created if missing, then deleted and made anew: one transaction replaces any table a
+    // previous run left.
+    let _ = writeln!(s, "table inet {table} {{}}");
+    let _ = writeln!(s, "delete table inet {table}");
+    let _ = writeln!(s, "table inet {table} {{");
+    let _ = writeln!(
+        s,
+        "  chain prerouting {{\n    type filter hook prerouting priority raw; policy accept;"
+    );
+    for (m, _) in &matches {
+        let _ = writeln!(
+            s,
+            "    iifname {{ {ifaces} }} {m} tcp flags & (fin|syn|rst|ack) == syn notrack"
+        );
+    }
+    let _ = writeln!(s, "  }}");
+    let _ = writeln!(
+        s,
+        "  chain input {{\n    type filter hook input priority filter; policy accept;"
+    );
+    for (m, v6) in &matches {
+        let mss = if *v6 { config.mss6 } else { config.mss4 };
+        let _ = writeln!(
+            s,
+            "    iifname {{ {ifaces} }} {m} ct state invalid,untracked synproxy mss {mss} wscale {} timestamp sack-perm",
+            config.wscale
+        );
+        let _ = writeln!(s, "    iifname {{ {ifaces} }} {m} ct state invalid drop");
+    }
+    let _ = writeln!(s, "  }}\n}}");
+    s
+}
+
+fn nft(script: &str, table: &str) -> Result<(), SynProxyError> {
+    use std::io::Write as _;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(SynProxyError::NoNft)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(script.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(SynProxyError::NoNft)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(SynProxyError::Nft {
+            table: table.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// The stack side while it is installed. [`StackSide::remove`] (or the daemon's end, however
+/// it comes) undoes it.
+pub struct StackSide {
+    table: String,
+    janitor: Child,
+    stdin: Option<ChildStdin>,
+}
+
+/// Installs the table and the sysctls, and starts the process that undoes them.
+///
+/// # Errors
+///
+/// `nft` missing or refusing the rules, a sysctl that cannot be read or set, the saved-values
+/// file, the clean-up process. What was set before the error is undone.
+pub fn install(
+    instance: &str,
+    interfaces: &[String],
+    listeners: &[SocketAddr],
+    config: &SynProxyConfig,
+) -> Result<StackSide, SynProxyError> {
+    let table = table_name(instance);
+    let saved = saved_file(instance);
+    // The table first: it loads conntrack, without which its sysctl does not exist.
+    nft(&ruleset(&table, interfaces, listeners, config), &table)?;
+    let undo_table = |table: &str| {
+        let _ = nft(&format!("delete table inet {table}\n"), table);
+    };
+    // Originals: the ones a previous run saved and could not restore win.
+    let originals = match std::fs::read_to_string(&saved) {
+        Ok(text) => parse_saved(&text),
+        Err(_) => {
+            let mut values = Vec::new();
+            for (key, _) in SYSCTLS {
+                let path = sysctl_path(key);
+                match std::fs::read_to_string(&path) {
+                    Ok(v) => values.push((key.to_owned(), v.trim().to_owned())),
+                    Err(source) => {
+                        undo_table(&table);
+                        return Err(SynProxyError::Read {
+                            what: "a sysctl",
+                            path,
+                            source,
+                        });
+                    }
+                }
+            }
+            let text: String = values.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            let written = std::fs::create_dir_all(crate::config::RUNTIME_DIR)
+                .and_then(|()| crate::safe_fs::write_atomic(&saved, text.as_bytes(), 0o600));
+            if let Err(source) = written {
+                undo_table(&table);
+                return Err(SynProxyError::Save {
+                    path: saved,
+                    source,
+                });
+            }
+            values
+        }
+    };
+    // The clean-up process before any sysctl changes: from here on, whatever happens to the
+    // daemon, they are put back.
+    let mut janitor = Command::new("/proc/self/exe")
+        .args(["__syn-proxy-cleanup", "--table", &table, "--saved"])
+        .arg(&saved)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            undo_table(&table);
+            SynProxyError::Janitor(e)
+        })?;
+    let stdin = janitor.stdin.take();
+    let side = StackSide {
+        table,
+        janitor,
+        stdin,
+    };
+    for (key, value) in SYSCTLS {
+        if let Err(source) = std::fs::write(sysctl_path(key), value) {
+            side.remove();
+            return Err(SynProxyError::Sysctl {
+                key,
+                value: value.to_owned(),
+                source,
+            });
+        }
+    }
+    info!(
+        table = %side.table,
+        saved = ?originals,
+        "SYN proxy: nftables synproxy table installed, sysctls set (restored at exit)"
+    );
+    Ok(side)
+}
+
+impl StackSide {
+    /// Undoes the stack side now and waits for it.
+    pub fn remove(mut self) {
+        drop(self.stdin.take());
+        match self.janitor.wait() {
+            Ok(status) if status.success() => {
+                info!(table = %self.table, "SYN proxy: table removed, sysctls restored");
+            }
+            Ok(status) => warn!(
+                table = %self.table,
+                %status,
+                "SYN proxy: the clean-up process failed; check `nft list tables` and the sysctls"
+            ),
+            Err(e) => warn!(table = %self.table, "SYN proxy: waiting for the clean-up: {e}"),
+        }
+    }
+}
+
+/// `<RUNTIME_DIR>/<instance>.synproxy`: the sysctl values to restore.
+#[must_use]
+pub fn saved_file(instance: &str) -> PathBuf {
+    Path::new(crate::config::RUNTIME_DIR).join(format!("{instance}.synproxy"))
+}
+
+fn parse_saved(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        // Only the keys this module sets: the file decides values, never which files are
+        // written.
+        .filter(|(k, v)| {
+            SYSCTLS.iter().any(|(known, _)| known == k)
+                && !v.is_empty()
+                && v.bytes().all(|b| b.is_ascii_digit())
+        })
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// `proxy __syn-proxy-cleanup`: waits until stdin closes (the daemon ended), then restores
+/// the saved sysctls, deletes the table and the saved file. Ignores the terminal's and the
+/// service manager's stop signals: the daemon's end is its signal.
+///
+/// # Errors
+///
+/// What could not be undone (all of it is tried).
+pub fn cleanup_main(table: &str, saved: &Path) -> anyhow::Result<()> {
+    // SAFETY: setting signal dispositions to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    let mut failures = Vec::new();
+    match std::fs::read_to_string(saved) {
+        Ok(text) => {
+            for (key, value) in parse_saved(&text) {
+                if let Err(e) = std::fs::write(sysctl_path(&key), &value) {
+                    failures.push(format!("restoring {key} = {value}: {e}"));
+                }
+            }
+        }
+        Err(e) => failures.push(format!("reading {}: {e}", saved.display())),
+    }
+    if let Err(e) = nft(&format!("delete table inet {table}\n"), table) {
+        failures.push(e.to_string());
+    }
+    if failures.is_empty() {
+        let _ = std::fs::remove_file(saved);
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "SYN proxy clean-up: {}; {} is kept",
+            failures.join("; "),
+            saved.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_matches_each_listener_and_family() {
+        let config = SynProxyConfig {
+            mss4: 1460,
+            mss6: 1440,
+            wscale: 7,
+            ttl: 64,
+            enabled: 1,
+            reserved: 0,
+        };
+        let rules = ruleset(
+            "proxy_synproxy_t",
+            &["eth0".into()],
+            &["10.0.0.1:443".parse().unwrap(), "[::]:80".parse().unwrap()],
+            &config,
+        );
+        assert!(rules.contains("ip daddr 10.0.0.1 tcp dport 443 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm"), "{rules}");
+        assert!(
+            rules.contains(
+                "meta nfproto ipv4 tcp dport 80 ct state invalid,untracked synproxy mss 1460"
+            ),
+            "{rules}"
+        );
+        assert!(
+            rules.contains(
+                "meta nfproto ipv6 tcp dport 80 ct state invalid,untracked synproxy mss 1440"
+            ),
+            "{rules}"
+        );
+        assert!(rules.contains("iifname { \"eth0\" } ip daddr 10.0.0.1 tcp dport 443 tcp flags & (fin|syn|rst|ack) == syn notrack"), "{rules}");
+        assert_eq!(table_name("a-b.c"), "proxy_synproxy_a_b_c");
+    }
+
+    #[test]
+    fn saved_values_name_only_known_sysctls() {
+        let parsed = parse_saved(
+            "net.ipv4.tcp_timestamps=0\nkernel.core_pattern=|/bin/sh\nnet.netfilter.nf_conntrack_tcp_loose=1\nnet.ipv4.tcp_timestamps=x\n",
+        );
+        assert_eq!(
+            parsed,
+            vec![
+                ("net.ipv4.tcp_timestamps".to_owned(), "0".to_owned()),
+                (
+                    "net.netfilter.nf_conntrack_tcp_loose".to_owned(),
+                    "1".to_owned()
+                ),
+            ]
+        );
+    }
+}
