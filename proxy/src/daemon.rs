@@ -86,6 +86,10 @@ impl Faults {
 /// Runs the proxy until SIGINT or SIGTERM: the config is built first (nothing is touched
 /// when it does not build), then the kernel side, the lists, the sockets, the shared state,
 /// the admin API, the privilege drop, the workers, and the control loop.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the start-up sequence in order, each step one call; splitting it hides the order"
+)]
 pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyhow::Result<()> {
     kernel::require_root()?;
     raise_open_files_limit();

@@ -394,8 +394,9 @@ pub fn bad_ihl_v4_frame(src: &str) -> Vec<u8> {
     f
 }
 
-/// A TCP segment with valid IPv4/IPv6 and TCP checksums (the SYN proxy checks them), for
-/// fixtures and for raw sockets.
+/// A TCP segment with valid IPv4/IPv6 and TCP checksums, for fixtures and for raw sockets.
+/// The methods panic on what a test should never build (lengths past 65 535, mixed
+/// families) or parse (a frame too short for its headers).
 #[derive(Clone, Debug)]
 pub struct Segment {
     pub src: std::net::IpAddr,
@@ -422,6 +423,10 @@ pub fn linux_syn_options(tsval: u32) -> Vec<u8> {
 }
 
 /// The Internet checksum of `bytes` (odd length padded with zero), folded and complemented.
+///
+/// # Panics
+///
+/// Never: the folded sum fits 16 bits.
 #[must_use]
 pub fn internet_checksum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -457,6 +462,10 @@ fn pseudo_header(src: std::net::IpAddr, dst: std::net::IpAddr, len: usize) -> Ve
 
 impl Segment {
     /// The TCP header and payload, checksum filled in.
+    ///
+    /// # Panics
+    ///
+    /// If the options are longer than 40 bytes.
     #[must_use]
     pub fn tcp_bytes(&self) -> Vec<u8> {
         let mut options = self.options.clone();
@@ -481,6 +490,10 @@ impl Segment {
     }
 
     /// The IP packet (no link header), both checksums valid.
+    ///
+    /// # Panics
+    ///
+    /// If the addresses are of two families, or the packet is longer than 65 535 bytes.
     #[must_use]
     pub fn ip_packet(&self) -> Vec<u8> {
         let tcp = self.tcp_bytes();
@@ -531,6 +544,10 @@ impl Segment {
     /// # Errors
     ///
     /// What does not add up in the frame.
+    ///
+    /// # Panics
+    ///
+    /// If the frame is shorter than its headers.
     pub fn parse(frame: &[u8]) -> Result<(Self, u8), String> {
         let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
         let ip = &frame[14..];

@@ -103,7 +103,7 @@ servers = ["{ORIGIN}"]
     }
 }
 
-/// Lines of `/proc/net/tcp{,6}` in the server namespace in state `state` (hex, `03` SYN_RECV)
+/// Lines of `/proc/net/tcp{,6}` in the server namespace in state `state` (hex, `03` is `SYN_RECV`)
 /// on the proxy's port.
 fn sockets_in_state(ns: &str, state: &'static str) -> usize {
     run_in(ns, move || {
@@ -150,7 +150,7 @@ fn send_raw_v4(ns: &str, packets: Vec<(Ipv4Addr, Vec<u8>)>) {
         assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
         for (dst, p) in &packets {
             let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_family: libc::sa_family_t::try_from(libc::AF_INET).unwrap(),
                 sin_port: 0,
                 sin_addr: libc::in_addr {
                     s_addr: u32::from_ne_bytes(dst.octets()),
@@ -239,11 +239,11 @@ fn a_spoofed_syn_flood_never_reaches_the_accept_queue() {
     let mut packets = Vec::new();
     for _ in 0..20_000 {
         let r = next();
-        let src = Ipv4Addr::new(10, 251, (r >> 8) as u8, r as u8);
+        let src = Ipv4Addr::from(0x0afb_0000 | (r & 0xffff));
         let syn = Segment {
             src: IpAddr::V4(src),
             dst: IpAddr::V4(dst),
-            sport: 1024 + (r >> 16) as u16 % 60000,
+            sport: 1024 + u16::try_from((r >> 16) % 60000).unwrap(),
             dport: PORT,
             seq: next(),
             ack: 0,
@@ -257,9 +257,9 @@ fn a_spoofed_syn_flood_never_reaches_the_accept_queue() {
     for _ in 0..1_000 {
         let r = next();
         let ack = Segment {
-            src: IpAddr::V4(Ipv4Addr::new(10, 251, (r >> 8) as u8, r as u8)),
+            src: IpAddr::V4(Ipv4Addr::from(0x0afb_0000 | (r & 0xffff))),
             dst: IpAddr::V4(dst),
-            sport: 1024 + (r >> 16) as u16 % 60000,
+            sport: 1024 + u16::try_from((r >> 16) % 60000).unwrap(),
             dport: PORT,
             seq: next(),
             ack: next(),

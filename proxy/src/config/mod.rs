@@ -749,6 +749,23 @@ mod tests {
     }
 
     #[test]
+    fn syn_proxy_needs_the_xdp_program() {
+        let with = GOOD.replace(
+            "upstream = \"app\"\n",
+            "upstream = \"app\"\n        syn_proxy = true\n",
+        );
+        let e = parse(&with).unwrap_err();
+        assert!(
+            e.contains("listener[0].syn_proxy") && e.contains("\"tc\""),
+            "{e}"
+        );
+        let xdp = with.replace("attach = \"tc\"", "attach = \"xdp\"");
+        assert!(parse(&xdp).unwrap().listener[0].syn_proxy);
+        let none = with.replace("attach = \"tc\"", "attach = \"none\"");
+        assert!(parse(&none).unwrap_err().contains("syn_proxy"));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = parse(&GOOD.replace("upstream = \"app\"", "upstream = \"nope\"")).unwrap_err();
         assert!(

@@ -138,7 +138,7 @@ fn interface_mtu(iface: &str) -> std::io::Result<u64> {
         return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
     }
     for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-        *dst = src as libc::c_char;
+        *dst = src.cast_signed();
     }
     // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `req`, valid for the call.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &raw mut req) } != 0 {
@@ -181,7 +181,7 @@ pub fn ruleset(
                 matches.push((format!("meta nfproto ipv4 tcp dport {port}"), false));
             }
             SocketAddr::V4(a) => {
-                matches.push((format!("ip daddr {} tcp dport {port}", a.ip()), false))
+                matches.push((format!("ip daddr {} tcp dport {port}", a.ip()), false));
             }
             SocketAddr::V6(a) if a.ip().is_unspecified() => {
                 // Dual-stack: IPv4 too.
@@ -278,9 +278,10 @@ pub fn install(
         let _ = nft(&format!("delete table inet {table}\n"), table);
     };
     // Originals: the ones a previous run saved and could not restore win.
-    let originals = match std::fs::read_to_string(&saved) {
-        Ok(text) => parse_saved(&text),
-        Err(_) => {
+    let originals = if let Ok(text) = std::fs::read_to_string(&saved) {
+        parse_saved(&text)
+    } else {
+        {
             let mut values = Vec::new();
             for (key, _) in SYSCTLS {
                 let path = sysctl_path(key);
@@ -296,7 +297,10 @@ pub fn install(
                     }
                 }
             }
-            let text: String = values.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            let text = values.iter().fold(String::new(), |mut t, (k, v)| {
+                let _ = writeln!(t, "{k}={v}");
+                t
+            });
             let written = std::fs::create_dir_all(crate::config::RUNTIME_DIR)
                 .and_then(|()| crate::safe_fs::write_atomic(&saved, text.as_bytes(), 0o600));
             if let Err(source) = written {
