@@ -108,15 +108,18 @@ fn checksum(data: &[u8], initial: u32) -> u16 {
 
 /// Sends TCP SYNs from `src` to `dst:port` through a raw socket, from inside network namespace
 /// `ns`, until `stop` or `limit`; returns how many were sent. Bounded in time by the caller.
+/// `spoof`: each SYN from a random address of 10.252.0.0/16 and with the options a Linux client
+/// sends (MSS, SACK permitted, timestamps, window scale), as a spoofed flood looks.
 #[expect(
     clippy::cast_possible_truncation,
-    reason = "AF_INET (2) fits a sa_family_t, and size_of::<sockaddr_in>() (16) a socklen_t"
+    reason = "AF_INET (2) fits a sa_family_t, size_of::<sockaddr_in>() (16) a socklen_t, the packet (60 bytes) and its TCP header length fit their fields"
 )]
 fn syn_flood(
     ns: &str,
     src: Ipv4Addr,
     dst: Ipv4Addr,
     port: u16,
+    spoof: bool,
     stop: &AtomicBool,
     sent: &AtomicU64,
 ) -> anyhow::Result<()> {
@@ -130,28 +133,39 @@ fn syn_flood(
     if fd < 0 {
         bail!("raw socket: {}", std::io::Error::last_os_error());
     }
-    let mut packet = [0u8; 40];
+    let tcp_len: usize = if spoof { 40 } else { 20 };
+    let mut packet = [0u8; 60];
+    let packet_len = 20 + tcp_len;
     packet[0] = 0x45;
+    packet[2..4].copy_from_slice(&(packet_len as u16).to_be_bytes());
     packet[8] = 64;
     packet[9] = 6;
     packet[12..16].copy_from_slice(&src.octets());
     packet[16..20].copy_from_slice(&dst.octets());
     packet[22..24].copy_from_slice(&port.to_be_bytes());
-    packet[32] = 5 << 4;
+    packet[32] = ((tcp_len / 4) as u8) << 4;
     packet[33] = 0x02;
     packet[34..36].copy_from_slice(&64240u16.to_be_bytes());
-    let pseudo: u32 = [src.octets(), dst.octets()]
-        .iter()
-        .flat_map(|o| {
-            [
-                u16::from_be_bytes([o[0], o[1]]),
-                u16::from_be_bytes([o[2], o[3]]),
-            ]
-        })
-        .map(u32::from)
-        .sum::<u32>()
-        + 6
-        + 20;
+    if spoof {
+        // MSS 1460, SACK permitted, timestamps (TSval set per packet), NOP, window scale 7.
+        packet[40..48].copy_from_slice(&[2, 4, 0x05, 0xb4, 4, 2, 8, 10]);
+        packet[56..60].copy_from_slice(&[1, 3, 3, 7]);
+    }
+    let pseudo_of = |src: Ipv4Addr| -> u32 {
+        [src.octets(), dst.octets()]
+            .iter()
+            .flat_map(|o| {
+                [
+                    u16::from_be_bytes([o[0], o[1]]),
+                    u16::from_be_bytes([o[2], o[3]]),
+                ]
+            })
+            .map(u32::from)
+            .sum::<u32>()
+            + 6
+            + tcp_len as u32
+    };
+    let mut pseudo = pseudo_of(src);
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: 0,
@@ -166,17 +180,23 @@ fn syn_flood(
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         sport = sport.wrapping_add(1).max(1024);
         seq = seq.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        if spoof {
+            let from = Ipv4Addr::from(0x0afc_0000 | (seq >> 16));
+            packet[12..16].copy_from_slice(&from.octets());
+            pseudo = pseudo_of(from);
+            packet[48..52].copy_from_slice(&seq.to_be_bytes());
+        }
         packet[20..22].copy_from_slice(&sport.to_be_bytes());
         packet[24..28].copy_from_slice(&seq.to_be_bytes());
         packet[36..38].copy_from_slice(&[0, 0]);
-        let sum = checksum(&packet[20..40], pseudo);
+        let sum = checksum(&packet[20..packet_len], pseudo);
         packet[36..38].copy_from_slice(&sum.to_be_bytes());
         // SAFETY: sendto with a valid buffer and a sockaddr_in of the right size.
         let n = unsafe {
             libc::sendto(
                 fd,
                 packet.as_ptr().cast(),
-                packet.len(),
+                packet_len,
                 0,
                 (&raw const addr).cast(),
                 std::mem::size_of::<libc::sockaddr_in>() as u32,
@@ -323,7 +343,7 @@ fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
                 libc::CPU_SET(1, &mut set);
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
             }
-            syn_flood(FLOOD, FLOOD_IP, SRV_FLOOD, 8080, &stop, &sent)
+            syn_flood(FLOOD, FLOOD_IP, SRV_FLOOD, 8080, false, &stop, &sent)
         })
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -363,6 +383,326 @@ fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
     })
 }
 
+/// What one spoofed-flood mode measured.
+struct SpoofRun {
+    rps: f64,
+    p99_ms: f64,
+    /// SYNs per second the sender pushed with nothing else on its CPU.
+    alone_pps: f64,
+    /// SYN-ACKs per second that reached the flood namespace then.
+    synack_pps: f64,
+}
+
+/// A proxy in client namespace `ns` whose only job is its XDP program on `iface`: a veth takes
+/// the `XDP_TX` frames of its peer only when it runs an XDP program itself.
+fn xdp_receiver(
+    bin: &Path,
+    dir: &Path,
+    ns: &str,
+    iface: &str,
+) -> anyhow::Result<std::process::Child> {
+    let instance = format!("bench-rx-{iface}");
+    let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{instance}"));
+    let config = dir.join(format!("{instance}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "instance = \"{instance}\"\nstate_file = \"{}\"\nworkers = 1\n[kernel]\nattach = \"xdp\"\ninterfaces = [\"{iface}\"]\n[[listener]]\naddress = \"127.0.0.1:7001\"\nupstream = \"o\"\n[upstream.o]\nservers = [\"127.0.0.1:9\"]\n",
+            dir.join(format!("{instance}.json")).display()
+        ),
+    )?;
+    let mut cmd = in_ns(ns, &bin.join("proxy"));
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null());
+    let child = cmd.spawn().context("starting an XDP receiver")?;
+    // Attached when its listener answers.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while output(Command::new("ip").args([
+        "netns",
+        "exec",
+        ns,
+        "curl",
+        "-s",
+        "-m",
+        "1",
+        "-o",
+        "/dev/null",
+        "http://127.0.0.1:7001/",
+    ]))
+    .is_none()
+    {
+        if Instant::now() > deadline {
+            bail!("the XDP receiver in {ns} did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child)
+}
+
+/// Packets received by `iface` in namespace `ns` so far.
+fn rx_packets(ns: &str, iface: &str) -> u64 {
+    output(Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", iface]))
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v[0]["stats64"]["rx"]["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+/// nftables' synproxy alone (the stack answers every SYN with a cookie, netfilter completes
+/// the handshake): the same table the daemon installs for the XDP SYN proxy.
+const NFT_SYNPROXY: &str = "table inet pxb_synproxy {
+  chain prerouting {
+    type filter hook prerouting priority raw; policy accept;
+    tcp dport 8080 tcp flags & (fin|syn|rst|ack) == syn notrack
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    tcp dport 8080 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+    tcp dport 8080 ct state invalid drop
+  }
+}
+";
+
+/// One spoofed-flood mode: `cookies` (the kernel's own SYN cookies), `nft` (nftables'
+/// synproxy), `xdp` (the XDP SYN proxy).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run start to end: namespaces, servers, the flood alone, then flood and load"
+)]
+fn one_spoofed(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<SpoofRun> {
+    let _net = Net::up()?;
+    // The stack's SYN-ACKs to the spoofed sources go to the flood namespace (as XDP_TX's do),
+    // which drops them.
+    ip(&[
+        "-n",
+        SRV,
+        "route",
+        "add",
+        "10.252.0.0/16",
+        "via",
+        &FLOOD_IP.to_string(),
+    ])?;
+    let (attach, syn_proxy) = if mode == "xdp" {
+        ("xdp", "true")
+    } else {
+        ("none", "false")
+    };
+    let config = dir.join(format!("spoof-{mode}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "instance = \"{INSTANCE}\"\nstate_file = \"{}\"\nworkers = 1\n[kernel]\nattach = \"{attach}\"\ninterfaces = [\"pxb-s1\", \"pxb-s2\"]\n[[listener]]\naddress = \"0.0.0.0:8080\"\nupstream = \"o\"\nsyn_proxy = {syn_proxy}\n[upstream.o]\nservers = [\"127.0.0.1:9000\"]\n",
+            dir.join(format!("spoof-{mode}.json")).display()
+        ),
+    )?;
+    let _ = std::fs::remove_file(dir.join(format!("spoof-{mode}.json")));
+    let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{INSTANCE}"));
+    let mut procs = Procs(Vec::new());
+    if mode == "xdp" {
+        procs.0.push(xdp_receiver(bin, dir, LEGIT, "pxb-c1")?);
+        procs.0.push(xdp_receiver(bin, dir, FLOOD, "pxb-c2")?);
+    }
+    if mode == "nft" {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", SRV, "nft", "-f", "-"])
+            .stdin(Stdio::piped());
+        let mut child = c.spawn()?;
+        std::io::Write::write_all(
+            child.stdin.as_mut().expect("piped"),
+            NFT_SYNPROXY.as_bytes(),
+        )?;
+        drop(child.stdin.take());
+        if !child.wait()?.success() {
+            bail!("nft synproxy rules failed");
+        }
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            SRV,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.netfilter.nf_conntrack_tcp_loose=0",
+        ]))?;
+    }
+    let mut origin = in_ns(SRV, &bin.join("demo-origin"));
+    origin
+        .args(["--listen", "127.0.0.1:9000"])
+        .stderr(Stdio::null());
+    procs.0.push(
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .args(std::iter::once(origin.get_program()).chain(origin.get_args()))
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let mut proxy = Command::new("taskset");
+    proxy
+        .args([
+            "-c",
+            "0",
+            "nsenter",
+            &format!("--net=/run/netns/{SRV}"),
+            "--",
+        ])
+        .arg(bin.join("proxy"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn");
+    procs.0.push(proxy.spawn().context("starting the proxy")?);
+    let url = format!("http://{SRV_LEGIT}:8080/");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while output(Command::new("ip").args([
+        "netns",
+        "exec",
+        LEGIT,
+        "curl",
+        "-s",
+        "-m",
+        "1",
+        "-o",
+        "/dev/null",
+        &url,
+    ]))
+    .is_none()
+    {
+        if Instant::now() > deadline {
+            bail!("the proxy did not answer in the bench namespaces ({mode})");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let flood = |stop: Arc<AtomicBool>, sent: Arc<AtomicU64>| {
+        std::thread::spawn(move || {
+            // SAFETY: sched_setaffinity on this thread with a valid, zeroed-then-set cpu_set_t.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(1, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
+            }
+            syn_flood(FLOOD, FLOOD_IP, SRV_FLOOD, 8080, true, &stop, &sent)
+        })
+    };
+    // The flood alone: what its CPU pushes, and how many SYN-ACKs come back.
+    let (stop, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let rx_before = rx_packets(FLOOD, "pxb-c2");
+    let started = Instant::now();
+    let t = flood(stop.clone(), sent.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    t.join()
+        .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+    let alone = started.elapsed().as_secs_f64();
+    let alone_pps = to_f64(sent.load(Ordering::Relaxed)) / alone;
+    let synack_pps = to_f64(rx_packets(FLOOD, "pxb-c2").saturating_sub(rx_before)) / alone;
+    // Then legitimate load beside it.
+    let (stop, sent) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let t = flood(stop.clone(), sent);
+    std::thread::sleep(Duration::from_millis(300));
+    let wrk = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            LEGIT,
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            "-c32",
+            &format!("-d{}s", RUN.as_secs()),
+            "--latency",
+            &url,
+        ])
+        .output()
+        .context("running wrk")?;
+    stop.store(true, Ordering::Relaxed);
+    t.join()
+        .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+    drop(procs);
+    for rx in ["bench-rx-pxb-c1", "bench-rx-pxb-c2", INSTANCE] {
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{rx}"));
+    }
+    let text = String::from_utf8_lossy(&wrk.stdout);
+    let (rps, p99_ms) =
+        parse_wrk(&text).with_context(|| format!("cannot read wrk's output:\n{text}"))?;
+    Ok(SpoofRun {
+        rps,
+        p99_ms,
+        alone_pps,
+        synack_pps,
+    })
+}
+
+/// The spoofed-source part of `bench attack`: the Markdown section and JSON entries.
+fn spoofed(bin: &Path, dir: &Path, base_rps: f64) -> anyhow::Result<(String, Vec<String>)> {
+    let modes = ["cookies", "nft", "xdp"];
+    let mut runs: Vec<Vec<SpoofRun>> = modes.iter().map(|_| Vec::new()).collect();
+    for rep in 0..3 {
+        for (i, mode) in modes.iter().enumerate() {
+            let r = one_spoofed(bin, dir, mode)?;
+            eprintln!(
+                "    rep {} spoofed {mode:<8} legit {:>8.0} req/s  p99 {:>6.2} ms  flood alone {:>8.0} SYN/s  SYN-ACKs {:>8.0}/s",
+                rep + 1,
+                r.rps,
+                r.p99_ms,
+                r.alone_pps,
+                r.synack_pps
+            );
+            runs[i].push(r);
+        }
+    }
+    let mut md = format!(
+        "### spoofed-source SYN flood: the kernel's SYN cookies, nftables synproxy, the XDP SYN proxy\n\n\
+         The same namespaces; the flood now comes from random sources in 10.252.0.0/16 with a Linux client's \
+         options (MSS, SACK, timestamps, window scale), so no blocklist or per-source limit can stop it. First the \
+         flood alone for 3 s (CPU 1: the sender and, on veth, the receive path of every SYN and the SYN-ACK's way \
+         back into the flood namespace): the SYNs it pushes per second and the SYN-ACKs that come back; CPU 1's \
+         nanoseconds per SYN are 1e9 / that rate (the sender's own share included, the same in every mode). Then \
+         wrk beside it ({} s, keep-alive connections opened through the same path). The XDP mode runs an idle \
+         proxy in each client namespace for its XDP program (a veth takes its peer's `XDP_TX` frames only then); \
+         the others route the stack's SYN-ACKs to the flood namespace. Kernel cookies: `tcp_syncookies = 1` \
+         (cookies once the SYN queue overflows, the default). 3 repetitions, median (min..max).\n\n\
+         | mode | legit req/s | vs no flood | legit p99 ms | flood alone SYN/s | CPU 1 ns per SYN | vs kernel cookies | SYN-ACKs/s |\n|---|---|---|---|---|---|---|---|\n",
+        RUN.as_secs()
+    );
+    let mut json = Vec::new();
+    let ns_of = |rs: &[SpoofRun]| {
+        let (pps, _, _) = median_range(&rs.iter().map(|r| r.alone_pps).collect::<Vec<_>>());
+        1e9 / pps.max(1.0)
+    };
+    let kernel_ns = ns_of(&runs[0]);
+    for (mode, rs) in modes.iter().zip(&runs) {
+        let (rps, rlo, rhi) = median_range(&rs.iter().map(|r| r.rps).collect::<Vec<_>>());
+        let (p99, plo, phi) = median_range(&rs.iter().map(|r| r.p99_ms).collect::<Vec<_>>());
+        let (pps, _, _) = median_range(&rs.iter().map(|r| r.alone_pps).collect::<Vec<_>>());
+        let (synacks, _, _) = median_range(&rs.iter().map(|r| r.synack_pps).collect::<Vec<_>>());
+        let per_syn = ns_of(rs);
+        let label = match *mode {
+            "cookies" => "kernel SYN cookies only",
+            "nft" => "nftables synproxy",
+            _ => "XDP SYN proxy",
+        };
+        let _ = writeln!(
+            md,
+            "| {label} | {rps:.0} ({rlo:.0}..{rhi:.0}) | {:.2} | {p99:.2} ({plo:.2}..{phi:.2}) | {pps:.0} | {per_syn:.0} | {:.2} | {synacks:.0} |",
+            rps / base_rps,
+            per_syn / kernel_ns
+        );
+        json.push(format!(
+            "{{\"mode\": \"spoofed-{mode}\", \"legit_rps\": {rps:.0}, \"legit_p99_ms\": {p99:.3}, \"flood_alone_pps\": {pps:.0}, \"ns_per_syn\": {per_syn:.0}, \"synack_pps\": {synacks:.0}}}"
+        ));
+    }
+    md.push('\n');
+    Ok((md, json))
+}
+
 /// Runs the scenario; returns the Markdown section and a JSON object.
 pub fn attack(bin: &Path) -> anyhow::Result<(String, String)> {
     let dir: PathBuf =
@@ -383,8 +723,9 @@ pub fn attack(bin: &Path) -> anyhow::Result<(String, String)> {
             runs[i].push(r);
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let base_rps = median_range(&runs[0].iter().map(|r| r.rps).collect::<Vec<_>>()).0;
+    let (spoofed_md, spoofed_json) = spoofed(bin, &dir, base_rps)?;
+    let _ = std::fs::remove_dir_all(&dir);
     let mut md = format!(
         "## attack: legitimate traffic under a SYN flood from a blocked address\n\n\
          Three namespaces: the proxy (1 worker) and the demo origin pinned to CPU 0; wrk (1 thread, 32 connections, {} s) \
@@ -416,6 +757,8 @@ pub fn attack(bin: &Path) -> anyhow::Result<(String, String)> {
         json.push(format!("{{\"mode\": \"{mode}\", \"legit_rps\": {rps:.0}, \"legit_p99_ms\": {p99:.3}, \"flood_pps\": {pps:.0}}}"));
     }
     md.push('\n');
+    md.push_str(&spoofed_md);
+    json.extend(spoofed_json);
     Ok((
         md,
         format!(
