@@ -176,12 +176,12 @@ pub struct SynProxyConfig {
     pub mss6: u16,
     /// Window scale advertised (0 to 14), when the client offers window scaling.
     pub wscale: u8,
-    /// TTL / hop limit of the SYN-ACKs.
+    /// TTL of the IPv4 SYN-ACKs.
     pub ttl: u8,
     /// 1: on.
     pub enabled: u8,
-    /// Reserved, 0.
-    pub reserved: u8,
+    /// Hop limit of the IPv6 SYN-ACKs.
+    pub hop_limit: u8,
 }
 
 /// Capacity of the IPv4 blocklist (prefixes). LPM tries allocate on demand, so a large bound

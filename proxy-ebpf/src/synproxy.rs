@@ -325,8 +325,13 @@ fn v4(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
     }
     let tot_len = u32::from(u16::from_be_bytes([len_hi, len_lo]));
     let tcp_len = tcp.len();
-    // No payload (TFO data or a bogus length: the stack sorts those out).
-    if tcp_len < 20 || tot_len != 20 + tcp_len {
+    // No payload (TFO data or a bogus length: the stack sorts those out); a source the stack
+    // would not answer (this network, loopback, multicast, reserved, broadcast: it decides).
+    let first = saddr.to_ne_bytes()[0];
+    if tcp_len < 20 || tot_len != 20 + tcp_len || first == 0 || first == 127 || first >= 224 {
+        return Some(Outcome::to_stack());
+    }
+    if !unicast_to_us(data, end) || connection_exists(ctx, false, &tcp) {
         return Some(Outcome::to_stack());
     }
     let ip_sum = add32(add32(add32(add32(add32(0, w0), w1), w2), saddr), daddr);
@@ -360,6 +365,15 @@ fn v6(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
     if tcp_len < 20 || payload_len != tcp_len {
         return Some(Outcome::to_stack());
     }
+    // A source the stack would not answer (multicast, unspecified, loopback: it decides).
+    let src: [u32; 4] = load(data, end, ETH_HLEN + 8)?;
+    let [s0, _, _, _] = src[0].to_ne_bytes();
+    if s0 == 0xff || src == [0, 0, 0, 0] || src == [0, 0, 0, 1u32.to_be()] {
+        return Some(Outcome::to_stack());
+    }
+    if !unicast_to_us(data, end) || connection_exists(ctx, true, &tcp) {
+        return Some(Outcome::to_stack());
+    }
     let mut pseudo = u32::from(IPPROTO_TCP);
     let mut i = 0;
     while i < 8 {
@@ -369,10 +383,17 @@ fn v6(ctx: &XdpContext, config: &SynProxyConfig) -> Option<Outcome> {
     Some(syn(ctx, config, tcp_len, pseudo, L4_V6))
 }
 
-/// A packet to a proxied listener that is not a SYN: on to the stack when a connection (or
-/// its TIME_WAIT) exists; else only an ACK whose cookie checks out.
+/// Whether the frame's destination MAC is a unicast address (a SYN to a broadcast or
+/// multicast MAC is not answered from here: the answer would carry that as its source).
 #[inline(always)]
-fn not_syn(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> Outcome {
+fn unicast_to_us(data: usize, end: usize) -> bool {
+    load::<u8>(data, end, 0).is_some_and(|b| b & 1 == 0)
+}
+
+/// Whether the stack has a socket for the packet's tuple other than the listener: an
+/// established connection, one being set up, or its `TIME_WAIT`.
+#[inline(always)]
+fn connection_exists(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> bool {
     let (data, end) = (ctx.data(), ctx.data_end());
     // SAFETY: an all-zero tuple is a valid value of this plain-data union.
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
@@ -380,7 +401,7 @@ fn not_syn(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> Outcome {
     let dport = (tcp.ports >> 16) as u16;
     let size = if v6 {
         let Some(addrs) = load::<[[u32; 4]; 2]>(data, end, ETH_HLEN + 8) else {
-            return Outcome::pass();
+            return false;
         };
         // SAFETY: writing the IPv6 member of the union.
         unsafe {
@@ -393,7 +414,7 @@ fn not_syn(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> Outcome {
         36
     } else {
         let Some(addrs) = load::<[u32; 2]>(data, end, ETH_HLEN + 12) else {
-            return Outcome::pass();
+            return false;
         };
         // SAFETY: writing the IPv4 member of the union.
         unsafe {
@@ -405,7 +426,14 @@ fn not_syn(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> Outcome {
         }
         12
     };
-    if has_connection(ctx, &mut tuple, size) {
+    has_connection(ctx, &mut tuple, size)
+}
+
+/// A packet to a proxied listener that is not a SYN: on to the stack when a connection (or
+/// its TIME_WAIT) exists; else only an ACK whose cookie checks out.
+#[inline(always)]
+fn not_syn(ctx: &XdpContext, v6: bool, tcp: &Tcp) -> Outcome {
+    if connection_exists(ctx, v6, tcp) {
         return Outcome::pass();
     }
     if tcp.flags & (SYN | ACK | RST) != ACK {
@@ -617,7 +645,7 @@ fn build(
             data,
             end,
             ETH_HLEN + 4,
-            u32::from_ne_bytes([l0, l1, IPPROTO_TCP, config.ttl]),
+            u32::from_ne_bytes([l0, l1, IPPROTO_TCP, config.hop_limit]),
         )?;
     } else {
         let a: u32 = load(data, end, ETH_HLEN + 12)?;
@@ -635,7 +663,9 @@ fn build(
         store(data, end, ETH_HLEN + 12, b)?;
         store(data, end, ETH_HLEN + 16, a)?;
     }
-    let delta = (l4 as u32 + tcp_len) as i32 - frame_len(ctx) as i32;
+    // At least the 60 bytes of a minimal Ethernet frame (the IP length says where the packet
+    // ends; the rest is padding).
+    let delta = (l4 as u32 + tcp_len).max(60) as i32 - frame_len(ctx) as i32;
     // SAFETY: shrinking the XDP frame to the answer's length.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return None;

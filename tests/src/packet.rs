@@ -561,12 +561,13 @@ impl Segment {
                     return Err("bad IPv4 header checksum".into());
                 }
                 let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-                if total != ip.len() {
+                // Shorter only by Ethernet's padding to its 60-byte minimum.
+                if total != ip.len() && !(total < ip.len() && frame.len() == 60) {
                     return Err(format!("IPv4 total length {total}, frame has {}", ip.len()));
                 }
                 let s: [u8; 4] = ip[12..16].try_into().unwrap();
                 let d: [u8; 4] = ip[16..20].try_into().unwrap();
-                (s.into(), d.into(), &ip[20..], ip[8])
+                (s.into(), d.into(), &ip[20..total], ip[8])
             }
             ETH_P_IPV6 => {
                 let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));

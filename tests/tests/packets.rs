@@ -977,7 +977,7 @@ fn syn_proxy_answers_syns_and_checks_acks() {
         wscale: 9,
         ttl: 61,
         enabled: 1,
-        reserved: 0,
+        hop_limit: 62,
     };
     let listeners: Vec<SocketAddr> = vec![
         "10.255.0.1:8443".parse().unwrap(),
@@ -1016,7 +1016,8 @@ fn syn_proxy_answers_syns_and_checks_acks() {
         assert_eq!((ans.sport, ans.dport), (port, 40000), "{what}: ports");
         assert_eq!(ans.flags, 0x12, "{what}: SYN+ACK");
         assert_eq!(ans.ack, 0xffff_fff1, "{what}: acknowledges the SYN");
-        assert_eq!(ttl, 61, "{what}: TTL / hop limit");
+        let want_ttl = if s.src.is_ipv4() { 61 } else { 62 };
+        assert_eq!(ttl, want_ttl, "{what}: TTL / hop limit");
         assert!(ans.payload.is_empty(), "{what}: no payload");
         let opts = tcp_options(&ans.options);
         let find = |kind: u8| {
@@ -1090,6 +1091,22 @@ fn syn_proxy_answers_syns_and_checks_acks() {
         tcp_options(&ans.options),
         vec![(2, 1400u16.to_be_bytes().to_vec())]
     );
+    // Timestamps without window scale: no WS option back, 0xf in the cookie's low bits;
+    // without SACK: NOP NOP before the timestamps, no SACK bit.
+    let mut ts_only = vec![2, 4, 5, 0xb4, 1, 1, 8, 10];
+    ts_only.extend_from_slice(&777u32.to_be_bytes());
+    ts_only.extend_from_slice(&[0, 0, 0, 0]);
+    let (action, out) = t
+        .datapath
+        .test_run_xdp_out(&syn("192.0.2.15", "10.255.0.1", 8443, ts_only).frame())
+        .unwrap();
+    assert_eq!(action, XDP_TX);
+    let (ans, _) = Segment::parse(&out).unwrap();
+    let opts = tcp_options(&ans.options);
+    assert!(opts.iter().all(|(k, _)| *k != 3 && *k != 4), "{opts:?}");
+    let ts = &opts.iter().find(|(k, _)| *k == 8).unwrap().1;
+    assert_eq!(u32::from_be_bytes(ts[..4].try_into().unwrap()) & 0x3f, 0xf);
+    assert_eq!(&ans.options[4..8], &[1, 1, 8, 10], "NOP NOP TS layout");
     // No options at all (a 54-byte frame: the program grows it to build the answer).
     let bare = syn("192.0.2.12", "10.255.0.1", 8443, Vec::new());
     let (action, out) = t.datapath.test_run_xdp_out(&bare.frame()).unwrap();
@@ -1104,6 +1121,19 @@ fn syn_proxy_answers_syns_and_checks_acks() {
         t.datapath.test_run_xdp(&bad).unwrap(),
         XDP_PASS,
         "bad IPv4 header checksum"
+    );
+    let mut broadcast = syn("192.0.2.13", "10.255.0.1", 8443, linux_syn_options(1)).frame();
+    broadcast[..6].copy_from_slice(&[0xff; 6]);
+    assert_eq!(
+        t.datapath.test_run_xdp(&broadcast).unwrap(),
+        XDP_PASS,
+        "broadcast MAC"
+    );
+    let loopback_source = syn("127.0.0.1", "10.255.0.1", 8443, linux_syn_options(1));
+    assert_eq!(
+        t.datapath.test_run_xdp(&loopback_source.frame()).unwrap(),
+        XDP_PASS,
+        "martian source"
     );
     let mut with_data = syn("192.0.2.13", "10.255.0.1", 8443, linux_syn_options(1));
     with_data.payload = b"GET / HTTP/1.1\r\n".to_vec();
@@ -1136,10 +1166,10 @@ fn syn_proxy_answers_syns_and_checks_acks() {
 
     let after = maps.counters().unwrap();
     let delta = |c: Counter| after.get(c) - before.get(c);
-    assert_eq!(delta(Counter::SynCookiesSent), 6);
+    assert_eq!(delta(Counter::SynCookiesSent), 7);
     assert_eq!(delta(Counter::SynCookieAcksValid), 4);
     assert_eq!(delta(Counter::SynCookieAcksInvalid), 12);
-    assert_eq!(delta(Counter::SynProxyToStack), 2);
+    assert_eq!(delta(Counter::SynProxyToStack), 4);
 
     // Off: SYNs go to the stack untouched.
     t.datapath

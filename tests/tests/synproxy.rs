@@ -142,6 +142,20 @@ fn tcp_ext(ns: &str, name: &'static str) -> u64 {
     })
 }
 
+/// SYNs nftables' synproxy answered itself in the server namespace (`syn_received`, summed
+/// over CPUs).
+fn nft_synproxy_syns(ns: &str) -> u64 {
+    run_in(ns, || {
+        let text =
+            std::fs::read_to_string("/proc/thread-self/net/stat/synproxy").unwrap_or_default();
+        text.lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter_map(|v| u64::from_str_radix(v, 16).ok())
+            .sum()
+    })
+}
+
 /// Sends IPv4 packets (headers included) from namespace `ns` through a raw socket.
 fn send_raw_v4(ns: &str, packets: Vec<(Ipv4Addr, Vec<u8>)>) {
     run_in(ns, move || {
@@ -226,6 +240,7 @@ fn a_spoofed_syn_flood_never_reaches_the_accept_queue() {
     let drops = tcp_ext(&srv, "ListenDrops");
     let before_sent = p.counter("syn_cookies_sent");
     let before_invalid = p.counter("syn_cookie_acks_invalid");
+    let nft_before = nft_synproxy_syns(&srv);
     // 20 000 SYNs from random sources inside 10.251.0.0/16 (nowhere but these namespaces:
     // the SYN-ACKs reach the client namespace, which drops them), in bursts.
     let dst = p.w.topo.srv_ip;
@@ -288,6 +303,11 @@ fn a_spoofed_syn_flood_never_reaches_the_accept_queue() {
     assert!(
         sent >= 20_000,
         "every spoofed SYN was answered in XDP ({sent})"
+    );
+    assert_eq!(
+        nft_synproxy_syns(&srv),
+        nft_before,
+        "nftables' synproxy answered none of them (XDP did)"
     );
     assert!(
         invalid >= 1_000,

@@ -586,6 +586,22 @@ impl Config {
                 ),
             ));
         }
+        let syn_proxy = self.listener.iter().any(|l| l.syn_proxy);
+        for (i, iface) in self.kernel.interfaces.iter().enumerate() {
+            // The SYN proxy writes the names into an nftables script.
+            if syn_proxy
+                && !iface
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            {
+                return Err(invalid(
+                    format!("kernel.interfaces[{i}]"),
+                    format!(
+                        "{iface:?}: with syn_proxy, interface names may hold only letters, digits, '_', '-' and '.'"
+                    ),
+                ));
+            }
+        }
         for (i, l) in self.listener.iter().enumerate() {
             if l.syn_proxy && matches!(self.kernel.attach, AttachMode::None | AttachMode::Tc) {
                 return Err(invalid(
@@ -763,6 +779,8 @@ mod tests {
         assert!(parse(&xdp).unwrap().listener[0].syn_proxy);
         let none = with.replace("attach = \"tc\"", "attach = \"none\"");
         assert!(parse(&none).unwrap_err().contains("syn_proxy"));
+        let odd = xdp.replace("[\"lo\"]", "[\"e;th\"]");
+        assert!(parse(&odd).unwrap_err().contains("kernel.interfaces[0]"));
     }
 
     #[test]

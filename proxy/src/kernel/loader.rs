@@ -58,6 +58,8 @@ pub struct Datapath {
     links: Vec<(String, AttachedAs, LinkId)>,
     /// Interfaces that have their own block of counters (index = slot - 1).
     counter_slots: Vec<String>,
+    /// Why `xdp_synproxy` could not be loaded, if it could not.
+    syn_proxy_error: Option<String>,
 }
 
 /// A link this process owns.
@@ -136,6 +138,7 @@ impl Datapath {
             attached: Vec::new(),
             links: Vec::new(),
             counter_slots: Vec::new(),
+            syn_proxy_error: None,
         })
     }
 
@@ -163,7 +166,12 @@ impl Datapath {
             })?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| load_error(name, &e))?;
-            self.load_syn_proxy()?;
+            // Its helpers need Linux 6.0; without it the filter's tail call finds nothing and
+            // the packet passes: the filter works on, `syn_proxy` is refused.
+            if let Err(e) = self.load_syn_proxy() {
+                warn!("the XDP SYN proxy is unavailable (it needs Linux 6.0): {e}");
+                self.syn_proxy_error = Some(e.to_string());
+            }
         }
         let prog: &mut Xdp = self
             .ebpf
@@ -380,6 +388,14 @@ impl Datapath {
         config: SynProxyConfig,
         listeners: &[std::net::SocketAddr],
     ) -> Result<(), KernelError> {
+        if config.enabled != 0
+            && let Some(e) = &self.syn_proxy_error
+        {
+            return Err(KernelError::ProgramLoad {
+                name: programs::XDP_SYNPROXY,
+                detail: format!("{e}; the SYN proxy needs Linux 6.0 or later"),
+            });
+        }
         let map_err = |op, map| move |source| KernelError::Map { op, map, source };
         let mut keys = Vec::new();
         for addr in listeners {

@@ -12,12 +12,15 @@
 //! of no known connection is invalid, so it reaches `synproxy` instead of being picked up as
 //! an established flow).
 //!
-//! The table and the sysctls are undone by a small process the daemon starts while it is
-//! still root (`proxy __syn-proxy-cleanup`): it waits for the daemon's end (its stdin closes
-//! however the daemon ends, `kill -9` included), then restores the sysctls and deletes the
-//! table. The values found before the change are kept in `<RUNTIME_DIR>/<instance>.synproxy`
-//! until restored, so a start after a run that could not restore them saves the true
-//! originals, not its predecessor's settings.
+//! A small process the daemon starts while it is still root (`proxy __syn-proxy-cleanup`, the
+//! keeper) holds them in place and undoes them: every 2 s it puts back the table and the
+//! sysctls if something else removed or changed them (an `nft flush ruleset`, a firewall
+//! reload), and when the daemon ends (its stdin closes however the daemon ends, `kill -9`
+//! included) it restores the sysctls and deletes the table. It holds a lock on
+//! `<RUNTIME_DIR>/<instance>.synproxy.lock` from before anything is changed until it is done,
+//! so a new start waits for the previous run's clean-up. The values found before the change are
+//! kept in `<RUNTIME_DIR>/<instance>.synproxy` until restored, so a start after a run that could
+//! not restore them saves the true originals, not its predecessor's settings.
 use std::{
     fmt::Write as _,
     io::Read as _,
@@ -106,10 +109,16 @@ pub fn options(interfaces: &[String]) -> Result<SynProxyConfig, SynProxyError> {
             source,
         })?);
     }
+    // rmem_max is not shown inside network namespaces by every kernel: tcp_rmem alone then.
     let rmem = read_number("tcp_rmem", &sysctl_path("net.ipv4.tcp_rmem"))?
-        .max(read_number("rmem_max", &sysctl_path("net.core.rmem_max"))?);
+        .max(read_number("rmem_max", &sysctl_path("net.core.rmem_max")).unwrap_or(0));
     let wscale = (rmem.max(1).ilog2().saturating_sub(15)).min(14);
     let ttl = read_number("ip_default_ttl", &sysctl_path("net.ipv4.ip_default_ttl"))?;
+    let hop_limit = read_number(
+        "the IPv6 hop limit",
+        &sysctl_path("net.ipv6.conf.default.hop_limit"),
+    )
+    .unwrap_or(64);
     let mss = |overhead: u64| u16::try_from(mtu.saturating_sub(overhead).max(536)).unwrap_or(1460);
     Ok(SynProxyConfig {
         mss4: mss(40),
@@ -117,7 +126,7 @@ pub fn options(interfaces: &[String]) -> Result<SynProxyConfig, SynProxyError> {
         wscale: u8::try_from(wscale).unwrap_or(14),
         ttl: u8::try_from(ttl.clamp(1, 255)).unwrap_or(64),
         enabled: 1,
-        reserved: 0,
+        hop_limit: u8::try_from(hop_limit.clamp(1, 255)).unwrap_or(64),
     })
 }
 
@@ -149,14 +158,25 @@ fn interface_mtu(iface: &str) -> std::io::Result<u64> {
     Ok(u64::try_from(mtu).unwrap_or(1500))
 }
 
-/// The nftables table name of an instance (letters, digits and `_` only).
+/// Prefix of the tables of every instance.
+const TABLE_PREFIX: &str = "proxy_synproxy_";
+
+/// The nftables table name of an instance: letters and digits as they are, `_` as `_u`, `-`
+/// as `_d` (distinct instances, distinct tables).
 #[must_use]
 pub fn table_name(instance: &str) -> String {
-    let safe: String = instance
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("proxy_synproxy_{safe}")
+    let mut name = TABLE_PREFIX.to_owned();
+    for c in instance.chars() {
+        match c {
+            '_' => name.push_str("_u"),
+            '-' => name.push_str("_d"),
+            c if c.is_ascii_alphanumeric() => name.push(c),
+            c => {
+                let _ = write!(name, "_x{:x}", u32::from(c));
+            }
+        }
+    }
+    name
 }
 
 /// The nftables script that (re)creates the table for `listeners` on `interfaces`.
@@ -206,13 +226,15 @@ pub fn ruleset(
     for (m, _) in &matches {
         let _ = writeln!(
             s,
-            "    iifname {{ {ifaces} }} {m} tcp flags & (fin|syn|rst|ack) == syn notrack"
+            "    iifname {{ {ifaces} }} fib daddr type local {m} tcp flags & (fin|syn|rst|ack) == syn notrack"
         );
     }
     let _ = writeln!(s, "  }}");
+    // Before the filter chains (priority 0) of a host firewall, which may drop invalid
+    // packets, and after conntrack (-200), which classifies them.
     let _ = writeln!(
         s,
-        "  chain input {{\n    type filter hook input priority filter; policy accept;"
+        "  chain input {{\n    type filter hook input priority -150; policy accept;"
     );
     for (m, v6) in &matches {
         let mss = if *v6 { config.mss6 } else { config.mss4 };
@@ -254,16 +276,45 @@ fn nft(script: &str, table: &str) -> Result<(), SynProxyError> {
 /// it comes) undoes it.
 pub struct StackSide {
     table: String,
-    janitor: Child,
+    keeper: Child,
     stdin: Option<ChildStdin>,
 }
 
-/// Installs the table and the sysctls, and starts the process that undoes them.
+/// Files of an instance's stack side: `<RUNTIME_DIR>/<instance>.synproxy` (the sysctl values
+/// to restore), `.synproxy.nft` (the ruleset the keeper puts back), `.synproxy.lock`.
+#[must_use]
+pub fn saved_file(instance: &str) -> PathBuf {
+    Path::new(crate::config::RUNTIME_DIR).join(format!("{instance}.synproxy"))
+}
+
+fn ruleset_file(saved: &Path) -> PathBuf {
+    saved.with_extension("synproxy.nft")
+}
+
+fn lock_file(saved: &Path) -> PathBuf {
+    saved.with_extension("synproxy.lock")
+}
+
+/// The names of the tables in this network namespace's `inet` family.
+fn inet_tables() -> Result<Vec<String>, SynProxyError> {
+    let out = Command::new("nft")
+        .args(["list", "tables", "inet"])
+        .output()
+        .map_err(SynProxyError::NoNft)?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("table inet "))
+        .map(|t| t.trim().to_owned())
+        .collect())
+}
+
+/// Installs the table and the sysctls, and starts the keeper.
 ///
 /// # Errors
 ///
-/// `nft` missing or refusing the rules, a sysctl that cannot be read or set, the saved-values
-/// file, the clean-up process. What was set before the error is undone.
+/// `nft` missing or refusing the rules, another instance's SYN proxy in this namespace, a
+/// sysctl that cannot be read or set, the saved-values file, the keeper. What was set before
+/// the error is undone (by the keeper, which ends with the returned error's drop).
 pub fn install(
     instance: &str,
     interfaces: &[String],
@@ -272,105 +323,133 @@ pub fn install(
 ) -> Result<StackSide, SynProxyError> {
     let table = table_name(instance);
     let saved = saved_file(instance);
-    // The table first: it loads conntrack, without which its sysctl does not exist.
-    nft(&ruleset(&table, interfaces, listeners, config), &table)?;
-    let undo_table = |table: &str| {
-        let _ = nft(&format!("delete table inet {table}\n"), table);
-    };
-    // Originals: the ones a previous run saved and could not restore win.
-    let originals = if let Ok(text) = std::fs::read_to_string(&saved) {
-        parse_saved(&text)
-    } else {
-        {
-            let mut values = Vec::new();
-            for (key, _) in SYSCTLS {
-                let path = sysctl_path(key);
-                match std::fs::read_to_string(&path) {
-                    Ok(v) => values.push((key.to_owned(), v.trim().to_owned())),
-                    Err(source) => {
-                        undo_table(&table);
-                        return Err(SynProxyError::Read {
-                            what: "a sysctl",
-                            path,
-                            source,
-                        });
-                    }
-                }
-            }
-            let text = values.iter().fold(String::new(), |mut t, (k, v)| {
-                let _ = writeln!(t, "{k}={v}");
-                t
-            });
-            let written = std::fs::create_dir_all(crate::config::RUNTIME_DIR)
-                .and_then(|()| crate::safe_fs::write_atomic(&saved, text.as_bytes(), 0o600));
-            if let Err(source) = written {
-                undo_table(&table);
-                return Err(SynProxyError::Save {
-                    path: saved,
-                    source,
-                });
-            }
-            values
-        }
-    };
-    // The clean-up process before any sysctl changes: from here on, whatever happens to the
-    // daemon, they are put back.
-    let mut janitor = Command::new("/proc/self/exe")
+    std::fs::create_dir_all(crate::config::RUNTIME_DIR).map_err(|source| SynProxyError::Save {
+        path: saved.clone(),
+        source,
+    })?;
+    // The sysctls are the namespace's: one instance's SYN proxy per namespace.
+    if let Some(other) = inet_tables()?
+        .into_iter()
+        .find(|t| t.starts_with(TABLE_PREFIX) && *t != table)
+    {
+        return Err(SynProxyError::Nft {
+            table,
+            stderr: format!(
+                "another instance's SYN proxy (table inet {other}) runs in this network namespace; its sysctls are shared, so only one instance may use syn_proxy here"
+            ),
+        });
+    }
+    // The keeper first: it takes the lock (a previous run's keeper may still be cleaning up),
+    // then says it is ready; from then on whatever is set is undone when the daemon ends.
+    let mut keeper = Command::new("/proc/self/exe")
         .args(["__syn-proxy-cleanup", "--table", &table, "--saved"])
         .arg(&saved)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            undo_table(&table);
-            SynProxyError::Janitor(e)
-        })?;
-    let stdin = janitor.stdin.take();
+        .map_err(SynProxyError::Janitor)?;
+    let stdin = keeper.stdin.take();
+    let mut ready = [0u8; 6];
+    let got = keeper
+        .stdout
+        .take()
+        .map(|mut out| out.read_exact(&mut ready));
     let side = StackSide {
         table,
-        janitor,
+        keeper,
         stdin,
     };
-    for (key, value) in SYSCTLS {
-        if let Err(source) = std::fs::write(sysctl_path(key), value) {
-            side.remove();
-            return Err(SynProxyError::Sysctl {
+    if !matches!(got, Some(Ok(()))) || &ready != b"ready\n" {
+        side.remove();
+        return Err(SynProxyError::Janitor(std::io::Error::other(
+            "the keeper process did not start (see its message above)",
+        )));
+    }
+    let rules = ruleset(&side.table, interfaces, listeners, config);
+    let result = (|| {
+        crate::safe_fs::write_atomic(&ruleset_file(&saved), rules.as_bytes(), 0o600).map_err(
+            |source| SynProxyError::Save {
+                path: ruleset_file(&saved),
+                source,
+            },
+        )?;
+        // The table before the sysctls: it loads conntrack, without which its sysctl does not
+        // exist.
+        nft(&rules, &side.table)?;
+        // Originals: the ones a previous run saved and could not restore win.
+        if !saved.exists() {
+            let mut text = String::new();
+            for (key, _) in SYSCTLS {
+                let path = sysctl_path(key);
+                let value =
+                    std::fs::read_to_string(&path).map_err(|source| SynProxyError::Read {
+                        what: "a sysctl",
+                        path,
+                        source,
+                    })?;
+                let _ = writeln!(text, "{key}={}", value.trim());
+            }
+            crate::safe_fs::write_atomic(&saved, text.as_bytes(), 0o600).map_err(|source| {
+                SynProxyError::Save {
+                    path: saved.clone(),
+                    source,
+                }
+            })?;
+        }
+        for (key, value) in SYSCTLS {
+            std::fs::write(sysctl_path(key), value).map_err(|source| SynProxyError::Sysctl {
                 key,
                 value: value.to_owned(),
                 source,
-            });
+            })?;
         }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        side.remove();
+        return Err(e);
     }
     info!(
         table = %side.table,
-        saved = ?originals,
-        "SYN proxy: nftables synproxy table installed, sysctls set (restored at exit)"
+        saved = %saved.display(),
+        "SYN proxy: nftables synproxy table installed, sysctls set (kept in place, restored at exit)"
     );
     Ok(side)
 }
 
 impl StackSide {
-    /// Undoes the stack side now and waits for it.
+    /// Undoes the stack side now and waits (at most 20 s) for it.
     pub fn remove(mut self) {
         drop(self.stdin.take());
-        match self.janitor.wait() {
-            Ok(status) if status.success() => {
-                info!(table = %self.table, "SYN proxy: table removed, sysctls restored");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match self.keeper.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    info!(table = %self.table, "SYN proxy: table removed, sysctls restored");
+                    return;
+                }
+                Ok(Some(status)) => {
+                    warn!(
+                        table = %self.table,
+                        %status,
+                        "SYN proxy: the clean-up failed (see its message above); check `nft list tables` and the sysctls"
+                    );
+                    return;
+                }
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Ok(None) => {
+                    warn!(table = %self.table, "SYN proxy: the clean-up is still running after 20 s; it goes on without the daemon");
+                    return;
+                }
+                Err(e) => {
+                    warn!(table = %self.table, "SYN proxy: waiting for the clean-up: {e}");
+                    return;
+                }
             }
-            Ok(status) => warn!(
-                table = %self.table,
-                %status,
-                "SYN proxy: the clean-up process failed; check `nft list tables` and the sysctls"
-            ),
-            Err(e) => warn!(table = %self.table, "SYN proxy: waiting for the clean-up: {e}"),
         }
     }
-}
-
-/// `<RUNTIME_DIR>/<instance>.synproxy`: the sysctl values to restore.
-#[must_use]
-pub fn saved_file(instance: &str) -> PathBuf {
-    Path::new(crate::config::RUNTIME_DIR).join(format!("{instance}.synproxy"))
 }
 
 fn parse_saved(text: &str) -> Vec<(String, String)> {
@@ -387,39 +466,133 @@ fn parse_saved(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `proxy __syn-proxy-cleanup`: waits until stdin closes (the daemon ended), then restores
-/// the saved sysctls, deletes the table and the saved file. Ignores the terminal's and the
-/// service manager's stop signals: the daemon's end is its signal.
+/// Signals the keeper ignores: the terminal's, the service manager's stop and reload signals
+/// (`systemctl kill` sends to every process of the unit), the log-reopen signal. The daemon's
+/// end is its signal; SIGKILL still ends it.
+const IGNORED_SIGNALS: [libc::c_int; 14] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGPWR,
+];
+
+/// Whether the daemon has ended: its end of our stdin closed. Waits up to `ms`.
+fn daemon_ended(ms: i32) -> bool {
+    let mut fds = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd for the given time.
+    let n = unsafe { libc::poll(&raw mut fds, 1, ms) };
+    if n <= 0 {
+        return false;
+    }
+    let mut sink = [0u8; 64];
+    !matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0)
+}
+
+/// Puts the table and the sysctls back when something changed them (once the daemon saved the
+/// originals: before that, nothing is ours to keep).
+fn keep(table: &str, saved: &Path) {
+    if !saved.exists() {
+        return;
+    }
+    if let Ok(rules) = std::fs::read_to_string(ruleset_file(saved))
+        && inet_tables().is_ok_and(|t| !t.iter().any(|t| t == table))
+    {
+        match nft(&rules, table) {
+            Ok(()) => warn!(
+                table,
+                "SYN proxy: the nftables table was removed by something else; put back"
+            ),
+            Err(e) => warn!(
+                table,
+                "SYN proxy: the nftables table was removed and cannot be put back: {e}"
+            ),
+        }
+    }
+    for (key, value) in SYSCTLS {
+        let path = sysctl_path(key);
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != value) {
+            match std::fs::write(&path, value) {
+                Ok(()) => warn!(
+                    key,
+                    value, "SYN proxy: sysctl changed by something else; set back"
+                ),
+                Err(e) => warn!(key, "SYN proxy: sysctl changed and cannot be set back: {e}"),
+            }
+        }
+    }
+}
+
+/// `proxy __syn-proxy-cleanup` (the keeper): takes the instance's lock, says `ready`, keeps
+/// the stack side in place every 2 s until stdin closes (the daemon ended), then restores the
+/// saved sysctls, deletes the table and the files.
 ///
 /// # Errors
 ///
 /// What could not be undone (all of it is tried).
 pub fn cleanup_main(table: &str, saved: &Path) -> anyhow::Result<()> {
-    // SAFETY: setting signal dispositions to SIG_IGN has no preconditions.
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    // SAFETY: setting signal dispositions to SIG_IGN, and this thread's name, have no
+    // preconditions.
     unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGTERM, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        for signal in IGNORED_SIGNALS {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+        libc::prctl(libc::PR_SET_NAME, c"proxy-synkeeper".as_ptr());
     }
-    let mut sink = [0u8; 64];
-    let mut stdin = std::io::stdin();
-    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_file(saved))?;
+    // SAFETY: flock on an open file; held until this process ends.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        anyhow::bail!(
+            "locking {}: {}",
+            lock_file(saved).display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    {
+        let mut out = std::io::stdout();
+        out.write_all(b"ready\n")?;
+        out.flush()?;
+    }
+    while !daemon_ended(2000) {
+        keep(table, saved);
+    }
     let mut failures = Vec::new();
-    match std::fs::read_to_string(saved) {
-        Ok(text) => {
-            for (key, value) in parse_saved(&text) {
-                if let Err(e) = std::fs::write(sysctl_path(&key), &value) {
-                    failures.push(format!("restoring {key} = {value}: {e}"));
-                }
+    if let Ok(text) = std::fs::read_to_string(saved) {
+        for (key, value) in parse_saved(&text) {
+            if let Err(e) = std::fs::write(sysctl_path(&key), &value) {
+                failures.push(format!("restoring {key} = {value}: {e}"));
             }
         }
-        Err(e) => failures.push(format!("reading {}: {e}", saved.display())),
     }
-    if let Err(e) = nft(&format!("delete table inet {table}\n"), table) {
+    // Created if missing, then deleted: no error when it is already gone.
+    if let Err(e) = nft(
+        &format!("table inet {table} {{}}\ndelete table inet {table}\n"),
+        table,
+    ) {
         failures.push(e.to_string());
     }
     if failures.is_empty() {
         let _ = std::fs::remove_file(saved);
+        let _ = std::fs::remove_file(ruleset_file(saved));
         Ok(())
     } else {
         anyhow::bail!(
@@ -442,7 +615,7 @@ mod tests {
             wscale: 7,
             ttl: 64,
             enabled: 1,
-            reserved: 0,
+            hop_limit: 64,
         };
         let rules = ruleset(
             "proxy_synproxy_t",
@@ -463,8 +636,10 @@ mod tests {
             ),
             "{rules}"
         );
-        assert!(rules.contains("iifname { \"eth0\" } ip daddr 10.0.0.1 tcp dport 443 tcp flags & (fin|syn|rst|ack) == syn notrack"), "{rules}");
-        assert_eq!(table_name("a-b.c"), "proxy_synproxy_a_b_c");
+        assert!(rules.contains("iifname { \"eth0\" } fib daddr type local ip daddr 10.0.0.1 tcp dport 443 tcp flags & (fin|syn|rst|ack) == syn notrack"), "{rules}");
+        assert!(rules.contains("hook input priority -150"), "{rules}");
+        assert_eq!(table_name("a-b_c"), "proxy_synproxy_a_db_uc");
+        assert_ne!(table_name("a-b"), table_name("a_b"));
     }
 
     #[test]
