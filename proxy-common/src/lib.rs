@@ -124,8 +124,12 @@ pub struct WorkerLoad {
     pub inflight: u32,
     /// 1 while the worker accepts connections; 0 before it starts and once it stops.
     pub alive: u32,
-    /// Reserved, 0.
-    pub flags: u32,
+    /// Connections the `sk_reuseport` program gave the worker that it has not accepted yet:
+    /// added to by the program (atomically) at each pick, taken from by the worker at each
+    /// accept, zeroed by the daemon every second (handshakes that never complete would leave
+    /// it high). Without it, a burst of connections sees the same published load and piles
+    /// onto one worker.
+    pub pending: u32,
 }
 
 /// How the `sk_reuseport` program picks a worker for a new connection.

@@ -20,14 +20,37 @@ pub fn reuseport_select(ctx: SkReuseportContext) -> u32 {
     }
 }
 
-/// Score of a worker: lower is less loaded; `DEAD` for a worker that is not alive.
+/// Score of a worker: lower is less loaded; `DEAD` for a worker that is not alive. Counts the
+/// connections picked for it and not accepted yet (`pending`; the worker's decrement may have
+/// run ahead of a daemon reset: read as signed, below zero as zero).
 #[inline(always)]
 fn score(worker: u32) -> u32 {
     match WORKER_LOAD.get(worker) {
         Some(load) if load.alive != 0 => {
-            load.connections.saturating_add(load.inflight).min(DEAD - 1)
+            let pending = (load.pending as i32).max(0) as u32;
+            load.connections
+                .saturating_add(load.inflight)
+                .saturating_add(pending)
+                .min(DEAD - 1)
         }
         _ => DEAD,
+    }
+}
+
+/// Counts a connection picked for `worker` until the worker accepts it. A plain
+/// read-modify-write (the BPF target has no 32-bit atomics in `core`): two picks for one
+/// worker on two CPUs at the same instant, or a worker's decrement in between, may lose one
+/// step; the daemon's reset every second bounds the drift, as the SYN limiter's lost updates
+/// are bounded by its refill.
+#[inline(always)]
+fn add_pending(worker: u32) {
+    if let Some(load) = WORKER_LOAD.get_ptr_mut(worker) {
+        // SAFETY: a pointer to the map value, valid for this run; volatile so that the
+        // compiler keeps one load and one store of the 4-byte field.
+        unsafe {
+            let field = &raw mut (*load).pending;
+            field.write_volatile(field.read_volatile().wrapping_add(1));
+        }
     }
 }
 
@@ -113,5 +136,8 @@ fn try_reuseport_select(ctx: &SkReuseportContext) -> Result<u32, ()> {
     WORKER_SOCKETS
         .select_reuseport(ctx, slot * MAX_WORKERS + worker)
         .map_err(|_| ())?;
+    if config.policy != SpreadPolicy::Hash as u32 {
+        add_pending(worker);
+    }
     Ok(sk_action::SK_PASS)
 }

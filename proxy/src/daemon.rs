@@ -167,6 +167,22 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
         };
         threads.push(workers::spawn(plan, stop_rx.clone()).context("starting a worker thread")?);
     }
+    // Connections the kernel picked a worker for but that never completed their handshake
+    // would count against that worker forever: the counts of picked, not yet accepted
+    // connections start over every second.
+    {
+        let load = load.clone();
+        let stop = stop_rx.clone();
+        std::thread::Builder::new()
+            .name("proxy-pending".into())
+            .spawn(move || {
+                while !*stop.borrow() {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    load.clear_pending();
+                }
+            })
+            .context("starting the pending-count thread")?;
+    }
     info!(instance, workers, "proxy ready");
 
     // The control runtime: signals, reloads, health checks, certificate watch, the sweep.

@@ -80,7 +80,7 @@ fn prefixes() -> String {
 }
 
 /// softirq time of all CPUs, in clock ticks (100 Hz).
-fn softirq_ticks() -> u64 {
+pub fn softirq_ticks() -> u64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| s.lines().next()?.split_whitespace().nth(7)?.parse().ok())

@@ -32,6 +32,7 @@ enum Field {
     Connections = 0,
     Inflight = 1,
     Alive = 2,
+    Pending = 3,
 }
 
 impl LoadTable {
@@ -94,7 +95,12 @@ impl LoadTable {
     /// Zeroes every entry (at start: a previous run may have left counts behind).
     pub fn reset(&self) {
         for w in 0..MAX_WORKERS {
-            for f in [Field::Connections, Field::Inflight, Field::Alive] {
+            for f in [
+                Field::Connections,
+                Field::Inflight,
+                Field::Alive,
+                Field::Pending,
+            ] {
                 self.field(w, f).store(0, Ordering::Relaxed);
             }
         }
@@ -117,6 +123,15 @@ impl LoadTable {
             });
     }
 
+    /// Zeroes every worker's count of picked, not yet accepted connections (every second:
+    /// handshakes that never complete leave it high; a connection accepted after the reset
+    /// only takes the count below zero, which the program reads as zero).
+    pub fn clear_pending(&self) {
+        for w in 0..MAX_WORKERS {
+            self.field(w, Field::Pending).store(0, Ordering::Relaxed);
+        }
+    }
+
     /// A copy of every entry.
     #[must_use]
     pub fn snapshot(&self) -> Vec<WorkerLoad> {
@@ -125,7 +140,7 @@ impl LoadTable {
                 connections: self.field(w, Field::Connections).load(Ordering::Relaxed),
                 inflight: self.field(w, Field::Inflight).load(Ordering::Relaxed),
                 alive: self.field(w, Field::Alive).load(Ordering::Relaxed),
-                flags: 0,
+                pending: self.field(w, Field::Pending).load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -172,10 +187,13 @@ impl WorkerLoadHandle {
         self.table.set_alive(self.worker, alive);
     }
 
-    /// Counts an open connection until the guard drops.
+    /// Counts an open connection until the guard drops (an accepted one: no longer pending).
     #[must_use]
     pub fn connection(&self) -> LoadGuard {
         self.table.add(self.worker, Field::Connections);
+        self.table
+            .field(self.worker, Field::Pending)
+            .fetch_sub(1, Ordering::Relaxed);
         LoadGuard {
             handle: self.clone(),
             field: Field::Connections,
