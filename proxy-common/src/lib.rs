@@ -125,9 +125,10 @@ pub struct WorkerLoad {
     /// 1 while the worker accepts connections; 0 before it starts and once it stops.
     pub alive: u32,
     /// Connections the `sk_reuseport` program gave the worker that it has not accepted yet:
-    /// added to by the program (atomically) at each pick, taken from by the worker at each
-    /// accept, zeroed by the daemon every second (handshakes that never complete would leave
-    /// it high). Without it, a burst of connections sees the same published load and piles
+    /// added to by the program at each pick (a plain read and write: a racing pick or accept
+    /// may lose one step), taken from by the worker at each accept, corrected by the daemon
+    /// every second (below zero, or stuck above zero: handshakes that never completed). Read
+    /// as signed. Without it, a burst of connections sees the same published load and piles
     /// onto one worker.
     pub pending: u32,
 }

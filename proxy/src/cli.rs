@@ -72,10 +72,13 @@ pub enum Command {
     /// the nftables table once the daemon has ended (its stdin closes).
     #[command(name = "__syn-proxy-cleanup", hide = true)]
     SynProxyCleanup {
+        /// Instance name: the table and files follow from it.
+        #[arg(long, default_value = "default", env = "PROXY_INSTANCE")]
+        instance: String,
+        /// Clean up at once (after a daemon that could not: systemd's `ExecStopPost`)
+        /// instead of keeping the stack side until stdin closes.
         #[arg(long)]
-        table: String,
-        #[arg(long)]
-        saved: PathBuf,
+        now: bool,
     },
     /// Show the kernel packet counters of an instance.
     Stats {
@@ -233,8 +236,9 @@ pub fn manage(command: Command) -> anyhow::Result<()> {
         Command::Blocklist { target, action } => blocklist(&target, action),
         Command::Allowlist { target, action } => allowlist(&target, action),
         Command::Stats { target, json } => stats(&target, json),
-        Command::SynProxyCleanup { table, saved } => {
-            crate::kernel::synproxy::cleanup_main(&table, &saved)
+        Command::SynProxyCleanup { instance, now } => {
+            crate::config::validate_instance(&instance).map_err(anyhow::Error::msg)?;
+            crate::kernel::synproxy::cleanup_main(&instance, now)
         }
         Command::Reload { instance } => reload(&instance),
         Command::Cache { instance, action } => cache(&instance, action),

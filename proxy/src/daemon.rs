@@ -169,16 +169,17 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
     }
     // Connections the kernel picked a worker for but that never completed their handshake
     // would count against that worker forever: the counts of picked, not yet accepted
-    // connections start over every second.
+    // connections are corrected every second.
     {
         let load = load.clone();
         let stop = stop_rx.clone();
         std::thread::Builder::new()
             .name("proxy-pending".into())
             .spawn(move || {
+                let mut last = vec![0u32; proxy_common::MAX_WORKERS as usize];
                 while !*stop.borrow() {
                     std::thread::sleep(std::time::Duration::from_secs(1));
-                    load.clear_pending();
+                    load.settle_pending(&mut last);
                 }
             })
             .context("starting the pending-count thread")?;
@@ -286,6 +287,15 @@ fn start_syn_proxy(
         .map(|l| l.address)
         .collect();
     if listeners.is_empty() {
+        // A previous run with the SYN proxy whose clean-up was killed with it (a service
+        // manager's kill of the whole unit) left its table and sysctls: undone now.
+        match kernel::synproxy::clean_leftovers(instance) {
+            Ok(true) => warn!(
+                "SYN proxy: a previous run's nftables table and sysctls were left behind; restored"
+            ),
+            Ok(false) => {}
+            Err(e) => warn!("SYN proxy: leftovers of a previous run could not be removed: {e:#}"),
+        }
         return Ok(None);
     }
     for (iface, how) in datapath.attached() {

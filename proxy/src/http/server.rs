@@ -196,6 +196,8 @@ pub async fn serve(
                 continue;
             }
         };
+        // No longer pending for the kernel's spreading, whatever happens to it next.
+        wctx.load.accepted();
         // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; use the plain form.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         if let Some(maps) = &lctx.deny {

@@ -123,12 +123,30 @@ impl LoadTable {
             });
     }
 
-    /// Zeroes every worker's count of picked, not yet accepted connections (every second:
-    /// handshakes that never complete leave it high; a connection accepted after the reset
-    /// only takes the count below zero, which the program reads as zero).
-    pub fn clear_pending(&self) {
-        for w in 0..MAX_WORKERS {
-            self.field(w, Field::Pending).store(0, Ordering::Relaxed);
+    /// Corrects the counts of picked, not yet accepted connections (every second): a count
+    /// below zero (accepts the program's lost updates never counted) goes back to zero; a
+    /// count above zero that has not moved since the last call is picks whose handshake never
+    /// completed (nothing is on its way to the worker), and goes to zero. A count that moves is
+    /// left alone: zeroing it blindly would make the most backlogged worker look idle.
+    /// `last` holds the counts seen by the previous call.
+    pub fn settle_pending(&self, last: &mut [u32]) {
+        for (w, seen) in (0..MAX_WORKERS).zip(last.iter_mut()) {
+            let field = self.field(w, Field::Pending);
+            let now = field.load(Ordering::Relaxed);
+            #[expect(
+                clippy::cast_possible_wrap,
+                reason = "the count is read as signed: accepts may run ahead of the picks"
+            )]
+            let negative = (now as i32) < 0;
+            if (negative || (now != 0 && now == *seen))
+                && field
+                    .compare_exchange(now, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                *seen = 0;
+            } else {
+                *seen = now;
+            }
         }
     }
 
@@ -187,13 +205,18 @@ impl WorkerLoadHandle {
         self.table.set_alive(self.worker, alive);
     }
 
-    /// Counts an open connection until the guard drops (an accepted one: no longer pending).
-    #[must_use]
-    pub fn connection(&self) -> LoadGuard {
-        self.table.add(self.worker, Field::Connections);
+    /// An accepted connection is no longer pending (called for every accept, the ones
+    /// refused at once included).
+    pub fn accepted(&self) {
         self.table
             .field(self.worker, Field::Pending)
             .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts an open connection until the guard drops.
+    #[must_use]
+    pub fn connection(&self) -> LoadGuard {
+        self.table.add(self.worker, Field::Connections);
         LoadGuard {
             handle: self.clone(),
             field: Field::Connections,

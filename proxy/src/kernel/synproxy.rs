@@ -301,6 +301,12 @@ fn inet_tables() -> Result<Vec<String>, SynProxyError> {
         .args(["list", "tables", "inet"])
         .output()
         .map_err(SynProxyError::NoNft)?;
+    if !out.status.success() {
+        return Err(SynProxyError::Nft {
+            table: "(listing)".into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("table inet "))
@@ -342,28 +348,25 @@ pub fn install(
     // The keeper first: it takes the lock (a previous run's keeper may still be cleaning up),
     // then says it is ready; from then on whatever is set is undone when the daemon ends.
     let mut keeper = Command::new("/proc/self/exe")
-        .args(["__syn-proxy-cleanup", "--table", &table, "--saved"])
-        .arg(&saved)
+        .args(["__syn-proxy-cleanup", "--instance", instance])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(SynProxyError::Janitor)?;
     let stdin = keeper.stdin.take();
-    let mut ready = [0u8; 6];
-    let got = keeper
-        .stdout
-        .take()
-        .map(|mut out| out.read_exact(&mut ready));
+    let stdout = keeper.stdout.take();
     let side = StackSide {
         table,
         keeper,
         stdin,
     };
-    if !matches!(got, Some(Ok(()))) || &ready != b"ready\n" {
+    // The keeper waits for a previous run's clean-up (the lock) first: bounded.
+    if !stdout.is_some_and(|out| ready_within(out, std::time::Duration::from_secs(30))) {
         side.remove();
-        return Err(SynProxyError::Janitor(std::io::Error::other(
-            "the keeper process did not start (see its message above)",
-        )));
+        return Err(SynProxyError::Janitor(std::io::Error::other(format!(
+            "the keeper process did not get ready in 30 s: a previous run's clean-up may hold {} (see the messages above)",
+            lock_file(&saved).display()
+        ))));
     }
     let rules = ruleset(&side.table, interfaces, listeners, config);
     let result = (|| {
@@ -466,6 +469,71 @@ fn parse_saved(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether `out` says `ready` within `wait`.
+fn ready_within(mut out: std::process::ChildStdout, wait: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fds = libc::pollfd {
+        fd: out.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: poll on one valid pollfd for the given time.
+    if unsafe { libc::poll(&raw mut fds, 1, ms) } <= 0 {
+        return false;
+    }
+    let mut ready = [0u8; 6];
+    out.read_exact(&mut ready).is_ok() && &ready == b"ready\n"
+}
+
+/// Cleans up after a run whose keeper could not (it was killed with the daemon: a service
+/// manager's kill of the whole unit): restores the saved sysctls and removes the instance's
+/// table, if anything is left. For starts without `syn_proxy` and for `ExecStopPost`.
+///
+/// # Errors
+///
+/// What could not be undone.
+pub fn clean_leftovers(instance: &str) -> anyhow::Result<bool> {
+    let saved = saved_file(instance);
+    let table = table_name(instance);
+    let table_left = inet_tables().is_ok_and(|t| t.contains(&table));
+    if !saved.exists() && !table_left {
+        return Ok(false);
+    }
+    undo(&table, &saved)?;
+    Ok(true)
+}
+
+/// Restores the saved sysctls, deletes the table and the files (all of it is tried).
+fn undo(table: &str, saved: &Path) -> anyhow::Result<()> {
+    let mut failures = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(saved) {
+        for (key, value) in parse_saved(&text) {
+            if let Err(e) = std::fs::write(sysctl_path(&key), &value) {
+                failures.push(format!("restoring {key} = {value}: {e}"));
+            }
+        }
+    }
+    // Created if missing, then deleted: no error when it is already gone.
+    if let Err(e) = nft(
+        &format!("table inet {table} {{}}\ndelete table inet {table}\n"),
+        table,
+    ) {
+        failures.push(e.to_string());
+    }
+    if failures.is_empty() {
+        let _ = std::fs::remove_file(saved);
+        let _ = std::fs::remove_file(ruleset_file(saved));
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "SYN proxy clean-up: {}; {} is kept",
+            failures.join("; "),
+            saved.display()
+        )
+    }
+}
+
 /// Signals the keeper ignores: the terminal's, the service manager's stop and reload signals
 /// (`systemctl kill` sends to every process of the unit), the log-reopen signal. The daemon's
 /// end is its signal; SIGKILL still ends it.
@@ -538,34 +606,61 @@ fn keep(table: &str, saved: &Path) {
 
 /// `proxy __syn-proxy-cleanup` (the keeper): takes the instance's lock, says `ready`, keeps
 /// the stack side in place every 2 s until stdin closes (the daemon ended), then restores the
-/// saved sysctls, deletes the table and the files.
+/// saved sysctls, deletes the table and the files. With `now`: takes the lock and cleans up
+/// what is left at once.
 ///
 /// # Errors
 ///
 /// What could not be undone (all of it is tried).
-pub fn cleanup_main(table: &str, saved: &Path) -> anyhow::Result<()> {
+pub fn cleanup_main(instance: &str, now: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::fd::AsRawFd;
-    // SAFETY: setting signal dispositions to SIG_IGN, and this thread's name, have no
-    // preconditions.
-    unsafe {
-        for signal in IGNORED_SIGNALS {
-            libc::signal(signal, libc::SIG_IGN);
+    let table = table_name(instance);
+    let saved = saved_file(instance);
+    // Its own log lines, on the daemon's stderr (the journal).
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    if !now {
+        // SAFETY: setting signal dispositions to SIG_IGN, and this thread's name, have no
+        // preconditions.
+        unsafe {
+            for signal in IGNORED_SIGNALS {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+            libc::prctl(libc::PR_SET_NAME, c"proxy-synkeeper".as_ptr());
         }
-        libc::prctl(libc::PR_SET_NAME, c"proxy-synkeeper".as_ptr());
     }
+    std::fs::create_dir_all(crate::config::RUNTIME_DIR)?;
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(lock_file(saved))?;
+        .open(lock_file(&saved))?;
     // SAFETY: flock on an open file; held until this process ends.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        anyhow::bail!(
-            "locking {}: {}",
-            lock_file(saved).display(),
-            std::io::Error::last_os_error()
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        warn!(
+            lock = %lock_file(&saved).display(),
+            "SYN proxy: waiting for a previous run's clean-up"
         );
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            anyhow::bail!(
+                "locking {}: {}",
+                lock_file(&saved).display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    if now {
+        if clean_leftovers(instance)? {
+            info!(
+                table,
+                "SYN proxy: leftovers of a run that could not clean up removed"
+            );
+        }
+        return Ok(());
     }
     {
         let mut out = std::io::stdout();
@@ -573,34 +668,9 @@ pub fn cleanup_main(table: &str, saved: &Path) -> anyhow::Result<()> {
         out.flush()?;
     }
     while !daemon_ended(2000) {
-        keep(table, saved);
+        keep(&table, &saved);
     }
-    let mut failures = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(saved) {
-        for (key, value) in parse_saved(&text) {
-            if let Err(e) = std::fs::write(sysctl_path(&key), &value) {
-                failures.push(format!("restoring {key} = {value}: {e}"));
-            }
-        }
-    }
-    // Created if missing, then deleted: no error when it is already gone.
-    if let Err(e) = nft(
-        &format!("table inet {table} {{}}\ndelete table inet {table}\n"),
-        table,
-    ) {
-        failures.push(e.to_string());
-    }
-    if failures.is_empty() {
-        let _ = std::fs::remove_file(saved);
-        let _ = std::fs::remove_file(ruleset_file(saved));
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "SYN proxy clean-up: {}; {} is kept",
-            failures.join("; "),
-            saved.display()
-        )
-    }
+    undo(&table, &saved)
 }
 
 #[cfg(test)]

@@ -234,7 +234,7 @@ fn daemon_ban_rate(pin_dir: &std::path::Path) -> String {
                     IpAddr::V4(Ipv4Addr::from(0xc612_0000 | (b * BATCH + i))),
                     32,
                 ),
-                ttl: Some(std::time::Duration::from_secs(600)),
+                ttl: Some(std::time::Duration::from_mins(10)),
                 reason: Reason::L7Abuse,
                 note: Some("bench"),
             })
