@@ -370,4 +370,57 @@ fn the_stack_side_is_undone_on_stop_and_after_kill_9() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(p.sysctl(loose), "1");
+
+    // The keeper killed with the daemon (as a service manager's kill of the whole unit does):
+    // the next start, without syn_proxy, undoes what is left.
+    p.proxy = p.w.start_proxy(
+        &config,
+        &[],
+        &[],
+        SocketAddr::from((Ipv4Addr::LOCALHOST, PORT)),
+    );
+    let keeper = keeper_of(p.proxy.pid()).expect("the daemon's keeper process");
+    // SAFETY: kill on the PID of the keeper this test's daemon started (its child).
+    unsafe { libc::kill(keeper, libc::SIGKILL) };
+    p.proxy.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(p.has_table(), "left behind by the killed keeper");
+    assert_eq!(p.sysctl(timestamps), "1");
+    let plain = p.w.write_config(
+        "plain.toml",
+        &std::fs::read_to_string(&config)
+            .unwrap()
+            .lines()
+            .skip(2)
+            .filter(|l| !l.contains("syn_proxy"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    p.proxy = p.w.start_proxy(
+        &plain,
+        &[],
+        &[],
+        SocketAddr::from((Ipv4Addr::LOCALHOST, PORT)),
+    );
+    assert!(!p.has_table(), "leftover table removed at the next start");
+    assert_eq!(p.sysctl(timestamps), "0", "saved value restored");
+    assert_eq!(p.sysctl(loose), "1");
+}
+
+/// The keeper process (`proxy-synkeeper`) among the children of the daemon `pid`.
+fn keeper_of(pid: i32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            if comm.trim() == "proxy-synkeeper" {
+                return Some(child);
+            }
+        }
+    }
+    None
 }
