@@ -239,24 +239,14 @@ fn parse_wrk(out: &str) -> Option<(f64, f64)> {
     Some((rps, ms))
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one run start to end: namespaces, servers, flood and load, then teardown, in order"
-)]
-fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
-    let _net = Net::up()?;
-    let attach = if mode == "xdp" { "xdp" } else { "none" };
-    let config = dir.join(format!("attack-{mode}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "instance = \"{INSTANCE}\"\nstate_file = \"{}\"\nworkers = 1\n[kernel]\nattach = \"{attach}\"\ninterfaces = [\"pxb-s1\", \"pxb-s2\"]\n[[listener]]\naddress = \"0.0.0.0:8080\"\nupstream = \"o\"\n[upstream.o]\nservers = [\"127.0.0.1:9000\"]\n",
-            dir.join(format!("state-{mode}.json")).display()
-        ),
-    )?;
-    let _ = std::fs::remove_file(dir.join(format!("state-{mode}.json")));
-    let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{INSTANCE}"));
-    let mut procs = Procs(Vec::new());
+/// Starts the demo origin and the proxy (`config`) in the server namespace, both on CPU 0,
+/// into `procs`; returns the legit client's URL once the proxy answers there.
+fn start_servers(
+    bin: &Path,
+    config: &Path,
+    mode: &str,
+    procs: &mut Procs,
+) -> anyhow::Result<String> {
     let mut origin = in_ns(SRV, &bin.join("demo-origin"));
     origin
         .args(["--listen", "127.0.0.1:9000"])
@@ -279,7 +269,7 @@ fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
         ])
         .arg(bin.join("proxy"))
         .args(["run", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("RUST_LOG", "warn");
     procs.0.push(proxy.spawn().context("starting the proxy")?);
     // Ready when the legit namespace gets an answer.
@@ -304,6 +294,24 @@ fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(url)
+}
+
+fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
+    let _net = Net::up()?;
+    let attach = if mode == "xdp" { "xdp" } else { "none" };
+    let config = dir.join(format!("attack-{mode}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "instance = \"{INSTANCE}\"\nstate_file = \"{}\"\nworkers = 1\n[kernel]\nattach = \"{attach}\"\ninterfaces = [\"pxb-s1\", \"pxb-s2\"]\n[[listener]]\naddress = \"0.0.0.0:8080\"\nupstream = \"o\"\n[upstream.o]\nservers = [\"127.0.0.1:9000\"]\n",
+            dir.join(format!("state-{mode}.json")).display()
+        ),
+    )?;
+    let _ = std::fs::remove_file(dir.join(format!("state-{mode}.json")));
+    let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{INSTANCE}"));
+    let mut procs = Procs(Vec::new());
+    let url = start_servers(bin, &config, mode, &mut procs)?;
     let proxy_bin = bin.join("proxy");
     if mode != "none" {
         run(Command::new(&proxy_bin)
@@ -546,52 +554,7 @@ fn one_spoofed(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<SpoofRun> {
             "net.netfilter.nf_conntrack_tcp_loose=0",
         ]))?;
     }
-    let mut origin = in_ns(SRV, &bin.join("demo-origin"));
-    origin
-        .args(["--listen", "127.0.0.1:9000"])
-        .stderr(Stdio::null());
-    procs.0.push(
-        Command::new("taskset")
-            .args(["-c", "0"])
-            .args(std::iter::once(origin.get_program()).chain(origin.get_args()))
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let mut proxy = Command::new("taskset");
-    proxy
-        .args([
-            "-c",
-            "0",
-            "nsenter",
-            &format!("--net=/run/netns/{SRV}"),
-            "--",
-        ])
-        .arg(bin.join("proxy"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn");
-    procs.0.push(proxy.spawn().context("starting the proxy")?);
-    let url = format!("http://{SRV_LEGIT}:8080/");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while output(Command::new("ip").args([
-        "netns",
-        "exec",
-        LEGIT,
-        "curl",
-        "-s",
-        "-m",
-        "1",
-        "-o",
-        "/dev/null",
-        &url,
-    ]))
-    .is_none()
-    {
-        if Instant::now() > deadline {
-            bail!("the proxy did not answer in the bench namespaces ({mode})");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let url = start_servers(bin, &config, mode, &mut procs)?;
     if mode == "drop" {
         run(Command::new(bin.join("proxy"))
             .args(["blocklist", "add", "10.252.0.0/16", "--instance", INSTANCE])
