@@ -239,6 +239,27 @@ fn parse_wrk(out: &str) -> Option<(f64, f64)> {
     Some((rps, ms))
 }
 
+/// wrk from the legit namespace on CPU 1 for [`RUN`].
+fn legit_load(url: &str) -> anyhow::Result<std::process::Output> {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            LEGIT,
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            "-c32",
+            &format!("-d{}s", RUN.as_secs()),
+            "--latency",
+            url,
+        ])
+        .output()
+        .context("running wrk")
+}
+
 /// Starts the demo origin and the proxy (`config`) in the server namespace, both on CPU 0,
 /// into `procs`; returns the legit client's URL once the proxy answers there.
 fn start_servers(
@@ -356,23 +377,7 @@ fn one(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<Run> {
     });
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let wrk = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            LEGIT,
-            "taskset",
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            "-c32",
-            &format!("-d{}s", RUN.as_secs()),
-            "--latency",
-            &url,
-        ])
-        .output()
-        .context("running wrk")?;
+    let wrk = legit_load(&url)?;
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     if let Some(f) = flood {
@@ -624,23 +629,7 @@ fn one_spoofed(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<SpoofRun> {
     );
     let t = flood(stop.clone(), sent);
     std::thread::sleep(Duration::from_millis(300));
-    let wrk = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            LEGIT,
-            "taskset",
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            "-c32",
-            &format!("-d{}s", RUN.as_secs()),
-            "--latency",
-            &url,
-        ])
-        .output()
-        .context("running wrk")?;
+    let wrk = legit_load(&url)?;
     stop.store(true, Ordering::Relaxed);
     t.join()
         .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;

@@ -156,14 +156,7 @@ impl Datapath {
     /// The XDP program, loaded into the kernel on first use.
     pub fn xdp(&mut self) -> Result<&mut Xdp, KernelError> {
         let name = programs::XDP_FILTER;
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(KernelError::Missing {
-                kind: "XDP program",
-                name,
-            })?;
+        let prog: &mut Xdp = self.xdp_program(name)?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| load_error(name, &e))?;
             // Its helpers need Linux 6.0; without it the filter's tail call finds nothing and
@@ -173,28 +166,32 @@ impl Datapath {
                 self.syn_proxy_error = Some(e.to_string());
             }
         }
-        let prog: &mut Xdp = self
-            .ebpf
+        let prog: &mut Xdp = self.xdp_program(name)?;
+        Ok(prog)
+    }
+
+    /// The XDP program `name` of the object.
+    fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, KernelError> {
+        self.ebpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
             .ok_or(KernelError::Missing {
                 kind: "XDP program",
                 name,
-            })?;
-        Ok(prog)
+            })
+    }
+
+    /// The map `name` of the object.
+    fn map_named(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, KernelError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { kind: "map", name })
     }
 
     /// Loads `xdp_synproxy` and puts it where the filter's tail call finds it.
     fn load_syn_proxy(&mut self) -> Result<(), KernelError> {
         let name = programs::XDP_SYNPROXY;
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(KernelError::Missing {
-                kind: "XDP program",
-                name,
-            })?;
+        let prog: &mut Xdp = self.xdp_program(name)?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| load_error(name, &e))?;
         }
@@ -206,13 +203,7 @@ impl Datapath {
                 name,
                 detail: format!("duplicating its fd: {e}"),
             })?;
-        let map = self
-            .ebpf
-            .map_mut(maps::SYN_PROXY_PROG)
-            .ok_or(KernelError::Missing {
-                kind: "map",
-                name: maps::SYN_PROXY_PROG,
-            })?;
+        let map = self.map_named(maps::SYN_PROXY_PROG)?;
         let mut array = ProgramArray::try_from(map).map_err(|source| KernelError::Map {
             op: "open",
             map: maps::SYN_PROXY_PROG,
@@ -360,13 +351,7 @@ impl Datapath {
 
     /// Sets the in-kernel SYN rate limit (live: read for every SYN).
     pub fn set_rate_config(&mut self, config: RateConfig) -> Result<(), KernelError> {
-        let map = self
-            .ebpf
-            .map_mut(maps::RATE_CONFIG)
-            .ok_or(KernelError::Missing {
-                kind: "map",
-                name: maps::RATE_CONFIG,
-            })?;
+        let map = self.map_named(maps::RATE_CONFIG)?;
         let mut array: Array<_, RateConfig> =
             Array::try_from(map).map_err(|source| KernelError::Map {
                 op: "open",
@@ -415,13 +400,7 @@ impl Datapath {
             ..config
         })?;
         {
-            let map = self
-                .ebpf
-                .map_mut(maps::SYN_PROXY_LISTENERS)
-                .ok_or(KernelError::Missing {
-                    kind: "map",
-                    name: maps::SYN_PROXY_LISTENERS,
-                })?;
+            let map = self.map_named(maps::SYN_PROXY_LISTENERS)?;
             let mut hash: HashMap<_, ListenerKey, u32> =
                 HashMap::try_from(map).map_err(map_err("open", maps::SYN_PROXY_LISTENERS))?;
             let old: Vec<ListenerKey> = hash.keys().filter_map(Result::ok).collect();
@@ -433,13 +412,7 @@ impl Datapath {
                     .map_err(map_err("write", maps::SYN_PROXY_LISTENERS))?;
             }
         }
-        let map = self
-            .ebpf
-            .map_mut(maps::SYN_PROXY_PORTS)
-            .ok_or(KernelError::Missing {
-                kind: "map",
-                name: maps::SYN_PROXY_PORTS,
-            })?;
+        let map = self.map_named(maps::SYN_PROXY_PORTS)?;
         let mut ports: Array<_, u32> =
             Array::try_from(map).map_err(map_err("open", maps::SYN_PROXY_PORTS))?;
         let mut words = vec![0u32; SYN_PROXY_PORT_WORDS as usize];
@@ -460,13 +433,7 @@ impl Datapath {
     }
 
     fn write_syn_proxy_config(&mut self, config: SynProxyConfig) -> Result<(), KernelError> {
-        let map = self
-            .ebpf
-            .map_mut(maps::SYN_PROXY_CONFIG)
-            .ok_or(KernelError::Missing {
-                kind: "map",
-                name: maps::SYN_PROXY_CONFIG,
-            })?;
+        let map = self.map_named(maps::SYN_PROXY_CONFIG)?;
         let mut array: Array<_, SynProxyConfig> =
             Array::try_from(map).map_err(|source| KernelError::Map {
                 op: "open",
@@ -486,13 +453,7 @@ impl Datapath {
         policy: SpreadPolicy,
         workers: u32,
     ) -> Result<(), KernelError> {
-        let map = self
-            .ebpf
-            .map_mut(maps::SPREAD_CONFIG)
-            .ok_or(KernelError::Missing {
-                kind: "map",
-                name: maps::SPREAD_CONFIG,
-            })?;
+        let map = self.map_named(maps::SPREAD_CONFIG)?;
         let mut config: Array<_, SpreadConfig> =
             Array::try_from(map).map_err(|source| KernelError::Map {
                 op: "open",
@@ -532,13 +493,7 @@ impl Datapath {
             return Err(fail(format!("more than {MAX_WORKERS} workers")));
         }
         {
-            let map = self
-                .ebpf
-                .map_mut(maps::LISTENER_SLOTS)
-                .ok_or(KernelError::Missing {
-                    kind: "map",
-                    name: maps::LISTENER_SLOTS,
-                })?;
+            let map = self.map_named(maps::LISTENER_SLOTS)?;
             let mut slots: HashMap<_, ListenerKey, u32> =
                 HashMap::try_from(map).map_err(|source| KernelError::Map {
                     op: "open",
@@ -554,13 +509,7 @@ impl Datapath {
                 })?;
         }
         {
-            let map = self
-                .ebpf
-                .map_mut(maps::WORKER_SOCKETS)
-                .ok_or(KernelError::Missing {
-                    kind: "map",
-                    name: maps::WORKER_SOCKETS,
-                })?;
+            let map = self.map_named(maps::WORKER_SOCKETS)?;
             let mut array: ReusePortSockArray<_> =
                 ReusePortSockArray::try_from(map).map_err(|source| KernelError::Map {
                     op: "open",
@@ -634,25 +583,13 @@ impl Datapath {
         let map_err = |op: &'static str, map: &'static str| {
             move |source| KernelError::Map { op, map, source }
         };
-        let slots = self
-            .ebpf
-            .map_mut(maps::IFACE_SLOTS)
-            .ok_or(KernelError::Missing {
-                kind: "map",
-                name: maps::IFACE_SLOTS,
-            })?;
+        let slots = self.map_named(maps::IFACE_SLOTS)?;
         let mut slots: Array<_, u32> =
             Array::try_from(slots).map_err(map_err("open", maps::IFACE_SLOTS))?;
         slots
             .set(ifindex, slot, 0)
             .map_err(map_err("write", maps::IFACE_SLOTS))?;
-        let names = self
-            .ebpf
-            .map_mut(maps::IFACE_NAMES)
-            .ok_or(KernelError::Missing {
-                kind: "map",
-                name: maps::IFACE_NAMES,
-            })?;
+        let names = self.map_named(maps::IFACE_NAMES)?;
         let mut names: Array<_, IfaceName> =
             Array::try_from(names).map_err(map_err("open", maps::IFACE_NAMES))?;
         names
