@@ -427,8 +427,10 @@ pub enum Counter {
     /// cookie (forged or stale ACKs, stray RSTs): dropped.
     SynCookieAcksInvalid = 9,
     /// SYNs to a SYN-proxied listener that the XDP program left to the stack's own
-    /// (nftables) SYN proxy: VLAN tags, IPv4 options, IPv6 extension headers, fragments,
-    /// payload, a checksum it could not verify, or no room to build the answer.
+    /// (nftables) SYN proxy: payload, an IPv4 header checksum that does not verify, a
+    /// broadcast/multicast MAC, a martian source, a tuple the stack already has, or no room to
+    /// build the answer. (Frames it does not parse, VLAN tags, IPv4 options, IPv6 extension
+    /// headers, fragments, go there too and count as passed.)
     SynProxyToStack = 10,
 }
 

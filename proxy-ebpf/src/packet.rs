@@ -88,13 +88,7 @@ impl Packet {
     /// Reads a `T` at `offset`, or `Err` when it would cross the end of the packet.
     #[inline(always)]
     fn load<T: Copy>(&self, offset: usize) -> Result<T, ()> {
-        let ptr = self.start + offset;
-        if ptr + size_of::<T>() > self.end {
-            return Err(());
-        }
-        // SAFETY: [ptr, ptr + size_of::<T>()) lies inside the packet (checked just above), and
-        // read_unaligned has no alignment requirement.
-        Ok(unsafe { (ptr as *const T).read_unaligned() })
+        load_at(self.start, self.end, offset).ok_or(())
     }
 
     /// Whether `len` bytes from `offset` lie inside the packet.
@@ -238,6 +232,19 @@ impl Packet {
             is_ipv6_extension(next)
         }
     }
+}
+
+/// Reads a `T` at `start + offset` if the packet `[start, end)` holds it (the explicit bound
+/// check is what the verifier needs to see). The SYN proxy reads through it too.
+#[inline(always)]
+pub fn load_at<T: Copy>(start: usize, end: usize, offset: usize) -> Option<T> {
+    let ptr = start + offset;
+    if ptr + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: [ptr, ptr + size_of::<T>()) lies inside the packet (checked just above), and
+    // read_unaligned has no alignment requirement.
+    Some(unsafe { (ptr as *const T).read_unaligned() })
 }
 
 /// Whether `next_header` is one of the IPv6 extension headers the walk follows.

@@ -12,7 +12,8 @@
 //! Only plain frames are answered here: Ethernet without VLAN tags, IPv4 without options (and
 //! a header checksum that verifies) or IPv6 without extension headers, no fragment, no
 //! payload. Anything else to the port goes to the stack, where nftables' synproxy answers it
-//! (slower, but still without a socket per SYN), and is counted (`syn_proxy_passed_to_stack`).
+//! (slower, but still without a socket per SYN); the SYNs it looked at and left are counted
+//! (`syn_proxy_passed_to_stack`), frames it does not parse count as passed.
 //!
 //! The SYN's TCP checksum is not verified (xdp-tools' `xdpcookie` makes it optional too): a
 //! frame from a local sender (a veth, a container) carries only the pseudo-header sum there
@@ -33,6 +34,7 @@ use proxy_common::{Counter, ListenerKey, SynProxyConfig};
 use crate::{
     filter::Verdict,
     maps::{SYN_PROXY_CONFIG, SYN_PROXY_LISTENERS, SYN_PROXY_PORTS},
+    packet::load_at as load,
 };
 
 const ETH_HLEN: usize = 14;
@@ -86,17 +88,6 @@ fn frame_len(ctx: &XdpContext) -> usize {
     core::hint::black_box(ctx.data_end() - ctx.data())
 }
 
-/// Reads a `T` at `data + offset` if the packet has it.
-#[inline(always)]
-fn load<T: Copy>(data: usize, end: usize, offset: usize) -> Option<T> {
-    let ptr = data + offset;
-    if ptr + size_of::<T>() > end {
-        return None;
-    }
-    // SAFETY: [ptr, ptr + size_of::<T>()) lies inside the packet (checked just above).
-    Some(unsafe { (ptr as *const T).read_unaligned() })
-}
-
 /// Writes a `T` at `data + offset` if the packet has room for it.
 #[inline(always)]
 fn store<T: Copy>(data: usize, end: usize, offset: usize, value: T) -> Option<()> {
@@ -125,16 +116,9 @@ fn fold(mut sum: u32) -> u16 {
 }
 
 /// Whether a listener with the SYN proxy owns `family` / `addr` (network order words) /
-/// `port`: the port's bit first (one array read for every TCP packet), then the listener.
+/// `port` (the port's bit was tested by the filter before its tail call, in [`wanted`]).
 #[inline(always)]
 fn proxied(family: u32, addr: [u32; 4], port: u16) -> bool {
-    let word = SYN_PROXY_PORTS
-        .get(u32::from(port) / 32)
-        .copied()
-        .unwrap_or(0);
-    if word & (1 << (port % 32)) == 0 {
-        return false;
-    }
     let mut key = ListenerKey {
         family,
         port: u32::from(port),

@@ -979,9 +979,15 @@ fn syn_proxy_answers_syns_and_checks_acks() {
         enabled: 1,
         hop_limit: 62,
     };
+    // A real connection on loopback, for the branch where the stack already has the tuple.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    let (_accepted, _) = server.accept().unwrap();
+    let (server_addr, client_addr) = (server.local_addr().unwrap(), client.local_addr().unwrap());
     let listeners: Vec<SocketAddr> = vec![
         "10.255.0.1:8443".parse().unwrap(),
         "[::]:9443".parse().unwrap(),
+        server_addr,
     ];
     t.datapath.set_syn_proxy(config, &listeners).unwrap();
     let before = maps.counters().unwrap();
@@ -1158,6 +1164,54 @@ fn syn_proxy_answers_syns_and_checks_acks() {
         XDP_PASS
     );
 
+    // A SYN whose tuple the stack already has (a connection, or its TIME_WAIT: NAT port reuse)
+    // goes to the stack; any other packet of it passes without a cookie check.
+    let mut again = syn(
+        "127.0.0.1",
+        "127.0.0.1",
+        server_addr.port(),
+        linux_syn_options(1),
+    );
+    again.sport = client_addr.port();
+    assert_eq!(
+        t.datapath.test_run_xdp(&again.frame()).unwrap(),
+        XDP_PASS,
+        "existing tuple"
+    );
+    let mut segment = again.clone();
+    segment.flags = 0x18;
+    segment.ack = 12345;
+    segment.payload = b"data".to_vec();
+    assert_eq!(
+        t.datapath.test_run_xdp(&segment.frame()).unwrap(),
+        XDP_PASS,
+        "its data"
+    );
+    // Frames it does not parse pass untouched (nftables answers them), not counted: a VLAN
+    // tag, IPv4 options, a fragment, an IPv6 extension header.
+    let plain_syn = syn("192.0.2.16", "10.255.0.1", 8443, linux_syn_options(1)).frame();
+    let mut tagged = plain_syn[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+    tagged.extend_from_slice(&plain_syn[12..]);
+    let mut options = plain_syn[..34].to_vec();
+    options.extend_from_slice(&[1, 1, 1, 0]);
+    options.extend_from_slice(&plain_syn[34..]);
+    options[14] = 0x46;
+    let mut fragment = plain_syn.clone();
+    fragment[14 + 6] |= 0x20;
+    let mut extension = syn("2001:db8::16", "2001:db8::1", 9443, linux_syn_options(1)).frame();
+    extension[14 + 6] = 0; // hop-by-hop announced where TCP was
+    for (what, frame) in [
+        ("VLAN tag", &tagged),
+        ("IPv4 options", &options),
+        ("IPv4 fragment", &fragment),
+        ("IPv6 extension header", &extension),
+    ] {
+        let (action, out) = t.datapath.test_run_xdp_out(frame).unwrap();
+        assert_eq!(action, XDP_PASS, "{what}");
+        assert_eq!(&out, frame, "{what}: untouched");
+    }
+
     // A blocked source is dropped before the SYN proxy answers anything.
     block(&mut maps, "198.51.100.0/24", 0);
     maps.rebuild_index().unwrap();
@@ -1169,7 +1223,7 @@ fn syn_proxy_answers_syns_and_checks_acks() {
     assert_eq!(delta(Counter::SynCookiesSent), 7);
     assert_eq!(delta(Counter::SynCookieAcksValid), 4);
     assert_eq!(delta(Counter::SynCookieAcksInvalid), 12);
-    assert_eq!(delta(Counter::SynProxyToStack), 4);
+    assert_eq!(delta(Counter::SynProxyToStack), 5);
 
     // Off: SYNs go to the stack untouched.
     t.datapath

@@ -351,16 +351,20 @@ impl Datapath {
 
     /// Sets the in-kernel SYN rate limit (live: read for every SYN).
     pub fn set_rate_config(&mut self, config: RateConfig) -> Result<(), KernelError> {
-        let map = self.map_named(maps::RATE_CONFIG)?;
-        let mut array: Array<_, RateConfig> =
-            Array::try_from(map).map_err(|source| KernelError::Map {
-                op: "open",
-                map: maps::RATE_CONFIG,
-                source,
-            })?;
-        array.set(0, config, 0).map_err(|source| KernelError::Map {
+        self.set_entry0(maps::RATE_CONFIG, config)
+    }
+
+    /// Writes entry 0 of the one-entry config array `name`.
+    fn set_entry0<T: aya::Pod>(&mut self, name: &'static str, value: T) -> Result<(), KernelError> {
+        let map = self.map_named(name)?;
+        let mut array: Array<_, T> = Array::try_from(map).map_err(|source| KernelError::Map {
+            op: "open",
+            map: name,
+            source,
+        })?;
+        array.set(0, value, 0).map_err(|source| KernelError::Map {
             op: "write",
-            map: maps::RATE_CONFIG,
+            map: name,
             source,
         })
     }
@@ -395,10 +399,13 @@ impl Datapath {
             keys.push(key);
         }
         // Off first, so no packet sees a half-written set.
-        self.write_syn_proxy_config(SynProxyConfig {
-            enabled: 0,
-            ..config
-        })?;
+        self.set_entry0(
+            maps::SYN_PROXY_CONFIG,
+            SynProxyConfig {
+                enabled: 0,
+                ..config
+            },
+        )?;
         {
             let map = self.map_named(maps::SYN_PROXY_LISTENERS)?;
             let mut hash: HashMap<_, ListenerKey, u32> =
@@ -427,24 +434,9 @@ impl Datapath {
             }
         }
         if config.enabled != 0 && !keys.is_empty() {
-            self.write_syn_proxy_config(config)?;
+            self.set_entry0(maps::SYN_PROXY_CONFIG, config)?;
         }
         Ok(())
-    }
-
-    fn write_syn_proxy_config(&mut self, config: SynProxyConfig) -> Result<(), KernelError> {
-        let map = self.map_named(maps::SYN_PROXY_CONFIG)?;
-        let mut array: Array<_, SynProxyConfig> =
-            Array::try_from(map).map_err(|source| KernelError::Map {
-                op: "open",
-                map: maps::SYN_PROXY_CONFIG,
-                source,
-            })?;
-        array.set(0, config, 0).map_err(|source| KernelError::Map {
-            op: "write",
-            map: maps::SYN_PROXY_CONFIG,
-            source,
-        })
     }
 
     /// Sets the spreading policy (live: the program reads it for every new connection).
@@ -453,27 +445,13 @@ impl Datapath {
         policy: SpreadPolicy,
         workers: u32,
     ) -> Result<(), KernelError> {
-        let map = self.map_named(maps::SPREAD_CONFIG)?;
-        let mut config: Array<_, SpreadConfig> =
-            Array::try_from(map).map_err(|source| KernelError::Map {
-                op: "open",
-                map: maps::SPREAD_CONFIG,
-                source,
-            })?;
-        config
-            .set(
-                0,
-                SpreadConfig {
-                    policy: policy as u32,
-                    workers,
-                },
-                0,
-            )
-            .map_err(|source| KernelError::Map {
-                op: "write",
-                map: maps::SPREAD_CONFIG,
-                source,
-            })
+        self.set_entry0(
+            maps::SPREAD_CONFIG,
+            SpreadConfig {
+                policy: policy as u32,
+                workers,
+            },
+        )
     }
 
     /// Registers one listener's worker sockets (index = worker) under `slot` and attaches the
