@@ -30,8 +30,20 @@ impl Reply {
 
 /// `GET path` on a new connection; the connect itself times out after `timeout`.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<Reply> {
+    get_within(addr, path, timeout, Duration::from_secs(5))
+}
+
+/// [`get`] whose every read also times out after `read_timeout` (an error of kind
+/// `TimedOut` or `WouldBlock`): a connection whose packets start being dropped after its
+/// handshake shows as dropped too, instead of waiting out its retransmissions.
+pub fn get_within(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    read_timeout: Duration,
+) -> std::io::Result<Reply> {
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(read_timeout))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n"
@@ -66,6 +78,17 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<R
 pub fn get_in(ns: &str, addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<Reply> {
     let path = path.to_owned();
     run_in(ns, move || get(addr, &path, timeout))
+}
+
+/// [`get_within`] from inside network namespace `ns`.
+pub fn get_within_in(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<Reply> {
+    let path = path.to_owned();
+    run_in(ns, move || get_within(addr, &path, timeout, timeout))
 }
 
 /// Opens a keep-alive connection from namespace `ns`, completes one `GET /` on it, and returns

@@ -9,7 +9,7 @@ use std::{
 };
 
 use proxy_tests::{
-    client::get_in,
+    client::{get_in, get_within_in},
     harness::{ORIGIN, World},
     netns::run_in,
     process::ChildGuard,
@@ -83,8 +83,10 @@ servers = ["{ORIGIN}"]
     }
 
     /// A request from client 1 (`Err` when the connection cannot be made in 1 s).
+    /// A request from client 1; a connect or a read that waits a second counts as dropped
+    /// (a ban can land between a connection's handshake and its request).
     fn client1(&self, path: &str) -> std::io::Result<proxy_tests::client::Reply> {
-        get_in(
+        get_within_in(
             &self.w.topo.cli_ns,
             self.addr(),
             path,

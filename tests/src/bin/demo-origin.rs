@@ -89,7 +89,9 @@ fn percent_decode(s: &str) -> String {
 /// Set-Cookie, `status`, `delay` ms before the headers, `size` body bytes, `chunks` N body
 /// chunks 100 ms apart without Content-Length, `loc` Location, `ranges=1` single byte ranges
 /// answered with 206. Conditionals are honoured
-/// (304). Every response carries `x-version: <count>` and the body `key=<key> n=<count>`.
+/// (304). Every response carries `x-version: <count>`, the body `key=<key> n=<count>` and a
+/// `Date` rounded up to the next second (`expires` counts from it), so that a cache sees no
+/// apparent age and `max-age=1` means one whole second.
 #[expect(
     clippy::too_many_lines,
     reason = "one query parameter after another, each mapped to its response header"
@@ -134,7 +136,16 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
             .body(Full::new(Bytes::from_static(b"failing on purpose\n")).boxed())
             .expect("valid");
     }
+    // Date rounded up to the next whole second: hyper's own Date is the current second
+    // truncated, which makes a response up to a second old on arrival (RFC 9111 apparent age),
+    // and a `max-age=1` answer then stale at a random moment within its one second.
     let now = std::time::SystemTime::now();
+    let now = std::time::UNIX_EPOCH
+        + Duration::from_secs(
+            now.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+        );
+    let date = httpdate::fmt_http_date(now);
     // ctv=1: the content type changes with every answer (to see a 304 update it).
     let content_type = if p("ctv") == Some("1") {
         format!("text/plain; v={count}")
@@ -143,7 +154,8 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
     };
     let mut b = Response::builder()
         .header("content-type", content_type)
-        .header("x-version", count);
+        .header("x-version", count)
+        .header("date", date.as_str());
     if let Some(v) = p("cc") {
         b = b.header("cache-control", v);
     }
@@ -214,6 +226,7 @@ async fn cache_response(req: &Request<Incoming>, state: &State, key: &str) -> Re
     {
         return Response::builder()
             .status(304)
+            .header("date", date.as_str())
             .header("etag", format!("\"{other}\""))
             .body(Full::new(Bytes::new()).boxed())
             .expect("valid");
