@@ -20,18 +20,19 @@ pub fn reuseport_select(ctx: SkReuseportContext) -> u32 {
     }
 }
 
-/// Score of a worker: lower is less loaded; `DEAD` for a worker that is not alive. Counts the
-/// connections picked for it and not accepted yet (`pending`; the worker's decrement may have
-/// run ahead of a daemon reset: read as signed, below zero as zero).
+/// Score of a worker: lower is less loaded; `DEAD` for a worker that is not alive. Open
+/// connections first, counting those picked for it and not accepted yet (`pending`; the
+/// worker's decrement may have run ahead of a daemon correction: read as signed, below zero
+/// as zero); requests in flight only break ties. Adding the two made a worker whose keep-alive
+/// connections happened to be mid-request look busier than one holding more connections, and
+/// connections placed by that momentary reading stay where they were put.
 #[inline(always)]
 fn score(worker: u32) -> u32 {
     match WORKER_LOAD.get(worker) {
         Some(load) if load.alive != 0 => {
             let pending = (load.pending as i32).max(0) as u32;
-            load.connections
-                .saturating_add(load.inflight)
-                .saturating_add(pending)
-                .min(DEAD - 1)
+            let open = load.connections.saturating_add(pending).min(0x00FF_FFFE);
+            (open << 8) | load.inflight.min(0xFF)
         }
         _ => DEAD,
     }

@@ -491,7 +491,12 @@ const NFT_SYNPROXY: &str = "table inet pxb_synproxy {
     clippy::too_many_lines,
     reason = "one run start to end: namespaces, servers, the flood alone, then flood and load"
 )]
-fn one_spoofed(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<SpoofRun> {
+fn one_spoofed(
+    bin: &Path,
+    dir: &Path,
+    mode: &str,
+    profile: Option<&Path>,
+) -> anyhow::Result<SpoofRun> {
     let _net = Net::up()?;
     // The stack's SYN-ACKs to the spoofed sources go to the flood namespace (as XDP_TX's do),
     // which drops them.
@@ -590,6 +595,31 @@ fn one_spoofed(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<SpoofRun> {
         "bench-rx-pxb-c2",
         "packets_dropped_blocklist",
     );
+    // A profiling run samples CPU 1 (the sender and, on veth, every packet's receive path)
+    // while the flood runs alone.
+    let perf = profile
+        .map(|data| {
+            Command::new("perf")
+                .args([
+                    "record",
+                    "-q",
+                    "-a",
+                    "-C",
+                    "1",
+                    "-g",
+                    "-e",
+                    "cpu-clock",
+                    "-F",
+                    "2999",
+                ])
+                .arg("-o")
+                .arg(data)
+                .args(["--", "sleep", "3"])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("perf record (linux-perf installed?)")
+        })
+        .transpose()?;
     let soft0 = crate::xdpbench::softirq_ticks();
     let started = Instant::now();
     let t = flood(stop.clone(), sent.clone());
@@ -597,6 +627,10 @@ fn one_spoofed(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<SpoofRun> {
     stop.store(true, Ordering::Relaxed);
     t.join()
         .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+    if let Some(mut perf) = perf {
+        let status = perf.wait()?;
+        anyhow::ensure!(status.success(), "perf record failed: {status}");
+    }
     let alone = started.elapsed().as_secs_f64();
     // Let the last packets' softirq work finish.
     std::thread::sleep(Duration::from_millis(100));
@@ -622,24 +656,33 @@ fn one_spoofed(bin: &Path, dir: &Path, mode: &str) -> anyhow::Result<SpoofRun> {
         )
         .saturating_sub(synacks_before),
     ) / alone;
-    // Then legitimate load beside it.
-    let (stop, sent) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let t = flood(stop.clone(), sent);
-    std::thread::sleep(Duration::from_millis(300));
-    let wrk = legit_load(&url)?;
-    stop.store(true, Ordering::Relaxed);
-    t.join()
-        .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+    // Then legitimate load beside it (not in a profiling run).
+    let wrk = if profile.is_none() {
+        let (stop, sent) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let t = flood(stop.clone(), sent);
+        std::thread::sleep(Duration::from_millis(300));
+        let wrk = legit_load(&url)?;
+        stop.store(true, Ordering::Relaxed);
+        t.join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        Some(wrk)
+    } else {
+        None
+    };
     drop(procs);
     for rx in ["bench-rx-pxb-c1", "bench-rx-pxb-c2", INSTANCE] {
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/proxy/{rx}"));
     }
-    let text = String::from_utf8_lossy(&wrk.stdout);
-    let (rps, p99_ms) =
-        parse_wrk(&text).with_context(|| format!("cannot read wrk's output:\n{text}"))?;
+    let (rps, p99_ms) = match wrk {
+        Some(wrk) => {
+            let text = String::from_utf8_lossy(&wrk.stdout);
+            parse_wrk(&text).with_context(|| format!("cannot read wrk's output:\n{text}"))?
+        }
+        None => (f64::NAN, f64::NAN),
+    };
     Ok(SpoofRun {
         rps,
         p99_ms,
@@ -655,7 +698,7 @@ fn spoofed(bin: &Path, dir: &Path, base_rps: f64) -> anyhow::Result<(String, Vec
     let mut runs: Vec<Vec<SpoofRun>> = modes.iter().map(|_| Vec::new()).collect();
     for rep in 0..3 {
         for (i, mode) in modes.iter().enumerate() {
-            let r = one_spoofed(bin, dir, mode)?;
+            let r = one_spoofed(bin, dir, mode, None)?;
             eprintln!(
                 "    rep {} spoofed {mode:<8} legit {:>8.0} req/s  p99 {:>6.2} ms  flood alone {:>8.0} SYN/s  SYN-ACKs {:>8.0}/s  softirq {:>6.0} ns/SYN",
                 rep + 1,
@@ -734,8 +777,52 @@ fn spoofed(bin: &Path, dir: &Path, base_rps: f64) -> anyhow::Result<(String, Vec
             "missed"
         }
     );
+    md.push_str(&spoofed_profiles(bin, dir)?);
     md.push('\n');
     Ok((md, json))
+}
+
+/// The flood alone once more for the floor, the kernel's cookies and the XDP SYN proxy, under
+/// `perf record` on CPU 1: where a SYN's time goes in each, as markdown.
+fn spoofed_profiles(bin: &Path, dir: &Path) -> anyhow::Result<String> {
+    let modes = [
+        ("drop", "floor (XDP drop)"),
+        ("cookies", "kernel SYN cookies"),
+        ("xdp", "XDP SYN proxy"),
+    ];
+    let mut tops = Vec::new();
+    for (mode, _) in modes {
+        let data = dir.join(format!("spoof-{mode}.perf"));
+        let r = one_spoofed(bin, dir, mode, Some(&data))?;
+        let top = crate::xdpbench::perf_top(&data, 1.5)?;
+        let _ = std::fs::remove_file(&data);
+        eprintln!(
+            "    profile {mode}: {:.0} SYN/s; {}",
+            r.alone_pps,
+            top.iter()
+                .take(4)
+                .map(|(p, s)| format!("{s} {p:.1}%"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        tops.push((r.alone_pps, top));
+    }
+    let mut md = String::from(
+        "\nWhere CPU 1's time goes with the flood alone (`perf record -a -C 1 -g -e cpu-clock`, 3 s, one more \
+         run per mode after the measured ones): the sender's system calls and, on veth, the receive path of each \
+         SYN and the way back of each SYN-ACK all run there. Self time by function, 1.5 % and above; SYN/s is \
+         what the sender pushed while sampled.\n",
+    );
+    for ((_, label), (pps, top)) in modes.iter().zip(&tops) {
+        let _ = write!(
+            md,
+            "\n{label}, {pps:.0} SYN/s:\n\n| self % | function |\n|---|---|\n"
+        );
+        for (pct, sym) in top {
+            let _ = writeln!(md, "| {pct:.1} | `{sym}` |");
+        }
+    }
+    Ok(md)
 }
 
 /// Runs the scenario; returns the Markdown section and a JSON object.

@@ -78,7 +78,10 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     }
     crate::setup::ensure_packages(&["fonts-dejavu-core"])?;
     if chosen.contains(&"attack") {
-        crate::setup::ensure_packages(&["wrk", "nftables", "curl"])?;
+        crate::setup::ensure_packages(&["wrk", "nftables", "curl", "linux-perf"])?;
+    }
+    if chosen.contains(&"lookup") {
+        crate::setup::ensure_packages(&["linux-perf"])?;
     }
     if chosen.contains(&"l7") {
         crate::setup::ensure_packages(&["wrk", "nginx-light", "haproxy"])?;

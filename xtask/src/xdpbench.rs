@@ -339,6 +339,76 @@ pub fn xdp(bin: &Path) -> anyhow::Result<(String, String)> {
 /// What explains the lookup figures.
 const LOOKUP_NOTE: &str = "What the figures say: the floor (a non-IP frame: the test run, the parser, the counters) is about 25 ns on this machine; a passed packet that no listed length reaches costs the floor plus the mask reads; each probe of the hash map costs about 20-25 ns (the key's hash and one bucket); `bpf_ktime_get_ns` costs as much again, so entries that never expire are decided without the clock. A blocked /24 whose 20-bit bucket holds no other length is one inline probe, against the trie's walk of up to 24 levels. The index does not win everywhere: traffic beside listed prefixes (\"near\") pays one probe for every length listed near it, and with this list (30 % of the prefixes spread over /8 to /31, so every region holds many lengths) it costs about what the trie walk costs; with 1 000 prefixes the trie is shallow and the two are close; an IPv6 packet in an unlisted region is a little dearer than the trie's miss. Real lists (mostly /32 and /24, some /16) populate few lengths per region, where the index probes once.";
 
+/// The blocked IPv4 packet at 100 000 prefixes under `perf record -e cpu-clock -g` (see
+/// lookup-bench's `profile`): where its time goes, by function, as markdown.
+fn lookup_profile(bin: &Path) -> anyhow::Result<String> {
+    let data = std::env::temp_dir().join(format!("proxy-lookup-{}.perf", std::process::id()));
+    let out = Command::new(bin.join("lookup-bench"))
+        .env("LOOKUP_BENCH_PROFILE", &data)
+        .output()
+        .context("running lookup-bench under perf")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "lookup-bench (profile) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = perf_top(&data, 1.0);
+    let _ = std::fs::remove_file(&data);
+    let report = report?;
+    let mut md = String::from(
+        "
+Where the blocked IPv4 packet's time goes at 100 000 prefixes: `perf record -e cpu-clock -g` on the \
+         process running the program through `BPF_PROG_TEST_RUN` for 5 s (the program runs in its system calls), \
+         self time by function, 1 % and above. `bpf_prog_..._xdp_filter` is the JIT-compiled program itself \
+         (with the array lookups the verifier inlines); the hash map's lookup (`__htab_map_lookup_elem`, \
+         with `jhash` inlined into it) and the other helpers show on their own lines; the rest is the test run's \
+         loop and timer.\n\n| self % | function |\n|---|---|\n",
+    );
+    for (pct, sym) in &report {
+        let _ = writeln!(md, "| {pct:.1} | `{sym}` |");
+    }
+    Ok(md)
+}
+
+/// `perf report`'s functions by self time (percent, name), at least `min` percent each.
+pub fn perf_top(data: &Path, min: f64) -> anyhow::Result<Vec<(f64, String)>> {
+    let out = Command::new("perf")
+        .arg("report")
+        .arg("-i")
+        .arg(data)
+        .args([
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "sym",
+            "-g",
+            "none",
+            "-q",
+        ])
+        .arg(format!("--percent-limit={min}"))
+        .output()
+        .context("running perf report")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "perf report failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            // "    45.12%  [k] bpf_prog_1234_xdp_filter"
+            let (pct, rest) = l.trim().split_once('%')?;
+            let sym = rest.trim();
+            let sym = sym
+                .strip_prefix("[k]")
+                .or_else(|| sym.strip_prefix("[.]"))
+                .unwrap_or(sym)
+                .trim();
+            Some((pct.trim().parse().ok()?, sym.to_owned()))
+        })
+        .collect())
+}
+
 /// `cargo xtask bench lookup`: the XDP program's own cost per packet by blocklist size
 /// (`BPF_PROG_TEST_RUN`, kernel-timed; see tests/src/bin/lookup-bench.rs), through the index
 /// and through the LPM tries (the lookup before #15) on the same lists in the same run, and
@@ -400,6 +470,7 @@ pub fn lookup(bin: &Path) -> anyhow::Result<(String, String)> {
         );
     }
     let _ = writeln!(md, "\n{LOOKUP_NOTE}");
+    md.push_str(&lookup_profile(bin)?);
     let (index, lpm) = at_100k;
     let _ = write!(
         md,

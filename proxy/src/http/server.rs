@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     clock::{kernel_ns, now_ms},
-    kernel::KernelMaps,
+    kernel::{KernelMaps, spread::LoadGuard},
     proxy_protocol::{self, ProxyHeader},
 };
 
@@ -196,7 +196,9 @@ pub async fn serve(
                 continue;
             }
         };
-        // No longer pending for the kernel's spreading, whatever happens to it next.
+        // Counted as open before it stops counting as pending: in between, the worker would
+        // look one connection lighter to the kernel's spreading than it is.
+        let counted = wctx.load.connection();
         wctx.load.accepted();
         // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; use the plain form.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
@@ -221,7 +223,7 @@ pub async fn serve(
             lctx.clone(),
             wctx.clone(),
             shutdown.clone(),
-            open_tx.clone(),
+            (open_tx.clone(), counted),
         );
         crate::counters::spawn(task);
     }
@@ -243,10 +245,9 @@ async fn connection(
     lctx: Arc<ListenerCtx>,
     wctx: Arc<WorkerCtx>,
     stop: watch::Receiver<bool>,
-    open: mpsc::Sender<()>,
+    // Held until the connection ends: the drain's sender and the load count.
+    _open: (mpsc::Sender<()>, LoadGuard),
 ) {
-    let _open = open;
-    let _counted = wctx.load.connection();
     let server = wctx.shared.generation.load().config.server.clone();
     let (peer, local) = if lctx.proxy_protocol {
         // Only the listed load balancers may say who the client is.

@@ -27,6 +27,9 @@ use proxy_tests::{
 };
 
 const REPEAT: u32 = 2_000_000;
+/// With `LOOKUP_BENCH_PROFILE=<file>`: the blocked IPv4 packet at this many prefixes is run
+/// under `perf record` (into that file) for a few seconds, and nothing else.
+const PROFILE_LEVEL: usize = 100_000;
 const LEVELS: [usize; 4] = [0, 1_000, 100_000, 1_000_000];
 
 struct Rng(u64);
@@ -135,6 +138,13 @@ fn main() {
         }
         // As the daemon does after syncing the lists: the index made exact and marked built.
         maps.rebuild_index().expect("rebuild the index");
+        if level == PROFILE_LEVEL
+            && let Ok(out) = std::env::var("LOOKUP_BENCH_PROFILE")
+        {
+            let frame = v4_frame(&blocked4.expect("a /24 in the list").to_string());
+            profile(&mut dp.0, &frame, &out);
+            return;
+        }
         let opt = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.1}"));
         // The frames, and the action each must get (0: whatever the index says, which the
         // tries must confirm: traffic beside listed prefixes, in the blocked /24's /16 and
@@ -208,6 +218,36 @@ fn main() {
         rows.join(", "),
         added as f64 / secs
     );
+}
+
+/// Runs the program on `frame` over and over while `perf record -e cpu-clock -g` samples this
+/// process (the program runs in its system calls) for 5 seconds, into `out`.
+fn profile(dp: &mut Datapath, frame: &[u8], out: &str) {
+    let mut perf = std::process::Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "4999",
+            "-g",
+            "-o",
+            out,
+            "-p",
+        ])
+        .arg(std::process::id().to_string())
+        .args(["--", "sleep", "5"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("perf record (linux-perf installed?)");
+    // perf attaches within a moment; the runs before it are simply not sampled.
+    while perf.try_wait().expect("perf record's status").is_none() {
+        let (action, _) = dp.time_xdp(frame, 200_000).expect("test run");
+        assert_eq!(action, 1, "the profiled packet is dropped");
+    }
+    let status = perf.wait().expect("perf record's status");
+    assert!(status.success(), "perf record failed: {status}");
 }
 
 /// Automatic bans as the daemon applies them (`ListStore::ban_batch`: the state file's lock,
