@@ -80,10 +80,29 @@ pub enum Command {
         #[arg(long)]
         now: bool,
     },
+    /// The fleet (`[cluster]`): this node's link to etcd and every node's progress.
+    Cluster {
+        /// Instance name.
+        #[arg(long, global = true, default_value = "default", env = "PROXY_INSTANCE")]
+        instance: String,
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Show the kernel packet counters of an instance.
     Stats {
         #[command(flatten)]
         target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterAction {
+    /// Connected or not, the etcd revision this node has applied, and every node seen with
+    /// its applied revision and lag.
+    Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -242,6 +261,10 @@ pub fn manage(command: Command) -> anyhow::Result<()> {
         }
         Command::Reload { instance } => reload(&instance),
         Command::Cache { instance, action } => cache(&instance, action),
+        Command::Cluster {
+            instance,
+            action: ClusterAction::Status { json },
+        } => cluster_status(&instance, json),
         Command::HashPassword => {
             let secret = read_secret()?;
             println!(
@@ -379,21 +402,72 @@ fn admin_call(
     Ok((status, json))
 }
 
-fn cache(instance: &str, action: CacheAction) -> anyhow::Result<()> {
-    let check = |(status, v): (u16, serde_json::Value)| -> anyhow::Result<serde_json::Value> {
-        if status == 200 {
-            Ok(v)
-        } else if status == 401 {
-            anyhow::bail!("the admin API wants a bearer token: set PROXY_ADMIN_TOKEN")
+/// An admin API answer's body when it is a 200, else an error that says what went wrong.
+fn admin_ok((status, v): (u16, serde_json::Value)) -> anyhow::Result<serde_json::Value> {
+    if status == 200 {
+        Ok(v)
+    } else if status == 401 {
+        anyhow::bail!("the admin API wants a bearer token: set PROXY_ADMIN_TOKEN")
+    } else {
+        anyhow::bail!(
+            "the admin API answered {status}: {}",
+            v.get("error")
+                .and_then(|e| e.as_str())
+                .map_or_else(|| v.to_string(), str::to_owned)
+        )
+    }
+}
+
+fn cluster_status(instance: &str, json: bool) -> anyhow::Result<()> {
+    let v = admin_ok(admin_call(instance, "GET", "/cluster", None)?)?;
+    if json {
+        println!("{v:#}");
+        return Ok(());
+    }
+    let s: crate::cluster::StatusView =
+        serde_json::from_value(v).context("the admin API's /cluster answer")?;
+    println!(
+        "node {}  etcd {}  prefix {}  {}",
+        s.node,
+        s.endpoints.join(","),
+        s.prefix,
+        if s.connected {
+            "connected"
         } else {
-            anyhow::bail!(
-                "the admin API answered {status}: {}",
-                v.get("error")
-                    .and_then(|e| e.as_str())
-                    .map_or_else(|| v.to_string(), str::to_owned)
-            )
+            "NOT CONNECTED"
         }
-    };
+    );
+    println!(
+        "applied revision {}  etcd revision {}  pending changes {}  published {}  applied {}  reconnects {}",
+        s.revision, s.etcd_revision, s.pending, s.published, s.applied, s.reconnects
+    );
+    if let Some(e) = &s.last_error {
+        println!("last error: {e}");
+    }
+    let now = crate::clock::wall_ms();
+    println!(
+        "{:<24} {:>10} {:>8} {:>10}  VERSION",
+        "NODE", "REVISION", "LAG", "SEEN"
+    );
+    for n in &s.nodes {
+        println!(
+            "{:<24} {:>10} {:>8} {:>9}s  {}",
+            n.node,
+            n.revision,
+            (s.etcd_revision - n.revision).max(0),
+            now.saturating_sub(n.updated_ms) / 1000,
+            n.version
+        );
+    }
+    println!(
+        "{} node(s); LAG: revisions behind the latest this node has seen",
+        s.nodes.len()
+    );
+    Ok(())
+}
+
+fn cache(instance: &str, action: CacheAction) -> anyhow::Result<()> {
+    let check = admin_ok;
     match action {
         CacheAction::Stats { json } => {
             let v = check(admin_call(instance, "GET", "/cache", None)?)?;

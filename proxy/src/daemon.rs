@@ -107,6 +107,12 @@ pub fn run(config: Config, config_path: &Path, keep_kernel_state: bool) -> anyho
     let pin_dir = kernel::pin_dir(&instance);
 
     let mut datapath = load_kernel(&config, &pin_dir, &instance)?;
+    if let Some(c) = &config.cluster {
+        let node = c
+            .node_name()
+            .map_err(|e| anyhow::anyhow!("cluster.node: {e}"))?;
+        info!(node, endpoints = %c.endpoints.join(","), prefix = %c.prefix, "cluster: this node shares its lists through etcd");
+    }
     let store = restore_lists(&config, &pin_dir)?;
     let workers = config.workers();
     let load = Arc::new(LoadTable::open(&pin_dir)?);
@@ -400,6 +406,7 @@ fn shared_state(
         access_log,
         cache: crate::cache::Cache::with_disk(config.cache.max_bytes, disk),
         maps: Some(maps),
+        cluster: std::sync::OnceLock::new(),
     }))
 }
 
@@ -541,6 +548,7 @@ async fn control_loop(c: Control<'_>) -> anyhow::Result<()> {
         stop_tx,
         stop_rx,
     } = c;
+    start_cluster(&config, shared, store);
     let sweeper = tokio::spawn(sweep_loop(
         store.clone(),
         config.kernel.sweep_interval,
@@ -621,6 +629,22 @@ async fn control_loop(c: Control<'_>) -> anyhow::Result<()> {
         let _ = a.await;
     }
     Ok(())
+}
+
+/// Starts the fleet task (`[cluster]`) on the control runtime.
+fn start_cluster(config: &Config, shared: &Shared, store: &Arc<Mutex<ListStore>>) {
+    let Some(c) = &config.cluster else { return };
+    // Checked at start-up (`node_name` cannot fail here unless the host name changed).
+    match c.node_name() {
+        Ok(node) => {
+            let _ = shared.cluster.set(crate::cluster::Cluster::start(
+                c.clone(),
+                node,
+                store.clone(),
+            ));
+        }
+        Err(e) => error!("cluster: {e}; this node does not join the fleet"),
+    }
 }
 
 /// Detaches the packet filter, or keeps it attached for the next start.
@@ -722,6 +746,7 @@ async fn apply_bans(
                 continue;
             }
         };
+        shared.lists_changed();
         let mut outcomes = outcomes.into_iter();
         for (request, allowed) in batch.iter().zip(allowed) {
             if allowed {

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cidr;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod counters;
 pub mod daemon;

@@ -107,6 +107,18 @@ pub struct Shared {
     /// The pinned lists, for clients the kernel cannot see: those behind a trusted proxy
     /// (and every client when no kernel program is attached).
     pub maps: Option<Arc<crate::kernel::KernelMaps>>,
+    /// The fleet task, once started (`[cluster]`).
+    pub cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+}
+
+impl Shared {
+    /// The lists changed in this process (automatic bans): the fleet publishes them now
+    /// rather than at its next look at the state file.
+    pub fn lists_changed(&self) {
+        if let Some(c) = self.cluster.get() {
+            c.lists_changed();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +284,9 @@ pub fn listeners_compatible(old: &Config, new: &Config) -> Result<(), String> {
         return Err(
             "instance, state_file or user changed: that needs a restart, not a reload".into(),
         );
+    }
+    if old.cluster != new.cluster {
+        return Err("[cluster] changed: that needs a restart, not a reload".into());
     }
     Ok(())
 }

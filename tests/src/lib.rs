@@ -2,6 +2,7 @@
 //! namespaces and processes that clean up after themselves (guards with `Drop`), and a tiny
 //! HTTP client that runs inside a namespace.
 pub mod client;
+pub mod etcd;
 pub mod harness;
 pub mod http;
 pub mod netns;

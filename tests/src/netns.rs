@@ -33,9 +33,12 @@ pub struct Topology {
     pub cli_ip6: Ipv6Addr,
     /// A second client namespace, when made with [`Topology::add_client`].
     pub second: Option<SecondClient>,
+    /// Further client namespaces ([`Topology::add_client`] after the second).
+    pub more: Vec<SecondClient>,
 }
 
 /// Another client namespace on its own veth pair into the server namespace.
+#[derive(Clone)]
 pub struct SecondClient {
     pub ns: String,
     pub srv_if: String,
@@ -62,6 +65,7 @@ impl Topology {
             srv_ip6: format!("fd00:250:{subnet}::1").parse().unwrap(),
             cli_ip6: format!("fd00:250:{subnet}::2").parse().unwrap(),
             second: None,
+            more: Vec::new(),
         };
         assert!(t.srv_if.len() < 16, "interface name {} too long", t.srv_if);
         ip(&["netns", "add", &t.srv_ns]);
@@ -92,7 +96,8 @@ impl Topology {
         t
     }
 
-    /// Adds a second client namespace on 10.250.<subnet>.0/24 (server side .1, client .2).
+    /// Adds a client namespace on 10.250.<subnet>.0/24 (server side .1, client .2): the
+    /// `second`, then into `more`.
     pub fn add_client(&mut self, subnet: u8) {
         let id = unique_id();
         let second = SecondClient {
@@ -106,7 +111,11 @@ impl Topology {
         let ns = second.ns.clone();
         let srv_if = second.srv_if.clone();
         let (srv_ip, cli_ip) = (second.srv_ip, second.cli_ip);
-        self.second = Some(second);
+        if self.second.is_none() {
+            self.second = Some(second);
+        } else {
+            self.more.push(second);
+        }
         ip(&[
             "link",
             "add",
@@ -158,9 +167,9 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        if let Some(second) = &self.second {
+        for client in self.second.iter().chain(&self.more) {
             let _ = Command::new("ip")
-                .args(["netns", "del", &second.ns])
+                .args(["netns", "del", &client.ns])
                 .status();
         }
         for ns in [&self.cli_ns, &self.srv_ns] {

@@ -15,7 +15,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LIBRARY_SOURCE: &str = "/usr/lib/rustlib/src/rust/library/Cargo.lock";
 /// Debian packages: the eBPF compiler, and the tools the tests and the demo use
 /// (ip, nsenter, setpriv).
-const PACKAGES: [&str; 6] = [
+const PACKAGES: [&str; 8] = [
     "rustc-web",
     "cargo-web",
     "rust-web-src",
@@ -23,6 +23,9 @@ const PACKAGES: [&str; 6] = [
     "util-linux",
     // The SYN proxy's stack side (`nft`).
     "nftables",
+    // etcd-client's build compiles etcd's protocol definitions (`[cluster]`).
+    "protobuf-compiler",
+    "libprotobuf-dev",
 ];
 /// Only needed to build bpf-linker.
 const LLVM_DEV: &str = "llvm-22-dev";
@@ -162,6 +165,18 @@ pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
     }
     let mut updated = false;
     apt_install(&missing, &mut updated)
+}
+
+/// Debian's etcd-server package enables a system-wide etcd on 127.0.0.1:2379 where systemd
+/// runs; the tests start their own servers and want none in the way.
+pub fn no_etcd_service() {
+    if Path::new("/run/systemd/system").exists() {
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", "etcd"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 fn mount_bpffs() -> anyhow::Result<()> {

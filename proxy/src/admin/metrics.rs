@@ -22,7 +22,63 @@ pub fn render_metrics(ctx: &AdminCtx) -> String {
     evictions(&mut out, ctx);
     cache(&mut out, ctx);
     process(&mut out, ctx);
+    cluster(&mut out, ctx);
     out
+}
+
+/// The fleet (only with `[cluster]`).
+fn cluster(out: &mut String, ctx: &AdminCtx) {
+    let Some(c) = ctx.shared.cluster.get() else {
+        return;
+    };
+    let s = c.status();
+    let gauges: [(&str, &str, i64); 4] = [
+        (
+            "proxy_cluster_connected",
+            "1 while the node is connected to etcd and has reconciled its lists.",
+            i64::from(s.connected),
+        ),
+        (
+            "proxy_cluster_revision",
+            "The etcd revision this node has applied.",
+            s.revision,
+        ),
+        (
+            "proxy_cluster_etcd_revision",
+            "The latest etcd revision this node has seen.",
+            s.etcd_revision,
+        ),
+        (
+            "proxy_cluster_pending_changes",
+            "List changes made here and not yet published to etcd.",
+            i64::try_from(s.pending).unwrap_or(i64::MAX),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        metric_header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    let counters: [(&str, &str, u64); 3] = [
+        (
+            "proxy_cluster_published_total",
+            "List entries written to etcd by this node.",
+            s.published,
+        ),
+        (
+            "proxy_cluster_applied_total",
+            "List entries from etcd applied to this node's lists.",
+            s.applied,
+        ),
+        (
+            "proxy_cluster_reconnects_total",
+            "Times the connection to etcd was lost and made again.",
+            s.reconnects,
+        ),
+    ];
+    for (name, help, v) in counters {
+        metric_header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 /// Requests: all, and by route.

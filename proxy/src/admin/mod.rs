@@ -10,6 +10,7 @@
 //! - `GET /cache` (entries, bytes, hit ratio, counters), `POST /cache/purge` with
 //!   `{"url": "http://host/path"}` (or a prefix ending in `*`)
 //! - `GET /` (the live dashboard) and `GET /stats.json` (its data)
+//! - `GET /cluster` (the fleet: this node's view of etcd and of every node)
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -232,24 +233,17 @@ async fn route(ctx: Arc<AdminCtx>, req: Request<Incoming>, need_token: bool) -> 
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
             }
         }
-        (Method::GET, "/readyz") => {
-            let alive = ctx
-                .load
-                .snapshot()
-                .iter()
-                .take(ctx.workers as usize)
-                .filter(|w| w.alive != 0)
-                .count();
-            let status = if alive > 0 {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            reply(
-                status,
-                &json!({ "workers_alive": alive, "generation": ctx.shared.generation.load().id }),
-            )
-        }
+        (Method::GET, "/readyz") => readyz(&ctx),
+        (Method::GET, "/cluster") => match ctx.shared.cluster.get() {
+            Some(c) => reply(
+                StatusCode::OK,
+                &serde_json::to_value(c.status()).unwrap_or_default(),
+            ),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "this node is not in a fleet: the config has no [cluster]",
+            ),
+        },
         (Method::GET, "/metrics") => Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(Full::new(Bytes::from(render_metrics(&ctx))).boxed())
@@ -295,4 +289,33 @@ async fn route(ctx: Arc<AdminCtx>, req: Request<Incoming>, need_token: bool) -> 
             format!("no admin endpoint {} {path}", req.method()),
         ),
     }
+}
+
+/// `GET /readyz`: ready while a worker is alive; the fleet's state as a detail.
+fn readyz(ctx: &AdminCtx) -> Response<Body> {
+    let alive = ctx
+        .load
+        .snapshot()
+        .iter()
+        .take(ctx.workers as usize)
+        .filter(|w| w.alive != 0)
+        .count();
+    let status = if alive > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = json!({ "workers_alive": alive, "generation": ctx.shared.generation.load().id });
+    // A node cut off from etcd still serves (and filters with what it has): a detail,
+    // not unreadiness.
+    if let Some(c) = ctx.shared.cluster.get() {
+        let s = c.status();
+        body["cluster"] = json!({
+            "connected": s.connected,
+            "pending": s.pending,
+            "revision": s.revision,
+            "last_error": s.last_error,
+        });
+    }
+    reply(status, &body)
 }

@@ -118,6 +118,147 @@ pub struct Config {
     /// The response cache (used by routes with `[route.cache]`).
     #[serde(default)]
     pub cache: CacheConfig,
+    /// A fleet sharing its lists through etcd; absent = a single node.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: the etcd cluster a fleet of proxies shares its lists through.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://host:port`, or `https://` with `ca`).
+    pub endpoints: Vec<String>,
+    /// Key prefix of this fleet (`/proxy`): `<prefix>/lists/...`, `<prefix>/nodes/...`.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+    /// This node's name in the fleet; default: the host name.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// CA certificate (PEM) that etcd's server certificate must chain to; turns TLS on.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for etcd's client-certificate authentication.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// etcd user, with its password in `password_file` (one line).
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// The host name (a fleet node's default name).
+fn host_name() -> Result<String, String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(format!(
+            "cannot read the host name ({}); set cluster.node",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+fn default_cluster_prefix() -> String {
+    "/proxy".to_owned()
+}
+
+/// Checks a fleet node name: it goes into etcd keys.
+pub fn validate_node(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "node name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+impl ClusterConfig {
+    /// This node's name: `node`, else the host name.
+    pub fn node_name(&self) -> Result<String, String> {
+        let name = if let Some(n) = &self.node {
+            n.clone()
+        } else {
+            host_name()?
+        };
+        validate_node(&name)?;
+        Ok(name)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, problem: String| Err((format!("cluster.{key}"), problem));
+        if self.endpoints.is_empty() {
+            return bad("endpoints", "needs at least one etcd URL".into());
+        }
+        let tls = self.ca.is_some() || self.cert.is_some();
+        for e in &self.endpoints {
+            let rest = e
+                .strip_prefix("http://")
+                .map(|r| (r, false))
+                .or_else(|| e.strip_prefix("https://").map(|r| (r, true)));
+            let Some((hostport, https)) = rest else {
+                return bad(
+                    "endpoints",
+                    format!("{e:?} must start with http:// or https://"),
+                );
+            };
+            if hostport.is_empty() || hostport.contains(['/', ' ']) || !hostport.contains(':') {
+                return bad(
+                    "endpoints",
+                    format!("{e:?} must be a URL with a host and a port and no path"),
+                );
+            }
+            if https != tls {
+                return bad(
+                    "endpoints",
+                    format!(
+                        "{e:?}: {}",
+                        if https {
+                            "https:// needs `ca` (the CA etcd's certificate chains to)"
+                        } else {
+                            "http:// with `ca`/`cert` set: use https://"
+                        }
+                    ),
+                );
+            }
+        }
+        if !self.prefix.starts_with('/')
+            || self.prefix.len() < 2
+            || self.prefix.ends_with('/')
+            || self
+                .prefix
+                .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            return bad(
+                "prefix",
+                format!(
+                    "{:?} must start with '/', not end with '/', and hold no spaces",
+                    self.prefix
+                ),
+            );
+        }
+        if let Some(n) = &self.node {
+            validate_node(n).map_err(|p| ("cluster.node".to_owned(), p))?;
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return bad("cert", "and `cluster.key` go together".into());
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            return bad("user", "and `cluster.password_file` go together".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +449,9 @@ impl Config {
             problem,
         };
         validate_instance(&self.instance).map_err(|p| invalid("instance".into(), p))?;
+        if let Some(c) = &self.cluster {
+            c.validate().map_err(|(k, p)| invalid(k, p))?;
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid(
                 "log_level".into(),
@@ -903,6 +1047,64 @@ mod tests {
                 .join(file);
             let text = std::fs::read_to_string(&path).unwrap();
             Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let c = parse(&format!(
+            "{GOOD}\n[cluster]\nendpoints = [\"http://127.0.0.1:2379\"]\nnode = \"n-1.a\"\n"
+        ))
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.prefix, "/proxy");
+        assert_eq!(cluster.node_name().unwrap(), "n-1.a");
+        for (body, key, says) in [
+            ("endpoints = []", "cluster.endpoints", "at least one"),
+            (
+                "endpoints = [\"127.0.0.1:2379\"]",
+                "cluster.endpoints",
+                "http://",
+            ),
+            ("endpoints = [\"http://etcd\"]", "cluster.endpoints", "port"),
+            (
+                "endpoints = [\"https://e:2379\"]",
+                "cluster.endpoints",
+                "needs `ca`",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nca = \"/ca.pem\"",
+                "cluster.endpoints",
+                "use https://",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nprefix = \"proxy\"",
+                "cluster.prefix",
+                "start with '/'",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nprefix = \"/p/\"",
+                "cluster.prefix",
+                "not end",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nnode = \"a b\"",
+                "cluster.node",
+                "letters",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nuser = \"u\"",
+                "cluster.user",
+                "password_file",
+            ),
+            (
+                "endpoints = [\"https://e:2379\"]\nca = \"/ca\"\ncert = \"/c\"",
+                "cluster.cert",
+                "cluster.key",
+            ),
+        ] {
+            let e = parse(&format!("{GOOD}\n[cluster]\n{body}\n")).unwrap_err();
+            assert!(e.contains(key) && e.contains(says), "{body}: {e}");
         }
     }
 

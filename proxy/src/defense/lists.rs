@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{
     Cidr, DefenseError,
-    state::{AllowRecord, BlockRecord, StateFile},
+    state::{AllowRecord, BlockRecord, State, StateFile},
 };
 use crate::{
     clock::{kernel_ns, wall_ms},
@@ -118,6 +118,44 @@ fn reason_code(name: &str) -> u32 {
         .into_iter()
         .find(|r| r.name() == name)
         .unwrap_or(Reason::Unspecified) as u32
+}
+
+/// One entry that differs between two versions of the lists: its old and new record.
+enum Change {
+    Block(Cidr, Option<BlockRecord>, Option<BlockRecord>),
+    Allow(Cidr, Option<AllowRecord>, Option<AllowRecord>),
+}
+
+/// Every entry that differs from `before` to `after`.
+fn changes(before: &State, after: &State) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut cidrs: Vec<&Cidr> = before
+        .blocklist
+        .keys()
+        .chain(after.blocklist.keys())
+        .collect();
+    cidrs.sort_unstable();
+    cidrs.dedup();
+    for c in cidrs {
+        let (old, new) = (before.blocklist.get(c), after.blocklist.get(c));
+        if old != new {
+            out.push(Change::Block(*c, old.cloned(), new.cloned()));
+        }
+    }
+    let mut cidrs: Vec<&Cidr> = before
+        .allowlist
+        .keys()
+        .chain(after.allowlist.keys())
+        .collect();
+    cidrs.sort_unstable();
+    cidrs.dedup();
+    for c in cidrs {
+        let (old, new) = (before.allowlist.get(c), after.allowlist.get(c));
+        if old.is_some() != new.is_some() {
+            out.push(Change::Allow(*c, old.cloned(), new.cloned()));
+        }
+    }
+    out
 }
 
 /// Parses a list file: one address or CIDR per line; `#` and `;` start comments (so the
@@ -452,6 +490,76 @@ impl ListStore {
             self.file.write(&lock, &state)?;
         }
         Ok(report)
+    }
+
+    /// The lists as the state file has them now.
+    pub fn read_state(&self) -> Result<State, DefenseError> {
+        self.file.read()
+    }
+
+    /// Changes the lists as `edit` decides from their current content (read under the state
+    /// file's lock, so no CLI call or sweep interleaves): the kernel maps follow every entry
+    /// that differs afterwards, then the file is written once. All or nothing: if a map or
+    /// the file refuses, the maps are put back as they were. Returns `edit`'s result and the
+    /// lists as they now are.
+    pub fn edit<T>(
+        &mut self,
+        edit: impl FnOnce(&mut State) -> T,
+    ) -> Result<(T, State), DefenseError> {
+        let lock = self.file.lock()?;
+        let before = self.file.read()?;
+        let mut after = before.clone();
+        let out = edit(&mut after);
+        if after == before {
+            return Ok((out, after));
+        }
+        let now = wall_ms();
+        let now_mono = kernel_ns();
+        let mut applied: Vec<Change> = Vec::new();
+        let mut result = Ok(());
+        for change in changes(&before, &after) {
+            if let Err(e) = self.apply_change(&change, false, now, now_mono) {
+                result = Err(e);
+                break;
+            }
+            applied.push(change);
+        }
+        if result.is_ok() {
+            result = self.file.write(&lock, &after);
+        }
+        if let Err(e) = result {
+            for change in applied.iter().rev() {
+                let _ = self.apply_change(change, true, now, now_mono);
+            }
+            return Err(e);
+        }
+        Ok((out, after))
+    }
+
+    /// Makes the maps hold `change`'s new side (or, with `undo`, its old side).
+    fn apply_change(
+        &mut self,
+        change: &Change,
+        undo: bool,
+        now: u64,
+        now_mono: u64,
+    ) -> Result<(), DefenseError> {
+        match change {
+            Change::Block(cidr, old, new) => match if undo { old } else { new } {
+                Some(r) => self.maps.block(cidr, kernel_entry(r, now, now_mono))?,
+                None => {
+                    self.maps.unblock(cidr)?;
+                }
+            },
+            Change::Allow(cidr, old, new) => {
+                if if undo { old.is_some() } else { new.is_some() } {
+                    self.maps.allow(cidr)?;
+                } else {
+                    self.maps.disallow(cidr)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes expired entries from the maps and the state file. Cheap when nothing is due:

@@ -54,6 +54,10 @@ pub struct State {
     pub version: u32,
     pub blocklist: BTreeMap<Cidr, BlockRecord>,
     pub allowlist: BTreeMap<Cidr, AllowRecord>,
+    /// With `[cluster]`: etcd's entries as this node last saw them (the base of its
+    /// reconciliation), written with the lists so that the two never disagree after a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::model::MirrorFile>,
 }
 
 /// Holds the exclusive lock on a state file; released on drop.

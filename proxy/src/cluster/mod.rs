@@ -1,0 +1,890 @@
+//! The fleet: every node's blocklist and allowlist entries shared through etcd.
+//!
+//! Each node runs one task ([`Cluster::start`]) that
+//! - at start-up and after every reconnection lists `<prefix>/` at one revision, reconciles
+//!   its own lists with etcd's ([`model::merge`] against the mirror kept in the state file,
+//!   written with the lists: etcd wins for what changed there, what changed only here is
+//!   published; expired entries count as absent everywhere), then
+//!   watches from the next revision, so no event is missed or applied twice;
+//! - applies the watch's puts and deletes to its lists (kernel maps and state file, through
+//!   [`ListStore::edit`]), unless the entry has a change of this node's own that is not
+//!   published yet (which then goes out and wins, being later);
+//! - publishes every change made here, whatever made it (CLI, admin API, automatic bans, the
+//!   sweep of expired entries): it compares the state file with the mirror whenever the file
+//!   changes (the daemon also wakes it at once after its own bans), and writes the differences
+//!   in transactions of at most [`TXN_OPS`] operations; an entry with an expiry is attached to
+//!   an etcd lease that ends then, so etcd removes it everywhere;
+//! - keeps `<prefix>/nodes/<node>` (on a lease) with the revision it has applied, which
+//!   `proxy cluster status` shows for every node.
+//!
+//! When etcd cannot be reached the node keeps filtering with what it has; its own changes stay
+//! in its state file (the difference from the mirror is the queue) and go out on reconnection.
+//! Retries back off from 100 ms to 5 s; each change of state is logged once.
+pub mod model;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions,
+    Txn, TxnOp, WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::{
+    clock::wall_ms,
+    config::ClusterConfig,
+    defense::{DefenseError, ListStore, state::State},
+};
+use model::{Key, MirrorFile, Record, Value};
+
+/// Operations per transaction (etcd's default `--max-txn-ops` is 128).
+pub const TXN_OPS: usize = 100;
+/// Keys per page when listing the prefix.
+const PAGE: i64 = 2_000;
+/// How often the state file is checked for changes made by other processes (the CLI).
+const POLL: Duration = Duration::from_millis(100);
+/// How long a burst of watch responses is gathered before it is applied (one state file
+/// write for many events).
+const GATHER: Duration = Duration::from_millis(20);
+/// The node key's lease, and how often the key is rewritten.
+const NODE_TTL: i64 = 10;
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// After publishing, the mirror is written at most this often (see `Mirror::save`).
+const MIRROR_SAVE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("etcd ({endpoints}): {op}: {source}")]
+    Etcd {
+        endpoints: String,
+        op: &'static str,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd ({endpoints}): the watch on {prefix} ended: {reason}")]
+    WatchEnded {
+        endpoints: String,
+        prefix: String,
+        reason: String,
+    },
+    #[error("cluster: cannot read {what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lists(#[from] DefenseError),
+    #[error("cluster: the list task failed: {0}")]
+    Task(String),
+}
+
+/// What the node knows of another node (from its key under `<prefix>/nodes/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node: String,
+    /// The etcd revision that node had applied.
+    pub revision: i64,
+    /// When it last wrote its key (wall-clock ms).
+    pub updated_ms: u64,
+    #[serde(default)]
+    pub version: String,
+}
+
+/// The task's state, shared with `/metrics`, `/readyz` and `proxy cluster status`.
+#[derive(Default)]
+pub struct Status {
+    connected: AtomicBool,
+    /// The revision this node has applied.
+    revision: AtomicI64,
+    /// The latest revision etcd reported.
+    etcd_revision: AtomicI64,
+    /// Local changes not published yet (as of the last comparison).
+    pending: AtomicU64,
+    published: AtomicU64,
+    applied: AtomicU64,
+    reconnects: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    nodes: Mutex<BTreeMap<String, NodeInfo>>,
+}
+
+/// [`Status`] as shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub node: String,
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub connected: bool,
+    pub revision: i64,
+    pub etcd_revision: i64,
+    pub pending: u64,
+    pub published: u64,
+    pub applied: u64,
+    pub reconnects: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// The running fleet task of this node.
+pub struct Cluster {
+    ctx: Arc<Ctx>,
+}
+
+struct Ctx {
+    config: ClusterConfig,
+    node: String,
+    endpoints: String,
+    store: Arc<Mutex<ListStore>>,
+    state_path: PathBuf,
+    status: Status,
+    wake: Notify,
+}
+
+impl Cluster {
+    /// Starts the task on the current tokio runtime. `node` is this node's name (unique in
+    /// the fleet).
+    ///
+    /// # Panics
+    ///
+    /// If the list store's lock is poisoned (a thread panicked while changing the lists).
+    #[must_use]
+    pub fn start(config: ClusterConfig, node: String, store: Arc<Mutex<ListStore>>) -> Self {
+        let state_path = store.lock().expect("list store").state_path().to_owned();
+        let ctx = Arc::new(Ctx {
+            endpoints: config.endpoints.join(","),
+            config,
+            node,
+            store,
+            state_path,
+            status: Status::default(),
+            wake: Notify::new(),
+        });
+        tokio::spawn(run(ctx.clone()));
+        Self { ctx }
+    }
+
+    /// The lists changed here (the daemon's own bans): publish now rather than at the next
+    /// poll.
+    pub fn lists_changed(&self) {
+        self.ctx.wake.notify_one();
+    }
+
+    #[must_use]
+    pub fn connected(&self) -> bool {
+        self.ctx.status.connected.load(Ordering::Relaxed)
+    }
+
+    /// # Panics
+    ///
+    /// If the status lock is poisoned (never held across anything that can panic).
+    #[must_use]
+    pub fn status(&self) -> StatusView {
+        let s = &self.ctx.status;
+        StatusView {
+            node: self.ctx.node.clone(),
+            endpoints: self.ctx.config.endpoints.clone(),
+            prefix: self.ctx.config.prefix.clone(),
+            connected: s.connected.load(Ordering::Relaxed),
+            revision: s.revision.load(Ordering::Relaxed),
+            etcd_revision: s.etcd_revision.load(Ordering::Relaxed),
+            pending: s.pending.load(Ordering::Relaxed),
+            published: s.published.load(Ordering::Relaxed),
+            applied: s.applied.load(Ordering::Relaxed),
+            reconnects: s.reconnects.load(Ordering::Relaxed),
+            last_error: s.last_error.lock().expect("status").clone(),
+            nodes: s.nodes.lock().expect("status").values().cloned().collect(),
+        }
+    }
+}
+
+/// The mirror in memory: etcd's entries as last seen, by key.
+#[derive(Default)]
+struct Mirror {
+    cluster_id: u64,
+    revision: i64,
+    entries: BTreeMap<Key, Value>,
+    dirty: bool,
+    saved: Option<Instant>,
+}
+
+impl Mirror {
+    /// The mirror kept in the state file (entries that do not parse under this prefix are
+    /// left out).
+    fn from_file(ctx: &Ctx, file: Option<MirrorFile>) -> Self {
+        let file = file.unwrap_or_default();
+        let prefix = &ctx.config.prefix;
+        let entries = file
+            .entries
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key = model::parse_key(prefix, k.as_bytes()).ok()?;
+                (v.prefix == key.cidr && v.list == key.list).then_some((key, v))
+            })
+            .collect();
+        Self {
+            cluster_id: file.cluster_id,
+            revision: file.revision,
+            entries,
+            dirty: false,
+            saved: None,
+        }
+    }
+
+    fn to_file(&self, ctx: &Ctx) -> MirrorFile {
+        MirrorFile {
+            cluster_id: self.cluster_id,
+            revision: self.revision,
+            entries: self
+                .entries
+                .iter()
+                .map(|(k, v)| (model::key_string(&ctx.config.prefix, k), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// The entries in force at `now_ms`, as records.
+    fn records(&self, now_ms: u64) -> BTreeMap<Key, Record> {
+        model::live_only(
+            self.entries.iter().map(|(k, v)| (*k, v.record())).collect(),
+            now_ms,
+        )
+    }
+
+    fn record(&self, key: &Key, now_ms: u64) -> Option<Record> {
+        model::live(self.entries.get(key).map(Value::record), now_ms)
+    }
+
+    fn set(&mut self, key: Key, value: Option<Value>) {
+        match value {
+            Some(v) => self.entries.insert(key, v),
+            None => self.entries.remove(&key),
+        };
+        self.dirty = true;
+    }
+
+    /// Writes the mirror into the state file if it changed and `force` or the last write is
+    /// old enough. Only after publishing: a mirror that lags what was published makes the
+    /// next merge find the two sides agreeing, which is harmless (what changes the lists
+    /// writes the mirror with them, in the same write).
+    async fn save(&mut self, ctx: &Arc<Ctx>, force: bool) {
+        if !self.dirty || (!force && self.saved.is_some_and(|t| t.elapsed() < MIRROR_SAVE)) {
+            return;
+        }
+        let file = self.to_file(ctx);
+        match with_store(ctx, move |store| {
+            store.edit(|state| {
+                state.cluster = Some(file);
+            })
+        })
+        .await
+        {
+            Ok(_) => {
+                self.dirty = false;
+                self.saved = Some(Instant::now());
+            }
+            Err(e) => warn!("cluster: cannot write the mirror into the state file: {e}"),
+        }
+    }
+}
+
+/// Reconnects for ever, backing off; logs each change between connected and not once.
+async fn run(ctx: Arc<Ctx>) {
+    let mut mirror = match with_store(&ctx, |store| store.read_state()).await {
+        Ok(state) => Mirror::from_file(&ctx, state.cluster),
+        Err(e) => {
+            warn!("cluster: {e}; starting from an empty base: etcd's entries win");
+            Mirror::from_file(&ctx, None)
+        }
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut logged_down = false;
+    loop {
+        let started = Instant::now();
+        let err = session(&ctx, &mut mirror, &mut logged_down).await;
+        mirror.save(&ctx, true).await;
+        let was_up = ctx.status.connected.swap(false, Ordering::Relaxed);
+        let text = err.to_string();
+        if was_up || !logged_down {
+            warn!(node = %ctx.node, "cluster: {text}; the node keeps its lists, queues its own changes and retries");
+            logged_down = true;
+        } else {
+            debug!("cluster: {text}");
+        }
+        *ctx.status.last_error.lock().expect("status") = Some(text);
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        // Jitter, so that a fleet does not come back at the same instant.
+        let jitter = Duration::from_millis(fastrand::u64(
+            0..=u64::try_from(backoff.as_millis()).unwrap_or(0) / 4,
+        ));
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        ctx.status.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn etcd_err(ctx: &Ctx, op: &'static str) -> impl FnOnce(etcd_client::Error) -> ClusterError {
+    let endpoints = ctx.endpoints.clone();
+    move |source| ClusterError::Etcd {
+        endpoints,
+        op,
+        source,
+    }
+}
+
+async fn connect(ctx: &Ctx) -> Result<Client, ClusterError> {
+    let c = &ctx.config;
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+    if let Some(user) = &c.user {
+        let path = c.password_file.as_ref().expect("checked by the config");
+        let password = std::fs::read_to_string(path).map_err(|source| ClusterError::File {
+            what: "password file",
+            path: path.clone(),
+            source,
+        })?;
+        opts = opts.with_user(user, password.trim_end_matches(['\n', '\r']));
+    }
+    if c.ca.is_some() || c.cert.is_some() {
+        let read = |what: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|source| ClusterError::File {
+                what,
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &c.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&c.cert, &c.key) {
+            tls = tls.identity(Identity::from_pem(
+                read("client certificate", cert)?,
+                read("client key", key)?,
+            ));
+        }
+        opts = opts.with_tls(tls);
+    }
+    Client::connect(&c.endpoints, Some(opts))
+        .await
+        .map_err(etcd_err(ctx, "connect"))
+}
+
+/// Everything under `<prefix>/` at one revision: list entries, node keys; and that revision
+/// and the cluster's id. Entries that do not parse are logged and skipped.
+async fn list_all(
+    ctx: &Ctx,
+    client: &mut Client,
+) -> Result<(BTreeMap<Key, Value>, BTreeMap<String, NodeInfo>, i64, u64), ClusterError> {
+    let root = format!("{}/", ctx.config.prefix);
+    let end = prefix_end(root.as_bytes());
+    let lists = model::lists_prefix(&ctx.config.prefix);
+    let nodes_prefix = format!("{}/nodes/", ctx.config.prefix);
+    let mut from = root.clone().into_bytes();
+    let (mut revision, mut cluster_id) = (0, 0);
+    let mut entries = BTreeMap::new();
+    let mut nodes = BTreeMap::new();
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        let mut resp = client
+            .get(from.clone(), Some(opts))
+            .await
+            .map_err(etcd_err(ctx, "list"))?;
+        if revision == 0 {
+            let h = resp.header();
+            revision = h.map_or(0, etcd_client::ResponseHeader::revision);
+            cluster_id = h.map_or(0, etcd_client::ResponseHeader::cluster_id);
+        }
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        for kv in &kvs {
+            if kv.key().starts_with(lists.as_bytes()) {
+                match parse_entry(ctx, kv.key(), kv.value()) {
+                    Ok((k, v)) => {
+                        entries.insert(k, v);
+                    }
+                    Err(e) => warn!("cluster: skipped: {e}"),
+                }
+            } else if kv.key().starts_with(nodes_prefix.as_bytes())
+                && let Ok(n) = serde_json::from_slice::<NodeInfo>(kv.value())
+            {
+                nodes.insert(n.node.clone(), n);
+            }
+        }
+        match kvs.last() {
+            Some(last) if more => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    Ok((entries, nodes, revision, cluster_id))
+}
+
+fn parse_entry(ctx: &Ctx, key: &[u8], value: &[u8]) -> Result<(Key, Value), model::ModelError> {
+    let k = model::parse_key(&ctx.config.prefix, key)?;
+    let v = model::parse_value(&k, key, value)?;
+    Ok((k, v))
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Runs `f` on the list store on the blocking pool.
+async fn with_store<T: Send + 'static>(
+    ctx: &Arc<Ctx>,
+    f: impl FnOnce(&mut ListStore) -> Result<T, DefenseError> + Send + 'static,
+) -> Result<T, ClusterError> {
+    let ctx = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = ctx.store.lock().expect("list store");
+        f(&mut store)
+    })
+    .await
+    .map_err(|e| ClusterError::Task(e.to_string()))?
+    .map_err(ClusterError::from)
+}
+
+/// One connection: list, reconcile, publish, then watch and publish until something fails.
+async fn session(ctx: &Arc<Ctx>, mirror: &mut Mirror, logged_down: &mut bool) -> ClusterError {
+    match session_inner(ctx, mirror, logged_down).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+/// Lists `<prefix>/`, reconciles the lists with etcd's and publishes what changed only here;
+/// returns the listing's revision.
+async fn reconcile(
+    ctx: &Arc<Ctx>,
+    client: &mut Client,
+    mirror: &mut Mirror,
+) -> Result<i64, ClusterError> {
+    let (remote, nodes, revision, cluster_id) = list_all(ctx, client).await?;
+    if mirror.cluster_id != 0 && mirror.cluster_id != cluster_id {
+        warn!(
+            "cluster: the mirror is of another etcd cluster ({:x}, now {cluster_id:x}); reconciling from an empty base: etcd's entries win",
+            mirror.cluster_id
+        );
+        mirror.entries.clear();
+    }
+    // Reconcile under the state file's lock; the mirror becomes etcd's listing in the same
+    // write as the lists.
+    let now = wall_ms();
+    let base = mirror.records(now);
+    let remote_records: BTreeMap<Key, Record> =
+        model::live_only(remote.iter().map(|(k, v)| (*k, v.record())).collect(), now);
+    mirror.entries = remote;
+    mirror.cluster_id = cluster_id;
+    mirror.revision = revision;
+    let file = mirror.to_file(ctx);
+    let (plan, _) = with_store(ctx, move |store| {
+        store.edit(|state| {
+            let local = model::live_only(model::entries(state), now);
+            let plan = model::merge(&base, &local, &remote_records);
+            for (k, r) in &plan.local {
+                model::set_entry(state, k, r.as_ref());
+            }
+            state.cluster = Some(file);
+            plan
+        })
+    })
+    .await?;
+    mirror.dirty = false;
+    let taken = plan.local.len();
+    let to_publish = plan.publish.len();
+    publish(ctx, client, mirror, plan.publish).await?;
+    mirror.save(ctx, true).await;
+    let s = &ctx.status;
+    s.applied.fetch_add(taken as u64, Ordering::Relaxed);
+    s.revision.store(revision, Ordering::Relaxed);
+    s.etcd_revision.store(revision, Ordering::Relaxed);
+    *s.nodes.lock().expect("status") = nodes;
+    s.connected.store(true, Ordering::Relaxed);
+    *s.last_error.lock().expect("status") = None;
+    info!(
+        node = %ctx.node,
+        endpoints = %ctx.endpoints,
+        revision,
+        entries = mirror.entries.len(),
+        taken_from_etcd = taken,
+        published = to_publish,
+        "cluster: connected to etcd and reconciled"
+    );
+    Ok(revision)
+}
+
+async fn session_inner(
+    ctx: &Arc<Ctx>,
+    mirror: &mut Mirror,
+    logged_down: &mut bool,
+) -> Result<Never, ClusterError> {
+    let mut client = connect(ctx).await?;
+    let revision = reconcile(ctx, &mut client, mirror).await?;
+    *logged_down = false;
+
+    let root = format!("{}/", ctx.config.prefix);
+    let mut watch = client
+        .watch(
+            root.clone(),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1)
+                    .with_progress_notify(),
+            ),
+        )
+        .await
+        .map_err(etcd_err(ctx, "watch"))?;
+    let lease = client
+        .lease_grant(NODE_TTL, None)
+        .await
+        .map_err(etcd_err(ctx, "lease grant (node key)"))?
+        .id();
+    let (mut keeper, mut keep_alive) = client
+        .lease_keep_alive(lease)
+        .await
+        .map_err(etcd_err(ctx, "lease keep-alive (node key)"))?;
+    heartbeat(ctx, &mut client, lease, mirror.revision).await?;
+    let mut last_beat = Instant::now();
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut file_seen = file_id(&ctx.state_path);
+    loop {
+        tokio::select! {
+            msg = watch.message() => {
+                let mut batch = Vec::new();
+                let mut next = Some(msg);
+                // A burst: take what follows within a moment, then apply it at once.
+                while let Some(msg) = next.take() {
+                    let resp = msg
+                        .map_err(etcd_err(ctx, "watch"))?
+                        .ok_or_else(|| ended(ctx, "closed by the server".to_owned()))?;
+                    if resp.canceled() || resp.compact_revision() > 0 {
+                        return Err(ended(ctx, format!(
+                            "canceled ({}; compacted at {})",
+                            resp.cancel_reason(),
+                            resp.compact_revision()
+                        )));
+                    }
+                    if let Some(h) = resp.header() {
+                        ctx.status.etcd_revision.fetch_max(h.revision(), Ordering::Relaxed);
+                        if resp.events().is_empty() && !resp.created() {
+                            // Progress: nothing of ours before this revision is pending.
+                            mirror.revision = mirror.revision.max(h.revision());
+                        }
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        mirror.revision = mirror.revision.max(kv.mod_revision());
+                        batch.push((ev.event_type(), kv.key().to_vec(), kv.value().to_vec()));
+                    }
+                    if let Ok(m) = tokio::time::timeout(GATHER, watch.message()).await {
+                        next = Some(m);
+                    }
+                }
+                apply_events(ctx, mirror, batch).await?;
+                ctx.status.revision.store(mirror.revision, Ordering::Relaxed);
+            }
+            () = ctx.wake.notified() => {
+                file_seen = file_id(&ctx.state_path);
+                publish_local(ctx, &mut client, mirror).await?;
+            }
+            _ = poll.tick() => {
+                let now_seen = file_id(&ctx.state_path);
+                if now_seen != file_seen {
+                    file_seen = now_seen;
+                    publish_local(ctx, &mut client, mirror).await?;
+                }
+                mirror.save(ctx, false).await;
+                if last_beat.elapsed() >= HEARTBEAT {
+                    last_beat = Instant::now();
+                    keeper.keep_alive().await.map_err(etcd_err(ctx, "lease keep-alive (node key)"))?;
+                    match keep_alive.message().await.map_err(etcd_err(ctx, "lease keep-alive (node key)"))? {
+                        Some(r) if r.ttl() > 0 => {}
+                        _ => return Err(ended(ctx, "the node key's lease expired".to_owned())),
+                    }
+                    heartbeat(ctx, &mut client, lease, mirror.revision).await?;
+                }
+            }
+        }
+    }
+}
+
+fn ended(ctx: &Ctx, reason: String) -> ClusterError {
+    ClusterError::WatchEnded {
+        endpoints: ctx.endpoints.clone(),
+        prefix: format!("{}/", ctx.config.prefix),
+        reason,
+    }
+}
+
+/// Writes this node's key: who it is and the revision it has applied.
+async fn heartbeat(
+    ctx: &Ctx,
+    client: &mut Client,
+    lease: i64,
+    revision: i64,
+) -> Result<(), ClusterError> {
+    let info = NodeInfo {
+        node: ctx.node.clone(),
+        revision,
+        updated_ms: wall_ms(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    client
+        .put(
+            format!("{}/nodes/{}", ctx.config.prefix, ctx.node),
+            serde_json::to_vec(&info).expect("node info serializes"),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(etcd_err(ctx, "put (node key)"))?;
+    Ok(())
+}
+
+/// The state file's identity: it is replaced (renamed over) at every write.
+fn file_id(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Applies a batch of watch events: list entries to the lists (unless this node changed the
+/// entry and has not published that yet), node keys to the status.
+async fn apply_events(
+    ctx: &Arc<Ctx>,
+    mirror: &mut Mirror,
+    batch: Vec<(EventType, Vec<u8>, Vec<u8>)>,
+) -> Result<(), ClusterError> {
+    let lists = model::lists_prefix(&ctx.config.prefix);
+    let nodes_prefix = format!("{}/nodes/", ctx.config.prefix);
+    // The last event of each key wins.
+    let mut changes: BTreeMap<Key, Option<Value>> = BTreeMap::new();
+    for (kind, key, value) in batch {
+        if key.starts_with(lists.as_bytes()) {
+            match kind {
+                EventType::Put => match parse_entry(ctx, &key, &value) {
+                    Ok((k, v)) => {
+                        changes.insert(k, Some(v));
+                    }
+                    Err(e) => warn!("cluster: skipped: {e}"),
+                },
+                EventType::Delete => match model::parse_key(&ctx.config.prefix, &key) {
+                    Ok(k) => {
+                        changes.insert(k, None);
+                    }
+                    Err(e) => warn!("cluster: skipped: {e}"),
+                },
+            }
+        } else if let Some(name) = key.strip_prefix(nodes_prefix.as_bytes()) {
+            let mut nodes = ctx.status.nodes.lock().expect("status");
+            match kind {
+                EventType::Put => {
+                    if let Ok(n) = serde_json::from_slice::<NodeInfo>(&value) {
+                        nodes.insert(n.node.clone(), n);
+                    }
+                }
+                EventType::Delete => {
+                    nodes.remove(String::from_utf8_lossy(name).as_ref());
+                }
+            }
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let now = wall_ms();
+    let work: Vec<(Key, Option<Record>, Option<Record>)> = changes
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                mirror.record(k, now),
+                model::live(v.as_ref().map(Value::record), now),
+            )
+        })
+        .collect();
+    let mut next = Mirror {
+        cluster_id: mirror.cluster_id,
+        revision: mirror.revision,
+        entries: mirror.entries.clone(),
+        dirty: false,
+        saved: mirror.saved,
+    };
+    for (k, v) in changes {
+        next.set(k, v);
+    }
+    let file = next.to_file(ctx);
+    let (applied, _) = with_store(ctx, move |store| {
+        store.edit(|state| {
+            let mut applied = 0u64;
+            for (k, base, new) in &work {
+                let local = model::live(local_entry(state, k), now);
+                if local == *base {
+                    if local != *new {
+                        model::set_entry(state, k, new.as_ref());
+                        applied += 1;
+                    }
+                } else {
+                    debug!(key = %model::key_string("", k), "cluster: a change of this node's own is pending; it goes out next");
+                }
+            }
+            state.cluster = Some(file);
+            applied
+        })
+    })
+    .await?;
+    ctx.status.applied.fetch_add(applied, Ordering::Relaxed);
+    next.dirty = false;
+    *mirror = next;
+    Ok(())
+}
+
+fn local_entry(state: &State, key: &Key) -> Option<Record> {
+    match key.list {
+        model::List::Block => state.blocklist.get(&key.cidr).cloned().map(Record::Block),
+        model::List::Allow => state.allowlist.get(&key.cidr).cloned().map(Record::Allow),
+    }
+}
+
+/// Publishes every entry whose local version differs from the mirror's.
+async fn publish_local(
+    ctx: &Arc<Ctx>,
+    client: &mut Client,
+    mirror: &mut Mirror,
+) -> Result<(), ClusterError> {
+    let state = with_store(ctx, |store| store.read_state()).await?;
+    let now = wall_ms();
+    let local = model::live_only(model::entries(&state), now);
+    let mut changes = Vec::new();
+    for (k, r) in &local {
+        if mirror.record(k, now).as_ref() != Some(r) {
+            changes.push((*k, Some(r.clone())));
+        }
+    }
+    for k in mirror.records(now).keys() {
+        if !local.contains_key(k) {
+            changes.push((*k, None));
+        }
+    }
+    ctx.status
+        .pending
+        .store(changes.len() as u64, Ordering::Relaxed);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    publish(ctx, client, mirror, changes).await
+}
+
+/// Writes `changes` to etcd, [`TXN_OPS`] at a time; each transaction's entries go into the
+/// mirror once it succeeded. Entries with an expiry share a lease per whole second of TTL.
+async fn publish(
+    ctx: &Arc<Ctx>,
+    client: &mut Client,
+    mirror: &mut Mirror,
+    changes: Vec<(Key, Option<Record>)>,
+) -> Result<(), ClusterError> {
+    let now = wall_ms();
+    let mut leases: HashMap<i64, i64> = HashMap::new();
+    let mut ops = Vec::with_capacity(TXN_OPS);
+    let mut done: Vec<(Key, Option<Value>)> = Vec::with_capacity(TXN_OPS);
+    let total = changes.len();
+    let mut changes = changes.into_iter().peekable();
+    while let Some((key, record)) = changes.next() {
+        let name = model::key_string(&ctx.config.prefix, &key);
+        if let Some(r) = record {
+            {
+                let value = Value::new(&key, &r, &ctx.node);
+                match value.expires_ms {
+                    // Expired since it was compared: nothing to publish (expiry is etcd's
+                    // lease's and each node's sweep's business, never a change).
+                    Some(e) if e <= now => {
+                        mirror.set(key, Some(value));
+                    }
+                    Some(e) => {
+                        let ttl = i64::try_from((e - now).div_ceil(1000)).unwrap_or(i64::MAX);
+                        let lease = if let Some(id) = leases.get(&ttl) {
+                            *id
+                        } else {
+                            let id = client
+                                .lease_grant(ttl, None)
+                                .await
+                                .map_err(etcd_err(ctx, "lease grant"))?
+                                .id();
+                            leases.insert(ttl, id);
+                            id
+                        };
+                        ops.push(TxnOp::put(
+                            name,
+                            serde_json::to_vec(&value).expect("value serializes"),
+                            Some(PutOptions::new().with_lease(lease)),
+                        ));
+                        done.push((key, Some(value)));
+                    }
+                    None => {
+                        ops.push(TxnOp::put(
+                            name,
+                            serde_json::to_vec(&value).expect("value serializes"),
+                            None,
+                        ));
+                        done.push((key, Some(value)));
+                    }
+                }
+            }
+        } else {
+            ops.push(TxnOp::delete(name, None));
+            done.push((key, None));
+        }
+        if ops.len() == TXN_OPS || (changes.peek().is_none() && !ops.is_empty()) {
+            let n = ops.len() as u64;
+            let resp = client
+                .txn(Txn::new().and_then(std::mem::take(&mut ops)))
+                .await
+                .map_err(etcd_err(ctx, "transaction"))?;
+            if let Some(h) = resp.header() {
+                ctx.status
+                    .etcd_revision
+                    .fetch_max(h.revision(), Ordering::Relaxed);
+            }
+            for (k, v) in done.drain(..) {
+                mirror.set(k, v);
+            }
+            ctx.status.published.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    ctx.status.pending.store(0, Ordering::Relaxed);
+    debug!(changes = total, "cluster: published");
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! A throw-away single-node etcd (Debian's `etcd-server`) for the fleet tests, inside a
+//! network namespace the test made, on 127.0.0.1; killed by its PID and its data removed on
+//! drop.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::{netns::Topology, process::ChildGuard};
+
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+
+pub struct Etcd {
+    ns: String,
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<ChildGuard>,
+    starts: u32,
+}
+
+/// A port that is free in `ns` now (bound, then released).
+fn free_port(ns: &str) -> u16 {
+    crate::netns::run_in(ns, || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind a free port")
+            .local_addr()
+            .expect("local address")
+            .port()
+    })
+}
+
+impl Etcd {
+    /// Starts etcd in `ns` with its data under `dir` and waits until it answers.
+    ///
+    /// # Panics
+    ///
+    /// If `/usr/bin/etcd` is missing (`cargo xtask test` installs `etcd-server`) or etcd does
+    /// not come up within 20 s.
+    #[must_use]
+    pub fn start(ns: &str, dir: &Path) -> Self {
+        assert!(
+            Path::new(ETCD_BIN).exists(),
+            "{ETCD_BIN} not found: run the tests with `cargo xtask test` (it installs etcd-server)"
+        );
+        let mut e = Self {
+            ns: ns.to_owned(),
+            dir: dir.join("etcd"),
+            client_port: free_port(ns),
+            peer_port: free_port(ns),
+            child: None,
+            starts: 0,
+        };
+        e.restart();
+        e
+    }
+
+    /// The client URL (`http://127.0.0.1:<port>`).
+    #[must_use]
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Stops etcd (SIGKILL: as abrupt as a crash or a cut cable); its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill9();
+        }
+    }
+
+    /// Starts it again on the same ports and data, and waits until it answers.
+    ///
+    /// # Panics
+    ///
+    /// If it does not come up within 20 s.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.starts += 1;
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = self.endpoint();
+        let mut cmd = Topology::command_in(&self.ns, ETCD_BIN);
+        cmd.arg("--name")
+            .arg("t")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .args(["--initial-cluster-state", "new"])
+            .args([
+                "--unsafe-no-fsync",
+                "--logger",
+                "zap",
+                "--log-outputs",
+                "stderr",
+            ])
+            .args(["--log-level", "warn"]);
+        let log = self.dir.with_file_name(format!("etcd-{}.log", self.starts));
+        let child = ChildGuard::spawn("etcd", cmd, log);
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.client_port)
+            .parse()
+            .expect("address");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // etcd answers /health on its client URL once it has a leader.
+            let ok = crate::netns::run_in(&self.ns, move || {
+                crate::client::get(addr, "/health", Duration::from_millis(500))
+                    .is_ok_and(|r| r.status == 200 && r.body.contains("true"))
+            });
+            if ok {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become healthy:\n{}",
+                child.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.child = Some(child);
+    }
+
+    /// Its output so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        self.child.as_ref().map(ChildGuard::log).unwrap_or_default()
+    }
+}
