@@ -299,6 +299,18 @@ fn get(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
     }
 }
 
+/// Whether `proxy stats` shows every worker of the spread bench's instance alive.
+fn spread_workers_alive(bin: &Path) -> anyhow::Result<bool> {
+    let out = Command::new(bin.join("proxy"))
+        .args(["stats", "--json", "--instance", INSTANCE])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(
+        text.matches("\"alive\": true").count() + text.matches("\"alive\":true").count()
+            >= WORKERS as usize,
+    )
+}
+
 struct SpreadRun {
     imbalance: f64,
     p50_ms: f64,
@@ -345,6 +357,15 @@ fn spread_once(bin: &Path, policy: &str, dir: &Path) -> anyhow::Result<SpreadRun
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // The sockets listen before the workers run: wait until every worker has marked itself
+    // alive, or the first connections are placed among the few that are (or by the kernel's
+    // hash while none is), and the long ones stay where they were put.
+    while !spread_workers_alive(bin)? {
+        if Instant::now() > deadline {
+            bail!("the proxy's workers were not all alive after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let heavy_done = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
@@ -402,6 +423,15 @@ fn spread_once(bin: &Path, policy: &str, dir: &Path) -> anyhow::Result<SpreadRun
             })
             .collect();
         let total: f64 = counts.iter().sum();
+        if std::env::var_os("SPREAD_DEBUG").is_some() {
+            eprintln!(
+                "      {policy} {counts:?} {}",
+                text.split("\"workers\"")
+                    .nth(1)
+                    .unwrap_or("")
+                    .replace(['\n', ' '], "")
+            );
+        }
         if counts.len() == WORKERS as usize && total > 0.0 {
             let max = counts.iter().copied().fold(0.0, f64::max);
             ratios.push(max / (total / f64::from(WORKERS)));
@@ -485,10 +515,19 @@ fn spread() -> anyhow::Result<(String, String)> {
         );
     }
     md.push_str(
-        "\n\nThe `sk_reuseport` program counts the connections it picked for a worker that the worker has not \
-         accepted yet (`WORKER_LOAD.pending`): without that, a burst of SYNs (the heavy connections open at once) \
-         saw the same published load and piled onto one worker, which is where the 1.33 came from (4 heavy \
-         connections on one worker, 2 on another).\n",
+        "\n\nWhere the skew came from, in the order it was found: (1) a burst of SYNs saw the same published \
+         load and piled onto one worker: the program now counts the connections it picked for a worker that the \
+         worker has not accepted yet (`WORKER_LOAD.pending`); (2) the score added requests in flight to open \
+         connections, so a worker whose keep-alive connections happened to be mid-request looked busier than one \
+         holding more connections, and a long connection placed on that momentary reading stays where it was put: \
+         open connections now decide and requests in flight only break ties; (3) a worker counted its connection \
+         as open only after it stopped counting as pending (one connection lighter in between): the order is \
+         reversed; (4) the benchmark itself started its heavy connections as soon as the listening sockets \
+         answered, before every worker had marked itself alive, so the first ones went to the workers already up \
+         (or to the kernel's hash while none was), and stayed: it now waits for all workers to be alive (samples \
+         such as [1, 4, 5, 2] heavy connections came from that). With 12 heavy connections on 4 workers, one short \
+         connection open at a sample makes it [4, 3, 3, 3], 1.23 by this metric although no placement could do \
+         better; the median sample is [3, 3, 3, 3] or that. `SPREAD_DEBUG=1` prints every sample.\n",
     );
     md.push('\n');
     Ok((
