@@ -449,14 +449,16 @@ fn cluster_status(instance: &str, json: bool) -> anyhow::Result<()> {
         "{:<24} {:>10} {:>8} {:>10}  VERSION",
         "NODE", "REVISION", "LAG", "SEEN"
     );
+    // Names and versions come from etcd: no control characters reach the terminal.
+    let clean = |t: &str| t.chars().filter(|c| !c.is_control()).collect::<String>();
     for n in &s.nodes {
         println!(
             "{:<24} {:>10} {:>8} {:>9}s  {}",
-            n.node,
+            clean(&n.node),
             n.revision,
             (s.etcd_revision - n.revision).max(0),
             now.saturating_sub(n.updated_ms) / 1000,
-            n.version
+            clean(&n.version)
         );
     }
     println!(

@@ -641,6 +641,7 @@ fn start_cluster(config: &Config, shared: &Shared, store: &Arc<Mutex<ListStore>>
                 c.clone(),
                 node,
                 store.clone(),
+                shared.cache.clone(),
             ));
         }
         Err(e) => error!("cluster: {e}; this node does not join the fleet"),

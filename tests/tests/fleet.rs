@@ -83,8 +83,19 @@ workers = 1
 attach = "xdp"
 interfaces = ["{iface}"]
 
+[cache]
+max_bytes = 16777216
+
 [[listener]]
 address = "0.0.0.0:{port}"
+
+[[route]]
+path = "/cache/"
+upstream = "origin"
+[route.cache]
+
+[[route]]
+path = "/"
 upstream = "origin"
 
 [upstream.origin]
@@ -223,6 +234,16 @@ node = "n{k}"
         }
     }
 
+    /// `GET path` from client k through node k: the `Cache-Status` header and the body.
+    fn cached(&self, k: usize, path: &str) -> (String, String) {
+        let n = &self.nodes[k];
+        let addr = SocketAddr::new(n.server_ip.into(), n.port);
+        let r = get_within_in(&n.client_ns, addr, path, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("client {}: {e}\n{}", k + 1, self.diagnosis()));
+        assert_eq!(r.status, 200, "{r:?}");
+        (r.header("cache-status").unwrap_or_default(), r.body)
+    }
+
     fn dropped_blocklist(&self, i: usize) -> u64 {
         let v: serde_json::Value =
             serde_json::from_str(&self.cli_ok(i, &["stats", "--json"])).unwrap();
@@ -247,11 +268,33 @@ fn bans_reach_every_node_expire_by_lease_and_survive_etcd_and_node_restarts() {
             f.diagnosis()
         );
     }
-    let nodes = f.status(0)["nodes"].as_array().unwrap().len();
     f.wait("every node seen by node 1", Duration::from_secs(10), || {
         f.status(0)["nodes"].as_array().unwrap().len() == 3
     });
-    let _ = nodes;
+
+    // A purge on node 2 empties node 1's and node 3's caches for that URL (and no other).
+    let (page, other) = ("/cache/fleet?cc=max-age=600", "/cache/other?cc=max-age=600");
+    for k in [0, 2] {
+        f.cached(k, page);
+        f.cached(k, other);
+        assert!(f.cached(k, page).0.contains("hit"), "node {} caches", k + 1);
+    }
+    f.cli_ok(
+        1,
+        &["cache", "purge", &format!("http://test.example{page}")],
+    );
+    for k in [0, 2] {
+        f.wait(
+            &format!("node 2's purge on node {}", k + 1),
+            Duration::from_secs(5),
+            || !f.cached(k, page).0.contains("hit"),
+        );
+        assert!(
+            f.cached(k, other).0.contains("hit"),
+            "node {}: another URL was purged too",
+            k + 1
+        );
+    }
 
     // A ban on node 1 drops client 2's packets in node 2's kernel, and node 3 holds it.
     f.cli_ok(

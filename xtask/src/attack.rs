@@ -608,7 +608,7 @@ fn one_spoofed(
                     "1",
                     "-g",
                     "-e",
-                    "cpu-clock",
+                    "cpu-clock:k",
                     "-F",
                     "2999",
                 ])
@@ -808,10 +808,11 @@ fn spoofed_profiles(bin: &Path, dir: &Path) -> anyhow::Result<String> {
         tops.push((r.alone_pps, top));
     }
     let mut md = String::from(
-        "\nWhere CPU 1's time goes with the flood alone (`perf record -a -C 1 -g -e cpu-clock`, 3 s, one more \
-         run per mode after the measured ones): the sender's system calls and, on veth, the receive path of each \
-         SYN and the way back of each SYN-ACK all run there. Self time by function, 1.5 % and above; SYN/s is \
-         what the sender pushed while sampled.\n",
+        "\nWhere CPU 1's time goes with the flood alone (`perf record -a -C 1 -g -e cpu-clock:k`, kernel time \
+         only, 3 s, one more run per mode after the measured ones): the sender's system calls and, on veth, the \
+         receive path of each SYN and the way back of each SYN-ACK all run there (the sender's own user-space \
+         work is left out). Self time by function, 1.5 % and above of the kernel's samples; SYN/s is what the \
+         sender pushed while sampled.\n",
     );
     for ((_, label), (pps, top)) in modes.iter().zip(&tops) {
         let _ = write!(

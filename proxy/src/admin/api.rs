@@ -214,6 +214,9 @@ pub(super) async fn cache_purge(ctx: &Arc<AdminCtx>, req: Request<Incoming>) -> 
     match tokio::task::spawn_blocking(move || cache.purge(&pattern)).await {
         Ok(n) => {
             info!(url, purged = n, "cache purge through the admin API");
+            if let Some(c) = ctx.shared.cluster.get() {
+                c.publish_purge(crate::cluster::Purge::Url(url.clone()));
+            }
             reply(
                 StatusCode::OK,
                 &json!({ "ok": true, "url": url, "purged": n }),
@@ -244,6 +247,12 @@ async fn purge_tags(ctx: &Arc<AdminCtx>, tags: Vec<String>, soft: bool) -> Respo
                 purged = n,
                 "cache purge by tag through the admin API"
             );
+            if let Some(c) = ctx.shared.cluster.get() {
+                c.publish_purge(crate::cluster::Purge::Tags {
+                    tags: tags.clone(),
+                    soft,
+                });
+            }
             reply(
                 StatusCode::OK,
                 &json!({ "ok": true, "tags": tags, "soft": soft, "purged": n }),

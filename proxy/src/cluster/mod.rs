@@ -23,7 +23,7 @@
 pub mod model;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -41,12 +41,17 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::{
+    cache::Cache,
     clock::wall_ms,
     config::ClusterConfig,
     defense::{DefenseError, ListStore, state::State},
 };
 use model::{Key, MirrorFile, Record, Value};
 
+/// How long a purge stays in etcd: nodes away longer apply it no more (their cache is
+/// whatever it is; a node that restarts starts empty).
+const PURGE_TTL: i64 = 60;
+const PURGE_QUEUE: usize = 10_000;
 /// Operations per transaction (etcd's default `--max-txn-ops` is 128).
 pub const TXN_OPS: usize = 100;
 /// Keys per page when listing the prefix.
@@ -56,6 +61,17 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a burst of watch responses is gathered before it is applied (one state file
 /// write for many events).
 const GATHER: Duration = Duration::from_millis(20);
+const GATHER_MAX: Duration = Duration::from_millis(100);
+const GATHER_EVENTS: usize = 20_000;
+/// The largest response accepted from etcd (a page of the listing, a watch response).
+const MAX_MESSAGE: usize = 64 << 20;
+/// etcd's largest lease TTL (`MaxLeaseTTL`); longer bans get it (and their own expiry).
+const MAX_LEASE_TTL: i64 = 9_000_000_000;
+/// A transaction's operations stop at this many bytes (etcd's `--max-request-bytes` is
+/// 1.5 MiB by default).
+const TXN_BYTES: usize = 1 << 20;
+/// A value larger than this is neither published nor taken (notes are short texts).
+pub const MAX_VALUE: usize = 16 * 1024;
 /// The node key's lease, and how often the key is rewritten.
 const NODE_TTL: i64 = 10;
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -115,6 +131,9 @@ pub struct Status {
     published: AtomicU64,
     applied: AtomicU64,
     reconnects: AtomicU64,
+    /// The last publish failed for another reason than the connection: retried every poll
+    /// second until it succeeds.
+    publish_failed: AtomicBool,
     last_error: Mutex<Option<String>>,
     nodes: Mutex<BTreeMap<String, NodeInfo>>,
 }
@@ -147,9 +166,69 @@ struct Ctx {
     node: String,
     endpoints: String,
     store: Arc<Mutex<ListStore>>,
+    cache: Arc<Cache>,
     state_path: PathBuf,
     status: Status,
     wake: Notify,
+    /// Purges made here, waiting to be published (kept while etcd is unreachable).
+    purges: Mutex<VecDeque<Purge>>,
+    purge_serial: AtomicU64,
+}
+
+/// A cache purge, as the admin API takes it and as the fleet shares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// A URL, or a prefix ending in `*`.
+    Url(String),
+    /// Every response carrying one of the tags (`soft`: made stale instead of removed).
+    Tags { tags: Vec<String>, soft: bool },
+}
+
+/// A purge as stored under `<prefix>/purges/<node>/<serial>` (on a [`PURGE_TTL`] lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PurgeValue {
+    origin: String,
+    created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    #[serde(default)]
+    soft: bool,
+}
+
+impl PurgeValue {
+    /// The purge, if the value describes a valid one.
+    fn purge(&self) -> Result<Purge, String> {
+        match (&self.url, self.tags.is_empty()) {
+            (Some(url), true) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 8192
+                {
+                    return Err(format!(
+                        "url {url:?} is not an absolute http(s) URL of at most 8192 bytes"
+                    ));
+                }
+                Ok(Purge::Url(url.clone()))
+            }
+            (None, false) => {
+                if self.tags.len() > 100
+                    || self
+                        .tags
+                        .iter()
+                        .any(|t| t.is_empty() || t.len() > 1024 || t.contains([' ', ',', '\t']))
+                {
+                    return Err(
+                        "tags: 1 to 100 tags of 1 to 1024 bytes without spaces or commas".into(),
+                    );
+                }
+                Ok(Purge::Tags {
+                    tags: self.tags.clone(),
+                    soft: self.soft,
+                })
+            }
+            _ => Err("give either url or tags".into()),
+        }
+    }
 }
 
 impl Cluster {
@@ -160,16 +239,24 @@ impl Cluster {
     ///
     /// If the list store's lock is poisoned (a thread panicked while changing the lists).
     #[must_use]
-    pub fn start(config: ClusterConfig, node: String, store: Arc<Mutex<ListStore>>) -> Self {
+    pub fn start(
+        config: ClusterConfig,
+        node: String,
+        store: Arc<Mutex<ListStore>>,
+        cache: Arc<Cache>,
+    ) -> Self {
         let state_path = store.lock().expect("list store").state_path().to_owned();
         let ctx = Arc::new(Ctx {
             endpoints: config.endpoints.join(","),
             config,
             node,
             store,
+            cache,
             state_path,
             status: Status::default(),
             wake: Notify::new(),
+            purges: Mutex::new(VecDeque::new()),
+            purge_serial: AtomicU64::new(0),
         });
         tokio::spawn(run(ctx.clone()));
         Self { ctx }
@@ -178,6 +265,23 @@ impl Cluster {
     /// The lists changed here (the daemon's own bans): publish now rather than at the next
     /// poll.
     pub fn lists_changed(&self) {
+        self.ctx.wake.notify_one();
+    }
+
+    /// A purge made here (admin API): every other node applies it too. Queued while etcd
+    /// is unreachable (the oldest dropped beyond [`PURGE_QUEUE`]).
+    ///
+    /// # Panics
+    ///
+    /// If the queue's lock is poisoned (never held across anything that can panic).
+    pub fn publish_purge(&self, purge: Purge) {
+        let mut q = self.ctx.purges.lock().expect("purge queue");
+        if q.len() >= PURGE_QUEUE {
+            q.pop_front();
+            warn!("cluster: {PURGE_QUEUE} purges wait for etcd; the oldest is dropped");
+        }
+        q.push_back(purge);
+        drop(q);
         self.ctx.wake.notify_one();
     }
 
@@ -301,11 +405,16 @@ impl Mirror {
 
 /// Reconnects for ever, backing off; logs each change between connected and not once.
 async fn run(ctx: Arc<Ctx>) {
-    let mut mirror = match with_store(&ctx, |store| store.read_state()).await {
-        Ok(state) => Mirror::from_file(&ctx, state.cluster),
-        Err(e) => {
-            warn!("cluster: {e}; starting from an empty base: etcd's entries win");
-            Mirror::from_file(&ctx, None)
+    // Without its mirror the node could not tell its own changes from etcd's: it waits
+    // until the state file reads.
+    let mut mirror = loop {
+        match with_store(&ctx, |store| store.read_state()).await {
+            Ok(state) => break Mirror::from_file(&ctx, state.cluster),
+            Err(e) => {
+                warn!("cluster: {e}; the node joins the fleet once it reads");
+                *ctx.status.last_error.lock().expect("status") = Some(e.to_string());
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
         }
     };
     let mut backoff = Duration::from_millis(100);
@@ -323,6 +432,11 @@ async fn run(ctx: Arc<Ctx>) {
             debug!("cluster: {text}");
         }
         *ctx.status.last_error.lock().expect("status") = Some(text);
+        // What waits for etcd, for the metric and `cluster status`.
+        if let Ok(state) = with_store(&ctx, |store| store.read_state()).await {
+            let pending = local_changes(&state, &mirror, wall_ms()).len();
+            ctx.status.pending.store(pending as u64, Ordering::Relaxed);
+        }
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(100);
         }
@@ -358,7 +472,9 @@ async fn connect(ctx: &Ctx) -> Result<Client, ClusterError> {
             path: path.clone(),
             source,
         })?;
-        opts = opts.with_user(user, password.trim_end_matches(['\n', '\r']));
+        opts = opts
+            .with_user(user, password.trim_end_matches(['\n', '\r']))
+            .with_auto_token_refresh(true);
     }
     if c.ca.is_some() || c.cert.is_some() {
         let read = |what: &'static str, path: &Path| {
@@ -385,26 +501,38 @@ async fn connect(ctx: &Ctx) -> Result<Client, ClusterError> {
         .map_err(etcd_err(ctx, "connect"))
 }
 
-/// Everything under `<prefix>/` at one revision: list entries, node keys; and that revision
-/// and the cluster's id. Entries that do not parse are logged and skipped.
-async fn list_all(
-    ctx: &Ctx,
-    client: &mut Client,
-) -> Result<(BTreeMap<Key, Value>, BTreeMap<String, NodeInfo>, i64, u64), ClusterError> {
+/// What a listing of `<prefix>/` found.
+struct Listing {
+    entries: BTreeMap<Key, Value>,
+    nodes: BTreeMap<String, NodeInfo>,
+    /// Purges made by other nodes after revision `since` (the node's last applied).
+    purges: Vec<Purge>,
+    revision: i64,
+    cluster_id: u64,
+}
+
+/// Everything under `<prefix>/` at one revision: list entries, node keys, purges made after
+/// `since`; and that revision and the cluster's id. Entries that do not parse are logged and
+/// skipped.
+async fn list_all(ctx: &Ctx, client: &mut Client, since: i64) -> Result<Listing, ClusterError> {
     let root = format!("{}/", ctx.config.prefix);
     let end = prefix_end(root.as_bytes());
     let lists = model::lists_prefix(&ctx.config.prefix);
     let nodes_prefix = format!("{}/nodes/", ctx.config.prefix);
+    let purges_prefix = format!("{}/purges/", ctx.config.prefix);
     let mut from = root.clone().into_bytes();
     let (mut revision, mut cluster_id) = (0, 0);
     let mut entries = BTreeMap::new();
     let mut nodes = BTreeMap::new();
+    let mut purges = Vec::new();
     loop {
         let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
         if revision > 0 {
             opts = opts.with_revision(revision);
         }
         let mut resp = client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .get(from.clone(), Some(opts))
             .await
             .map_err(etcd_err(ctx, "list"))?;
@@ -423,10 +551,16 @@ async fn list_all(
                     }
                     Err(e) => warn!("cluster: skipped: {e}"),
                 }
-            } else if kv.key().starts_with(nodes_prefix.as_bytes())
-                && let Ok(n) = serde_json::from_slice::<NodeInfo>(kv.value())
+            } else if let Some(name) = kv.key().strip_prefix(nodes_prefix.as_bytes())
+                && let Ok(mut n) = serde_json::from_slice::<NodeInfo>(kv.value())
             {
+                n.node = String::from_utf8_lossy(name).into_owned();
                 nodes.insert(n.node.clone(), n);
+            } else if kv.key().starts_with(purges_prefix.as_bytes())
+                && kv.create_revision() > since
+                && let Some(p) = parse_purge(ctx, kv.key(), kv.value())
+            {
+                purges.push(p);
             }
         }
         match kvs.last() {
@@ -437,7 +571,115 @@ async fn list_all(
             _ => break,
         }
     }
-    Ok((entries, nodes, revision, cluster_id))
+    Ok(Listing {
+        entries,
+        nodes,
+        purges,
+        revision,
+        cluster_id,
+    })
+}
+
+/// A purge key's value, unless it is this node's own or does not parse (logged).
+fn parse_purge(ctx: &Ctx, key: &[u8], value: &[u8]) -> Option<Purge> {
+    let v: PurgeValue = match serde_json::from_slice(value) {
+        Ok(v) if value.len() <= MAX_VALUE => v,
+        Ok(_) => {
+            warn!(key = %String::from_utf8_lossy(key), "cluster: purge skipped: over {MAX_VALUE} bytes");
+            return None;
+        }
+        Err(e) => {
+            warn!(key = %String::from_utf8_lossy(key), "cluster: purge skipped: {e}");
+            return None;
+        }
+    };
+    if v.origin == ctx.node {
+        return None;
+    }
+    match v.purge() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!(key = %String::from_utf8_lossy(key), "cluster: purge skipped: {e}");
+            None
+        }
+    }
+}
+
+/// Applies other nodes' purges to this node's cache (on the blocking pool).
+async fn apply_purges(ctx: &Arc<Ctx>, purges: Vec<Purge>) {
+    if purges.is_empty() {
+        return;
+    }
+    let cache = ctx.cache.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let mut removed = 0;
+        for p in &purges {
+            removed += match p {
+                Purge::Url(url) => cache.purge(url),
+                Purge::Tags { tags, soft } => cache.purge_tags(tags, *soft),
+            };
+        }
+        (purges.len(), removed)
+    })
+    .await;
+    if let Ok((purges, removed)) = done {
+        info!(
+            purges,
+            removed, "cluster: cache purges from other nodes applied"
+        );
+    }
+}
+
+/// Publishes the purges made here, each under `<prefix>/purges/<node>/<ms>-<serial>` on one
+/// [`PURGE_TTL`] lease; what etcd does not take goes back to the queue.
+async fn publish_purges(ctx: &Arc<Ctx>, client: &mut Client) -> Result<(), ClusterError> {
+    let queued: Vec<Purge> = ctx.purges.lock().expect("purge queue").drain(..).collect();
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let requeue = |rest: &[Purge]| {
+        let mut q = ctx.purges.lock().expect("purge queue");
+        for p in rest.iter().rev() {
+            q.push_front(p.clone());
+        }
+    };
+    let lease = match client.lease_grant(PURGE_TTL, None).await {
+        Ok(l) => l.id(),
+        Err(e) => {
+            requeue(&queued);
+            return Err(etcd_err(ctx, "lease grant (purges)")(e));
+        }
+    };
+    for (i, chunk) in queued.chunks(TXN_OPS).enumerate() {
+        let now = wall_ms();
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|p| {
+                let serial = ctx.purge_serial.fetch_add(1, Ordering::Relaxed);
+                let (url, tags, soft) = match p {
+                    Purge::Url(u) => (Some(u.clone()), Vec::new(), false),
+                    Purge::Tags { tags, soft } => (None, tags.clone(), *soft),
+                };
+                let value = PurgeValue {
+                    origin: ctx.node.clone(),
+                    created_ms: now,
+                    url,
+                    tags,
+                    soft,
+                };
+                TxnOp::put(
+                    format!("{}/purges/{}/{now}-{serial}", ctx.config.prefix, ctx.node),
+                    serde_json::to_vec(&value).expect("purge serializes"),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+            })
+            .collect();
+        if let Err(e) = client.txn(Txn::new().and_then(ops)).await {
+            requeue(&queued[i * TXN_OPS..]);
+            return Err(etcd_err(ctx, "transaction (purges)")(e));
+        }
+    }
+    Ok(())
 }
 
 fn parse_entry(ctx: &Ctx, key: &[u8], value: &[u8]) -> Result<(Key, Value), model::ModelError> {
@@ -490,24 +732,36 @@ async fn reconcile(
     client: &mut Client,
     mirror: &mut Mirror,
 ) -> Result<i64, ClusterError> {
-    let (remote, nodes, revision, cluster_id) = list_all(ctx, client).await?;
-    if mirror.cluster_id != 0 && mirror.cluster_id != cluster_id {
+    let Listing {
+        entries: remote,
+        nodes,
+        purges,
+        revision,
+        cluster_id,
+    } = list_all(ctx, client, mirror.revision).await?;
+    let now = wall_ms();
+    let base = if mirror.cluster_id != 0 && mirror.cluster_id != cluster_id {
         warn!(
             "cluster: the mirror is of another etcd cluster ({:x}, now {cluster_id:x}); reconciling from an empty base: etcd's entries win",
             mirror.cluster_id
         );
-        mirror.entries.clear();
-    }
+        BTreeMap::new()
+    } else {
+        mirror.records(now)
+    };
     // Reconcile under the state file's lock; the mirror becomes etcd's listing in the same
-    // write as the lists.
-    let now = wall_ms();
-    let base = mirror.records(now);
+    // write as the lists, and in memory only once that write succeeded (a failed attempt
+    // must leave the old base, or the next one would take etcd's changes for this node's).
     let remote_records: BTreeMap<Key, Record> =
         model::live_only(remote.iter().map(|(k, v)| (*k, v.record())).collect(), now);
-    mirror.entries = remote;
-    mirror.cluster_id = cluster_id;
-    mirror.revision = revision;
-    let file = mirror.to_file(ctx);
+    let next = Mirror {
+        cluster_id,
+        revision,
+        entries: remote,
+        dirty: false,
+        saved: mirror.saved,
+    };
+    let file = next.to_file(ctx);
     let (plan, _) = with_store(ctx, move |store| {
         store.edit(|state| {
             let local = model::live_only(model::entries(state), now);
@@ -520,11 +774,21 @@ async fn reconcile(
         })
     })
     .await?;
-    mirror.dirty = false;
+    *mirror = next;
     let taken = plan.local.len();
     let to_publish = plan.publish.len();
-    publish(ctx, client, mirror, plan.publish).await?;
+    // A change etcd refuses (too large, say) must not keep the node from watching: it is
+    // logged and retried, and the watch starts anyway.
+    if let Err(e) = publish(ctx, client, mirror, plan.publish).await {
+        if matches!(e, ClusterError::Etcd { .. }) && is_transport(&e) {
+            return Err(e);
+        }
+        warn!("cluster: publishing this node's changes failed ({e}); retrying every second");
+        ctx.status.publish_failed.store(true, Ordering::Relaxed);
+    }
     mirror.save(ctx, true).await;
+    apply_purges(ctx, purges).await;
+    publish_purges(ctx, client).await?;
     let s = &ctx.status;
     s.applied.fetch_add(taken as u64, Ordering::Relaxed);
     s.revision.store(revision, Ordering::Relaxed);
@@ -550,11 +814,15 @@ async fn session_inner(
     logged_down: &mut bool,
 ) -> Result<Never, ClusterError> {
     let mut client = connect(ctx).await?;
+    // Taken before reconciling: a change written meanwhile shows as a change at the first poll.
+    let mut file_seen = file_id(&ctx.state_path);
     let revision = reconcile(ctx, &mut client, mirror).await?;
     *logged_down = false;
 
     let root = format!("{}/", ctx.config.prefix);
     let mut watch = client
+        .watch_client()
+        .max_decoding_message_size(MAX_MESSAGE)
         .watch(
             root.clone(),
             Some(
@@ -579,51 +847,26 @@ async fn session_inner(
     let mut last_beat = Instant::now();
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut file_seen = file_id(&ctx.state_path);
+    let mut last_retry = Instant::now();
     loop {
         tokio::select! {
             msg = watch.message() => {
-                let mut batch = Vec::new();
-                let mut next = Some(msg);
-                // A burst: take what follows within a moment, then apply it at once.
-                while let Some(msg) = next.take() {
-                    let resp = msg
-                        .map_err(etcd_err(ctx, "watch"))?
-                        .ok_or_else(|| ended(ctx, "closed by the server".to_owned()))?;
-                    if resp.canceled() || resp.compact_revision() > 0 {
-                        return Err(ended(ctx, format!(
-                            "canceled ({}; compacted at {})",
-                            resp.cancel_reason(),
-                            resp.compact_revision()
-                        )));
-                    }
-                    if let Some(h) = resp.header() {
-                        ctx.status.etcd_revision.fetch_max(h.revision(), Ordering::Relaxed);
-                        if resp.events().is_empty() && !resp.created() {
-                            // Progress: nothing of ours before this revision is pending.
-                            mirror.revision = mirror.revision.max(h.revision());
-                        }
-                    }
-                    for ev in resp.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        mirror.revision = mirror.revision.max(kv.mod_revision());
-                        batch.push((ev.event_type(), kv.key().to_vec(), kv.value().to_vec()));
-                    }
-                    if let Ok(m) = tokio::time::timeout(GATHER, watch.message()).await {
-                        next = Some(m);
-                    }
-                }
+                let batch = gather(ctx, &mut watch, mirror, msg).await?;
                 apply_events(ctx, mirror, batch).await?;
                 ctx.status.revision.store(mirror.revision, Ordering::Relaxed);
             }
             () = ctx.wake.notified() => {
                 file_seen = file_id(&ctx.state_path);
                 publish_local(ctx, &mut client, mirror).await?;
+                publish_purges(ctx, &mut client).await?;
             }
             _ = poll.tick() => {
                 let now_seen = file_id(&ctx.state_path);
-                if now_seen != file_seen {
+                let retry = ctx.status.publish_failed.load(Ordering::Relaxed)
+                    && last_retry.elapsed() >= Duration::from_secs(1);
+                if now_seen != file_seen || retry {
                     file_seen = now_seen;
+                    last_retry = Instant::now();
                     publish_local(ctx, &mut client, mirror).await?;
                 }
                 mirror.save(ctx, false).await;
@@ -639,6 +882,76 @@ async fn session_inner(
             }
         }
     }
+}
+
+/// Whether an etcd error is the connection's (unavailable, timed out, transport), not a
+/// refusal of what was sent.
+fn is_transport(e: &ClusterError) -> bool {
+    match e {
+        ClusterError::Etcd { source, .. } => match source {
+            etcd_client::Error::GRpcStatus(s) => matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Aborted
+            ),
+            etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+            _ => false,
+        },
+        _ => true,
+    }
+}
+
+/// A watch response and what follows it within a moment (at most [`GATHER_MAX`] from the
+/// first, and [`GATHER_EVENTS`] events): applied at once, one state file write for a burst.
+async fn gather(
+    ctx: &Ctx,
+    watch: &mut etcd_client::WatchStream,
+    mirror: &mut Mirror,
+    first: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+) -> Result<Vec<(EventType, Vec<u8>, Vec<u8>)>, ClusterError> {
+    let mut batch = Vec::new();
+    let mut next = Some(first);
+    let until = tokio::time::Instant::now() + GATHER_MAX;
+    while let Some(msg) = next.take() {
+        let resp = msg
+            .map_err(etcd_err(ctx, "watch"))?
+            .ok_or_else(|| ended(ctx, "closed by the server".to_owned()))?;
+        if resp.canceled() || resp.compact_revision() > 0 {
+            return Err(ended(
+                ctx,
+                format!(
+                    "canceled ({}; compacted at {})",
+                    resp.cancel_reason(),
+                    resp.compact_revision()
+                ),
+            ));
+        }
+        if let Some(h) = resp.header() {
+            ctx.status
+                .etcd_revision
+                .fetch_max(h.revision(), Ordering::Relaxed);
+            if resp.events().is_empty() && !resp.created() {
+                // Progress: nothing before this revision is still to come.
+                mirror.revision = mirror.revision.max(h.revision());
+            }
+        }
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            mirror.revision = mirror.revision.max(kv.mod_revision());
+            batch.push((ev.event_type(), kv.key().to_vec(), kv.value().to_vec()));
+        }
+        let wait = GATHER.min(until.saturating_duration_since(tokio::time::Instant::now()));
+        if batch.len() < GATHER_EVENTS
+            && !wait.is_zero()
+            && let Ok(m) = tokio::time::timeout(wait, watch.message()).await
+        {
+            next = Some(m);
+        }
+    }
+    Ok(batch)
 }
 
 fn ended(ctx: &Ctx, reason: String) -> ClusterError {
@@ -674,11 +987,19 @@ async fn heartbeat(
 }
 
 /// The state file's identity: it is replaced (renamed over) at every write.
-fn file_id(path: &Path) -> Option<(u64, u64, i64, i64)> {
+fn file_id(path: &Path) -> Option<(u64, u64, u64, i64, i64, i64, i64)> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    })
 }
 
 /// Applies a batch of watch events: list entries to the lists (unless this node changed the
@@ -690,10 +1011,18 @@ async fn apply_events(
 ) -> Result<(), ClusterError> {
     let lists = model::lists_prefix(&ctx.config.prefix);
     let nodes_prefix = format!("{}/nodes/", ctx.config.prefix);
+    let purges_prefix = format!("{}/purges/", ctx.config.prefix);
     // The last event of each key wins.
     let mut changes: BTreeMap<Key, Option<Value>> = BTreeMap::new();
+    let mut purges = Vec::new();
     for (kind, key, value) in batch {
-        if key.starts_with(lists.as_bytes()) {
+        if key.starts_with(purges_prefix.as_bytes()) {
+            if kind == EventType::Put
+                && let Some(p) = parse_purge(ctx, &key, &value)
+            {
+                purges.push(p);
+            }
+        } else if key.starts_with(lists.as_bytes()) {
             match kind {
                 EventType::Put => match parse_entry(ctx, &key, &value) {
                     Ok((k, v)) => {
@@ -712,7 +1041,8 @@ async fn apply_events(
             let mut nodes = ctx.status.nodes.lock().expect("status");
             match kind {
                 EventType::Put => {
-                    if let Ok(n) = serde_json::from_slice::<NodeInfo>(&value) {
+                    if let Ok(mut n) = serde_json::from_slice::<NodeInfo>(&value) {
+                        n.node = String::from_utf8_lossy(name).into_owned();
                         nodes.insert(n.node.clone(), n);
                     }
                 }
@@ -722,6 +1052,7 @@ async fn apply_events(
             }
         }
     }
+    apply_purges(ctx, purges).await;
     if changes.is_empty() {
         return Ok(());
     }
@@ -779,15 +1110,9 @@ fn local_entry(state: &State, key: &Key) -> Option<Record> {
     }
 }
 
-/// Publishes every entry whose local version differs from the mirror's.
-async fn publish_local(
-    ctx: &Arc<Ctx>,
-    client: &mut Client,
-    mirror: &mut Mirror,
-) -> Result<(), ClusterError> {
-    let state = with_store(ctx, |store| store.read_state()).await?;
-    let now = wall_ms();
-    let local = model::live_only(model::entries(&state), now);
+/// Every entry whose local version (in force at `now`) differs from the mirror's.
+fn local_changes(state: &State, mirror: &Mirror, now: u64) -> Vec<(Key, Option<Record>)> {
+    let local = model::live_only(model::entries(state), now);
     let mut changes = Vec::new();
     for (k, r) in &local {
         if mirror.record(k, now).as_ref() != Some(r) {
@@ -799,6 +1124,17 @@ async fn publish_local(
             changes.push((*k, None));
         }
     }
+    changes
+}
+
+/// Publishes every entry whose local version differs from the mirror's.
+async fn publish_local(
+    ctx: &Arc<Ctx>,
+    client: &mut Client,
+    mirror: &mut Mirror,
+) -> Result<(), ClusterError> {
+    let state = with_store(ctx, |store| store.read_state()).await?;
+    let changes = local_changes(&state, mirror, wall_ms());
     ctx.status
         .pending
         .store(changes.len() as u64, Ordering::Relaxed);
@@ -808,83 +1144,140 @@ async fn publish_local(
     publish(ctx, client, mirror, changes).await
 }
 
-/// Writes `changes` to etcd, [`TXN_OPS`] at a time; each transaction's entries go into the
-/// mirror once it succeeded. Entries with an expiry share a lease per whole second of TTL.
+/// Writes `changes` to etcd in transactions of at most [`TXN_OPS`] operations and
+/// [`TXN_BYTES`] bytes; each transaction's entries go into the mirror once it succeeded.
+/// Entries with an expiry share a lease per whole second of TTL (counted when the lease is
+/// granted; at most etcd's largest). An entry whose value is over [`MAX_VALUE`] bytes is left
+/// out (logged); the leases of a transaction etcd refuses are revoked.
 async fn publish(
     ctx: &Arc<Ctx>,
     client: &mut Client,
     mirror: &mut Mirror,
     changes: Vec<(Key, Option<Record>)>,
 ) -> Result<(), ClusterError> {
-    let now = wall_ms();
     let mut leases: HashMap<i64, i64> = HashMap::new();
-    let mut ops = Vec::with_capacity(TXN_OPS);
-    let mut done: Vec<(Key, Option<Value>)> = Vec::with_capacity(TXN_OPS);
+    let mut batch = Batch::default();
     let total = changes.len();
-    let mut changes = changes.into_iter().peekable();
-    while let Some((key, record)) = changes.next() {
+    for (key, record) in changes {
         let name = model::key_string(&ctx.config.prefix, &key);
-        if let Some(r) = record {
-            {
-                let value = Value::new(&key, &r, &ctx.node);
-                match value.expires_ms {
-                    // Expired since it was compared: nothing to publish (expiry is etcd's
-                    // lease's and each node's sweep's business, never a change).
-                    Some(e) if e <= now => {
-                        mirror.set(key, Some(value));
-                    }
-                    Some(e) => {
-                        let ttl = i64::try_from((e - now).div_ceil(1000)).unwrap_or(i64::MAX);
-                        let lease = if let Some(id) = leases.get(&ttl) {
-                            *id
-                        } else {
-                            let id = client
-                                .lease_grant(ttl, None)
-                                .await
-                                .map_err(etcd_err(ctx, "lease grant"))?
-                                .id();
-                            leases.insert(ttl, id);
-                            id
-                        };
-                        ops.push(TxnOp::put(
-                            name,
-                            serde_json::to_vec(&value).expect("value serializes"),
-                            Some(PutOptions::new().with_lease(lease)),
-                        ));
-                        done.push((key, Some(value)));
-                    }
-                    None => {
-                        ops.push(TxnOp::put(
-                            name,
-                            serde_json::to_vec(&value).expect("value serializes"),
-                            None,
-                        ));
-                        done.push((key, Some(value)));
-                    }
-                }
+        let Some(r) = record else {
+            let size = name.len();
+            batch.add(TxnOp::delete(name, None), size, key, None);
+            if batch.full() {
+                batch.send(ctx, client, mirror, &mut leases).await?;
             }
-        } else {
-            ops.push(TxnOp::delete(name, None));
-            done.push((key, None));
+            continue;
+        };
+        let value = Value::new(&key, &r, &ctx.node);
+        let bytes = serde_json::to_vec(&value).expect("value serializes");
+        if bytes.len() > MAX_VALUE {
+            warn!(key = %name, bytes = bytes.len(), "cluster: entry not published: its value is over {MAX_VALUE} bytes (shorten its note)");
+            continue;
         }
-        if ops.len() == TXN_OPS || (changes.peek().is_none() && !ops.is_empty()) {
-            let n = ops.len() as u64;
-            let resp = client
-                .txn(Txn::new().and_then(std::mem::take(&mut ops)))
-                .await
-                .map_err(etcd_err(ctx, "transaction"))?;
-            if let Some(h) = resp.header() {
-                ctx.status
-                    .etcd_revision
-                    .fetch_max(h.revision(), Ordering::Relaxed);
+        let now = wall_ms();
+        let options = match value.expires_ms {
+            // Expired since it was compared: nothing to publish (expiry is etcd's lease's
+            // and each node's sweep's business, never a change).
+            Some(e) if e <= now => continue,
+            Some(e) => {
+                let ttl = i64::try_from((e - now).div_ceil(1000))
+                    .unwrap_or(MAX_LEASE_TTL)
+                    .min(MAX_LEASE_TTL);
+                let lease = if let Some(id) = leases.get(&ttl) {
+                    *id
+                } else {
+                    let id = client
+                        .lease_grant(ttl, None)
+                        .await
+                        .map_err(etcd_err(ctx, "lease grant"))?
+                        .id();
+                    leases.insert(ttl, id);
+                    batch.leases.push(id);
+                    id
+                };
+                Some(PutOptions::new().with_lease(lease))
             }
-            for (k, v) in done.drain(..) {
-                mirror.set(k, v);
-            }
-            ctx.status.published.fetch_add(n, Ordering::Relaxed);
+            None => None,
+        };
+        let size = name.len() + bytes.len();
+        if batch.would_overflow(size) {
+            batch.send(ctx, client, mirror, &mut leases).await?;
+        }
+        batch.add(TxnOp::put(name, bytes, options), size, key, Some(value));
+        if batch.full() {
+            batch.send(ctx, client, mirror, &mut leases).await?;
         }
     }
+    batch.send(ctx, client, mirror, &mut leases).await?;
     ctx.status.pending.store(0, Ordering::Relaxed);
+    ctx.status.publish_failed.store(false, Ordering::Relaxed);
     debug!(changes = total, "cluster: published");
     Ok(())
+}
+
+/// One transaction being filled.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<TxnOp>,
+    bytes: usize,
+    done: Vec<(Key, Option<Value>)>,
+    /// Leases granted for this transaction (revoked if etcd refuses it).
+    leases: Vec<i64>,
+}
+
+impl Batch {
+    fn add(&mut self, op: TxnOp, size: usize, key: Key, value: Option<Value>) {
+        self.ops.push(op);
+        self.bytes += size;
+        self.done.push((key, value));
+    }
+
+    fn full(&self) -> bool {
+        self.ops.len() >= TXN_OPS
+    }
+
+    fn would_overflow(&self, size: usize) -> bool {
+        !self.ops.is_empty() && self.bytes + size > TXN_BYTES
+    }
+
+    async fn send(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        client: &mut Client,
+        mirror: &mut Mirror,
+        leases: &mut HashMap<i64, i64>,
+    ) -> Result<(), ClusterError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let n = self.ops.len() as u64;
+        let sent = client
+            .txn(Txn::new().and_then(std::mem::take(&mut self.ops)))
+            .await
+            .map_err(etcd_err(ctx, "transaction"));
+        self.bytes = 0;
+        let granted = std::mem::take(&mut self.leases);
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                self.done.clear();
+                // The leases of this transaction would only linger until their TTL.
+                for id in granted {
+                    leases.retain(|_, v| *v != id);
+                    let _ = client.lease_revoke(id).await;
+                }
+                return Err(e);
+            }
+        };
+        if let Some(h) = resp.header() {
+            ctx.status
+                .etcd_revision
+                .fetch_max(h.revision(), Ordering::Relaxed);
+        }
+        for (k, v) in self.done.drain(..) {
+            mirror.set(k, v);
+        }
+        ctx.status.published.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
 }

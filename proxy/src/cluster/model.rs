@@ -130,6 +130,13 @@ pub fn parse_value(key: &Key, raw_key: &[u8], raw: &[u8]) -> Result<Value, Model
         key: String::from_utf8_lossy(raw_key).into_owned(),
         message,
     };
+    if raw.len() > super::MAX_VALUE {
+        return Err(bad(format!(
+            "{} bytes, over the {} a node takes",
+            raw.len(),
+            super::MAX_VALUE
+        )));
+    }
     let v: Value = serde_json::from_slice(raw).map_err(|e| bad(e.to_string()))?;
     if v.prefix != key.cidr || v.list != key.list {
         return Err(bad(format!(
@@ -378,6 +385,10 @@ mod tests {
         odd.reason = Some("because".into());
         assert!(parse_value(&k, b"k", &serde_json::to_vec(&odd).unwrap()).is_err());
         assert!(parse_value(&k, b"k", b"{").is_err());
+        let mut long = v.clone();
+        long.note = Some("x".repeat(super::super::MAX_VALUE));
+        let e = parse_value(&k, b"k", &serde_json::to_vec(&long).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("bytes"), "{e}");
         // Fields a newer version adds are ignored.
         let mut j: serde_json::Value = serde_json::from_slice(&raw).unwrap();
         j["future"] = serde_json::json!(1);

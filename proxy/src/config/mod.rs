@@ -254,8 +254,20 @@ impl ClusterConfig {
         if self.cert.is_some() != self.key.is_some() {
             return bad("cert", "and `cluster.key` go together".into());
         }
+        if self.cert.is_some() && self.ca.is_none() {
+            return bad(
+                "cert",
+                "needs `cluster.ca` (the CA etcd's server certificate chains to)".into(),
+            );
+        }
         if self.user.is_some() != self.password_file.is_some() {
             return bad("user", "and `cluster.password_file` go together".into());
+        }
+        if self.user.is_some() && !tls {
+            return bad(
+                "user",
+                "needs TLS (`cluster.ca`, https:// endpoints): the password would cross the network in clear".into(),
+            );
         }
         Ok(())
     }
@@ -1101,6 +1113,16 @@ mod tests {
                 "endpoints = [\"https://e:2379\"]\nca = \"/ca\"\ncert = \"/c\"",
                 "cluster.cert",
                 "cluster.key",
+            ),
+            (
+                "endpoints = [\"https://e:2379\"]\ncert = \"/c\"\nkey = \"/k\"",
+                "cluster.cert",
+                "cluster.ca",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nuser = \"u\"\npassword_file = \"/p\"",
+                "cluster.user",
+                "TLS",
             ),
         ] {
             let e = parse(&format!("{GOOD}\n[cluster]\n{body}\n")).unwrap_err();
