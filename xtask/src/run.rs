@@ -64,7 +64,8 @@ pub fn test() -> anyhow::Result<()> {
     setup()?;
     // What the end-to-end tests drive: curl (admin socket as another user), chromium (the
     // dashboard, headless), etcd (the fleet tests start their own servers).
-    crate::setup::ensure_packages(&["curl", "chromium", "etcd-server"])?;
+    crate::setup::ensure_packages(&["curl", "chromium"])?;
+    crate::setup::ensure_packages_without_services(&["etcd-server"])?;
     crate::setup::no_etcd_service();
     crate::setup::ensure_rust_components(&["rustfmt", "clippy"])?;
     step("cargo fmt --check", || {

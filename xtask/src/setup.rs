@@ -5,7 +5,7 @@
 //! See ../shared/TOOLCHAIN.md for why this is the recipe.
 use std::{path::Path, process::Command};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use crate::util::{is_root, output, run, step};
 
@@ -165,6 +165,31 @@ pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
     }
     let mut updated = false;
     apt_install(&missing, &mut updated)
+}
+
+/// [`ensure_packages`] for packages whose install would start a service (etcd-server): a
+/// `policy-rc.d` that refuses every start is in place during the install (unless one is
+/// there already), and removed after.
+pub fn ensure_packages_without_services(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours && is_root() {
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# cargo xtask: no service starts during this install\nexit 101\n",
+        )
+        .context("writing /usr/sbin/policy-rc.d")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let result = ensure_packages(&missing);
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
 }
 
 /// Debian's etcd-server package enables a system-wide etcd on 127.0.0.1:2379 where systemd
