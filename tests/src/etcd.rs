@@ -62,6 +62,18 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// The same server on another loopback address (`http://127.0.0.2:<port>`): a client given
+    /// this one can be cut off alone (a firewall rule on 127.0.0.2).
+    #[must_use]
+    pub fn alt_endpoint(&self) -> String {
+        format!("http://127.0.0.2:{}", self.client_port)
+    }
+
+    #[must_use]
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
     /// Stops etcd (SIGKILL: as abrupt as a crash or a cut cable); its data stays.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -79,12 +91,13 @@ impl Etcd {
         self.starts += 1;
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let client = self.endpoint();
+        let listen = format!("{client},{}", self.alt_endpoint());
         let mut cmd = Topology::command_in(&self.ns, ETCD_BIN);
         cmd.arg("--name")
             .arg("t")
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["--listen-client-urls", &client])
+            .args(["--listen-client-urls", &listen])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])

@@ -107,7 +107,13 @@ prefix = "{prefix}"
 node = "n{k}"
 "#,
                     state = w.dir.path().join(format!("n{k}.json")).display(),
-                    endpoint = etcd.endpoint(),
+                    // Node 3 reaches etcd on another loopback address, so that it alone can be
+                    // cut off.
+                    endpoint = if k == 3 {
+                        etcd.alt_endpoint()
+                    } else {
+                        etcd.endpoint()
+                    },
                 ),
             )
             .unwrap();
@@ -242,6 +248,19 @@ node = "n{k}"
             .unwrap_or_else(|e| panic!("client {}: {e}\n{}", k + 1, self.diagnosis()));
         assert_eq!(r.status, 200, "{r:?}");
         (r.header("cache-status").unwrap_or_default(), r.body)
+    }
+
+    /// Runs an nftables script in the server namespace.
+    fn nft(&self, script: &str) {
+        let mut child = proxy_tests::netns::Topology::command_in(&self.w.topo.srv_ns, "nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), script.as_bytes())
+            .expect("write the nft script");
+        drop(child.stdin.take());
+        assert!(child.wait().expect("nft").success(), "nft failed: {script}");
     }
 
     fn dropped_blocklist(&self, i: usize) -> u64 {
@@ -400,4 +419,39 @@ fn bans_reach_every_node_expire_by_lease_and_survive_etcd_and_node_restarts() {
     let st = f.status(1);
     assert_eq!(st["connected"], serde_json::json!(true), "{st}");
     assert_eq!(st["pending"], serde_json::json!(0), "{st}");
+
+    // Node 3 cut off from etcd (nftables drops what it sends there) and healed: what each side
+    // did meanwhile reaches the other.
+    let c1 = format!("{}/32", f.nodes[0].client_ip);
+    f.nft(&format!(
+        "add table inet pxcut\nadd chain inet pxcut out {{ type filter hook output priority 0 ; }}\n\
+         add rule inet pxcut out ip daddr 127.0.0.2 tcp dport {} drop\n",
+        f.etcd.client_port()
+    ));
+    f.wait(
+        "node 3 notices it is cut off",
+        Duration::from_secs(30),
+        || f.status(2)["connected"] == serde_json::json!(false),
+    );
+    f.cli_ok(2, &["blocklist", "add", &c1, "--ttl", "10m"]);
+    f.cli_ok(0, &["blocklist", "remove", &c2]);
+    f.wait(
+        "node 3 counts its change as pending",
+        Duration::from_secs(5),
+        || f.status(2)["pending"].as_u64().unwrap_or(0) >= 1,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !f.holds(0, &c1) && f.holds(2, &c2),
+        "a change crossed the cut\n{}",
+        f.diagnosis()
+    );
+    f.nft("delete table inet pxcut\n");
+    f.wait(
+        "both sides' changes after healing",
+        Duration::from_secs(30),
+        || f.holds(0, &c1) && f.holds(1, &c1) && !f.holds(2, &c2),
+    );
+    f.wait_connected(2);
+    assert_eq!(f.status(2)["pending"], serde_json::json!(0));
 }

@@ -39,8 +39,8 @@ use crate::{
     util::{Procs, is_root, median_range, percentile, step, to_f64, workspace},
 };
 
-const SCENARIOS: [&str; 9] = [
-    "l7", "h2", "tls", "cache", "xdp", "lookup", "attack", "spread", "memory",
+const SCENARIOS: [&str; 10] = [
+    "l7", "h2", "tls", "cache", "xdp", "lookup", "attack", "spread", "memory", "fleet",
 ];
 
 #[expect(
@@ -82,6 +82,10 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
     }
     if chosen.contains(&"lookup") {
         crate::setup::ensure_packages(&["linux-perf"])?;
+    }
+    if chosen.contains(&"fleet") {
+        crate::setup::ensure_packages_without_services(&["etcd-server"])?;
+        crate::setup::no_etcd_service();
     }
     if chosen.contains(&"l7") {
         crate::setup::ensure_packages(&["wrk", "nginx-light", "haproxy"])?;
@@ -162,6 +166,14 @@ pub fn bench(scenarios: &[String]) -> anyhow::Result<()> {
                 crate::xdpbench::xdp(&bin)
             })?;
             sections.push(("xdp".to_owned(), text, data));
+        }
+        if s == "fleet" {
+            let bin = workspace().join("target/release");
+            let (text, data) = step(
+                "bench fleet (3 nodes and etcd: single bans, a burst of 10 000, 100 000 entries; a few minutes)",
+                || crate::fleetbench::fleet(&bin),
+            )?;
+            sections.push(("fleet".to_owned(), text, data));
         }
         if s == "lookup" {
             let bin = workspace().join("target/release");

@@ -4,6 +4,7 @@ mod attack;
 mod bench;
 mod cachebench;
 mod charts;
+mod fleetbench;
 mod fuzz;
 mod l7bench;
 mod membench;

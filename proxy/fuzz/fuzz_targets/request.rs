@@ -221,6 +221,7 @@ fn world() -> &'static World {
             cache: Cache::new(max_bytes),
             // No pinned maps: the blocklist is the kernel's business, not this target's.
             maps: None,
+            cluster: std::sync::OnceLock::new(),
         });
         let load = Arc::new(LoadTable::detached().expect("anonymous load table"));
         let wctx = Arc::new(WorkerCtx {

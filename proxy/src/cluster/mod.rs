@@ -319,6 +319,10 @@ struct Mirror {
     cluster_id: u64,
     revision: i64,
     entries: BTreeMap<Key, Value>,
+    /// The revision of the last write seen for a key in this session (this node's own
+    /// transactions included): an older event for it is stale (an echo of what this node has
+    /// since changed again) and is skipped.
+    revs: HashMap<Key, i64>,
     dirty: bool,
     saved: Option<Instant>,
 }
@@ -341,6 +345,7 @@ impl Mirror {
             cluster_id: file.cluster_id,
             revision: file.revision,
             entries,
+            revs: HashMap::new(),
             dirty: false,
             saved: None,
         }
@@ -758,6 +763,7 @@ async fn reconcile(
         cluster_id,
         revision,
         entries: remote,
+        revs: HashMap::new(),
         dirty: false,
         saved: mirror.saved,
     };
@@ -834,17 +840,8 @@ async fn session_inner(
         )
         .await
         .map_err(etcd_err(ctx, "watch"))?;
-    let lease = client
-        .lease_grant(NODE_TTL, None)
-        .await
-        .map_err(etcd_err(ctx, "lease grant (node key)"))?
-        .id();
-    let (mut keeper, mut keep_alive) = client
-        .lease_keep_alive(lease)
-        .await
-        .map_err(etcd_err(ctx, "lease keep-alive (node key)"))?;
-    heartbeat(ctx, &mut client, lease, mirror.revision).await?;
-    let mut last_beat = Instant::now();
+    // The node key on a task of its own: a long apply or publish never starves its lease.
+    let _beats = Aborted(tokio::spawn(node_key(ctx.clone(), client.clone())));
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retry = Instant::now();
@@ -870,15 +867,6 @@ async fn session_inner(
                     publish_local(ctx, &mut client, mirror).await?;
                 }
                 mirror.save(ctx, false).await;
-                if last_beat.elapsed() >= HEARTBEAT {
-                    last_beat = Instant::now();
-                    keeper.keep_alive().await.map_err(etcd_err(ctx, "lease keep-alive (node key)"))?;
-                    match keep_alive.message().await.map_err(etcd_err(ctx, "lease keep-alive (node key)"))? {
-                        Some(r) if r.ttl() > 0 => {}
-                        _ => return Err(ended(ctx, "the node key's lease expired".to_owned())),
-                    }
-                    heartbeat(ctx, &mut client, lease, mirror.revision).await?;
-                }
             }
         }
     }
@@ -911,7 +899,7 @@ async fn gather(
     watch: &mut etcd_client::WatchStream,
     mirror: &mut Mirror,
     first: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
-) -> Result<Vec<(EventType, Vec<u8>, Vec<u8>)>, ClusterError> {
+) -> Result<Vec<(EventType, Vec<u8>, Vec<u8>, i64)>, ClusterError> {
     let mut batch = Vec::new();
     let mut next = Some(first);
     let until = tokio::time::Instant::now() + GATHER_MAX;
@@ -941,7 +929,12 @@ async fn gather(
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             mirror.revision = mirror.revision.max(kv.mod_revision());
-            batch.push((ev.event_type(), kv.key().to_vec(), kv.value().to_vec()));
+            batch.push((
+                ev.event_type(),
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.mod_revision(),
+            ));
         }
         let wait = GATHER.min(until.saturating_duration_since(tokio::time::Instant::now()));
         if batch.len() < GATHER_EVENTS
@@ -959,6 +952,55 @@ fn ended(ctx: &Ctx, reason: String) -> ClusterError {
         endpoints: ctx.endpoints.clone(),
         prefix: format!("{}/", ctx.config.prefix),
         reason,
+    }
+}
+
+/// A task aborted when this is dropped (with the session that started it).
+struct Aborted(tokio::task::JoinHandle<()>);
+
+impl Drop for Aborted {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps `<prefix>/nodes/<node>` on a [`NODE_TTL`] lease, rewritten every [`HEARTBEAT`] with
+/// the revision this node has applied; starts over (new lease) when something fails.
+async fn node_key(ctx: Arc<Ctx>, mut client: Client) {
+    loop {
+        if let Err(e) = node_key_once(&ctx, &mut client).await {
+            debug!("cluster: node key: {e}");
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+async fn node_key_once(ctx: &Ctx, client: &mut Client) -> Result<(), ClusterError> {
+    let lease = client
+        .lease_grant(NODE_TTL, None)
+        .await
+        .map_err(etcd_err(ctx, "lease grant (node key)"))?
+        .id();
+    let (mut keeper, mut replies) = client
+        .lease_keep_alive(lease)
+        .await
+        .map_err(etcd_err(ctx, "lease keep-alive (node key)"))?;
+    loop {
+        let revision = ctx.status.revision.load(Ordering::Relaxed);
+        heartbeat(ctx, client, lease, revision).await?;
+        tokio::time::sleep(HEARTBEAT).await;
+        keeper
+            .keep_alive()
+            .await
+            .map_err(etcd_err(ctx, "lease keep-alive (node key)"))?;
+        match replies
+            .message()
+            .await
+            .map_err(etcd_err(ctx, "lease keep-alive (node key)"))?
+        {
+            Some(r) if r.ttl() > 0 => {}
+            _ => return Err(ended(ctx, "the node key's lease expired".to_owned())),
+        }
     }
 }
 
@@ -1007,15 +1049,16 @@ fn file_id(path: &Path) -> Option<(u64, u64, u64, i64, i64, i64, i64)> {
 async fn apply_events(
     ctx: &Arc<Ctx>,
     mirror: &mut Mirror,
-    batch: Vec<(EventType, Vec<u8>, Vec<u8>)>,
+    batch: Vec<(EventType, Vec<u8>, Vec<u8>, i64)>,
 ) -> Result<(), ClusterError> {
     let lists = model::lists_prefix(&ctx.config.prefix);
     let nodes_prefix = format!("{}/nodes/", ctx.config.prefix);
     let purges_prefix = format!("{}/purges/", ctx.config.prefix);
     // The last event of each key wins.
     let mut changes: BTreeMap<Key, Option<Value>> = BTreeMap::new();
+    let mut revs: HashMap<Key, i64> = HashMap::new();
     let mut purges = Vec::new();
-    for (kind, key, value) in batch {
+    for (kind, key, value, rev) in batch {
         if key.starts_with(purges_prefix.as_bytes()) {
             if kind == EventType::Put
                 && let Some(p) = parse_purge(ctx, &key, &value)
@@ -1023,19 +1066,21 @@ async fn apply_events(
                 purges.push(p);
             }
         } else if key.starts_with(lists.as_bytes()) {
-            match kind {
-                EventType::Put => match parse_entry(ctx, &key, &value) {
-                    Ok((k, v)) => {
-                        changes.insert(k, Some(v));
+            let parsed = match kind {
+                EventType::Put => parse_entry(ctx, &key, &value).map(|(k, v)| (k, Some(v))),
+                EventType::Delete => model::parse_key(&ctx.config.prefix, &key).map(|k| (k, None)),
+            };
+            match parsed {
+                Ok((k, v)) => {
+                    let seen = revs.get(&k).or_else(|| mirror.revs.get(&k)).copied();
+                    if seen.is_some_and(|r| r >= rev) {
+                        debug!(key = %String::from_utf8_lossy(&key), rev, "cluster: stale event skipped");
+                        continue;
                     }
-                    Err(e) => warn!("cluster: skipped: {e}"),
-                },
-                EventType::Delete => match model::parse_key(&ctx.config.prefix, &key) {
-                    Ok(k) => {
-                        changes.insert(k, None);
-                    }
-                    Err(e) => warn!("cluster: skipped: {e}"),
-                },
+                    revs.insert(k, rev);
+                    changes.insert(k, v);
+                }
+                Err(e) => warn!("cluster: skipped: {e}"),
             }
         } else if let Some(name) = key.strip_prefix(nodes_prefix.as_bytes()) {
             let mut nodes = ctx.status.nodes.lock().expect("status");
@@ -1054,6 +1099,7 @@ async fn apply_events(
     }
     apply_purges(ctx, purges).await;
     if changes.is_empty() {
+        mirror.revs.extend(revs);
         return Ok(());
     }
     let now = wall_ms();
@@ -1071,9 +1117,11 @@ async fn apply_events(
         cluster_id: mirror.cluster_id,
         revision: mirror.revision,
         entries: mirror.entries.clone(),
+        revs: mirror.revs.clone(),
         dirty: false,
         saved: mirror.saved,
     };
+    next.revs.extend(revs);
     for (k, v) in changes {
         next.set(k, v);
     }
@@ -1269,12 +1317,14 @@ impl Batch {
                 return Err(e);
             }
         };
-        if let Some(h) = resp.header() {
-            ctx.status
-                .etcd_revision
-                .fetch_max(h.revision(), Ordering::Relaxed);
-        }
+        let revision = resp
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        ctx.status
+            .etcd_revision
+            .fetch_max(revision, Ordering::Relaxed);
         for (k, v) in self.done.drain(..) {
+            mirror.revs.insert(k, revision);
             mirror.set(k, v);
         }
         ctx.status.published.fetch_add(n, Ordering::Relaxed);
