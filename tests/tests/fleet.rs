@@ -423,6 +423,11 @@ fn bans_reach_every_node_expire_by_lease_and_survive_etcd_and_node_restarts() {
     // Node 3 cut off from etcd (nftables drops what it sends there) and healed: what each side
     // did meanwhile reaches the other.
     let c1 = format!("{}/32", f.nodes[0].client_ip);
+    f.wait(
+        "node 3 holds node 1's ban before the cut",
+        Duration::from_secs(5),
+        || f.holds(2, &c2),
+    );
     f.nft(&format!(
         "add table inet pxcut\nadd chain inet pxcut out {{ type filter hook output priority 0 ; }}\n\
          add rule inet pxcut out ip daddr 127.0.0.2 tcp dport {} drop\n",
@@ -437,7 +442,7 @@ fn bans_reach_every_node_expire_by_lease_and_survive_etcd_and_node_restarts() {
     f.cli_ok(0, &["blocklist", "remove", &c2]);
     f.wait(
         "node 3 counts its change as pending",
-        Duration::from_secs(5),
+        Duration::from_secs(15),
         || f.status(2)["pending"].as_u64().unwrap_or(0) >= 1,
     );
     std::thread::sleep(Duration::from_millis(500));

@@ -209,6 +209,11 @@ pub(super) async fn cache_purge(ctx: &Arc<AdminCtx>, req: Request<Incoming>) -> 
             ),
         );
     }
+    if let Some(c) = ctx.shared.cluster.get()
+        && let Err(e) = c.check_purge(&crate::cluster::Purge::Url(url.clone()))
+    {
+        return error(StatusCode::BAD_REQUEST, format!("not purged: {e}"));
+    }
     let cache = ctx.shared.cache.clone();
     let pattern = url.clone();
     match tokio::task::spawn_blocking(move || cache.purge(&pattern)).await {
@@ -236,6 +241,14 @@ async fn purge_tags(ctx: &Arc<AdminCtx>, tags: Vec<String>, soft: bool) -> Respo
             StatusCode::BAD_REQUEST,
             format!("tag {bad:?}: a tag is 1 to 1024 bytes without spaces or commas"),
         );
+    }
+    if let Some(c) = ctx.shared.cluster.get()
+        && let Err(e) = c.check_purge(&crate::cluster::Purge::Tags {
+            tags: tags.clone(),
+            soft,
+        })
+    {
+        return error(StatusCode::BAD_REQUEST, format!("not purged: {e}"));
     }
     let cache = ctx.shared.cache.clone();
     let wanted = tags.clone();

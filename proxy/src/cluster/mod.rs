@@ -268,6 +268,24 @@ impl Cluster {
         self.ctx.wake.notify_one();
     }
 
+    /// Whether the fleet can take `purge` (the size and shape every node accepts): the admin
+    /// API refuses one it cannot, rather than purge this node alone.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with it, in words for the client.
+    pub fn check_purge(&self, purge: &Purge) -> Result<(), String> {
+        let value = purge_value(&self.ctx, purge, 0);
+        value.purge()?;
+        let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
+        if size > MAX_VALUE {
+            return Err(format!(
+                "the purge is {size} bytes as the fleet shares it, over {MAX_VALUE}: split it"
+            ));
+        }
+        Ok(())
+    }
+
     /// A purge made here (admin API): every other node applies it too. Queued while etcd
     /// is unreachable (the oldest dropped beyond [`PURGE_QUEUE`]).
     ///
@@ -645,7 +663,9 @@ async fn publish_purges(ctx: &Arc<Ctx>, client: &mut Client) -> Result<(), Clust
     let requeue = |rest: &[Purge]| {
         let mut q = ctx.purges.lock().expect("purge queue");
         for p in rest.iter().rev() {
-            q.push_front(p.clone());
+            if q.len() < PURGE_QUEUE {
+                q.push_front(p.clone());
+            }
         }
     };
     let lease = match client.lease_grant(PURGE_TTL, None).await {
@@ -655,36 +675,58 @@ async fn publish_purges(ctx: &Arc<Ctx>, client: &mut Client) -> Result<(), Clust
             return Err(etcd_err(ctx, "lease grant (purges)")(e));
         }
     };
-    for (i, chunk) in queued.chunks(TXN_OPS).enumerate() {
+    // Transactions of at most TXN_OPS purges and TXN_BYTES bytes.
+    let mut start = 0;
+    while start < queued.len() {
         let now = wall_ms();
-        let ops: Vec<TxnOp> = chunk
-            .iter()
-            .map(|p| {
-                let serial = ctx.purge_serial.fetch_add(1, Ordering::Relaxed);
-                let (url, tags, soft) = match p {
-                    Purge::Url(u) => (Some(u.clone()), Vec::new(), false),
-                    Purge::Tags { tags, soft } => (None, tags.clone(), *soft),
-                };
-                let value = PurgeValue {
-                    origin: ctx.node.clone(),
-                    created_ms: now,
-                    url,
-                    tags,
-                    soft,
-                };
-                TxnOp::put(
-                    format!("{}/purges/{}/{now}-{serial}", ctx.config.prefix, ctx.node),
-                    serde_json::to_vec(&value).expect("purge serializes"),
-                    Some(PutOptions::new().with_lease(lease)),
-                )
-            })
-            .collect();
-        if let Err(e) = client.txn(Txn::new().and_then(ops)).await {
-            requeue(&queued[i * TXN_OPS..]);
-            return Err(etcd_err(ctx, "transaction (purges)")(e));
+        let (mut ops, mut bytes, mut end) = (Vec::new(), 0, start);
+        while end < queued.len() && ops.len() < TXN_OPS {
+            let serial = ctx.purge_serial.fetch_add(1, Ordering::Relaxed);
+            let key = format!("{}/purges/{}/{now}-{serial}", ctx.config.prefix, ctx.node);
+            let value =
+                serde_json::to_vec(&purge_value(ctx, &queued[end], now)).expect("purge serializes");
+            if !ops.is_empty() && bytes + key.len() + value.len() > TXN_BYTES {
+                break;
+            }
+            bytes += key.len() + value.len();
+            ops.push(TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            ));
+            end += 1;
         }
+        if let Err(e) = client.txn(Txn::new().and_then(ops)).await {
+            let e = etcd_err(ctx, "transaction (purges)")(e);
+            if is_transport(&e) {
+                requeue(&queued[start..]);
+                return Err(e);
+            }
+            // Refused (checked for size before queueing, so not for that): these purges
+            // are dropped, not retried for ever.
+            warn!(
+                purges = end - start,
+                "cluster: etcd refused purges, which the other nodes will not apply: {e}"
+            );
+        }
+        start = end;
     }
     Ok(())
+}
+
+/// A purge as published.
+fn purge_value(ctx: &Ctx, purge: &Purge, now: u64) -> PurgeValue {
+    let (url, tags, soft) = match purge {
+        Purge::Url(u) => (Some(u.clone()), Vec::new(), false),
+        Purge::Tags { tags, soft } => (None, tags.clone(), *soft),
+    };
+    PurgeValue {
+        origin: ctx.node.clone(),
+        created_ms: now,
+        url,
+        tags,
+        soft,
+    }
 }
 
 fn parse_entry(ctx: &Ctx, key: &[u8], value: &[u8]) -> Result<(Key, Value), model::ModelError> {
@@ -785,16 +827,12 @@ async fn reconcile(
     let to_publish = plan.publish.len();
     // A change etcd refuses (too large, say) must not keep the node from watching: it is
     // logged and retried, and the watch starts anyway.
-    if let Err(e) = publish(ctx, client, mirror, plan.publish).await {
-        if matches!(e, ClusterError::Etcd { .. }) && is_transport(&e) {
-            return Err(e);
-        }
-        warn!("cluster: publishing this node's changes failed ({e}); retrying every second");
-        ctx.status.publish_failed.store(true, Ordering::Relaxed);
-    }
+    let published = publish(ctx, client, mirror, plan.publish).await;
+    refused_or(ctx, published)?;
     mirror.save(ctx, true).await;
     apply_purges(ctx, purges).await;
-    publish_purges(ctx, client).await?;
+    let purged = publish_purges(ctx, client).await;
+    refused_or(ctx, purged)?;
     let s = &ctx.status;
     s.applied.fetch_add(taken as u64, Ordering::Relaxed);
     s.revision.store(revision, Ordering::Relaxed);
@@ -848,14 +886,16 @@ async fn session_inner(
     loop {
         tokio::select! {
             msg = watch.message() => {
-                let batch = gather(ctx, &mut watch, mirror, msg).await?;
-                apply_events(ctx, mirror, batch).await?;
+                let (batch, revision) = gather(ctx, &mut watch, mirror, msg).await?;
+                apply_events(ctx, mirror, batch, revision).await?;
                 ctx.status.revision.store(mirror.revision, Ordering::Relaxed);
             }
             () = ctx.wake.notified() => {
                 file_seen = file_id(&ctx.state_path);
-                publish_local(ctx, &mut client, mirror).await?;
-                publish_purges(ctx, &mut client).await?;
+                let published = publish_local(ctx, &mut client, mirror).await;
+                refused_or(ctx, published)?;
+                let purged = publish_purges(ctx, &mut client).await;
+                refused_or(ctx, purged)?;
             }
             _ = poll.tick() => {
                 let now_seen = file_id(&ctx.state_path);
@@ -864,7 +904,8 @@ async fn session_inner(
                 if now_seen != file_seen || retry {
                     file_seen = now_seen;
                     last_retry = Instant::now();
-                    publish_local(ctx, &mut client, mirror).await?;
+                    let published = publish_local(ctx, &mut client, mirror).await;
+                    refused_or(ctx, published)?;
                 }
                 mirror.save(ctx, false).await;
             }
@@ -899,8 +940,9 @@ async fn gather(
     watch: &mut etcd_client::WatchStream,
     mirror: &mut Mirror,
     first: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
-) -> Result<Vec<(EventType, Vec<u8>, Vec<u8>, i64)>, ClusterError> {
+) -> Result<(Vec<(EventType, Vec<u8>, Vec<u8>, i64)>, i64), ClusterError> {
     let mut batch = Vec::new();
+    let mut revision = mirror.revision;
     let mut next = Some(first);
     let until = tokio::time::Instant::now() + GATHER_MAX;
     while let Some(msg) = next.take() {
@@ -923,12 +965,12 @@ async fn gather(
                 .fetch_max(h.revision(), Ordering::Relaxed);
             if resp.events().is_empty() && !resp.created() {
                 // Progress: nothing before this revision is still to come.
-                mirror.revision = mirror.revision.max(h.revision());
+                revision = revision.max(h.revision());
             }
         }
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
-            mirror.revision = mirror.revision.max(kv.mod_revision());
+            revision = revision.max(kv.mod_revision());
             batch.push((
                 ev.event_type(),
                 kv.key().to_vec(),
@@ -944,7 +986,7 @@ async fn gather(
             next = Some(m);
         }
     }
-    Ok(batch)
+    Ok((batch, revision))
 }
 
 fn ended(ctx: &Ctx, reason: String) -> ClusterError {
@@ -1044,13 +1086,17 @@ fn file_id(path: &Path) -> Option<(u64, u64, u64, i64, i64, i64, i64)> {
     })
 }
 
-/// Applies a batch of watch events: list entries to the lists (unless this node changed the
-/// entry and has not published that yet), node keys to the status.
-async fn apply_events(
-    ctx: &Arc<Ctx>,
-    mirror: &mut Mirror,
+/// A batch of watch events by kind: list changes (the last per key, stale ones left out)
+/// with their revisions, purges from other nodes; node keys go straight to the status.
+#[expect(
+    clippy::type_complexity,
+    reason = "three plain collections, named where they are taken apart"
+)]
+fn sort_events(
+    ctx: &Ctx,
+    mirror: &Mirror,
     batch: Vec<(EventType, Vec<u8>, Vec<u8>, i64)>,
-) -> Result<(), ClusterError> {
+) -> (BTreeMap<Key, Option<Value>>, HashMap<Key, i64>, Vec<Purge>) {
     let lists = model::lists_prefix(&ctx.config.prefix);
     let nodes_prefix = format!("{}/nodes/", ctx.config.prefix);
     let purges_prefix = format!("{}/purges/", ctx.config.prefix);
@@ -1097,9 +1143,25 @@ async fn apply_events(
             }
         }
     }
+    (changes, revs, purges)
+}
+
+/// Applies a batch of watch events: list entries to the lists (unless this node changed the
+/// entry and has not published that yet), node keys to the status.
+async fn apply_events(
+    ctx: &Arc<Ctx>,
+    mirror: &mut Mirror,
+    batch: Vec<(EventType, Vec<u8>, Vec<u8>, i64)>,
+    revision: i64,
+) -> Result<(), ClusterError> {
+    let (changes, revs, purges) = sort_events(ctx, mirror, batch);
     apply_purges(ctx, purges).await;
     if changes.is_empty() {
         mirror.revs.extend(revs);
+        mirror.revision = revision;
+        // Written at the next save: purges applied up to here are not applied again after
+        // a restart.
+        mirror.dirty = true;
         return Ok(());
     }
     let now = wall_ms();
@@ -1115,13 +1177,15 @@ async fn apply_events(
         .collect();
     let mut next = Mirror {
         cluster_id: mirror.cluster_id,
-        revision: mirror.revision,
+        revision,
         entries: mirror.entries.clone(),
         revs: mirror.revs.clone(),
         dirty: false,
         saved: mirror.saved,
     };
     next.revs.extend(revs);
+    // Revisions at or below the applied one can no longer come: forget them.
+    next.revs.retain(|_, r| *r > revision);
     for (k, v) in changes {
         next.set(k, v);
     }
@@ -1187,9 +1251,27 @@ async fn publish_local(
         .pending
         .store(changes.len() as u64, Ordering::Relaxed);
     if changes.is_empty() {
+        ctx.status.publish_failed.store(false, Ordering::Relaxed);
         return Ok(());
     }
     publish(ctx, client, mirror, changes).await
+}
+
+/// A publish's outcome for the session: a connection error ends it (reconnect); a refusal
+/// (too large, no space, ...) is logged when it starts and retried every second, and the
+/// session goes on watching.
+fn refused_or(ctx: &Ctx, result: Result<(), ClusterError>) -> Result<(), ClusterError> {
+    match result {
+        Err(e) if is_transport(&e) => Err(e),
+        Err(e) => {
+            if !ctx.status.publish_failed.swap(true, Ordering::Relaxed) {
+                warn!("cluster: etcd refused this node's changes ({e}); retrying every second");
+            }
+            *ctx.status.last_error.lock().expect("status") = Some(e.to_string());
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Writes `changes` to etcd in transactions of at most [`TXN_OPS`] operations and
@@ -1228,18 +1310,21 @@ async fn publish(
             // and each node's sweep's business, never a change).
             Some(e) if e <= now => continue,
             Some(e) => {
-                let ttl = i64::try_from((e - now).div_ceil(1000))
-                    .unwrap_or(MAX_LEASE_TTL)
-                    .min(MAX_LEASE_TTL);
-                let lease = if let Some(id) = leases.get(&ttl) {
+                // One lease per second of expiry (absolute: entries made at different times
+                // with one TTL do not share it), ending no earlier than the entry.
+                let second = i64::try_from(e.div_ceil(1000)).unwrap_or(i64::MAX);
+                let lease = if let Some(id) = leases.get(&second) {
                     *id
                 } else {
+                    let ttl = i64::try_from((e - now).div_ceil(1000))
+                        .unwrap_or(MAX_LEASE_TTL)
+                        .clamp(1, MAX_LEASE_TTL);
                     let id = client
                         .lease_grant(ttl, None)
                         .await
                         .map_err(etcd_err(ctx, "lease grant"))?
                         .id();
-                    leases.insert(ttl, id);
+                    leases.insert(second, id);
                     batch.leases.push(id);
                     id
                 };
@@ -1309,10 +1394,13 @@ impl Batch {
             Ok(r) => r,
             Err(e) => {
                 self.done.clear();
-                // The leases of this transaction would only linger until their TTL.
-                for id in granted {
-                    leases.retain(|_, v| *v != id);
-                    let _ = client.lease_revoke(id).await;
+                // Refused: its leases would only linger until their TTL. (Not after a
+                // connection error: the transaction may have been committed.)
+                if !is_transport(&e) {
+                    for id in granted {
+                        leases.retain(|_, v| *v != id);
+                        let _ = client.lease_revoke(id).await;
+                    }
                 }
                 return Err(e);
             }

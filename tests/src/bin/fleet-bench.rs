@@ -115,19 +115,26 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Waits until `count` of `maps` reaches `want` (bounded); the time it took, or `None`.
-fn wait_count(instance: &str, want: usize, limit: Duration) -> Option<f64> {
-    let started = Instant::now();
-    let m = maps(instance);
-    loop {
-        if m.blocked().map_or(0, |b| b.len()) >= want {
-            return Some(started.elapsed().as_secs_f64() * 1000.0);
+/// Waits until every node of `instances` holds every one of `keys` in its map (bounded by
+/// `limit`): per node, the ms from `t0` until the last key arrived, or `None`. Each pass looks
+/// up only the keys a node still lacks.
+fn wait_all(instances: &[&str], keys: &[Cidr], t0: Instant, limit: Duration) -> Vec<Option<f64>> {
+    let all: Vec<KernelMaps> = instances.iter().map(|i| maps(i)).collect();
+    let mut missing: Vec<Vec<Cidr>> = instances.iter().map(|_| keys.to_vec()).collect();
+    let mut done: Vec<Option<f64>> = vec![None; instances.len()];
+    while t0.elapsed() < limit && done.iter().any(Option::is_none) {
+        for (i, m) in all.iter().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
+            missing[i].retain(|c| !has(m, c));
+            if missing[i].is_empty() {
+                done[i] = Some(t0.elapsed().as_secs_f64() * 1000.0);
+            }
         }
-        if started.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
+    done
 }
 
 #[expect(
@@ -210,25 +217,41 @@ fn main() {
     store
         .block(&burst, Some(Duration::from_mins(30)), Reason::L7Abuse, None)
         .expect("burst on node 1");
-    let want = (SINGLES + BURST) as usize;
-    let burst_ms: Vec<Option<f64>> = nodes[1..]
-        .iter()
-        .map(|n| wait_count(&n.instance, want, Duration::from_mins(2)))
-        .collect();
+    let t0 = Instant::now();
+    let burst_ms = wait_all(
+        &[&nodes[1].instance, &nodes[2].instance],
+        &burst,
+        t0,
+        Duration::from_mins(2),
+    );
 
     // 100 000 in all, then a node that joins empty (its state file removed) loads them.
     let rest = prefixes(20_000, TOTAL - SINGLES - BURST);
     store
         .block(&rest, None, Reason::Import, None)
         .expect("the rest on node 1");
-    let bulk_ms = wait_count(&nodes[1].instance, TOTAL as usize, Duration::from_mins(5));
+    let bulk_ms = wait_all(
+        &[&nodes[1].instance],
+        &rest,
+        Instant::now(),
+        Duration::from_mins(5),
+    )[0];
     drop(nodes[2].proxy.take());
     let _ = std::fs::remove_file(&nodes[2].state);
     let _ = std::fs::remove_dir_all(proxy::kernel::pin_dir(&nodes[2].instance));
     let started = Instant::now();
     start(&ns.0, &mut nodes[2], dir.path());
-    let join = wait_count(&nodes[2].instance, TOTAL as usize, Duration::from_mins(5))
-        .map(|_| started.elapsed().as_secs_f64() * 1000.0);
+    let everything: Vec<Cidr> = prefixes(0, SINGLES)
+        .into_iter()
+        .chain(burst.iter().copied())
+        .chain(rest.iter().copied())
+        .collect();
+    let join = wait_all(
+        &[&nodes[2].instance],
+        &everything,
+        started,
+        Duration::from_mins(5),
+    )[0];
     let opt = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.0}"));
     println!(
         "{{\"singles\": {}, \"single_p50_ms\": {:.1}, \"single_p99_ms\": {:.1}, \"single_max_ms\": {:.1}, \
