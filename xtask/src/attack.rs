@@ -782,6 +782,21 @@ fn spoofed(bin: &Path, dir: &Path, base_rps: f64) -> anyhow::Result<(String, Vec
     Ok((md, json))
 }
 
+/// What the profiles have shown (sessions 7 and 8); kept with the tables they explain.
+const PROFILE_NOTE: &str = "\nWhat the profiles say. Every mode pays the sender's side on CPU 1 (`raw_sendmsg`, `__ip_select_ident`, \
+`fib_table_lookup`: the raw-socket flood itself) and, on veth, the copy of each frame into a page with XDP headroom: that \
+is the floor. Above it, the kernel's cookies run the whole receive path of a SYN through TCP (`__inet_lookup_established`, \
+the listener, the cookie, a SYN-ACK built as a socket buffer and routed back through `ip_finish_output2`). The XDP SYN \
+proxy's share is the program (`xdp_synproxy`: the cookie's SipHash, the option walk, the rewrite and checksums), the filter \
+in front of it (`xdp_filter`), and `__inet_lookup_established` again: `bpf_skc_lookup_tcp`, which the SYN proxy calls for \
+every SYN so that a SYN matching an existing connection or TIME_WAIT (NAT port reuse) goes to the stack instead of getting \
+a cookie; about as much as the program itself. Then `XDP_TX` puts the SYN-ACK on the peer veth, whose NAPI poll \
+(`veth_poll`) and XDP program run on the same CPU: the attacker side's receive work, counted here because veth has no \
+wire. So on this box the XDP path is 0.5 to 0.75 of the kernel cookies' cost above the floor (three sessions' runs), not \
+the third the goal asks for; the socket lookup per SYN is the next thing to cut (only SYNs from sources with a recent \
+connection need it), and a NIC, where `XDP_TX` is a DMA to the wire and no page copy happens, is where the goal can be \
+judged.\n";
+
 /// The flood alone once more for the floor, the kernel's cookies and the XDP SYN proxy, under
 /// `perf record` on CPU 1: where a SYN's time goes in each, as markdown.
 fn spoofed_profiles(bin: &Path, dir: &Path) -> anyhow::Result<String> {
@@ -823,6 +838,7 @@ fn spoofed_profiles(bin: &Path, dir: &Path) -> anyhow::Result<String> {
             let _ = writeln!(md, "| {pct:.1} | `{sym}` |");
         }
     }
+    md.push_str(PROFILE_NOTE);
     Ok(md)
 }
 

@@ -367,6 +367,13 @@ Where the blocked IPv4 packet's time goes at 100 000 prefixes: `perf record -e c
     for (pct, sym) in &report {
         let _ = writeln!(md, "| {pct:.1} | `{sym}` |");
     }
+    md.push_str(
+        "\nRead with the table above: a blocked IPv4 packet at 100 000 prefixes is about half the program's own \
+         instructions (parse, masks, counters), a fifth the hash map's lookup (`htab_map_hash`, \
+         `lookup_nulls_elem_raw`, `memcmp`: one probe), and a tenth a `memset` subprogram: a BPF-to-BPF call \
+         LLVM emits to zero a stack structure on every packet, the next thing to remove (about 5 ns); the rest is \
+         the test run's own loop.\n",
+    );
     Ok(md)
 }
 
