@@ -2,20 +2,9 @@
 //! of the others, through etcd (tests/src/bin/fleet-bench.rs does the work).
 use std::{fmt::Write as _, path::Path};
 
-use anyhow::Context;
-
 /// Runs fleet-bench; returns the Markdown section and its JSON.
 pub fn fleet(bin: &Path) -> anyhow::Result<(String, String)> {
-    let out = std::process::Command::new(bin.join("fleet-bench"))
-        .output()
-        .context("running fleet-bench")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "fleet-bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let v: serde_json::Value = serde_json::from_str(&text).context("fleet-bench's output")?;
+    let (text, v) = crate::xdpbench::run_json(bin, "fleet-bench")?;
     let ms = |x: &serde_json::Value| {
         x.as_f64().map_or_else(
             || "not within the limit".to_owned(),

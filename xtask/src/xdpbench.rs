@@ -416,21 +416,28 @@ pub fn perf_top(data: &Path, min: f64) -> anyhow::Result<Vec<(f64, String)>> {
         .collect())
 }
 
+/// Runs one of the tests crate's bench binaries (`name`, in `bin`), which prints one JSON
+/// object: its text and its value.
+pub fn run_json(bin: &Path, name: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    let out = std::process::Command::new(bin.join(name))
+        .output()
+        .with_context(|| format!("running {name}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let v = serde_json::from_str(&text).with_context(|| format!("{name}'s output"))?;
+    Ok((text, v))
+}
+
 /// `cargo xtask bench lookup`: the XDP program's own cost per packet by blocklist size
 /// (`BPF_PROG_TEST_RUN`, kernel-timed; see tests/src/bin/lookup-bench.rs), through the index
 /// and through the LPM tries (the lookup before #15) on the same lists in the same run, and
 /// the rate of blocks the map API sustains.
 pub fn lookup(bin: &Path) -> anyhow::Result<(String, String)> {
-    let out = std::process::Command::new(bin.join("lookup-bench"))
-        .output()
-        .context("running lookup-bench")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "lookup-bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let v: serde_json::Value = serde_json::from_str(&text).context("lookup-bench's output")?;
+    let (text, v) = run_json(bin, "lookup-bench")?;
     let cell = |x: &serde_json::Value| {
         x.as_f64()
             .map_or_else(|| "–".to_owned(), |n| format!("{n:.0}"))

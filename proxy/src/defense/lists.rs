@@ -126,36 +126,37 @@ enum Change {
     Allow(Cidr, Option<AllowRecord>, Option<AllowRecord>),
 }
 
-/// Every entry that differs from `before` to `after`.
+/// The prefixes of two versions of one list whose entries differ (`same` says when two
+/// entries count as equal), with both sides.
+fn differing<T: Clone>(
+    before: &std::collections::BTreeMap<Cidr, T>,
+    after: &std::collections::BTreeMap<Cidr, T>,
+    same: impl Fn(Option<&T>, Option<&T>) -> bool,
+) -> Vec<(Cidr, Option<T>, Option<T>)> {
+    let mut cidrs: Vec<&Cidr> = before.keys().chain(after.keys()).collect();
+    cidrs.sort_unstable();
+    cidrs.dedup();
+    cidrs
+        .into_iter()
+        .filter_map(|c| {
+            let (old, new) = (before.get(c), after.get(c));
+            (!same(old, new)).then(|| (*c, old.cloned(), new.cloned()))
+        })
+        .collect()
+}
+
+/// Every entry that differs from `before` to `after` (for the allowlist, only presence
+/// reaches the kernel).
 fn changes(before: &State, after: &State) -> Vec<Change> {
-    let mut out = Vec::new();
-    let mut cidrs: Vec<&Cidr> = before
-        .blocklist
-        .keys()
-        .chain(after.blocklist.keys())
-        .collect();
-    cidrs.sort_unstable();
-    cidrs.dedup();
-    for c in cidrs {
-        let (old, new) = (before.blocklist.get(c), after.blocklist.get(c));
-        if old != new {
-            out.push(Change::Block(*c, old.cloned(), new.cloned()));
-        }
-    }
-    let mut cidrs: Vec<&Cidr> = before
-        .allowlist
-        .keys()
-        .chain(after.allowlist.keys())
-        .collect();
-    cidrs.sort_unstable();
-    cidrs.dedup();
-    for c in cidrs {
-        let (old, new) = (before.allowlist.get(c), after.allowlist.get(c));
-        if old.is_some() != new.is_some() {
-            out.push(Change::Allow(*c, old.cloned(), new.cloned()));
-        }
-    }
-    out
+    let blocks = differing(&before.blocklist, &after.blocklist, |a, b| a == b)
+        .into_iter()
+        .map(|(c, o, n)| Change::Block(c, o, n));
+    let allows = differing(&before.allowlist, &after.allowlist, |a, b| {
+        a.is_some() == b.is_some()
+    })
+    .into_iter()
+    .map(|(c, o, n)| Change::Allow(c, o, n));
+    blocks.chain(allows).collect()
 }
 
 /// Parses a list file: one address or CIDR per line; `#` and `;` start comments (so the
