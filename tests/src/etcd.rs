@@ -18,6 +18,15 @@ pub struct Etcd {
     peer_port: u16,
     child: Option<ChildGuard>,
     starts: u32,
+    tls: Option<Tls>,
+}
+
+/// Server certificate, key and the CA clients must chain to (`--client-cert-auth`).
+#[derive(Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// A port that is free in `ns` now (bound, then released).
@@ -40,6 +49,20 @@ impl Etcd {
     /// not come up within 20 s.
     #[must_use]
     pub fn start(ns: &str, dir: &Path) -> Self {
+        Self::start_with(ns, dir, None)
+    }
+
+    /// [`Etcd::start`] serving TLS only, with client certificates required.
+    ///
+    /// # Panics
+    ///
+    /// As [`Etcd::start`].
+    #[must_use]
+    pub fn start_tls(ns: &str, dir: &Path, tls: Tls) -> Self {
+        Self::start_with(ns, dir, Some(tls))
+    }
+
+    fn start_with(ns: &str, dir: &Path, tls: Option<Tls>) -> Self {
         assert!(
             Path::new(ETCD_BIN).exists(),
             "{ETCD_BIN} not found: run the tests with `cargo xtask test` (it installs etcd-server)"
@@ -51,22 +74,27 @@ impl Etcd {
             peer_port: free_port(ns),
             child: None,
             starts: 0,
+            tls,
         };
         e.restart();
         e
     }
 
-    /// The client URL (`http://127.0.0.1:<port>`).
+    /// The client URL (`http://127.0.0.1:<port>`, `https://` with TLS).
     #[must_use]
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The same server on another loopback address (`http://127.0.0.2:<port>`): a client given
     /// this one can be cut off alone (a firewall rule on 127.0.0.2).
     #[must_use]
     pub fn alt_endpoint(&self) -> String {
-        format!("http://127.0.0.2:{}", self.client_port)
+        format!("{}://127.0.0.2:{}", self.scheme(), self.client_port)
     }
 
     #[must_use]
@@ -111,17 +139,32 @@ impl Etcd {
                 "stderr",
             ])
             .args(["--log-level", "warn"]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
         let log = self.dir.with_file_name(format!("etcd-{}.log", self.starts));
         let child = ChildGuard::spawn("etcd", cmd, log);
         let addr: SocketAddr = format!("127.0.0.1:{}", self.client_port)
             .parse()
             .expect("address");
         let deadline = Instant::now() + Duration::from_secs(20);
+        let tls = self.tls.is_some();
         loop {
-            // etcd answers /health on its client URL once it has a leader.
+            // etcd answers /health on its client URL once it has a leader (with TLS, where
+            // this plain client cannot ask, listening is taken as enough: clients retry).
             let ok = crate::netns::run_in(&self.ns, move || {
-                crate::client::get(addr, "/health", Duration::from_millis(500))
-                    .is_ok_and(|r| r.status == 200 && r.body.contains("true"))
+                if tls {
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+                } else {
+                    crate::client::get(addr, "/health", Duration::from_millis(500))
+                        .is_ok_and(|r| r.status == 200 && r.body.contains("true"))
+                }
             });
             if ok {
                 break;

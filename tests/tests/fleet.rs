@@ -51,10 +51,39 @@ impl Drop for Fleet {
 
 impl Fleet {
     fn start() -> Self {
-        let mut w = World::new(170, ORIGIN_BIN);
-        w.topo.add_client(171);
-        w.topo.add_client(172);
-        let etcd = Etcd::start(&w.topo.srv_ns, w.dir.path());
+        Self::start_on(170, false)
+    }
+
+    /// Three nodes on 10.250.<subnet>..<subnet+2>; with `tls`, etcd serves TLS only and
+    /// wants a client certificate, which each node has (`ca`, `cert`, `key`).
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the namespaces, etcd, three configs and three starts, in order"
+    )]
+    fn start_on(subnet: u8, tls: bool) -> Self {
+        let mut w = World::new(subnet, ORIGIN_BIN);
+        w.topo.add_client(subnet + 1);
+        w.topo.add_client(subnet + 2);
+        let pki = tls.then(|| proxy_tests::http::TestPki::new(w.dir.path()));
+        let etcd = match &pki {
+            None => Etcd::start(&w.topo.srv_ns, w.dir.path()),
+            Some(pki) => {
+                let (cert, key) = pki.leaf(
+                    w.dir.path(),
+                    "etcd",
+                    &["127.0.0.1", "127.0.0.2", "localhost"],
+                );
+                Etcd::start_tls(
+                    &w.topo.srv_ns,
+                    w.dir.path(),
+                    proxy_tests::etcd::Tls {
+                        cert,
+                        key,
+                        ca: pki.ca_pem.clone(),
+                    },
+                )
+            }
+        };
         let prefix = format!("/fleet-{}", w.instance);
         let mut clients = vec![(
             w.topo.cli_ns.clone(),
@@ -105,7 +134,18 @@ servers = ["{ORIGIN}"]
 endpoints = ["{endpoint}"]
 prefix = "{prefix}"
 node = "n{k}"
+{tls}
 "#,
+                    tls = pki.as_ref().map_or_else(String::new, |pki| {
+                        let (cert, key) =
+                            pki.leaf(w.dir.path(), &format!("n{k}"), &[&format!("n{k}")]);
+                        format!(
+                            "ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",
+                            pki.ca_pem.display(),
+                            cert.display(),
+                            key.display()
+                        )
+                    }),
                     state = w.dir.path().join(format!("n{k}.json")).display(),
                     // Node 3 reaches etcd on another loopback address, so that it alone can be
                     // cut off.
@@ -459,4 +499,28 @@ fn bans_reach_every_node_expire_by_lease_and_survive_etcd_and_node_restarts() {
     );
     f.wait_connected(2);
     assert_eq!(f.status(2)["pending"], serde_json::json!(0));
+}
+
+/// TLS to etcd with client certificates (`[cluster] ca`, `cert`, `key`): the nodes connect
+/// and a ban made on one reaches the others' kernels.
+#[test]
+fn the_fleet_over_tls_with_client_certificates() {
+    let f = Fleet::start_on(175, true);
+    let c2 = format!("{}/32", f.nodes[1].client_ip);
+    f.cli_ok(0, &["blocklist", "add", &c2, "--ttl", "10m"]);
+    f.wait(
+        "node 1's ban on node 2 and 3 over TLS",
+        Duration::from_secs(5),
+        || f.holds(1, &c2) && f.holds(2, &c2),
+    );
+    assert!(
+        !f.served(1),
+        "client 2 still served by node 2\n{}",
+        f.diagnosis()
+    );
+    let st = f.status(2);
+    assert!(
+        st["endpoints"][0].as_str().unwrap().starts_with("https://"),
+        "{st}"
+    );
 }
